@@ -1,0 +1,80 @@
+# jobsched — run `make help` for the targets. Every target installs what it needs on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+PROTO_FILES := $(wildcard protos/jobsched/v1/*.proto)
+# The PostgreSQL 15 server that CI machines run; integration tests also run against it when reachable.
+LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-pg lint format proto proto-check migrate bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jobsched needs Python >= 3.11")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+install: $(STAMP) ## Create .venv and install jobsched with its dev tools
+
+run: $(STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler
+	$(BIN)/jobsched dev
+
+test: lint proto-check ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
+	$(BIN)/pytest
+	@$(MAKE) --no-print-directory test-pg
+
+test-unit: $(STAMP) ## Run the pure unit tests only
+	$(BIN)/pytest tests/unit
+
+test-pg: $(STAMP) ## Run the integration tests against $(LOCAL_PG_URL) when it is reachable
+	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+		echo "== integration tests against $(LOCAL_PG_URL)"; \
+		DATABASE_URL=$(LOCAL_PG_URL) $(BIN)/pytest tests/integration; \
+	else echo "== skipping the extra PostgreSQL run (DATABASE_URL set, or nothing on 127.0.0.1:5432)"; fi
+
+lint: $(STAMP) $(BUF) ## ruff (lint + format check), mypy (strict), buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && ../$(BUF) lint
+
+format: $(STAMP) ## Reformat the code and apply safe ruff fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+proto: $(STAMP) ## Regenerate the stubs in services/jobsched/v1 from protos/
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=services --grpc_python_out=services \
+		--mypy_out=services --mypy_grpc_out=services $(PROTO_FILES)
+
+proto-check: $(STAMP) ## Fail when the committed stubs are stale
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_FILES) && \
+	for f in $$tmp/jobsched/v1/*; do \
+		cmp -s $$f services/jobsched/v1/$$(basename $$f) || { echo "stale: services/jobsched/v1/$$(basename $$f) (run make proto)"; exit 1; }; \
+	done && \
+	for f in services/jobsched/v1/*_pb2*; do \
+		[ -e $$tmp/jobsched/v1/$$(basename $$f) ] || { echo "orphan: $$f (run make proto)"; exit 1; }; \
+	done && echo "stubs are fresh"
+
+migrate: $(STAMP) ## Apply migrations to DATABASE_URL (or the embedded dev database)
+	$(BIN)/jobsched migrate
+
+bench: $(STAMP) ## Run the benchmarks and append the figures to bench/RESULTS.md
+	$(BIN)/python -m bench
+
+clean: ## Remove the virtualenv, tools and caches (keeps the dev database in .jobsched/)
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

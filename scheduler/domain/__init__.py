@@ -1,0 +1,1 @@
+"""Pure domain logic of the scheduler: no I/O, no protobuf, no SQL."""

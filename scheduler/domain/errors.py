@@ -1,0 +1,108 @@
+"""Domain errors of the scheduler. Servicers raise them; one interceptor maps them to gRPC codes.
+
+    JobschedError                    root; anything unexpected maps to INTERNAL
+    ├── InvalidArgument              bad input, with one FieldViolation per offending field
+    ├── NotFound
+    │   └── JobNotFound
+    ├── FailedPrecondition
+    │   └── InvalidTransition        the state machine forbids the change (with the reason)
+    ├── Conflict
+    │   ├── ConcurrentModification   a guarded UPDATE matched no row: the caller lost a race
+    │   └── IdempotencyKeyReused     same idempotency key, different job
+    └── Unavailable
+        └── DatabaseUnavailable      the store cannot be reached
+
+Each class's docstring is its default message and `reason` is the ErrorInfo reason clients see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One offending field of a request, named as a path (`job.queue`, `jobs[3].priority`)."""
+
+    field: str
+    description: str
+
+
+class JobschedError(Exception):
+    """Internal error."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.reason).strip()
+        super().__init__(self.message)
+
+
+class InvalidArgument(JobschedError):
+    """The request is invalid."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        self.violations = list(violations)
+        if message is None and violations:
+            message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(message)
+
+
+class NotFound(JobschedError):
+    """Not found."""
+
+    reason = "NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    """No such job."""
+
+    reason = "JOB_NOT_FOUND"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} not found")
+
+
+class FailedPrecondition(JobschedError):
+    """The operation is not allowed in the current state."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class InvalidTransition(FailedPrecondition):
+    """The job's state does not allow this operation."""
+
+    reason = "INVALID_TRANSITION"
+
+
+class Conflict(JobschedError):
+    """The operation conflicts with another one."""
+
+    reason = "CONFLICT"
+
+
+class ConcurrentModification(Conflict):
+    """The job changed concurrently; read it again and retry."""
+
+    reason = "CONCURRENT_MODIFICATION"
+
+
+class IdempotencyKeyReused(Conflict):
+    """The idempotency key was already used for a different job."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class Unavailable(JobschedError):
+    """The service is temporarily unavailable."""
+
+    reason = "UNAVAILABLE"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The job store is unreachable."""
+
+    reason = "DATABASE_UNAVAILABLE"

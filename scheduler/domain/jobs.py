@@ -1,0 +1,85 @@
+"""Plain data the scheduler passes between its layers: what to store and what was stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from scheduler.domain.states import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated, normalised job ready to be inserted."""
+
+    queue: str
+    type: str
+    payload: bytes
+    priority: int
+    max_attempts: int
+    run_at: datetime
+    state: JobState
+    labels: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    percent: float = 0.0
+    step: str = ""
+    message: str = ""
+    eta: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A stored job. List queries leave `payload` and `result` empty (projected columns)."""
+
+    id: str
+    tenant: str
+    queue: str
+    type: str
+    priority: int
+    state: JobState
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    last_error: str | None
+    executor: str | None
+    labels: dict[str, str]
+    idempotency_key: str | None
+    cancel_requested: bool
+    timeout: timedelta | None
+    event_seq: int
+    payload: bytes = b""
+    result: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEventRecord:
+    """One row of a job's append-only history."""
+
+    job_id: str
+    seq: int
+    from_state: JobState | None
+    to_state: JobState
+    attempt: int
+    executor: str | None
+    reason: str
+    actor: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The outcome of a submit: the job, and whether it was created by this call."""
+
+    job: JobRecord
+    created: bool

@@ -1,0 +1,74 @@
+"""Keyset pagination: page sizes and opaque page tokens bound to the filters they were made for.
+
+A token holds the sort key of the last row of a page and a fingerprint of the filters; reusing
+it with other filters, or sending a token that was not made here, is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from scheduler.domain.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_TOKEN_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The sort key of the last row of a page: (timestamp, id)."""
+
+    at: datetime
+    id: str
+
+
+def page_size(requested: int, path: str = "page_size") -> int:
+    """0 means the default, larger than the maximum is coerced, negative is rejected."""
+    if requested < 0:
+        raise InvalidArgument([FieldViolation(path, "must not be negative")])
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def fingerprint(filters: Mapping[str, object]) -> str:
+    """A short, stable digest of the filters a page was listed with."""
+    canonical = json.dumps(filters, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def encode_token(cursor: Cursor, filters_fingerprint: str) -> str:
+    body = {
+        "v": _TOKEN_VERSION,
+        "t": cursor.at.isoformat(),
+        "i": cursor.id,
+        "f": filters_fingerprint,
+    }
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, filters_fingerprint: str, path: str = "page_token") -> Cursor | None:
+    """The cursor in `token`, or None for an empty token (the first page)."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        body = json.loads(raw)
+        if body["v"] != _TOKEN_VERSION:
+            raise ValueError("version")
+        cursor = Cursor(at=datetime.fromisoformat(body["t"]), id=str(body["i"]))
+        token_fingerprint = body["f"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument([FieldViolation(path, "is not a valid page token")]) from None
+    if token_fingerprint != filters_fingerprint:
+        raise InvalidArgument(
+            [FieldViolation(path, "was issued for other filters; list again from the first page")]
+        )
+    return cursor

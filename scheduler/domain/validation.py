@@ -1,0 +1,198 @@
+"""Validation and normalisation of client input. Pure: `now` is passed in, nothing is read.
+
+Rules (documented in the proto and README):
+- queue and type names are lower-cased, then must match NAME_PATTERN; an empty queue is "default";
+- payload at most MAX_PAYLOAD_BYTES; priority in [PRIORITY_MIN, PRIORITY_MAX], default 50;
+- max_attempts in [1, MAX_ATTEMPTS_LIMIT], default DEFAULT_MAX_ATTEMPTS;
+- run_at at most MAX_SCHEDULE_AHEAD in the future; a past run_at means now;
+- at most MAX_LABELS labels, keys matching NAME_PATTERN, values at most MAX_LABEL_VALUE chars;
+- idempotency key at most MAX_IDEMPOTENCY_KEY chars of printable text;
+- timeout, if given, in (0, MAX_TIMEOUT].
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from scheduler.domain.errors import FieldViolation, InvalidArgument
+from scheduler.domain.jobs import NewJob
+from scheduler.domain.states import JobState
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+DEFAULT_QUEUE = "default"
+MAX_PAYLOAD_BYTES = 1024 * 1024
+PRIORITY_MIN, PRIORITY_MAX, DEFAULT_PRIORITY = 0, 100, 50
+MAX_ATTEMPTS_LIMIT, DEFAULT_MAX_ATTEMPTS = 100, 3
+MAX_SCHEDULE_AHEAD = timedelta(days=365)
+MAX_LABELS, MAX_LABEL_VALUE = 32, 256
+MAX_IDEMPOTENCY_KEY = 200
+MAX_TIMEOUT = timedelta(days=7)
+MAX_BATCH = 5000
+MAX_REASON = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpecInput:
+    """A job as a client sent it, before validation. None means "not given"."""
+
+    queue: str = ""
+    type: str = ""
+    payload: bytes = b""
+    priority: int | None = None
+    max_attempts: int | None = None
+    run_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    timeout: timedelta | None = None
+
+
+def normalise_name(value: str) -> str:
+    return value.lower()
+
+
+def check_name(value: str, path: str, violations: list[FieldViolation]) -> str:
+    name = normalise_name(value)
+    if not NAME_PATTERN.match(name):
+        violations.append(
+            FieldViolation(path, f"{value!r} must match {NAME_PATTERN.pattern} (case-insensitive)")
+        )
+    return name
+
+
+def _check_spec(
+    spec: JobSpecInput, now: datetime, path: str, violations: list[FieldViolation]
+) -> NewJob:
+    queue = check_name(spec.queue, f"{path}.queue", violations) if spec.queue else DEFAULT_QUEUE
+    if not spec.type:
+        violations.append(FieldViolation(f"{path}.type", "is required"))
+        job_type = ""
+    else:
+        job_type = check_name(spec.type, f"{path}.type", violations)
+    if len(spec.payload) > MAX_PAYLOAD_BYTES:
+        violations.append(
+            FieldViolation(
+                f"{path}.payload",
+                f"is {len(spec.payload)} bytes; at most {MAX_PAYLOAD_BYTES} are allowed",
+            )
+        )
+    priority = DEFAULT_PRIORITY if spec.priority is None else spec.priority
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        violations.append(
+            FieldViolation(f"{path}.priority", f"must be in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
+        )
+    max_attempts = DEFAULT_MAX_ATTEMPTS if spec.max_attempts is None else spec.max_attempts
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        violations.append(
+            FieldViolation(f"{path}.max_attempts", f"must be in [1, {MAX_ATTEMPTS_LIMIT}]")
+        )
+    run_at = now if spec.run_at is None or spec.run_at <= now else spec.run_at
+    if run_at - now > MAX_SCHEDULE_AHEAD:
+        violations.append(
+            FieldViolation(f"{path}.run_at", f"is more than {MAX_SCHEDULE_AHEAD.days} days ahead")
+        )
+    if len(spec.labels) > MAX_LABELS:
+        violations.append(FieldViolation(f"{path}.labels", f"at most {MAX_LABELS} labels"))
+    for key, value in spec.labels.items():
+        if not NAME_PATTERN.match(key):
+            violations.append(
+                FieldViolation(f"{path}.labels[{key!r}]", f"key must match {NAME_PATTERN.pattern}")
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            violations.append(
+                FieldViolation(
+                    f"{path}.labels[{key!r}]", f"value is longer than {MAX_LABEL_VALUE} characters"
+                )
+            )
+    key = spec.idempotency_key
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        violations.append(
+            FieldViolation(
+                f"{path}.idempotency_key",
+                f"must be at most {MAX_IDEMPOTENCY_KEY} printable characters",
+            )
+        )
+    if spec.timeout is not None and not timedelta(0) < spec.timeout <= MAX_TIMEOUT:
+        violations.append(
+            FieldViolation(
+                f"{path}.timeout", f"must be positive and at most {MAX_TIMEOUT.days} days"
+            )
+        )
+    return NewJob(
+        queue=queue,
+        type=job_type,
+        payload=spec.payload,
+        priority=priority,
+        max_attempts=max_attempts,
+        run_at=run_at,
+        state=JobState.SCHEDULED if run_at > now else JobState.QUEUED,
+        labels=dict(spec.labels),
+        idempotency_key=key or None,
+        timeout=spec.timeout,
+    )
+
+
+def validate_job(spec: JobSpecInput, now: datetime, path: str = "job") -> NewJob:
+    """Validate one job; raise InvalidArgument naming every offending field."""
+    violations: list[FieldViolation] = []
+    job = _check_spec(spec, now, path, violations)
+    if violations:
+        raise InvalidArgument(violations)
+    return job
+
+
+def validate_batch(specs: Sequence[JobSpecInput], now: datetime) -> list[NewJob]:
+    """Validate a batch: all jobs are valid, or InvalidArgument names every offending field."""
+    violations: list[FieldViolation] = []
+    if not specs:
+        violations.append(FieldViolation("jobs", "at least one job is required"))
+    if len(specs) > MAX_BATCH:
+        violations.append(FieldViolation("jobs", f"at most {MAX_BATCH} jobs per batch"))
+        raise InvalidArgument(violations)
+    jobs = [_check_spec(s, now, f"jobs[{i}]", violations) for i, s in enumerate(specs)]
+    seen: dict[str, int] = {}
+    for i, job in enumerate(jobs):
+        if job.idempotency_key is None:
+            continue
+        if job.idempotency_key in seen:
+            violations.append(
+                FieldViolation(
+                    f"jobs[{i}].idempotency_key",
+                    f"repeats the key of jobs[{seen[job.idempotency_key]}]",
+                )
+            )
+        seen.setdefault(job.idempotency_key, i)
+    if violations:
+        raise InvalidArgument(violations)
+    return jobs
+
+
+def validate_job_id(value: str, path: str = "id") -> str:
+    """Job ids are UUIDs; return the canonical text form."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError):
+        raise InvalidArgument(
+            [FieldViolation(path, f"{value!r} is not a job id (a UUID)")]
+        ) from None
+
+
+def validate_reason(value: str, path: str = "reason") -> str:
+    if len(value) > MAX_REASON:
+        raise InvalidArgument([FieldViolation(path, f"at most {MAX_REASON} characters")])
+    return value
+
+
+def check_states(
+    states: Iterable[JobState], allowed: frozenset[JobState], path: str, what: str
+) -> tuple[JobState, ...]:
+    chosen = tuple(sorted(set(states)))
+    bad = [s for s in chosen if s not in allowed]
+    if bad:
+        raise InvalidArgument(
+            [FieldViolation(path, f"{', '.join(s.name for s in bad)} is not {what}")]
+        )
+    return chosen or tuple(sorted(allowed))

@@ -1,0 +1,1 @@
+"""The job store: every SQL statement lives here, one named function each."""

@@ -1,0 +1,1 @@
+"""jobsched: the shared package — generated stubs (`jobsched.v1`), the client SDK and the CLI."""
