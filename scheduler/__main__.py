@@ -1,0 +1,103 @@
+"""`python -m scheduler` (also `jobsched scheduler`, `jobsched dev`, `jobsched migrate`).
+
+Without --database-url or DATABASE_URL an embedded PostgreSQL is started on a persistent data
+directory (--data-dir, JOBSCHED_DATA_DIR, default ./.jobsched). Migrations are applied first
+unless --no-migrate is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from scheduler import logs
+from scheduler.server import DEFAULT_LISTEN, SchedulerServer, ServerSettings
+from scheduler.store import embedded, migrate
+from scheduler.store.database import Database
+
+log = logging.getLogger("jobsched.scheduler")
+
+DEV_BANNER = """
+jobsched scheduler is listening on {address}
+  PostgreSQL: {database}
+
+In another terminal (from this checkout), submit a job and read it back:
+  .venv/bin/jobsched submit --type demo --payload '{{"hello": "world"}}'
+  .venv/bin/jobsched status <job id printed above>
+  .venv/bin/jobsched ls --active
+Any gRPC tool works too (server reflection is on), e.g. grpcurl -plaintext {address} list
+
+Press Ctrl-C to stop.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scheduler", description=__doc__)
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("JOBSCHED_LISTEN", DEFAULT_LISTEN),
+        help="host:port to serve gRPC on; port 0 picks a free one (env JOBSCHED_LISTEN, "
+        f"default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="PostgreSQL URL (env DATABASE_URL); embedded PostgreSQL when absent",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("JOBSCHED_DATA_DIR", ".jobsched")),
+        help="where the embedded PostgreSQL keeps its data (env JOBSCHED_DATA_DIR)",
+    )
+    parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
+    parser.add_argument("--migrate-only", action="store_true", help="apply migrations and exit")
+    parser.add_argument("--dev", action="store_true", help="print how to use the running system")
+    parser.add_argument("--log-level", default=os.environ.get("JOBSCHED_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    pg = embedded.start(args.data_dir / "pgdata", persistent=True, database="jobsched")
+    return pg.url("jobsched")
+
+
+async def serve(url: str, settings: ServerSettings, *, dev: bool) -> None:
+    db = Database.from_url(url, application_name="jobsched-scheduler")
+    server = SchedulerServer(db, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        address = await server.start()
+        if dev:
+            print(DEV_BANNER.format(address=address, database=url), flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+        await db.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level)
+    url = database_url(args)
+    if not args.no_migrate:
+        migrate.upgrade(url)
+        log.info("migrated", extra={"fields": {"event": "scheduler.migrated"}})
+    if args.migrate_only:
+        print(f"database at {url} is at the latest migration", flush=True)
+        return 0
+    asyncio.run(serve(url, ServerSettings(listen=args.listen), dev=args.dev))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

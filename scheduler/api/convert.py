@@ -1,0 +1,117 @@
+"""Translation between protobuf messages and domain values. No logic beyond the mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobsched.v1 import job_pb2
+from scheduler.domain.errors import FieldViolation, InvalidArgument
+from scheduler.domain.jobs import JobEventRecord, JobRecord, Progress
+from scheduler.domain.states import JobState
+from scheduler.domain.validation import JobSpecInput
+
+_TO_PROTO_STATE = {s: job_pb2.JobState.Value(f"JOB_STATE_{s.name}") for s in JobState}
+_FROM_PROTO_STATE: dict[int, JobState] = {int(v): k for k, v in _TO_PROTO_STATE.items()}
+
+
+def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
+    return _TO_PROTO_STATE[state]
+
+
+def states_from_proto(values: Iterable[int], path: str) -> list[JobState]:
+    states: list[JobState] = []
+    for i, value in enumerate(values):
+        state = _FROM_PROTO_STATE.get(value)
+        if state is None:
+            raise InvalidArgument([FieldViolation(f"{path}[{i}]", f"{value} is not a job state")])
+        states.append(state)
+    return states
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def from_timestamp(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def duration(value: timedelta | None) -> Duration | None:
+    if value is None:
+        return None
+    d = Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def spec_from_proto(spec: job_pb2.JobSpec) -> JobSpecInput:
+    return JobSpecInput(
+        queue=spec.queue,
+        type=spec.type,
+        payload=spec.payload,
+        priority=spec.priority if spec.HasField("priority") else None,
+        max_attempts=spec.max_attempts if spec.HasField("max_attempts") else None,
+        run_at=from_timestamp(spec.run_at) if spec.HasField("run_at") else None,
+        labels=dict(spec.labels),
+        idempotency_key=spec.idempotency_key,
+        timeout=spec.timeout.ToTimedelta() if spec.HasField("timeout") else None,
+    )
+
+
+def progress_to_proto(progress: Progress) -> job_pb2.Progress:
+    return job_pb2.Progress(
+        percent=progress.percent,
+        step=progress.step,
+        message=progress.message,
+        eta=timestamp(progress.eta),
+        update_time=timestamp(progress.updated_at),
+    )
+
+
+def job_to_proto(job: JobRecord) -> job_pb2.Job:
+    return job_pb2.Job(
+        id=job.id,
+        queue=job.queue,
+        type=job.type,
+        payload=job.payload,
+        priority=job.priority,
+        state=state_to_proto(job.state),
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        run_at=timestamp(job.run_at),
+        create_time=timestamp(job.created_at),
+        start_time=timestamp(job.started_at),
+        finish_time=timestamp(job.finished_at),
+        progress=progress_to_proto(job.progress),
+        last_error=job.last_error or "",
+        result=job.result or b"",
+        executor=job.executor or "",
+        labels=job.labels,
+        idempotency_key=job.idempotency_key or "",
+        cancel_requested=job.cancel_requested,
+        timeout=duration(job.timeout),
+        update_time=timestamp(job.updated_at),
+    )
+
+
+def event_to_proto(event: JobEventRecord) -> job_pb2.JobEvent:
+    return job_pb2.JobEvent(
+        sequence=event.seq,
+        from_state=state_to_proto(event.from_state)
+        if event.from_state is not None
+        else job_pb2.JOB_STATE_UNSPECIFIED,
+        to_state=state_to_proto(event.to_state),
+        attempt=event.attempt,
+        executor=event.executor or "",
+        reason=event.reason,
+        actor=event.actor,
+        create_time=timestamp(event.created_at),
+    )

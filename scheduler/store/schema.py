@@ -1,0 +1,136 @@
+"""Table metadata of the job store. Alembic migrations are the schema authority; this metadata
+mirrors them so that `alembic check` can prove there is no drift (tests create nothing from it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Interval,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from scheduler.domain.states import JobState
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+job_state = Enum(
+    *[s.value for s in JobState],
+    name="job_state",
+    metadata=metadata,
+    validate_strings=True,
+)
+
+TERMINAL_SQL = "state IN ('succeeded', 'dead', 'cancelled')"
+ACTIVE_SQL = "state IN ('waiting', 'scheduled', 'queued', 'running')"
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False, server_default=text("''::bytea")),
+    Column("priority", SmallInteger, nullable=False),
+    Column("state", job_state, nullable=False),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("progress_percent", Double, nullable=False, server_default=text("0")),
+    Column("progress_step", Text, nullable=False, server_default=text("''")),
+    Column("progress_message", Text, nullable=False, server_default=text("''")),
+    Column("progress_eta", DateTime(timezone=True)),
+    Column("progress_updated_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("result", LargeBinary),
+    Column("executor", Text),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("labels", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("idempotency_key", Text),
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    Column("timeout", Interval),
+    # Per-job sequence of the last event; the next event takes event_seq + 1 in the same UPDATE.
+    Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+    CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+    CheckConstraint("attempt <= max_attempts", name="attempt_within_max"),
+    CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
+    CheckConstraint("progress_percent BETWEEN 0 AND 100", name="progress_range"),
+    CheckConstraint("event_seq >= 0", name="event_seq_non_negative"),
+    CheckConstraint(f"(finished_at IS NOT NULL) = ({TERMINAL_SQL})", name="finished_iff_terminal"),
+    UniqueConstraint("tenant", "idempotency_key"),
+    # The claim path: queued jobs of a queue in priority, run_at, id order.
+    Index(
+        "ix_jobs_claim",
+        "queue",
+        text("priority DESC"),
+        "run_at",
+        "id",
+        postgresql_where=text("state = 'queued'"),
+    ),
+    Index("ix_jobs_state_created_at", "state", "created_at"),
+    Index("ix_jobs_tenant_created_at", "tenant", "created_at", "id"),
+    # ListActiveJobs: keyset over (created_at, id) among active jobs only.
+    Index("ix_jobs_active", "tenant", "created_at", "id", postgresql_where=text(ACTIVE_SQL)),
+    # GetJobHistory: keyset over (finished_at, id) descending among terminal jobs.
+    Index(
+        "ix_jobs_history",
+        "tenant",
+        text("finished_at DESC"),
+        text("id DESC"),
+        postgresql_where=text("finished_at IS NOT NULL"),
+    ),
+    Index("ix_jobs_running_executor", "executor", postgresql_where=text("state = 'running'")),
+    Index("ix_jobs_lease_expiry", "lease_expires_at", postgresql_where=text("state = 'running'")),
+    Index("ix_jobs_scheduled_run_at", "run_at", postgresql_where=text("state = 'scheduled'")),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "job_id",
+        UUID(as_uuid=False),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", BigInteger, nullable=False),
+    Column("from_state", job_state),
+    Column("to_state", job_state, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("executor", Text),
+    Column("reason", Text, nullable=False, server_default=text("''")),
+    Column("actor", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("seq >= 1", name="seq_positive"),
+    UniqueConstraint("job_id", "seq"),
+)
