@@ -57,7 +57,7 @@ def tenant_of(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA_KEY:
             tenant = str(value).lower()
-            if not NAME_PATTERN.match(tenant):
+            if not NAME_PATTERN.fullmatch(tenant):
                 raise InvalidArgument(
                     [FieldViolation(TENANT_METADATA_KEY, f"must match {NAME_PATTERN.pattern}")]
                 )

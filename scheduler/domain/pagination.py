@@ -1,7 +1,8 @@
 """Keyset pagination: page sizes and opaque page tokens bound to the filters they were made for.
 
 A token holds the sort key of the last row of a page and a fingerprint of the filters; reusing
-it with other filters, or sending a token that was not made here, is INVALID_ARGUMENT.
+it with other filters, or sending one that does not decode, is INVALID_ARGUMENT. Tokens are not
+signed: a hand-made one can only start a listing at another position of the same tenant's jobs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +20,7 @@ from scheduler.domain.errors import FieldViolation, InvalidArgument
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _TOKEN_VERSION = 1
+_MAX_TOKEN_CHARS = 512  # real tokens are ~150 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,19 @@ def decode_token(token: str, filters_fingerprint: str, path: str = "page_token")
     """The cursor in `token`, or None for an empty token (the first page)."""
     if not token:
         return None
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidArgument([FieldViolation(path, "is not a valid page token")])
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw)
         if body["v"] != _TOKEN_VERSION:
             raise ValueError("version")
-        cursor = Cursor(at=datetime.fromisoformat(body["t"]), id=str(body["i"]))
+        at = datetime.fromisoformat(body["t"])
+        if at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        cursor = Cursor(at=at, id=str(uuid.UUID(body["i"])))
         token_fingerprint = body["f"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InvalidArgument([FieldViolation(path, "is not a valid page token")]) from None
     if token_fingerprint != filters_fingerprint:
         raise InvalidArgument(

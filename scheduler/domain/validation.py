@@ -16,7 +16,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import NewJob
@@ -56,7 +56,7 @@ def normalise_name(value: str) -> str:
 
 def check_name(value: str, path: str, violations: list[FieldViolation]) -> str:
     name = normalise_name(value)
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         violations.append(
             FieldViolation(path, f"{value!r} must match {NAME_PATTERN.pattern} (case-insensitive)")
         )
@@ -89,7 +89,10 @@ def _check_spec(
         violations.append(
             FieldViolation(f"{path}.max_attempts", f"must be in [1, {MAX_ATTEMPTS_LIMIT}]")
         )
-    run_at = now if spec.run_at is None or spec.run_at <= now else spec.run_at
+    run_at = spec.run_at
+    if run_at is not None and run_at.tzinfo is None:
+        run_at = run_at.replace(tzinfo=UTC)  # timestamps without a zone are UTC
+    run_at = now if run_at is None or run_at <= now else run_at
     if run_at - now > MAX_SCHEDULE_AHEAD:
         violations.append(
             FieldViolation(f"{path}.run_at", f"is more than {MAX_SCHEDULE_AHEAD.days} days ahead")
@@ -97,7 +100,7 @@ def _check_spec(
     if len(spec.labels) > MAX_LABELS:
         violations.append(FieldViolation(f"{path}.labels", f"at most {MAX_LABELS} labels"))
     for key, value in spec.labels.items():
-        if not NAME_PATTERN.match(key):
+        if not NAME_PATTERN.fullmatch(key):
             violations.append(
                 FieldViolation(f"{path}.labels[{key!r}]", f"key must match {NAME_PATTERN.pattern}")
             )
@@ -170,11 +173,19 @@ def validate_batch(specs: Sequence[JobSpecInput], now: datetime) -> list[NewJob]
     return jobs
 
 
+_UUID_PATTERN = re.compile(
+    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I
+)
+
+
 def validate_job_id(value: str, path: str = "id") -> str:
     """Job ids are UUIDs; return the canonical text form."""
+    # uuid.UUID alone also takes "0x" prefixes, signs, underscores and whitespace.
+    if not isinstance(value, str) or not _UUID_PATTERN.fullmatch(value):
+        raise InvalidArgument([FieldViolation(path, f"{value!r} is not a job id (a UUID)")])
     try:
         return str(uuid.UUID(value))
-    except (ValueError, AttributeError):
+    except ValueError:
         raise InvalidArgument(
             [FieldViolation(path, f"{value!r} is not a job id (a UUID)")]
         ) from None

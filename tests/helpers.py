@@ -1,0 +1,24 @@
+"""Test helpers: wait on conditions, never on fixed sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def assert_eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.02
+) -> T:
+    """Call `check` until it returns without raising AssertionError; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(interval)
