@@ -11,10 +11,10 @@ T = TypeVar("T")
 
 
 async def assert_eventually(
-    check: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.02
+    check: Callable[[], Awaitable[T]], within: float = 5.0, interval: float = 0.02
 ) -> T:
-    """Call `check` until it returns without raising AssertionError; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
+    """Call `check` until it returns without raising AssertionError; fail after `within` s."""
+    deadline = time.monotonic() + within
     while True:
         try:
             return await check()
