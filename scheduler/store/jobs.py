@@ -274,10 +274,7 @@ SELECT {_FULL_COLUMNS} FROM updated
 """)
 
 
-_CANCEL = _transition_sql(
-    "state = 'cancelled', finished_at = :now, lease_expires_at = NULL, "
-    "cancel_requested_at = COALESCE(cancel_requested_at, :now)"
-)
+_CANCEL = _transition_sql("state = 'cancelled', finished_at = :now, lease_expires_at = NULL")
 
 _RETRY = _transition_sql(
     "state = 'queued', run_at = :now, finished_at = NULL, lease_expires_at = NULL, "

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,8 +71,8 @@ class DevProcess:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "dev"
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "dev"
 
 
 @pytest.mark.timeout(180)

@@ -1,0 +1,556 @@
+"""The `jobsched` command: run the scheduler, submit jobs, inspect and control them.
+
+    jobsched [--address HOST:PORT] [--tenant T] [--timeout S] COMMAND ...
+
+    scheduler [ARGS...]  run a scheduler replica; ARGS go to `python -m scheduler`
+    dev [ARGS...]        run a scheduler for local development (`python -m scheduler --dev`)
+    migrate [ARGS...]    apply the database migrations and exit
+    submit --type T      submit a job; prints its id (the job with --json)
+    status ID            show a job (--events: with its history)
+    ls                   list active jobs (default) or finished ones (--history)
+    cancel ID            cancel a job
+    retry ID             move a DEAD or CANCELLED job back to QUEUED
+    delete ID            delete a job and its history
+
+--address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT.
+--json prints protobuf JSON with the proto field names (bytes fields are base64).
+
+Exit codes:
+  0  success
+  1  unexpected error
+  2  bad input: invalid arguments, or INVALID_ARGUMENT from the scheduler
+  3  not found (the job does not exist, or belongs to another tenant)
+  4  failed precondition: the job's state does not allow it, or a concurrent change
+  5  scheduler unavailable, or no answer within --timeout
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from google.protobuf import json_format, message, timestamp_pb2
+from rich.console import Console
+from rich.table import Table
+
+from jobsched.client import JobschedClient, parse_state
+from jobsched.errors import (
+    ConflictError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    JobschedError,
+    NotFoundError,
+    UnavailableError,
+)
+from jobsched.v1 import job_pb2
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_PRECONDITION = 4
+EXIT_UNAVAILABLE = 5
+
+# The --help epilog shows the same table as this module's docstring (absent under python -OO).
+EXIT_CODES_HELP = "Exit codes:" + (__doc__ or "").partition("Exit codes:")[2]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_LIMIT = 100
+_MAX_PAGE_SIZE = 1000
+_PRIORITY_NAMES = {"low": 25, "medium": 50, "high": 75}
+
+_Handler = Callable[[JobschedClient, argparse.Namespace], Awaitable[int]]
+
+
+# -- argument types: raising ArgumentTypeError makes argparse exit 2 with the usage -------------
+
+
+def _priority(value: str) -> int:
+    named = _PRIORITY_NAMES.get(value.lower())
+    if named is not None:
+        return named
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an integer or one of {', '.join(_PRIORITY_NAMES)}"
+        ) from None
+
+
+def _json_payload(value: str) -> str:
+    try:
+        json.loads(value)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    return value
+
+
+def _label(value: str) -> tuple[str, str]:
+    key, sep, label_value = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE")
+    return key, label_value
+
+
+def _timestamp_arg(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time") from None
+    # A time typed without an offset means the user's local time, not UTC.
+    return parsed if parsed.tzinfo is not None else parsed.astimezone()
+
+
+def _state_arg(value: str) -> job_pb2.JobState.ValueType:
+    try:
+        return parse_state(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a non-negative integer")
+    return number
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _to_dict(msg: message.Message) -> dict[str, Any]:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped output: 80 columns would wrap job ids; tables stay as narrow as their content.
+        console = Console(highlight=False, width=240)
+    return console
+
+
+def _state_name(state: job_pb2.JobState.ValueType) -> str:
+    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def _state_label(job: job_pb2.Job) -> str:
+    # The flag stays set once the job is cancelled; it only says something while it runs.
+    pending = job.cancel_requested and job.state == job_pb2.JOB_STATE_RUNNING
+    return _state_name(job.state) + (" (cancel requested)" if pending else "")
+
+
+def _time(msg: message.Message, field: str) -> str:
+    if not msg.HasField(field):
+        return "-"
+    ts: timestamp_pb2.Timestamp = getattr(msg, field)
+    return ts.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _bytes_preview(data: bytes, limit: int = 200) -> str:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return f"<{len(data)} bytes>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _print_job(console: Console, job: job_pb2.Job) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("id", job.id),
+        ("state", _state_label(job)),
+        ("queue", job.queue),
+        ("type", job.type),
+        ("priority", str(job.priority)),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("run at", _time(job, "run_at")),
+        ("created", _time(job, "create_time")),
+        ("started", _time(job, "start_time")),
+        ("finished", _time(job, "finish_time")),
+    ]
+    if job.executor:
+        rows.append(("executor", job.executor))
+    progress = job.progress
+    if progress.percent or progress.step or progress.message:
+        rows.append(
+            (
+                "progress",
+                " ".join(
+                    p for p in (f"{progress.percent:g}%", progress.step, progress.message) if p
+                ),
+            )
+        )
+    if job.last_error:
+        rows.append(("last error", job.last_error))
+    if job.labels:
+        rows.append(("labels", ", ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))
+    if job.idempotency_key:
+        rows.append(("idempotency key", job.idempotency_key))
+    if job.payload:
+        rows.append(("payload", _bytes_preview(job.payload)))
+    if job.result:
+        rows.append(("result", _bytes_preview(job.result)))
+    for key, value in rows:
+        grid.add_row(key, value)
+    console.print(grid)
+
+
+def _print_events(console: Console, events: Sequence[job_pb2.JobEvent]) -> None:
+    table = Table(title="events", title_justify="left")
+    for column in ("seq", "time", "from", "to", "attempt", "actor", "reason"):
+        table.add_column(column, no_wrap=column != "reason")
+    for event in events:
+        table.add_row(
+            str(event.sequence),
+            _time(event, "create_time"),
+            "-"
+            if event.from_state == job_pb2.JOB_STATE_UNSPECIFIED
+            else _state_name(event.from_state),
+            _state_name(event.to_state),
+            str(event.attempt),
+            event.actor,
+            event.reason,
+        )
+    console.print(table)
+
+
+def _print_jobs(console: Console, jobs: Sequence[job_pb2.Job], *, history: bool) -> None:
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    table.add_column("queue")
+    table.add_column("type")
+    table.add_column("state")
+    table.add_column("priority", justify="right")
+    table.add_column("attempt", justify="right")
+    table.add_column("finished" if history else "created", no_wrap=True)
+    if history:
+        table.add_column("last error", overflow="ellipsis", max_width=60)
+    for job in jobs:
+        row = [
+            job.id,
+            job.queue,
+            job.type,
+            _state_label(job),
+            str(job.priority),
+            f"{job.attempt}/{job.max_attempts}",
+            _time(job, "finish_time" if history else "create_time"),
+        ]
+        if history:
+            row.append(job.last_error)
+        table.add_row(*row)
+    console.print(table)
+
+
+# -- client commands ---------------------------------------------------------------------------
+
+
+async def _submit(client: JobschedClient, args: argparse.Namespace) -> int:
+    result = await client.submit_job(
+        {
+            "type": args.type,
+            "queue": args.queue,
+            "payload": args.payload,
+            "priority": args.priority,
+            "max_attempts": args.max_attempts,
+            "run_at": args.run_at,
+            "labels": dict(args.labels),
+            "idempotency_key": args.idempotency_key,
+        }
+    )
+    if args.json:
+        _print_json(_to_dict(result.job))
+    else:
+        print(result.job.id)
+        if not result.created:
+            print("note: idempotency key already used; this is the existing job", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _status(client: JobschedClient, args: argparse.Namespace) -> int:
+    events: list[job_pb2.JobEvent] = []
+    if args.events:
+        job, events = await client.get(args.id, include_events=True)
+    else:
+        job = await client.get(args.id)
+    if args.json:
+        if args.events:
+            _print_json({"job": _to_dict(job), "events": [_to_dict(e) for e in events]})
+        else:
+            _print_json(_to_dict(job))
+        return EXIT_OK
+    console = _console()
+    _print_job(console, job)
+    if args.events:
+        _print_events(console, events)
+    return EXIT_OK
+
+
+async def _ls(client: JobschedClient, args: argparse.Namespace) -> int:
+    limit: int = args.limit
+    page_size = min(limit, _MAX_PAGE_SIZE) if limit else _MAX_PAGE_SIZE
+    jobs_iter = (
+        client.history(queue=args.queue, type=args.type, states=args.states, page_size=page_size)
+        if args.history
+        else client.list_active(
+            queue=args.queue, type=args.type, states=args.states, page_size=page_size
+        )
+    )
+    jobs: list[job_pb2.Job] = []
+    async with aclosing(jobs_iter) as stream:
+        async for job in stream:
+            jobs.append(job)
+            if limit and len(jobs) >= limit:
+                break
+    if args.json:
+        _print_json([_to_dict(job) for job in jobs])
+    else:
+        _print_jobs(_console(), jobs, history=args.history)
+    return EXIT_OK
+
+
+async def _cancel(client: JobschedClient, args: argparse.Namespace) -> int:
+    job = await client.cancel(args.id, reason=args.reason)
+    if args.json:
+        _print_json(_to_dict(job))
+    elif job.state == job_pb2.JOB_STATE_CANCELLED:
+        print(f"{job.id} cancelled")
+    else:
+        print(f"{job.id} cancel requested ({_state_name(job.state)}; the executor will stop it)")
+    return EXIT_OK
+
+
+async def _retry(client: JobschedClient, args: argparse.Namespace) -> int:
+    job = await client.retry(args.id)
+    if args.json:
+        _print_json(_to_dict(job))
+    else:
+        print(
+            f"{job.id} {_state_name(job.state)} (attempt {job.attempt + 1} of {job.max_attempts})"
+        )
+    return EXIT_OK
+
+
+async def _delete(client: JobschedClient, args: argparse.Namespace) -> int:
+    await client.delete(args.id)
+    print(f"{args.id} deleted")
+    return EXIT_OK
+
+
+async def _run_client_command(handler: _Handler, args: argparse.Namespace) -> int:
+    async with JobschedClient(args.address, tenant=args.tenant, timeout=args.timeout) as client:
+        return await handler(client, args)
+
+
+def _report(err: JobschedError, address: str, out: TextIO) -> int:
+    if isinstance(err, InvalidArgumentError):
+        if err.field_violations:
+            print("jobsched: invalid request:", file=out)
+            for field, description in err.field_violations:
+                print(f"  {field}: {description}", file=out)
+        else:
+            print(f"jobsched: invalid request: {err.message}", file=out)
+        return EXIT_BAD_INPUT
+    if isinstance(err, (UnavailableError, DeadlineExceededError)):
+        print(f"jobsched: scheduler at {address} unavailable: {err.message}", file=out)
+        return EXIT_UNAVAILABLE
+    print(f"jobsched: {err.message}", file=out)
+    if isinstance(err, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(err, (FailedPreconditionError, ConflictError)):
+        return EXIT_PRECONDITION
+    return EXIT_ERROR
+
+
+# -- server commands ---------------------------------------------------------------------------
+
+
+def _run_scheduler(argv: list[str]) -> int:
+    # Imported here so that client commands neither load nor need the server's dependencies.
+    from scheduler.__main__ import main as scheduler_main
+
+    try:
+        return scheduler_main(argv)
+    except SystemExit as exit_:
+        # The scheduler's argparse exits on --help and bad arguments; keep main()'s contract.
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobsched",
+        description="Run the jobsched scheduler, submit jobs, inspect and control them.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("JOBSCHED_ADDRESS") or DEFAULT_ADDRESS,
+        help="scheduler address, HOST:PORT (env JOBSCHED_ADDRESS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--tenant",
+        default=os.environ.get("JOBSCHED_TENANT") or None,
+        help="tenant of every call (env JOBSCHED_TENANT; the server's default is 'default')",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="deadline of each call in seconds (default %(default)s)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # The server commands hand everything after their name to the scheduler's own parser,
+    # options included. argparse.REMAINDER refuses a leading "--option", so these subparsers
+    # use a prefix character that never occurs: every argument is then positional.
+    for name, fixed, text in (
+        ("scheduler", [], "run a scheduler replica (arguments go to `python -m scheduler`)"),
+        ("dev", ["--dev"], "run a scheduler for local development"),
+        ("migrate", ["--migrate-only"], "apply the database migrations and exit"),
+    ):
+        server = commands.add_parser(
+            name, help=text, description=text, add_help=False, prefix_chars="+"
+        )
+        server.add_argument("scheduler_args", nargs="*", metavar="ARGS")
+        server.set_defaults(scheduler_argv=fixed)
+
+    def client_command(name: str, handler: _Handler, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    submit = client_command("submit", _submit, "submit a job and print its id")
+    submit.add_argument("--type", required=True, help="job type (selects the handler)")
+    submit.add_argument("--queue", default="", help="queue (default: 'default')")
+    submit.add_argument("--payload", type=_json_payload, help="payload, a JSON document")
+    submit.add_argument(
+        "--priority", type=_priority, help="0..100 or low/medium/high (default medium = 50)"
+    )
+    submit.add_argument("--max-attempts", type=int, help="attempts before DEAD (default 3)")
+    submit.add_argument(
+        "--run-at",
+        type=_timestamp_arg,
+        help="earliest start, ISO 8601 (without an offset: local time)",
+    )
+    submit.add_argument(
+        "--label",
+        dest="labels",
+        type=_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label (repeatable)",
+    )
+    submit.add_argument("--idempotency-key", default="", help="submit at most once per key")
+    submit.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    status = client_command("status", _status, "show a job")
+    status.add_argument("id", help="job id")
+    status.add_argument("--events", action="store_true", help="also show its history")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print the job as JSON ({job, events} with --events)",
+    )
+
+    ls = client_command("ls", _ls, "list active (default) or finished jobs")
+    which = ls.add_mutually_exclusive_group()
+    which.add_argument(
+        "--active",
+        action="store_true",
+        help="WAITING, SCHEDULED, QUEUED and RUNNING jobs, oldest first (default)",
+    )
+    which.add_argument(
+        "--history",
+        action="store_true",
+        help="SUCCEEDED, DEAD and CANCELLED jobs, last finished first",
+    )
+    ls.add_argument("--queue", help="only this queue")
+    ls.add_argument("--type", help="only this job type")
+    ls.add_argument(
+        "--state",
+        dest="states",
+        type=_state_arg,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="STATE",
+        help="only these states, e.g. queued or dead (repeatable)",
+    )
+    ls.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_LIMIT,
+        help="at most this many jobs, 0 for all (default %(default)s)",
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON list")
+
+    cancel = client_command("cancel", _cancel, "cancel a job")
+    cancel.add_argument("id", help="job id")
+    cancel.add_argument("--reason", default="", help="recorded in the job's history")
+    cancel.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    retry = client_command("retry", _retry, "move a DEAD or CANCELLED job back to QUEUED")
+    retry.add_argument("id", help="job id")
+    retry.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    delete = client_command("delete", _delete, "delete a job and its history")
+    delete.add_argument("id", help="job id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; the return value is the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        # argparse exits on --help (0) and bad input (2); return the code so callers and tests
+        # see it like any other outcome.
+        return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if hasattr(args, "scheduler_argv"):
+        return _run_scheduler([*args.scheduler_argv, *args.scheduler_args])
+
+    try:
+        return asyncio.run(_run_client_command(args.handler, args))
+    except JobschedError as err:
+        return _report(err, args.address, sys.stderr)
+    except Exception as err:  # the documented exit code 1 rather than a traceback
+        print(f"jobsched: unexpected error: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

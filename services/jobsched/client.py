@@ -1,0 +1,386 @@
+"""Typed asyncio client for the scheduler's JobService.
+
+    async with JobschedClient("127.0.0.1:50051", tenant="acme") as client:
+        job = await client.submit("email.send", payload={"to": "ada@example.com"})
+        async for active in client.list_active(queue="default"):
+            print(active.id, active.state)
+
+Every method returns the generated `jobsched.v1` messages and raises the `jobsched.errors`
+exceptions (never a raw grpc error). Iterators walk every page; the `*_page` methods expose the
+page tokens for callers that keep their own cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from jobsched.errors import from_rpc_error
+from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+__all__ = [
+    "TENANT_METADATA_KEY",
+    "JobSpecLike",
+    "JobStateLike",
+    "JobschedClient",
+    "Payload",
+    "SubmitResult",
+    "job_spec",
+    "parse_state",
+]
+
+TENANT_METADATA_KEY = "x-jobsched-tenant"
+
+Payload: TypeAlias = "bytes | str | Mapping[str, Any] | None"
+JobStateLike: TypeAlias = "job_pb2.JobState.ValueType | str"
+JobSpecLike: TypeAlias = "job_pb2.JobSpec | Mapping[str, Any]"
+
+_STATE_PREFIX = "JOB_STATE_"
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """A submitted job; `created` is False when its idempotency key returned an existing job."""
+
+    job: job_pb2.Job
+    created: bool
+
+
+def parse_state(value: JobStateLike) -> job_pb2.JobState.ValueType:
+    """Accept a JobState value or a case-insensitive name ("queued", "JOB_STATE_QUEUED")."""
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper()
+    if not name.startswith(_STATE_PREFIX):
+        name = _STATE_PREFIX + name
+    if name == _STATE_PREFIX + "UNSPECIFIED":
+        raise ValueError(f"{value!r} is not a job state")
+    try:
+        return job_pb2.JobState.Value(name)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a job state") from None
+
+
+def _encode_payload(payload: Payload) -> bytes:
+    if payload is None:
+        return b""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    # Naive datetimes are taken as UTC, as protobuf does; pass an aware one to be explicit.
+    ts.FromDatetime(value)
+    return ts
+
+
+def job_spec(
+    type: str,
+    *,
+    queue: str = "",
+    payload: Payload = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    run_at: datetime | None = None,
+    labels: Mapping[str, str] | None = None,
+    idempotency_key: str = "",
+    timeout: timedelta | None = None,
+) -> job_pb2.JobSpec:
+    """Build a JobSpec. Payload: bytes as is, str as UTF-8, a mapping as compact JSON.
+
+    None leaves a field unset so the server default applies (priority 50, 3 attempts, now).
+    """
+    spec = job_pb2.JobSpec(
+        type=type,
+        queue=queue,
+        payload=_encode_payload(payload),
+        labels=dict(labels or {}),
+        idempotency_key=idempotency_key,
+    )
+    # priority and max_attempts are proto3 `optional`: only set them when given, so that an
+    # explicit 0 still reaches the server (and is rejected there) instead of meaning "default".
+    if priority is not None:
+        spec.priority = priority
+    if max_attempts is not None:
+        spec.max_attempts = max_attempts
+    if run_at is not None:
+        spec.run_at.CopyFrom(_timestamp(run_at))
+    if timeout is not None:
+        duration = duration_pb2.Duration()
+        duration.FromTimedelta(timeout)
+        spec.timeout.CopyFrom(duration)
+    return spec
+
+
+def _as_spec(spec: JobSpecLike) -> job_pb2.JobSpec:
+    if isinstance(spec, job_pb2.JobSpec):
+        return spec
+    return job_spec(**spec)
+
+
+class JobschedClient:
+    """Async client for one scheduler address (any replica; they all serve JobService).
+
+    `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
+    deadline of each call in seconds (None: no deadline). Use it as an async context manager or
+    call `close()`. Create it inside the event loop that will use it: the channel binds to it.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        tenant: str | None = None,
+        timeout: float | None = None,
+        keepalive: timedelta | None = timedelta(seconds=60),
+    ) -> None:
+        self.address = address
+        self.tenant = tenant
+        self.timeout = timeout
+        options: list[tuple[str, int]] = []
+        if keepalive is not None:
+            # HTTP/2 pings only while calls are open: a long WatchJob stream can sit idle for
+            # minutes, and a half-open connection (NAT or proxy drop) would otherwise hang it
+            # forever. The server must accept pings this often (its
+            # grpc.http2.min_ping_interval_without_data_ms); if not, it answers too_many_pings
+            # and gRPC doubles this interval by itself.
+            options += [
+                ("grpc.keepalive_time_ms", int(keepalive.total_seconds() * 1000)),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.keepalive_permit_without_calls", 0),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub: job_service_pb2_grpc.JobServiceAsyncStub = job_service_pb2_grpc.JobServiceStub(
+            self._channel
+        )
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((TENANT_METADATA_KEY, tenant),) if tenant else ()
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls still in flight are cancelled."""
+        await self._channel.close()
+
+    async def _call(
+        self, rpc: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
+    ) -> _Response:
+        try:
+            return await rpc(request, metadata=self._metadata, timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def submit_job(self, spec: JobSpecLike) -> SubmitResult:
+        """Submit one job (a JobSpec, or a mapping of `job_spec` arguments)."""
+        response = await self._call(
+            self._stub.SubmitJob, job_service_pb2.SubmitJobRequest(job=_as_spec(spec))
+        )
+        return SubmitResult(job=response.job, created=response.created)
+
+    async def submit(
+        self,
+        type: str,
+        *,
+        queue: str = "",
+        payload: Payload = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        run_at: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        idempotency_key: str = "",
+        # The job's execution timeout (a JobSpec field), not a deadline for this call.
+        timeout: timedelta | None = None,  # noqa: ASYNC109
+    ) -> job_pb2.Job:
+        """Submit one job and return it (see `job_spec` for the arguments).
+
+        With an idempotency key already used, this returns the existing job; `submit_job`
+        tells the two cases apart.
+        """
+        spec = job_spec(
+            type,
+            queue=queue,
+            payload=payload,
+            priority=priority,
+            max_attempts=max_attempts,
+            run_at=run_at,
+            labels=labels,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+        return (await self.submit_job(spec)).job
+
+    async def submit_jobs(self, specs: Iterable[JobSpecLike]) -> list[SubmitResult]:
+        """Submit a batch atomically (all stored or none); results are in request order."""
+        request = job_service_pb2.SubmitJobsRequest(jobs=[_as_spec(s) for s in specs])
+        response = await self._call(self._stub.SubmitJobs, request)
+        return [
+            SubmitResult(job=job, created=created)
+            for job, created in zip(response.jobs, response.created, strict=True)
+        ]
+
+    async def submit_many(self, specs: Iterable[JobSpecLike]) -> list[job_pb2.Job]:
+        """Submit a batch atomically and return the jobs (without payloads), in request order."""
+        return [result.job for result in await self.submit_jobs(specs)]
+
+    # -- read ------------------------------------------------------------------------------
+
+    @overload
+    async def get(self, job_id: str, include_events: Literal[False] = False) -> job_pb2.Job: ...
+
+    @overload
+    async def get(
+        self, job_id: str, include_events: Literal[True]
+    ) -> tuple[job_pb2.Job, list[job_pb2.JobEvent]]: ...
+
+    async def get(
+        self, job_id: str, include_events: bool = False
+    ) -> job_pb2.Job | tuple[job_pb2.Job, list[job_pb2.JobEvent]]:
+        """Return the job with payload, result and progress; with its history, oldest first,
+        as `(job, events)` when include_events is True."""
+        request = job_service_pb2.GetJobStatusRequest(id=job_id, include_events=include_events)
+        response = await self._call(self._stub.GetJobStatus, request)
+        if include_events:
+            return response.job, list(response.events)
+        return response.job
+
+    async def list_active_page(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[job_pb2.Job], str]:
+        """One page of active jobs, oldest first, and the next page token ("" on the last)."""
+        request = job_service_pb2.ListActiveJobsRequest(
+            queue=queue or "",
+            type=type or "",
+            states=[parse_state(s) for s in states or ()],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response = await self._call(self._stub.ListActiveJobs, request)
+        return list(response.jobs), response.next_page_token
+
+    async def list_active(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+        page_size: int = 0,
+    ) -> AsyncGenerator[job_pb2.Job, None]:
+        """Every active job (WAITING, SCHEDULED, QUEUED, RUNNING), oldest first, page by page."""
+        chosen = [parse_state(s) for s in states or ()]
+        token = ""
+        while True:
+            jobs, token = await self.list_active_page(
+                queue=queue, type=type, states=chosen, page_size=page_size, page_token=token
+            )
+            for job in jobs:
+                yield job
+            if not token:
+                return
+
+    async def history_page(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[job_pb2.Job], str]:
+        """One page of terminal jobs, most recently finished first, and the next page token."""
+        request = job_service_pb2.GetJobHistoryRequest(
+            queue=queue or "",
+            type=type or "",
+            states=[parse_state(s) for s in states or ()],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if finished_after is not None:
+            request.finish_time_after.CopyFrom(_timestamp(finished_after))
+        if finished_before is not None:
+            request.finish_time_before.CopyFrom(_timestamp(finished_before))
+        response = await self._call(self._stub.GetJobHistory, request)
+        return list(response.jobs), response.next_page_token
+
+    async def history(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        page_size: int = 0,
+    ) -> AsyncGenerator[job_pb2.Job, None]:
+        """Every terminal job (SUCCEEDED, DEAD, CANCELLED), most recently finished first.
+
+        `states=["dead"]` reads the dead-letter queue.
+        """
+        chosen = [parse_state(s) for s in states or ()]
+        token = ""
+        while True:
+            jobs, token = await self.history_page(
+                queue=queue,
+                type=type,
+                states=chosen,
+                finished_after=finished_after,
+                finished_before=finished_before,
+                page_size=page_size,
+                page_token=token,
+            )
+            for job in jobs:
+                yield job
+            if not token:
+                return
+
+    # -- control ---------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, reason: str = "") -> job_pb2.Job:
+        """Cancel a job: CANCELLED at once, or RUNNING with cancel_requested set."""
+        response = await self._call(
+            self._stub.CancelJob, job_service_pb2.CancelJobRequest(id=job_id, reason=reason)
+        )
+        return response.job
+
+    async def retry(self, job_id: str) -> job_pb2.Job:
+        """Move a DEAD or CANCELLED job back to QUEUED for a new attempt."""
+        response = await self._call(self._stub.RetryJob, job_service_pb2.RetryJobRequest(id=job_id))
+        return response.job
+
+    async def delete(self, job_id: str) -> None:
+        """Delete a job and its history (a RUNNING job must be cancelled first)."""
+        await self._call(self._stub.DeleteJob, job_service_pb2.DeleteJobRequest(id=job_id))
