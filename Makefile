@@ -54,15 +54,17 @@ format: $(STAMP) ## Reformat the code and apply safe ruff fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# protoc (with the mypy-protobuf plugins from .venv/bin) into DIR; chatter is shown only on failure.
+PROTOC = PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos
+protoc_into = log=$$(mktemp) && $(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
+	--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTO_FILES) 2>$$log || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log
+
 proto: $(STAMP) ## Regenerate the stubs in services/jobsched/v1 from protos/
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
-		--python_out=services --grpc_python_out=services \
-		--mypy_out=services --mypy_grpc_out=services $(PROTO_FILES)
+	@$(call protoc_into,services) && echo "regenerated services/jobsched/v1"
 
 proto-check: $(STAMP) ## Fail when the committed stubs are stale
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I protos \
-		--python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO_FILES) && \
+	$(call protoc_into,$$tmp) && \
 	for f in $$tmp/jobsched/v1/*; do \
 		cmp -s $$f services/jobsched/v1/$$(basename $$f) || { echo "stale: services/jobsched/v1/$$(basename $$f) (run make proto)"; exit 1; }; \
 	done && \
