@@ -189,19 +189,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_events")),
         sa.UniqueConstraint("job_id", "seq", name=op.f("uq_job_events_job_id_seq")),
     )
-    # History is append-only: rows are inserted with their transition and removed only together
-    # with their job (ON DELETE CASCADE); an UPDATE is refused by the database itself.
+    # History is append-only: rows are inserted with their transition and leave only together
+    # with their job. The cascade from jobs runs inside PostgreSQL's foreign-key trigger, so
+    # pg_trigger_depth() > 1 tells it apart from a direct DELETE, which is refused like UPDATE
+    # and TRUNCATE.
     op.execute(
         """
         CREATE FUNCTION job_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION 'job_events is append-only' USING ERRCODE = 'restrict_violation';
+            IF TG_OP = 'DELETE' AND pg_trigger_depth() > 1 THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'job_events is append-only (% refused)', TG_OP
+                USING ERRCODE = 'restrict_violation';
         END $$
         """
     )
     op.execute(
-        "CREATE TRIGGER job_events_no_update BEFORE UPDATE ON job_events "
+        "CREATE TRIGGER job_events_append_only BEFORE UPDATE OR DELETE ON job_events "
         "FOR EACH ROW EXECUTE FUNCTION job_events_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER job_events_no_truncate BEFORE TRUNCATE ON job_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION job_events_append_only()"
     )
 
 

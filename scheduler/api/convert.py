@@ -23,8 +23,11 @@ def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
 
 
 def states_from_proto(values: Iterable[int], path: str) -> list[JobState]:
+    """Job states of a filter; JOB_STATE_UNSPECIFIED means "any" and adds no restriction."""
     states: list[JobState] = []
     for i, value in enumerate(values):
+        if value == job_pb2.JOB_STATE_UNSPECIFIED:
+            continue
         state = _FROM_PROTO_STATE.get(value)
         if state is None:
             raise InvalidArgument([FieldViolation(f"{path}[{i}]", f"{value} is not a job state")])
@@ -40,8 +43,20 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def from_timestamp(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+def from_timestamp(ts: Timestamp, path: str) -> datetime:
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            [FieldViolation(path, "is not a valid timestamp (years 1 to 9999, nanos 0..999999999)")]
+        ) from None
+
+
+def from_duration(d: Duration, path: str) -> timedelta:
+    try:
+        return d.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise InvalidArgument([FieldViolation(path, "is not a valid duration")]) from None
 
 
 def duration(value: timedelta | None) -> Duration | None:
@@ -52,17 +67,20 @@ def duration(value: timedelta | None) -> Duration | None:
     return d
 
 
-def spec_from_proto(spec: job_pb2.JobSpec) -> JobSpecInput:
+def spec_from_proto(spec: job_pb2.JobSpec, path: str) -> JobSpecInput:
+    """`path` names the spec in field violations ("job", "jobs[3]")."""
     return JobSpecInput(
         queue=spec.queue,
         type=spec.type,
         payload=spec.payload,
         priority=spec.priority if spec.HasField("priority") else None,
         max_attempts=spec.max_attempts if spec.HasField("max_attempts") else None,
-        run_at=from_timestamp(spec.run_at) if spec.HasField("run_at") else None,
+        run_at=from_timestamp(spec.run_at, f"{path}.run_at") if spec.HasField("run_at") else None,
         labels=dict(spec.labels),
         idempotency_key=spec.idempotency_key,
-        timeout=spec.timeout.ToTimedelta() if spec.HasField("timeout") else None,
+        timeout=from_duration(spec.timeout, f"{path}.timeout")
+        if spec.HasField("timeout")
+        else None,
     )
 
 

@@ -93,7 +93,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.SubmitJobRequest, context: Context
     ) -> job_service_pb2.SubmitJobResponse:
         tenant = tenant_of(context)
-        new = validate_job(spec_from_proto(request.job), self.clock())
+        new = validate_job(spec_from_proto(request.job, "job"), self.clock())
         [submitted] = await self.store.submit(tenant, [new])
         job = job_to_proto(submitted.job)
         if submitted.created:
@@ -104,7 +104,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.SubmitJobsRequest, context: Context
     ) -> job_service_pb2.SubmitJobsResponse:
         tenant = tenant_of(context)
-        jobs = validate_batch([spec_from_proto(s) for s in request.jobs], self.clock())
+        jobs = validate_batch(
+            [spec_from_proto(s, f"jobs[{i}]") for i, s in enumerate(request.jobs)], self.clock()
+        )
         submitted = await self.store.submit(tenant, jobs)
         response = job_service_pb2.SubmitJobsResponse(created=[s.created for s in submitted])
         for s in submitted:
@@ -156,12 +158,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         job_type = _optional_name(request.type, "type")
         states = _check_states(request.states, TERMINAL_STATES, "a terminal state")
         after = (
-            from_timestamp(request.finish_time_after)
+            from_timestamp(request.finish_time_after, "finish_time_after")
             if request.HasField("finish_time_after")
             else None
         )
         before = (
-            from_timestamp(request.finish_time_before)
+            from_timestamp(request.finish_time_before, "finish_time_before")
             if request.HasField("finish_time_before")
             else None
         )

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from scheduler.domain.errors import DatabaseUnavailable
+from scheduler.domain.errors import ConcurrentModification, DatabaseUnavailable
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; includes socket.gaierror
@@ -66,8 +66,23 @@ def create_engine(
     )
 
 
+# SQLSTATEs that mean "this transaction lost to another one; running it again may work".
+_CONFLICT_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
 class Database:
-    """An engine plus the translation of driver failures into DatabaseUnavailable."""
+    """An engine plus the store's error boundary: connection failures (including any failure to
+    open a connection) become DatabaseUnavailable, lost deadlocks and serialization failures
+    become ConcurrentModification; everything else passes through."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -77,20 +92,46 @@ class Database:
         return cls(create_engine(url, **kwargs))
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def _connection(self, **options: Any) -> AsyncIterator[AsyncConnection]:
+        conn = self.engine.connect()
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            await conn.start()
+        except Exception as exc:
+            # Whatever stops a connection from opening (refused, shut down, database not
+            # accepting connections, too many clients) means the store is unavailable.
+            raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
+        try:
+            if options:
+                await conn.execution_options(**options)
+            yield conn
         except Exception as exc:
             if is_connection_error(exc):
                 raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
+            if sqlstate(exc) in _CONFLICT_SQLSTATES:
+                raise ConcurrentModification(f"lost to a concurrent transaction: {exc}") from exc
             raise
+        finally:
+            await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside one transaction, committed when the block ends without error."""
+        async with self._connection() as conn, conn.begin():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in autocommit mode, for single-statement reads (no BEGIN/COMMIT)."""
+        async with self._connection(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query answers (callers bound the wait)."""
         try:
-            async with self.engine.connect() as conn:
+            async with self.read() as conn:
                 await conn.execute(text("SELECT 1"))
+        except DatabaseUnavailable:
+            raise
         except Exception as exc:
             raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
 

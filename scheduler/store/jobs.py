@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scheduler.domain.errors import ConcurrentModification, IdempotencyKeyReused, JobNotFound
 from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Progress, Submitted
 from scheduler.domain.pagination import Cursor
-from scheduler.domain.states import JobState
+from scheduler.domain.states import Event, JobState, check_deletable, check_transition
 from scheduler.store.database import Database
 
 # Columns read by lists: everything but payload and result (projected, never the blobs).
@@ -105,6 +105,8 @@ WITH input AS (
     SELECT id, :tenant, queue, type, payload, priority, CAST(state AS job_state), max_attempts,
            run_at, CAST(labels AS jsonb), idempotency_key, timeout, 1, now(), now()
     FROM input
+    -- A fixed lock order: batches sharing idempotency keys must not deadlock each other.
+    ORDER BY idempotency_key NULLS LAST
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING {_LIST_COLUMNS}
 ), events AS (
@@ -392,7 +394,8 @@ def _same_job(existing: JobRecord, new: NewJob) -> bool:
 
 
 class JobStore:
-    """Transactions over the statements above. Raises domain errors only."""
+    """Transactions over the statements above. Raises domain errors only. Writes re-check the
+    state machine for the guarded state, so a caller cannot ask for a transition it forbids."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -440,7 +443,7 @@ class JobStore:
             return results
 
     async def get(self, tenant: str, job_id: str) -> JobRecord:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             job = await select_job(conn, tenant, job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -456,14 +459,15 @@ class JobStore:
             return job, await select_events(conn, job_id)
 
     async def list_active(self, tenant: str, **filters: Any) -> list[JobRecord]:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             return await select_active_page(conn, tenant, **filters)
 
     async def list_history(self, tenant: str, **filters: Any) -> list[JobRecord]:
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:
             return await select_history_page(conn, tenant, **filters)
 
     async def cancel(self, guard: Guard, now: datetime, reason: str, actor: str) -> JobRecord:
+        check_transition(guard.state, Event.CANCEL, JobState.CANCELLED)
         async with self.db.transaction() as conn:
             return await cancel_job(conn, guard, now, reason, actor)
 
@@ -472,9 +476,11 @@ class JobStore:
             return await request_cancel(conn, guard, now)
 
     async def retry(self, guard: Guard, now: datetime, reason: str, actor: str) -> JobRecord:
+        check_transition(guard.state, Event.RETRY, JobState.QUEUED)
         async with self.db.transaction() as conn:
             return await retry_job(conn, guard, now, reason, actor)
 
     async def delete(self, guard: Guard) -> None:
+        check_deletable(guard.state)
         async with self.db.transaction() as conn:
             await delete_job(conn, guard)

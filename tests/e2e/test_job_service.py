@@ -426,15 +426,6 @@ _OUT_OF_RANGE = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a Timestamp/Duration outside the range google.protobuf allows (e.g. run_at "
-    "seconds=10**12, nanos=-1, timeout seconds=2**62, finish_time_after seconds=10**12) makes "
-    "scheduler/api/convert.py (from_timestamp -> Timestamp.ToDatetime, "
-    "Duration.ToTimedelta) raise ValueError/OverflowError: the client gets UNKNOWN with the "
-    "Python exception text instead of INVALID_ARGUMENT naming the field",
-)
 @pytest.mark.parametrize(("make_call", "field"), _OUT_OF_RANGE)
 async def test_out_of_range_timestamps_are_invalid_argument(
     jobs_stub: Stub, db: Database, make_call: Callable[[Stub], Awaitable[Any]], field: str
@@ -794,13 +785,6 @@ async def test_list_active_filters_and_projection(jobs_stub: Stub, db: Database)
     assert await invalid(jobs_stub.ListActiveJobs(bad_names[1])) == ["type"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=grpc.aio.AioRpcError,
-    reason="BUG: job.proto documents JOB_STATE_UNSPECIFIED as 'used in filters to mean any', "
-    "but ListActiveJobs/GetJobHistory reject states=[JOB_STATE_UNSPECIFIED] as INVALID_ARGUMENT "
-    "(states[0]: 0 is not a job state) in scheduler/api/convert.py states_from_proto",
-)
 async def test_unspecified_state_filter_means_any(jobs_stub: Stub) -> None:
     job = await submit(jobs_stub)
     page = await jobs_stub.ListActiveJobs(
@@ -1180,15 +1164,6 @@ async def test_health_follows_database(
     assert await row_counts(db) == (2, 2)  # nothing was written during the outage
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: while the database refuses connections, SubmitJob fails with UNKNOWN (the raw "
-    "sqlalchemy DBAPIError text, without google.rpc.Status) instead of UNAVAILABLE / "
-    "DATABASE_UNAVAILABLE: scheduler/store/database.py is_connection_error does not treat "
-    "asyncpg ObjectNotInPrerequisiteStateError (SQLSTATE 55000, 'database ... is not currently "
-    "accepting connections') raised while connecting as a connection error",
-)
 @pytest.mark.timeout(90)
 async def test_submit_is_unavailable_while_database_refuses_connections(
     channel: grpc.aio.Channel, jobs_stub: Stub, database_url: str

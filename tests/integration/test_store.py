@@ -21,6 +21,7 @@ from scheduler.domain.errors import (
     ConcurrentModification,
     DatabaseUnavailable,
     IdempotencyKeyReused,
+    InvalidTransition,
     JobNotFound,
     JobschedError,
 )
@@ -29,7 +30,7 @@ from scheduler.domain.pagination import Cursor
 from scheduler.domain.states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from scheduler.domain.validation import JobSpecInput, validate_job
 from scheduler.store.database import Database
-from scheduler.store.jobs import Guard, JobStore, insert_jobs
+from scheduler.store.jobs import Guard, JobStore, delete_job, insert_jobs
 from tests.helpers import assert_eventually
 
 TENANT = "acme"
@@ -409,12 +410,6 @@ async def test_empty_batch_writes_nothing(store: JobStore, db: Database) -> None
     assert await counts(db) == (0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: insert_jobs inserts a batch in request order, so two batches sharing keys in "
-    "opposite orders deadlock; PostgreSQL aborts one and its DeadlockDetectedError leaves "
-    "JobStore.submit as a raw sqlalchemy DBAPIError instead of a domain error",
-)
 async def test_concurrent_batches_sharing_keys_in_opposite_orders(
     store: JobStore, db: Database
 ) -> None:
@@ -722,9 +717,14 @@ async def test_delete_refuses_a_running_job(store: JobStore, db: Database) -> No
     await make_running(db, job.id)
     before = await snapshot(db, job.id)
 
-    # Even a guard that matches the row: the statement itself refuses running jobs.
+    guard = Guard(TENANT, job.id, JobState.RUNNING, 1)
+    # The store checks the state machine first...
+    with pytest.raises(InvalidTransition):
+        await store.delete(guard)
+    # ...and even a guard that matches the row cannot delete it: the statement refuses too.
     with pytest.raises(ConcurrentModification):
-        await store.delete(Guard(TENANT, job.id, JobState.RUNNING, 1))
+        async with db.transaction() as conn:
+            await delete_job(conn, guard)
 
     assert await snapshot(db, job.id) == before
     assert await counts(db) == (1, 1)
@@ -869,6 +869,26 @@ async def test_job_events_refuse_updates(store: JobStore, db: Database, assignme
         await execute(db, f"UPDATE job_events SET {assignment} WHERE job_id = :id", id=job.id)
 
     assert await snapshot(db, job.id) == before
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["DELETE FROM job_events WHERE job_id = :id", "TRUNCATE job_events"],
+    ids=["delete", "truncate"],
+)
+async def test_job_events_refuse_removal_except_with_their_job(
+    store: JobStore, db: Database, statement: str
+) -> None:
+    job = await submit_one(store, datetime.now(UTC))
+    before = await snapshot(db, job.id)
+
+    with pytest.raises(IntegrityError, match="append-only"):
+        await execute(db, statement, id=job.id)
+    assert await snapshot(db, job.id) == before
+
+    # Deleting the job itself still takes its history along (the cascade is allowed).
+    await execute(db, "DELETE FROM jobs WHERE id = :id", id=job.id)
+    assert await counts(db) == (0, 0)
 
 
 @pytest.mark.parametrize(
