@@ -11,7 +11,7 @@ PROTO_FILES := $(wildcard protos/jobsched/v1/*.proto)
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg lint format proto proto-check migrate bench clean
+.PHONY: help install run test test-unit test-pg lint format proto proto-check migrate bench bench-quick clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ migrate: $(STAMP) ## Apply migrations to DATABASE_URL (or the embedded dev datab
 
 bench: $(STAMP) ## Run the benchmarks and append the figures to bench/RESULTS.md
 	$(BIN)/python -m bench
+
+bench-quick: $(STAMP) ## A one-minute smoke run of the benchmarks (also recorded in bench/RESULTS.md)
+	$(BIN)/python -m bench --quick
 
 clean: ## Remove the virtualenv, tools and caches (keeps the dev database in .jobsched/)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -68,9 +68,22 @@ def to_rich_status(exc: errors.JobschedError) -> grpc.Status:
     return rich
 
 
-Around = Callable[
-    [Callable[[], Awaitable[Any]], Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]
-]
+async def _streamed(
+    around: Any,
+    method: str,
+    context: grpc.aio.ServicerContext[Any, Any],
+    behaviour: Any,
+    request: Any,
+) -> AsyncIterator[Any]:
+    """Run a server-streaming behaviour inside `around`, whichever style it is written in: an
+    async generator, or a coroutine that writes through the context."""
+    async with around(method, context):
+        result = behaviour(request, context)
+        if inspect.isasyncgen(result):
+            async for item in result:
+                yield item
+        else:
+            await result
 
 
 def _wrap(
@@ -95,13 +108,8 @@ def _wrap(
         async def unary_stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async with around(method, context):
-                result = inner_us(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+            async for item in _streamed(around, method, context, inner_us, request):
+                yield item
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, handler.request_deserializer, handler.response_serializer
@@ -112,13 +120,8 @@ def _wrap(
         async def stream_stream(
             request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async with around(method, context):
-                result = inner_ss(request_iterator, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+            async for item in _streamed(around, method, context, inner_ss, request_iterator):
+                yield item
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, handler.request_deserializer, handler.response_serializer

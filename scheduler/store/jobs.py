@@ -187,6 +187,31 @@ def _states_sql(states: Sequence[JobState]) -> str:
     return ", ".join(f"'{JobState(s).value}'" for s in states)
 
 
+def _list_filters(
+    tenant: str, states: Sequence[JobState], queue: str | None, job_type: str | None, limit: int
+) -> tuple[list[str], dict[str, Any]]:
+    """The predicates and parameters both lists share."""
+    where = ["tenant = :tenant", f"state IN ({_states_sql(states)})"]
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+    if queue is not None:
+        where.append("queue = :queue")
+        params["queue"] = queue
+    if job_type is not None:
+        where.append("type = :type")
+        params["type"] = job_type
+    return where, params
+
+
+async def _select_page(
+    conn: AsyncConnection, where: list[str], params: dict[str, Any], order_by: str
+) -> list[JobRecord]:
+    sql = (
+        f"SELECT {_LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+        f"ORDER BY {order_by} LIMIT :limit"
+    )
+    return [_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
+
+
 async def select_active_page(
     conn: AsyncConnection,
     tenant: str,
@@ -198,26 +223,13 @@ async def select_active_page(
     limit: int,
 ) -> list[JobRecord]:
     """One page of active jobs in (created_at, id) order, after the cursor."""
-    where = [
-        "tenant = :tenant",
-        f"state IN ({_states_sql(states)})",
-        "state IN ('waiting', 'scheduled', 'queued', 'running')",
-    ]
-    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
-    if queue is not None:
-        where.append("queue = :queue")
-        params["queue"] = queue
-    if job_type is not None:
-        where.append("type = :type")
-        params["type"] = job_type
+    # The second state predicate repeats the partial index's own, so the planner can use it.
+    where, params = _list_filters(tenant, states, queue, job_type, limit)
+    where.append("state IN ('waiting', 'scheduled', 'queued', 'running')")
     if after is not None:
         where.append("(created_at, id) > (:after_at, CAST(:after_id AS uuid))")
         params |= {"after_at": after.at, "after_id": after.id}
-    sql = (
-        f"SELECT {_LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
-        "ORDER BY created_at, id LIMIT :limit"
-    )
-    return [_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
+    return await _select_page(conn, where, params, "created_at, id")
 
 
 async def select_history_page(
@@ -233,14 +245,8 @@ async def select_history_page(
     limit: int,
 ) -> list[JobRecord]:
     """One page of terminal jobs in (finished_at, id) descending order, after the cursor."""
-    where = ["tenant = :tenant", "finished_at IS NOT NULL", f"state IN ({_states_sql(states)})"]
-    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
-    if queue is not None:
-        where.append("queue = :queue")
-        params["queue"] = queue
-    if job_type is not None:
-        where.append("type = :type")
-        params["type"] = job_type
+    where, params = _list_filters(tenant, states, queue, job_type, limit)
+    where.append("finished_at IS NOT NULL")
     if finished_after is not None:
         where.append("finished_at >= :finished_after")
         params["finished_after"] = finished_after
@@ -250,11 +256,7 @@ async def select_history_page(
     if after is not None:
         where.append("(finished_at, id) < (:after_at, CAST(:after_id AS uuid))")
         params |= {"after_at": after.at, "after_id": after.id}
-    sql = (
-        f"SELECT {_LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
-        "ORDER BY finished_at DESC, id DESC LIMIT :limit"
-    )
-    return [_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
+    return await _select_page(conn, where, params, "finished_at DESC, id DESC")
 
 
 def _transition_sql(assignments: str) -> Any:
