@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,16 +26,16 @@ from scheduler.domain.states import Event, JobState, check_deletable, check_tran
 from scheduler.store.database import Database
 
 # Columns read by lists: everything but payload and result (projected, never the blobs).
-_LIST_COLUMNS = """
+LIST_COLUMNS = """
     id, tenant, queue, type, priority, state, attempt, max_attempts, run_at, created_at,
     updated_at, started_at, finished_at, progress_percent, progress_step, progress_message,
     progress_eta, progress_updated_at, last_error, executor, labels, idempotency_key,
     cancel_requested_at, timeout, event_seq
 """
-_FULL_COLUMNS = _LIST_COLUMNS + ", payload, result"
+FULL_COLUMNS = LIST_COLUMNS + ", payload, result"
 
 
-def _to_job(row: Row[Any], *, full: bool) -> JobRecord:
+def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
     m = row._mapping
     labels = m["labels"]
     if isinstance(labels, str):
@@ -108,12 +108,12 @@ WITH input AS (
     -- A fixed lock order: batches sharing idempotency keys must not deadlock each other.
     ORDER BY idempotency_key NULLS LAST
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
-    RETURNING {_LIST_COLUMNS}
+    RETURNING {LIST_COLUMNS}
 ), events AS (
     INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, reason, actor, created_at)
     SELECT id, 1, NULL, state, 0, 'submitted', :actor, created_at FROM inserted
 )
-SELECT {_LIST_COLUMNS} FROM inserted
+SELECT {LIST_COLUMNS} FROM inserted
 """)
 
 
@@ -141,13 +141,13 @@ async def insert_jobs(
             "timeouts": [j.timeout for j in jobs],
         },
     )
-    inserted = {str(r._mapping["id"]): _to_job(r, full=False) for r in result}
+    inserted = {str(r._mapping["id"]): row_to_job(r, full=False) for r in result}
     # Ids were generated here, so request order maps to rows by id, whatever RETURNING's order.
     return {jid: inserted[jid] for jid in ids if jid in inserted}
 
 
 _SELECT_BY_KEYS = text(f"""
-SELECT {_FULL_COLUMNS} FROM jobs
+SELECT {FULL_COLUMNS} FROM jobs
 WHERE tenant = :tenant AND idempotency_key = ANY(CAST(:keys AS text[]))
 """)
 
@@ -156,16 +156,16 @@ async def select_jobs_by_idempotency_keys(
     conn: AsyncConnection, tenant: str, keys: Sequence[str]
 ) -> dict[str, JobRecord]:
     result = await conn.execute(_SELECT_BY_KEYS, {"tenant": tenant, "keys": list(keys)})
-    jobs = [_to_job(r, full=True) for r in result]
+    jobs = [row_to_job(r, full=True) for r in result]
     return {j.idempotency_key: j for j in jobs if j.idempotency_key is not None}
 
 
-_SELECT_JOB = text(f"SELECT {_FULL_COLUMNS} FROM jobs WHERE tenant = :tenant AND id = :id")
+_SELECT_JOB = text(f"SELECT {FULL_COLUMNS} FROM jobs WHERE tenant = :tenant AND id = :id")
 
 
 async def select_job(conn: AsyncConnection, tenant: str, job_id: str) -> JobRecord | None:
     row = (await conn.execute(_SELECT_JOB, {"tenant": tenant, "id": job_id})).first()
-    return _to_job(row, full=True) if row is not None else None
+    return row_to_job(row, full=True) if row is not None else None
 
 
 _SELECT_EVENTS = text("""
@@ -206,10 +206,10 @@ async def _select_page(
     conn: AsyncConnection, where: list[str], params: dict[str, Any], order_by: str
 ) -> list[JobRecord]:
     sql = (
-        f"SELECT {_LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+        f"SELECT {LIST_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
         f"ORDER BY {order_by} LIMIT :limit"
     )
-    return [_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
+    return [row_to_job(r, full=False) for r in await conn.execute(text(sql), params)]
 
 
 async def select_active_page(
@@ -259,14 +259,14 @@ async def select_history_page(
     return await _select_page(conn, where, params, "finished_at DESC, id DESC")
 
 
-def _transition_sql(assignments: str) -> Any:
+def transition_statement(assignments: str) -> Any:
     """A guarded transition: UPDATE ... WHERE state AND attempt, plus its event, in one statement."""
     return text(f"""
 WITH updated AS (
     UPDATE jobs SET {assignments}, updated_at = :now, event_seq = event_seq + 1
     WHERE tenant = :tenant AND id = :id
       AND state = CAST(:expected_state AS job_state) AND attempt = :expected_attempt
-    RETURNING {_FULL_COLUMNS}
+    RETURNING {FULL_COLUMNS}
 ), events AS (
     INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
                             created_at)
@@ -274,13 +274,13 @@ WITH updated AS (
            :actor, :now
     FROM updated
 )
-SELECT {_FULL_COLUMNS} FROM updated
+SELECT {FULL_COLUMNS} FROM updated
 """)
 
 
-_CANCEL = _transition_sql("state = 'cancelled', finished_at = :now, lease_expires_at = NULL")
+_CANCEL = transition_statement("state = 'cancelled', finished_at = :now, lease_expires_at = NULL")
 
-_RETRY = _transition_sql(
+_RETRY = transition_statement(
     "state = 'queued', run_at = :now, finished_at = NULL, lease_expires_at = NULL, "
     "cancel_requested_at = NULL, result = NULL, max_attempts = GREATEST(max_attempts, attempt + 1), "
     "progress_percent = 0, progress_step = '', progress_message = '', progress_eta = NULL, "
@@ -298,48 +298,52 @@ class Guard:
     attempt: int
 
 
-async def _guarded(
-    conn: AsyncConnection, statement: Any, guard: Guard, now: datetime, reason: str, actor: str
+async def run_guarded(
+    conn: AsyncConnection,
+    statement: Any,
+    guard: Guard,
+    now: datetime,
+    reason: str,
+    actor: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> JobRecord:
-    row = (
-        await conn.execute(
-            statement,
-            {
-                "tenant": guard.tenant,
-                "id": guard.job_id,
-                "expected_state": guard.state.value,
-                "expected_attempt": guard.attempt,
-                "now": now,
-                "reason": reason,
-                "actor": actor,
-            },
-        )
-    ).first()
+    """Run a transition_statement for `guard`; `extra` binds the statement's own parameters."""
+    params = {
+        "tenant": guard.tenant,
+        "id": guard.job_id,
+        "expected_state": guard.state.value,
+        "expected_attempt": guard.attempt,
+        "now": now,
+        "reason": reason,
+        "actor": actor,
+        **(extra or {}),
+    }
+    row = (await conn.execute(statement, params)).first()
     if row is None:
         raise ConcurrentModification(
             f"job {guard.job_id} is no longer {guard.state.name} at attempt {guard.attempt}"
         )
-    return _to_job(row, full=True)
+    return row_to_job(row, full=True)
 
 
 async def cancel_job(
     conn: AsyncConnection, guard: Guard, now: datetime, reason: str, actor: str
 ) -> JobRecord:
     """WAITING/SCHEDULED/QUEUED -> CANCELLED (the caller checked the state machine)."""
-    return await _guarded(conn, _CANCEL, guard, now, reason, actor)
+    return await run_guarded(conn, _CANCEL, guard, now, reason, actor)
 
 
 async def retry_job(
     conn: AsyncConnection, guard: Guard, now: datetime, reason: str, actor: str
 ) -> JobRecord:
     """DEAD/CANCELLED -> QUEUED, granting one more attempt when they were exhausted."""
-    return await _guarded(conn, _RETRY, guard, now, reason, actor)
+    return await run_guarded(conn, _RETRY, guard, now, reason, actor)
 
 
 _REQUEST_CANCEL = text(f"""
 UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, :now), updated_at = :now
 WHERE tenant = :tenant AND id = :id AND state = 'running' AND attempt = :expected_attempt
-RETURNING {_FULL_COLUMNS}
+RETURNING {FULL_COLUMNS}
 """)
 
 
@@ -360,7 +364,7 @@ async def request_cancel(conn: AsyncConnection, guard: Guard, now: datetime) -> 
         raise ConcurrentModification(
             f"job {guard.job_id} is no longer running attempt {guard.attempt}"
         )
-    return _to_job(row, full=True)
+    return row_to_job(row, full=True)
 
 
 _DELETE_JOB = text("""

@@ -1,0 +1,126 @@
+"""Statements on running attempts: the batched claim, and the recorded outcome of an attempt.
+
+The attempt number is the fencing token of a run: the claim increments it, and every outcome is
+guarded by (state = running, attempt = the claimed one), so a result for a stale attempt matches
+no row and changes nothing (ConcurrentModification).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduler.domain.jobs import JobRecord
+from scheduler.domain.retry import FailureOutcome
+from scheduler.domain.states import Event, JobState, check_transition
+from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, transition_statement
+
+_CLAIM = f"""
+WITH candidates AS (
+    SELECT id AS candidate_id FROM jobs
+    WHERE state = 'queued' AND run_at <= :now AND type = ANY(CAST(:types AS text[])) {{queues}}
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, executor = :executor,
+        started_at = :now, lease_expires_at = :lease_expires_at, updated_at = :now,
+        cancel_requested_at = NULL, event_seq = jobs.event_seq + 1,
+        progress_percent = 0, progress_step = '', progress_message = '', progress_eta = NULL,
+        progress_updated_at = NULL
+    FROM candidates WHERE jobs.id = candidates.candidate_id
+    RETURNING {FULL_COLUMNS}
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
+                            created_at)
+    SELECT id, event_seq, CAST('queued' AS job_state), CAST('running' AS job_state), attempt,
+           executor, 'claimed', :actor, :now
+    FROM claimed
+)
+SELECT * FROM claimed ORDER BY priority DESC, run_at, id
+"""
+
+
+async def claim_jobs(
+    conn: AsyncConnection,
+    *,
+    executor: str,
+    job_types: Sequence[str],
+    queues: Sequence[str],
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+) -> list[JobRecord]:
+    """Claim up to `limit` eligible QUEUED jobs in priority, run_at, id order, in one statement.
+
+    SKIP LOCKED: concurrent claimers (other dispatchers, other replicas) take disjoint jobs
+    instead of waiting for each other. An empty `queues` means every queue."""
+    if limit <= 0 or not job_types:
+        return []
+    params: dict[str, Any] = {
+        "executor": executor,
+        "types": list(job_types),
+        "limit": limit,
+        "now": now,
+        "lease_expires_at": now + lease,
+        "actor": f"executor:{executor}",
+    }
+    queue_filter = ""
+    if queues:
+        queue_filter = "AND queue = ANY(CAST(:queues AS text[]))"
+        params["queues"] = list(queues)
+    result = await conn.execute(text(_CLAIM.format(queues=queue_filter)), params)
+    return [row_to_job(r, full=True) for r in result]
+
+
+_SUCCEED = transition_statement(
+    "state = 'succeeded', finished_at = :now, lease_expires_at = NULL, result = :result, "
+    "progress_percent = 100, progress_updated_at = :now"
+)
+
+
+async def succeed_attempt(
+    conn: AsyncConnection, guard: Guard, result: bytes, now: datetime, actor: str
+) -> JobRecord:
+    """RUNNING -> SUCCEEDED for exactly the guarded attempt."""
+    check_transition(guard.state, Event.SUCCEED, JobState.SUCCEEDED)
+    return await run_guarded(
+        conn, _SUCCEED, guard, now, "succeeded", actor, extra={"result": result}
+    )
+
+
+_FAIL_RETRY = transition_statement(
+    "state = 'scheduled', run_at = :run_at, last_error = :error, lease_expires_at = NULL"
+)
+_FAIL_FINAL = transition_statement(
+    "state = 'dead', finished_at = :now, last_error = :error, lease_expires_at = NULL"
+)
+
+
+async def fail_attempt(
+    conn: AsyncConnection,
+    guard: Guard,
+    outcome: FailureOutcome,
+    error: str,
+    now: datetime,
+    actor: str,
+) -> JobRecord:
+    """RUNNING -> SCHEDULED (retry at outcome.run_at) or DEAD, keeping the error."""
+    check_transition(guard.state, outcome.event, outcome.state)
+    if outcome.state is JobState.SCHEDULED:
+        return await run_guarded(
+            conn,
+            _FAIL_RETRY,
+            guard,
+            now,
+            f"failed: {error}",
+            actor,
+            extra={"error": error, "run_at": outcome.run_at},
+        )
+    return await run_guarded(
+        conn, _FAIL_FINAL, guard, now, f"dead: {error}", actor, extra={"error": error}
+    )
