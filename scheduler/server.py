@@ -5,16 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobsched.v1 import job_service_pb2, job_service_pb2_grpc
+from jobsched.v1 import (
+    executor_service_pb2,
+    executor_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+)
+from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
 
@@ -41,6 +48,8 @@ class ServerSettings:
     listen: str = DEFAULT_LISTEN
     shutdown_grace: float = 5.0
     health_interval: float = 1.0
+    heartbeat_interval: float = 3.0
+    lease: timedelta = timedelta(seconds=30)
 
 
 class SchedulerServer:
@@ -57,14 +66,25 @@ class SchedulerServer:
         self.server = grpc.aio.server(
             interceptors=[AccessLogInterceptor(), ErrorInterceptor()], options=SERVER_OPTIONS
         )
+        self.dispatcher = Dispatcher(db, clock, lease=settings.lease)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobService(JobStore(db), clock), self.server
+            JobService(
+                JobStore(db),
+                clock,
+                on_new_work=self.dispatcher.wake,
+                on_cancel_requested=self.dispatcher.request_cancel,
+            ),
+            self.server,
+        )
+        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            ExecutorService(self.dispatcher, settings.heartbeat_interval), self.server
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
                 job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+                executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -81,6 +101,7 @@ class SchedulerServer:
         self.address = f"{host}:{port}"
         await self.server.start()
         await self.probe.start()
+        await self.dispatcher.start()
         log.info(
             "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
         )
@@ -88,5 +109,6 @@ class SchedulerServer:
 
     async def stop(self, grace: float | None = None) -> None:
         await self.probe.stop()
+        await self.dispatcher.stop()  # closes executor streams so the server can drain
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

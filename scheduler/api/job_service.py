@@ -85,9 +85,19 @@ def _next_token(
 
 
 class JobService(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        on_new_work: Callable[[], None] = lambda: None,
+        on_cancel_requested: Callable[[JobRecord], None] = lambda job: None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        # In-process wake-ups of the dispatcher: a local submit is dispatched at once.
+        self.on_new_work = on_new_work
+        self.on_cancel_requested = on_cancel_requested
 
     async def SubmitJob(
         self, request: job_service_pb2.SubmitJobRequest, context: Context
@@ -95,6 +105,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         tenant = tenant_of(context)
         new = validate_job(spec_from_proto(request.job, "job"), self.clock())
         [submitted] = await self.store.submit(tenant, [new])
+        self.on_new_work()
         job = job_to_proto(submitted.job)
         if submitted.created:
             job.payload = new.payload  # the insert returns projected columns only
@@ -108,6 +119,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             [spec_from_proto(s, f"jobs[{i}]") for i, s in enumerate(request.jobs)], self.clock()
         )
         submitted = await self.store.submit(tenant, jobs)
+        self.on_new_work()
         response = job_service_pb2.SubmitJobsResponse(created=[s.created for s in submitted])
         for s in submitted:
             job = response.jobs.add()
@@ -214,7 +226,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         async def attempt(job: JobRecord) -> JobRecord:
             guard = Guard(tenant, job.id, job.state, job.attempt)
             if cancel_action(job.state) is CancelAction.REQUEST:
-                return await self.store.request_cancel(guard, self.clock())
+                marked = await self.store.request_cancel(guard, self.clock())
+                self.on_cancel_requested(marked)
+                return marked
             return await self.store.cancel(guard, self.clock(), reason, "client")
 
         job = await self._with_fresh_read(tenant, job_id, attempt)
@@ -229,7 +243,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         async def attempt(job: JobRecord) -> JobRecord:
             check_transition(job.state, Event.RETRY, JobState.QUEUED)
             guard = Guard(tenant, job.id, job.state, job.attempt)
-            return await self.store.retry(guard, self.clock(), "retried by client", "client")
+            retried = await self.store.retry(guard, self.clock(), "retried by client", "client")
+            self.on_new_work()
+            return retried
 
         job = await self._with_fresh_read(tenant, job_id, attempt)
         return job_service_pb2.RetryJobResponse(job=job_to_proto(job))

@@ -22,7 +22,8 @@ from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, t
 _CLAIM = f"""
 WITH candidates AS (
     SELECT id AS candidate_id FROM jobs
-    WHERE state = 'queued' AND run_at <= :now AND type = ANY(CAST(:types AS text[])) {{queues}}
+    WHERE state = 'queued' AND run_at <= :now AND attempt < max_attempts
+      AND type = ANY(CAST(:types AS text[])) {{queues}}
     ORDER BY priority DESC, run_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -124,3 +125,45 @@ async def fail_attempt(
     return await run_guarded(
         conn, _FAIL_FINAL, guard, now, f"dead: {error}", actor, extra={"error": error}
     )
+
+
+_PROMOTE_DUE = text("""
+WITH due AS (
+    SELECT id AS due_id FROM jobs
+    WHERE state = 'scheduled' AND run_at <= :now
+    ORDER BY run_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), promoted AS (
+    UPDATE jobs SET state = 'queued', updated_at = :now, event_seq = jobs.event_seq + 1
+    FROM due WHERE jobs.id = due.due_id
+    RETURNING jobs.id, jobs.event_seq, jobs.attempt
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, reason, actor, created_at)
+    SELECT id, event_seq, CAST('scheduled' AS job_state), CAST('queued' AS job_state), attempt,
+           'run_at reached', 'scheduler', :now
+    FROM promoted
+)
+SELECT count(*) FROM promoted
+""")
+
+
+async def promote_due_jobs(conn: AsyncConnection, now: datetime, limit: int = 1000) -> int:
+    """SCHEDULED jobs whose run_at has come become QUEUED (set-based, with their events)."""
+    return int((await conn.execute(_PROMOTE_DUE, {"now": now, "limit": limit})).scalar_one())
+
+
+_RENEW_LEASES = text("""
+UPDATE jobs SET lease_expires_at = :lease_expires_at
+WHERE state = 'running' AND executor = :executor
+""")
+
+
+async def renew_leases(
+    conn: AsyncConnection, executor: str, lease: timedelta, now: datetime
+) -> int:
+    """One statement per executor per heartbeat renews the leases of all its running jobs."""
+    result = await conn.execute(
+        _RENEW_LEASES, {"executor": executor, "lease_expires_at": now + lease}
+    )
+    return int(getattr(result, "rowcount", 0))

@@ -1,0 +1,152 @@
+"""ExecutorService.Connect: one bidirectional stream per executor.
+
+The executor registers first; from then on the scheduler pushes assignments (never more than the
+executor's free credits), cancels and pings, and the executor sends heartbeats (which renew its
+leases, one UPDATE per heartbeat) and results (recorded only for the attempt it was given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobsched.v1 import executor_service_pb2 as pb
+from jobsched.v1 import executor_service_pb2_grpc
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.sessions import ExecutorSession
+from scheduler.domain.errors import (
+    ConcurrentModification,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    JobschedError,
+)
+from scheduler.domain.validation import check_name
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_CAPACITY = 10_000
+MAX_NAME = 200
+
+
+def _duration(value: timedelta) -> Duration:
+    d = Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def session_from_register(register: pb.Register) -> ExecutorSession:
+    violations: list[FieldViolation] = []
+    if not register.name or len(register.name) > MAX_NAME:
+        violations.append(FieldViolation("register.name", f"1 to {MAX_NAME} characters"))
+    if not 1 <= register.capacity <= MAX_CAPACITY:
+        violations.append(FieldViolation("register.capacity", f"must be in [1, {MAX_CAPACITY}]"))
+    if not register.job_types:
+        violations.append(FieldViolation("register.job_types", "at least one job type"))
+    types = [
+        check_name(t, f"register.job_types[{i}]", violations)
+        for i, t in enumerate(register.job_types)
+    ]
+    queues = [
+        check_name(q, f"register.queues[{i}]", violations) for i, q in enumerate(register.queues)
+    ]
+    if violations:
+        raise InvalidArgument(violations)
+    return ExecutorSession(
+        name=register.name,
+        capacity=register.capacity,
+        job_types=tuple(sorted(set(types))),
+        queues=tuple(sorted(set(queues))),
+    )
+
+
+class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
+    def __init__(self, dispatcher: Dispatcher, heartbeat_interval: float = 3.0) -> None:
+        self.dispatcher = dispatcher
+        self.heartbeat_interval = heartbeat_interval
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
+    ) -> AsyncIterator[pb.ConnectResponse]:
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("message") != "register":
+            raise InvalidArgument(
+                [FieldViolation("register", "the first message must be a Register")]
+            )
+        session = session_from_register(first.register)
+        self.dispatcher.add(session)
+        tasks = [
+            asyncio.create_task(self._read(request_iterator, session), name="executor-reader"),
+            asyncio.create_task(self._ping(session), name="executor-pinger"),
+        ]
+        try:
+            yield pb.ConnectResponse(
+                registered=pb.Registered(
+                    session_id=str(uuid.uuid4()),
+                    heartbeat_interval=_duration(timedelta(seconds=self.heartbeat_interval)),
+                    lease_duration=_duration(self.dispatcher.lease),
+                )
+            )
+            while (message := await session.outbox.get()) is not None:
+                yield message
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.dispatcher.remove(session)
+
+    async def _ping(self, session: ExecutorSession) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            now = Timestamp()
+            now.GetCurrentTime()
+            session.send(pb.ConnectResponse(ping=pb.Ping(send_time=now)))
+
+    async def _read(
+        self, request_iterator: AsyncIterator[pb.ConnectRequest], session: ExecutorSession
+    ) -> None:
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("message")
+                if kind == "heartbeat":
+                    with contextlib.suppress(JobschedError):
+                        await self.dispatcher.heartbeat(session)
+                elif kind == "result":
+                    await self._result(session, request.result)
+                # ack, progress and log are accepted and not acted on yet.
+        finally:
+            session.close()
+
+    async def _result(self, session: ExecutorSession, result: pb.JobResult) -> None:
+        job_id, attempt = result.attempt.job_id, result.attempt.attempt
+        outcome = result.WhichOneof("outcome")
+        reason = ""
+        try:
+            if outcome == "result":
+                await self.dispatcher.record_success(session, job_id, attempt, result.result)
+            elif outcome == "failure":
+                await self.dispatcher.record_failure(
+                    session, job_id, attempt, result.failure.message, result.failure.retryable
+                )
+            elif outcome == "cancelled":
+                await self.dispatcher.record_cancelled(session, job_id, attempt)
+            else:
+                reason = "a result needs an outcome"
+        except (ConcurrentModification, FailedPrecondition) as exc:
+            reason = f"stale attempt: {exc.message}"
+        except JobschedError as exc:
+            reason = exc.message
+        session.send(
+            pb.ConnectResponse(
+                result_ack=pb.ResultAck(attempt=result.attempt, accepted=not reason, reason=reason)
+            )
+        )

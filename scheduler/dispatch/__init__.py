@@ -1,0 +1,1 @@
+"""Dispatch: connected executor sessions, claiming work and pushing it to them."""

@@ -1,0 +1,220 @@
+"""The dispatcher (a start/stop service): claims eligible jobs for connected executors with free
+credits and pushes assignments to their streams, and records the outcomes they report.
+
+Wake-ups: `wake()` (a local submit, a freed credit, a new executor) and a slow safety poll that
+also promotes SCHEDULED jobs whose run_at has come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobsched.v1 import executor_service_pb2 as pb
+from scheduler.dispatch.sessions import ExecutorSession
+from scheduler.domain.errors import ConcurrentModification, JobschedError
+from scheduler.domain.jobs import JobRecord
+from scheduler.domain.retry import RetryPolicy, after_failure
+from scheduler.domain.states import JobState
+from scheduler.store.attempts import (
+    claim_jobs,
+    fail_attempt,
+    promote_due_jobs,
+    renew_leases,
+    succeed_attempt,
+)
+from scheduler.store.database import Database
+from scheduler.store.jobs import Guard, cancel_job
+
+log = logging.getLogger("jobsched.dispatch")
+DEFAULT_RETRY_POLICY = RetryPolicy()
+
+
+def _attempt(job: JobRecord) -> pb.JobAttempt:
+    return pb.JobAttempt(job_id=job.id, attempt=job.attempt)
+
+
+def assignment(job: JobRecord, lease: timedelta, now: datetime) -> pb.ConnectResponse:
+    expires = Timestamp()
+    expires.FromDatetime(now + lease)
+    message = pb.Assignment(
+        attempt=_attempt(job),
+        type=job.type,
+        queue=job.queue,
+        payload=job.payload,
+        labels=job.labels,
+        lease_expire_time=expires,
+    )
+    if job.timeout is not None:
+        timeout = Duration()
+        timeout.FromTimedelta(job.timeout)
+        message.timeout.CopyFrom(timeout)
+    return pb.ConnectResponse(assignment=message)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime],
+        *,
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: float = 1.0,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.retry_policy = retry_policy
+        self.sessions: dict[str, ExecutorSession] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for session in list(self.sessions.values()):
+            session.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def add(self, session: ExecutorSession) -> None:
+        previous = self.sessions.get(session.name)
+        if previous is not None:
+            previous.close()  # a reconnect replaces the old stream
+        self.sessions[session.name] = session
+        self.wake()
+
+    async def remove(self, session: ExecutorSession) -> None:
+        """The stream ended: its unfinished attempts fail (retried after backoff, or dead)."""
+        session.close()
+        if self.sessions.get(session.name) is session:
+            del self.sessions[session.name]
+        for job in list(session.in_flight.values()):
+            with contextlib.suppress(JobschedError):
+                await self.record_failure(
+                    session, job.id, job.attempt, "executor disconnected", True
+                )
+
+    def request_cancel(self, job: JobRecord) -> None:
+        """Forward a client's cancel to the executor running the job, if it is connected here."""
+        for session in self.sessions.values():
+            running = session.in_flight.get(job.id)
+            if running is not None and running.attempt == job.attempt:
+                session.send(
+                    pb.ConnectResponse(
+                        cancel=pb.CancelAssignment(attempt=_attempt(job), reason="cancelled")
+                    )
+                )
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.dispatch_once()
+            except JobschedError as exc:
+                log.warning("dispatch failed", extra={"fields": {"error": str(exc)}})
+
+    async def dispatch_once(self) -> int:
+        """Promote due jobs, then give every session with credits up to that many jobs."""
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            await promote_due_jobs(conn, now)
+        handed_out = 0
+        for session in list(self.sessions.values()):
+            credits = session.credits
+            if credits == 0:
+                continue
+            async with self.db.transaction() as conn:
+                jobs = await claim_jobs(
+                    conn,
+                    executor=session.name,
+                    job_types=session.job_types,
+                    queues=session.queues,
+                    limit=credits,
+                    lease=self.lease,
+                    now=now,
+                )
+            for job in jobs:
+                session.in_flight[job.id] = job
+                session.send(assignment(job, self.lease, now))
+            handed_out += len(jobs)
+        return handed_out
+
+    async def heartbeat(self, session: ExecutorSession) -> None:
+        async with self.db.transaction() as conn:
+            await renew_leases(conn, session.name, self.lease, self.clock())
+
+    # --- outcomes ----------------------------------------------------------------------------
+
+    def _guard(self, session: ExecutorSession, job_id: str, attempt: int) -> Guard:
+        job = session.in_flight.get(job_id)
+        if job is None or job.attempt != attempt:
+            raise ConcurrentModification(f"attempt {attempt} of job {job_id} is not running here")
+        return Guard(job.tenant, job.id, JobState.RUNNING, attempt)
+
+    def _finished(self, session: ExecutorSession, job_id: str) -> None:
+        session.in_flight.pop(job_id, None)
+        self.wake()  # a credit is free
+
+    async def record_success(
+        self, session: ExecutorSession, job_id: str, attempt: int, result: bytes
+    ) -> None:
+        guard = self._guard(session, job_id, attempt)
+        try:
+            async with self.db.transaction() as conn:
+                await succeed_attempt(conn, guard, result, self.clock(), f"executor:{session.name}")
+        finally:
+            self._finished(session, job_id)
+
+    async def record_failure(
+        self, session: ExecutorSession, job_id: str, attempt: int, error: str, retryable: bool
+    ) -> None:
+        guard = self._guard(session, job_id, attempt)
+        job = session.in_flight[job_id]
+        now = self.clock()
+        outcome = after_failure(
+            attempt=attempt,
+            max_attempts=job.max_attempts,
+            retryable=retryable,
+            now=now,
+            policy=self.retry_policy,
+        )
+        try:
+            async with self.db.transaction() as conn:
+                await fail_attempt(conn, guard, outcome, error, now, f"executor:{session.name}")
+        finally:
+            self._finished(session, job_id)
+
+    async def record_cancelled(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
+        guard = self._guard(session, job_id, attempt)
+        try:
+            async with self.db.transaction() as conn:
+                await cancel_job(
+                    conn, guard, self.clock(), "cancelled by client", f"executor:{session.name}"
+                )
+        finally:
+            self._finished(session, job_id)

@@ -1,0 +1,36 @@
+"""One connected executor stream: what it can run, what it runs, and its outgoing messages."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from jobsched.v1 import executor_service_pb2 as pb
+from scheduler.domain.jobs import JobRecord
+
+
+@dataclass(eq=False)
+class ExecutorSession:
+    """Credits = capacity minus attempts in flight: the dispatcher never exceeds them."""
+
+    name: str
+    capacity: int
+    job_types: tuple[str, ...]
+    queues: tuple[str, ...]
+    # Outgoing messages; None closes the stream. Assignments are bounded by credits.
+    outbox: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    in_flight: dict[str, JobRecord] = field(default_factory=dict)
+    closed: bool = False
+
+    @property
+    def credits(self) -> int:
+        return 0 if self.closed else max(0, self.capacity - len(self.in_flight))
+
+    def send(self, message: pb.ConnectResponse) -> None:
+        if not self.closed:
+            self.outbox.put_nowait(message)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.outbox.put_nowait(None)

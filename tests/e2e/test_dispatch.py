@@ -1,0 +1,215 @@
+"""Dispatch over real gRPC: executors connect to ExecutorService.Connect, receive assignments
+within their credits, and report outcomes fenced by the attempt number. The executor here is a
+scripted stream on the raw stub, so each test controls exactly what the executor says."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from jobsched.v1 import executor_service_pb2 as pb
+from jobsched.v1 import executor_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
+from scheduler.store.database import Database
+from tests.helpers import assert_eventually
+
+if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
+    Stub = job_service_pb2_grpc.JobServiceAsyncStub
+
+
+class ScriptedExecutor:
+    """One Connect stream; received messages are queued for the test to act on."""
+
+    def __init__(self, channel: grpc.aio.Channel, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.outgoing: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
+        # One queue per message kind, so waiting for one kind never drops another.
+        self.incoming: dict[str, asyncio.Queue[Any]] = collections.defaultdict(asyncio.Queue)
+        self.call = executor_service_pb2_grpc.ExecutorServiceStub(channel).Connect(self._requests())
+        self.reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[pb.ConnectRequest]:
+        yield pb.ConnectRequest(
+            register=pb.Register(name=self.name, capacity=self.capacity, job_types=["Work"])
+        )
+        while (request := await self.outgoing.get()) is not None:
+            yield request
+
+    async def _read(self) -> None:
+        async for response in self.call:
+            kind = response.WhichOneof("message")
+            assert kind is not None
+            await self.incoming[kind].put(getattr(response, kind))
+
+    async def next(self, kind: str, within: float = 10.0) -> Any:
+        """The next message of `kind` (registered, assignment, cancel, result_ack, ping)."""
+        async with asyncio.timeout(within):
+            return await self.incoming[kind].get()
+
+    def send(self, **message: Any) -> None:
+        self.outgoing.put_nowait(pb.ConnectRequest(**message))
+
+    async def close(self) -> None:
+        self.outgoing.put_nowait(None)
+        self.call.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await self.reader
+
+
+@pytest.fixture
+async def executors(channel: grpc.aio.Channel) -> AsyncIterator[list[ScriptedExecutor]]:
+    started: list[ScriptedExecutor] = []
+    yield started
+    for executor in started:
+        await executor.close()
+
+
+async def connect(
+    channel: grpc.aio.Channel, executors: list[ScriptedExecutor], name: str, capacity: int
+) -> ScriptedExecutor:
+    executor = ScriptedExecutor(channel, name, capacity)
+    executors.append(executor)
+    registered = await executor.next("registered")
+    assert registered.lease_duration.seconds > 0
+    return executor
+
+
+async def submit(stub: Stub, count: int) -> list[str]:
+    response = await stub.SubmitJobs(
+        job_service_pb2.SubmitJobsRequest(
+            jobs=[job_pb2.JobSpec(type="work", payload=b"{}") for _ in range(count)]
+        )
+    )
+    return [j.id for j in response.jobs]
+
+
+async def state_of(stub: Stub, job_id: str) -> job_pb2.Job:
+    response = await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))
+    return response.job
+
+
+async def test_jobs_across_two_executors_each_succeed_exactly_once_within_credits(
+    channel: grpc.aio.Channel, jobs_stub: Stub, db: Database, executors: list[ScriptedExecutor]
+) -> None:
+    ids = await submit(jobs_stub, 40)
+    a = await connect(channel, executors, "exec-a", 3)
+    b = await connect(channel, executors, "exec-b", 5)
+    done: dict[str, str] = {}
+
+    async def work(executor: ScriptedExecutor) -> None:
+        outstanding: list[pb.Assignment] = []
+        while len(done) < len(ids):
+            with contextlib.suppress(TimeoutError):
+                outstanding.append(await executor.next("assignment", within=0.3))
+                continue
+            # Never more assignments at once than the executor's capacity.
+            assert len(outstanding) <= executor.capacity
+            for assignment in outstanding:
+                done[assignment.attempt.job_id] = executor.name
+                executor.send(result=pb.JobResult(attempt=assignment.attempt, result=b"done"))
+                ack = await executor.next("result_ack")
+                assert ack.accepted, ack.reason
+            outstanding.clear()
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(work(a), work(b))
+    assert set(done) == set(ids)
+    assert set(done.values()) == {"exec-a", "exec-b"}
+
+    async with db.read() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT job_id, count(*) FILTER (WHERE to_state = 'running'), "
+                "count(*) FILTER (WHERE to_state = 'succeeded') FROM job_events GROUP BY job_id"
+            )
+        )
+        counts = {str(r[0]): (r[1], r[2]) for r in rows}
+    assert counts == {job_id: (1, 1) for job_id in ids}  # exactly one run, one outcome
+
+
+async def test_a_result_for_a_stale_attempt_is_rejected_and_changes_nothing(
+    channel: grpc.aio.Channel, jobs_stub: Stub, executors: list[ScriptedExecutor]
+) -> None:
+    [job_id] = await submit(jobs_stub, 1)
+    executor = await connect(channel, executors, "exec-a", 1)
+    assignment = await executor.next("assignment")
+    assert assignment.attempt.attempt == 1
+
+    stale = pb.JobAttempt(job_id=job_id, attempt=assignment.attempt.attempt + 1)
+    executor.send(result=pb.JobResult(attempt=stale, result=b"forged"))
+    ack = await executor.next("result_ack")
+    assert not ack.accepted
+    assert "stale" in ack.reason
+    job = await state_of(jobs_stub, job_id)
+    assert job.state == job_pb2.JOB_STATE_RUNNING
+    assert job.result == b""
+
+
+async def test_a_retryable_failure_schedules_the_next_attempt_with_the_error(
+    channel: grpc.aio.Channel, jobs_stub: Stub, executors: list[ScriptedExecutor]
+) -> None:
+    [job_id] = await submit(jobs_stub, 1)
+    executor = await connect(channel, executors, "exec-a", 1)
+    assignment = await executor.next("assignment")
+    executor.send(
+        result=pb.JobResult(
+            attempt=assignment.attempt, failure=pb.JobFailure(message="boom", retryable=True)
+        )
+    )
+    assert (await executor.next("result_ack")).accepted
+    job = await state_of(jobs_stub, job_id)
+    assert job.state == job_pb2.JOB_STATE_SCHEDULED
+    assert job.last_error == "boom"
+    assert job.attempt == 1
+
+
+async def test_cancelling_a_running_job_reaches_its_executor(
+    channel: grpc.aio.Channel, jobs_stub: Stub, executors: list[ScriptedExecutor]
+) -> None:
+    [job_id] = await submit(jobs_stub, 1)
+    executor = await connect(channel, executors, "exec-a", 1)
+    assignment = await executor.next("assignment")
+
+    response = await jobs_stub.CancelJob(job_service_pb2.CancelJobRequest(id=job_id))
+    assert response.job.state == job_pb2.JOB_STATE_RUNNING
+    assert response.job.cancel_requested
+    cancel = await executor.next("cancel")
+    assert cancel.attempt == assignment.attempt
+
+    executor.send(result=pb.JobResult(attempt=assignment.attempt, cancelled=True))
+    assert (await executor.next("result_ack")).accepted
+    assert (await state_of(jobs_stub, job_id)).state == job_pb2.JOB_STATE_CANCELLED
+
+
+async def test_a_lost_stream_fails_its_attempts_instead_of_stranding_them(
+    channel: grpc.aio.Channel, jobs_stub: Stub, executors: list[ScriptedExecutor]
+) -> None:
+    [job_id] = await submit(jobs_stub, 1)
+    executor = await connect(channel, executors, "exec-a", 1)
+    await executor.next("assignment")
+    await executor.close()
+
+    async def failed_over() -> None:
+        job = await state_of(jobs_stub, job_id)
+        assert job.state == job_pb2.JOB_STATE_SCHEDULED
+        assert job.last_error == "executor disconnected"
+
+    await assert_eventually(failed_over)
+
+
+async def test_the_first_message_must_register(channel: grpc.aio.Channel) -> None:
+    async def requests() -> AsyncIterator[pb.ConnectRequest]:
+        yield pb.ConnectRequest(heartbeat=pb.Heartbeat())
+
+    call = executor_service_pb2_grpc.ExecutorServiceStub(channel).Connect(requests())
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in call:
+            pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
