@@ -1,0 +1,258 @@
+"""The handler SDK: what a job handler sees and how it reports back.
+
+A handler is ``async def handler(ctx: JobContext) -> bytes | str | dict | None``, registered in a
+`HandlerRegistry` under its job type. It may report progress and log lines through the context;
+those calls only enqueue (the latest progress wins, logs sit in a bounded buffer) and the executor
+forwards them in the background, so reporting never blocks the handler.
+
+Exceptions a handler may raise::
+
+    HandlerError                  root of the handler exceptions
+    ├── RetryableError            the attempt failed; a retry may help (any other exception too)
+    ├── NonRetryableError         the attempt failed; retrying cannot help, the job goes DEAD
+    └── JobCancelledError         the handler stopped because ctx.cancelled was set
+
+    UnknownJobTypeError           (a LookupError) no handler is registered for a job type
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import re
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+HandlerResult = bytes | str | dict[str, Any] | None
+Handler = Callable[["JobContext"], Coroutine[Any, Any, HandlerResult]]
+
+DEFAULT_MAX_LOG_LINES = 1000
+_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+class HandlerError(Exception):
+    """The handler failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__ or type(self).__name__)
+
+
+class RetryableError(HandlerError):
+    """The attempt failed; a later attempt may succeed."""
+
+
+class NonRetryableError(HandlerError):
+    """The attempt failed and retrying cannot help."""
+
+
+class JobCancelledError(HandlerError):
+    """The handler stopped because the job was cancelled."""
+
+
+class UnknownJobTypeError(LookupError):
+    """No handler is registered for this job type."""
+
+
+def normalise_type(job_type: str) -> str:
+    """Job types are case-insensitive: the registry and the scheduler both use lower case."""
+    return job_type.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """One progress report: what `JobContext.progress` records and the executor forwards."""
+
+    percent: float
+    step: str = ""
+    message: str = ""
+    eta: datetime | None = None
+    update_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class JobContext:
+    """What a handler gets: the attempt it runs, its payload, and ways to report back.
+
+    `progress` and `log` only enqueue; they are safe to call as often as the handler likes.
+    `cancelled` is set when the scheduler asks to stop the attempt (a client cancelled the job,
+    its timeout passed, or the executor is shutting down); a handler should notice it and raise
+    `JobCancelledError` (see `raise_if_cancelled`). A handler that ignores it is cancelled
+    (``asyncio.CancelledError``) after a grace period.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        queue: str,
+        type: str,
+        payload: bytes = b"",
+        labels: dict[str, str] | None = None,
+        max_log_lines: int = DEFAULT_MAX_LOG_LINES,
+    ) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.queue = queue
+        self.type = normalise_type(type)
+        self.payload = payload
+        self.labels: dict[str, str] = dict(labels or {})
+        self.cancelled = asyncio.Event()
+        self.dropped_log_lines = 0
+        self._progress: ProgressUpdate | None = None
+        self._progress_taken = True
+        self._logs: collections.deque[str] = collections.deque(maxlen=max_log_lines)
+
+    def json(self) -> Any:
+        """The payload decoded as JSON; an empty payload decodes to None.
+
+        A payload that is not JSON raises `NonRetryableError`: a retry would see the same bytes.
+        """
+        if not self.payload:
+            return None
+        try:
+            return json.loads(self.payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise NonRetryableError(f"payload is not valid JSON: {exc}") from exc
+
+    def progress(
+        self, percent: float, step: str = "", message: str = "", eta: datetime | None = None
+    ) -> None:
+        """Record the latest progress; only the last value before the next send is forwarded."""
+        self._progress = ProgressUpdate(
+            percent=min(100.0, max(0.0, float(percent))), step=step, message=message, eta=eta
+        )
+        self._progress_taken = False
+
+    def log(self, line: str) -> None:
+        """Queue a log line; when the buffer is full the oldest line is dropped."""
+        if self._logs.maxlen is not None and len(self._logs) == self._logs.maxlen:
+            self.dropped_log_lines += 1
+        self._logs.append(line)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelledError()
+
+    @property
+    def latest_progress(self) -> ProgressUpdate | None:
+        return self._progress
+
+    # Used by the executor's sender.
+
+    def take_progress(self) -> ProgressUpdate | None:
+        """The latest progress if it changed since the last call, else None."""
+        if self._progress_taken:
+            return None
+        self._progress_taken = True
+        return self._progress
+
+    def take_logs(self) -> list[str]:
+        """All pending log lines, oldest first; the buffer is emptied."""
+        lines = list(self._logs)
+        self._logs.clear()
+        return lines
+
+
+class HandlerRegistry:
+    """Handlers by job type (case-insensitive)."""
+
+    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
+        self._handlers: dict[str, Handler] = {}
+        for job_type, handler in (handlers or {}).items():
+            self.register(job_type, handler)
+
+    def register(self, job_type: str, handler: Handler, *, replace: bool = False) -> None:
+        name = normalise_type(job_type)
+        if not _TYPE_PATTERN.match(name):
+            raise ValueError(f"invalid job type {job_type!r}: must match {_TYPE_PATTERN.pattern}")
+        if name in self._handlers and not replace:
+            raise ValueError(f"a handler for job type {name!r} is already registered")
+        self._handlers[name] = handler
+
+    def handler(self, job_type: str) -> Callable[[Handler], Handler]:
+        """Decorator form of `register`."""
+
+        def decorate(fn: Handler) -> Handler:
+            self.register(job_type, fn)
+            return fn
+
+        return decorate
+
+    def get(self, job_type: str) -> Handler:
+        try:
+            return self._handlers[normalise_type(job_type)]
+        except KeyError:
+            raise UnknownJobTypeError(f"no handler for job type {job_type!r}") from None
+
+    def __contains__(self, job_type: object) -> bool:
+        return isinstance(job_type, str) and normalise_type(job_type) in self._handlers
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    @property
+    def types(self) -> list[str]:
+        """The registered job types, lower-cased and sorted."""
+        return sorted(self._handlers)
+
+
+def encode_result(value: HandlerResult) -> bytes:
+    """What a handler returned, as the bytes of JobResult.result (dicts become JSON)."""
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
+    raise NonRetryableError(
+        f"handler returned {type(value).__name__}, not bytes, str, dict or None"
+    )
+
+
+# Built-in handlers.
+
+
+async def noop(ctx: JobContext) -> bytes:
+    """Does nothing and succeeds."""
+    return b""
+
+
+async def sleep(ctx: JobContext) -> dict[str, Any]:
+    """Sleeps for payload {"seconds": float}, reporting progress about ten times; stops when cancelled."""
+    body = ctx.json()
+    seconds = 1.0 if body is None else body.get("seconds") if isinstance(body, dict) else None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise NonRetryableError('sleep expects a payload like {"seconds": 1.5}')
+    total = float(seconds)
+    steps = 10
+    started = datetime.now(UTC)
+    eta = started + timedelta(seconds=total)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    for i in range(steps):
+        ctx.progress(100.0 * i / steps, step="sleeping", eta=eta)
+        step_end = loop.time() + total * (i + 1) / steps
+        remaining = min(step_end, deadline) - loop.time()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.cancelled.wait(), remaining)
+        ctx.raise_if_cancelled()
+    ctx.progress(100.0, step="sleeping", eta=eta)
+    return {"slept": total}
+
+
+BUILTIN_HANDLERS: dict[str, Handler] = {"noop": noop, "sleep": sleep}
+
+
+def builtin_registry(extra: Iterable[tuple[str, Handler]] = ()) -> HandlerRegistry:
+    """A registry with the built-in handlers (noop, sleep) plus any extra ones."""
+    registry = HandlerRegistry(BUILTIN_HANDLERS)
+    for job_type, handler in extra:
+        registry.register(job_type, handler)
+    return registry

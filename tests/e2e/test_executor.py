@@ -1,0 +1,89 @@
+"""The executor package against a real scheduler over gRPC: jobs run, succeed exactly once,
+report progress, and honour cancellation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from executor.handlers import builtin_registry
+from executor.runner import Executor
+from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from scheduler.server import SchedulerServer
+from scheduler.store.database import Database
+from tests.helpers import assert_eventually
+
+
+@pytest.fixture
+async def two_executors(scheduler: SchedulerServer) -> AsyncIterator[list[Executor]]:
+    executors = [
+        Executor([scheduler.address], name=f"exec-{i}", capacity=4, registry=builtin_registry())
+        for i in range(2)
+    ]
+    for executor in executors:
+        await executor.start()
+        await executor.wait_registered()
+    yield executors
+    for executor in executors:
+        await executor.stop(grace=1.0)
+
+
+async def test_jobs_run_on_two_executors_and_each_succeeds_once(
+    two_executors: list[Executor], channel: grpc.aio.Channel, db: Database
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    response = await stub.SubmitJobs(
+        job_service_pb2.SubmitJobsRequest(jobs=[job_pb2.JobSpec(type="noop") for _ in range(60)])
+    )
+    ids = {j.id for j in response.jobs}
+
+    async def all_succeeded() -> None:
+        async with db.read() as conn:
+            done = await conn.scalar(text("SELECT count(*) FROM jobs WHERE state = 'succeeded'"))
+        assert done == len(ids)
+
+    await assert_eventually(all_succeeded, within=20)
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT executor, count(*) FROM job_events WHERE to_state = 'running' "
+                    "GROUP BY executor"
+                )
+            )
+        ).all()
+        runs = await conn.scalar(
+            text("SELECT count(*) FROM job_events WHERE to_state = 'succeeded'")
+        )
+    assert runs == len(ids)  # one recorded outcome per job
+    assert sum(r[1] for r in rows) == len(ids)  # one run per job
+    assert {r[0] for r in rows} == {"exec-0", "exec-1"}  # both executors worked
+
+
+async def test_a_running_sleep_job_is_cancelled_through_its_executor(
+    two_executors: list[Executor], channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    submitted = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 30}).encode())
+        )
+    )
+    job_id = submitted.job.id
+
+    async def running() -> None:
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+        assert job.state == job_pb2.JOB_STATE_RUNNING
+
+    await assert_eventually(running, within=10)
+    await stub.CancelJob(job_service_pb2.CancelJobRequest(id=job_id))
+
+    async def cancelled() -> None:
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+        assert job.state == job_pb2.JOB_STATE_CANCELLED
+
+    await assert_eventually(cancelled, within=10)

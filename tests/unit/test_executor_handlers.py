@@ -1,0 +1,143 @@
+"""The executor's handler SDK: registry, JobContext reporting, and the built-in handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from executor.handlers import (
+    HandlerRegistry,
+    JobCancelledError,
+    JobContext,
+    NonRetryableError,
+    UnknownJobTypeError,
+    builtin_registry,
+    encode_result,
+    noop,
+    sleep,
+)
+
+
+def make_ctx(payload: bytes = b"", *, max_log_lines: int = 1000) -> JobContext:
+    return JobContext(
+        job_id="j1",
+        attempt=1,
+        queue="default",
+        type="Sleep",
+        payload=payload,
+        max_log_lines=max_log_lines,
+    )
+
+
+async def echo(ctx: JobContext) -> bytes:
+    return ctx.payload
+
+
+def test_registry_normalises_types() -> None:
+    registry = HandlerRegistry()
+    registry.register("  Send.Email ", echo)
+    assert registry.types == ["send.email"]
+    assert registry.get("SEND.EMAIL") is echo
+    assert "send.Email" in registry
+
+
+def test_registry_rejects_unknown_type() -> None:
+    registry = HandlerRegistry({"noop": noop})
+    with pytest.raises(UnknownJobTypeError, match="resize"):
+        registry.get("resize")
+    assert "resize" not in registry
+
+
+def test_registry_rejects_duplicates_and_invalid_names() -> None:
+    registry = HandlerRegistry({"noop": noop})
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("NOOP", echo)
+    registry.register("NOOP", echo, replace=True)
+    assert registry.get("noop") is echo
+    with pytest.raises(ValueError, match="invalid job type"):
+        registry.register("9lives", echo)
+
+
+def test_registry_decorator_and_builtins() -> None:
+    registry = builtin_registry()
+
+    @registry.handler("Echo")
+    async def handler(ctx: JobContext) -> bytes:
+        return ctx.payload
+
+    assert registry.types == ["echo", "noop", "sleep"]
+    assert registry.get("echo") is handler
+
+
+def test_progress_keeps_only_the_latest_value() -> None:
+    ctx = make_ctx()
+    assert ctx.take_progress() is None
+    eta = datetime(2030, 1, 1, tzinfo=UTC)
+    for percent in (10, 20, 30):
+        ctx.progress(percent, step="download", message=f"{percent}%", eta=eta)
+    latest = ctx.take_progress()
+    assert latest is not None
+    assert (latest.percent, latest.step, latest.message, latest.eta) == (30, "download", "30%", eta)
+    assert ctx.take_progress() is None  # unchanged since the last take
+    ctx.progress(150)
+    again = ctx.take_progress()
+    assert again is not None
+    assert again.percent == 100  # clamped to the documented range
+
+
+def test_logs_are_bounded_and_drained_in_order() -> None:
+    ctx = make_ctx(max_log_lines=3)
+    for i in range(5):
+        ctx.log(f"line {i}")
+    assert ctx.take_logs() == ["line 2", "line 3", "line 4"]
+    assert ctx.dropped_log_lines == 2
+    assert ctx.take_logs() == []
+
+
+def test_json_payload() -> None:
+    assert make_ctx(b'{"a": 1}').json() == {"a": 1}
+    assert make_ctx().json() is None
+    with pytest.raises(NonRetryableError):
+        make_ctx(b"{not json").json()
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [(None, b""), (b"\x00raw", b"\x00raw"), ("héllo", "héllo".encode()), ({"n": 1}, b'{"n":1}')],
+)
+def test_encode_result(value: bytes | str | dict[str, int] | None, encoded: bytes) -> None:
+    assert encode_result(value) == encoded
+
+
+async def test_noop_returns_empty_bytes() -> None:
+    assert await noop(make_ctx()) == b""
+
+
+async def test_sleep_reports_progress_and_finishes() -> None:
+    ctx = make_ctx(json.dumps({"seconds": 0.05}).encode())
+    assert await sleep(ctx) == {"slept": 0.05}
+    latest = ctx.latest_progress
+    assert latest is not None
+    assert latest.percent == 100
+    assert latest.step == "sleeping"
+    assert latest.eta is not None
+
+
+async def test_sleep_stops_promptly_when_cancelled() -> None:
+    ctx = make_ctx(json.dumps({"seconds": 60}).encode())
+    task = asyncio.create_task(sleep(ctx))
+    await asyncio.sleep(0)  # let it start and report its first progress
+    first = ctx.take_progress()
+    assert first is not None
+    assert first.percent == 0
+    ctx.cancelled.set()
+    with pytest.raises(JobCancelledError):
+        await asyncio.wait_for(task, timeout=1.0)
+
+
+async def test_sleep_rejects_a_bad_payload() -> None:
+    with pytest.raises(NonRetryableError):
+        await sleep(make_ctx(b'{"seconds": "soon"}'))
