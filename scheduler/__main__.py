@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from scheduler import logs
 from scheduler.server import DEFAULT_LISTEN, SchedulerServer, ServerSettings
@@ -22,13 +23,13 @@ from scheduler.store.database import Database
 log = logging.getLogger("jobsched.scheduler")
 
 DEV_BANNER = """
-jobsched scheduler is listening on {address}
+jobsched is running: a scheduler on {address} and one executor (job types noop, sleep)
   PostgreSQL: {database}
 
-In another terminal (from this checkout), submit a job and read it back:
-  .venv/bin/jobsched submit --type demo --payload '{{"hello": "world"}}'
-  .venv/bin/jobsched status <job id printed above>
-  .venv/bin/jobsched ls --active
+In another terminal (from this checkout), submit a demo job and read it back:
+  .venv/bin/jobsched submit --type sleep --payload '{{"seconds": 3}}'
+  .venv/bin/jobsched status <job id printed above>      # RUNNING, then SUCCEEDED
+  .venv/bin/jobsched ls --history
 Any gRPC tool works too (server reflection is on), e.g. grpcurl -plaintext {address} list
 
 Press Ctrl-C to stop.
@@ -56,7 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
     parser.add_argument("--migrate-only", action="store_true", help="apply migrations and exit")
-    parser.add_argument("--dev", action="store_true", help="print how to use the running system")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="also run an executor with the built-in handlers, and print how to use it all",
+    )
     parser.add_argument("--log-level", default=os.environ.get("JOBSCHED_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -75,14 +80,29 @@ async def serve(url: str, settings: ServerSettings, *, dev: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    dev_executor: Any = None
     try:
         address = await server.start()
         if dev:
+            dev_executor = await start_dev_executor(address)
             print(DEV_BANNER.format(address=address, database=url), flush=True)
         await stop.wait()
     finally:
+        if dev_executor is not None:
+            await dev_executor.stop(grace=5.0)
         await server.stop()
         await db.dispose()
+
+
+async def start_dev_executor(address: str) -> Any:
+    """`jobsched dev` runs one executor with the built-in handlers (noop, sleep) in-process."""
+    from executor.handlers import builtin_registry
+    from executor.runner import Executor
+
+    executor = Executor([address], name="dev-executor", capacity=10, registry=builtin_registry())
+    await executor.start()
+    await executor.wait_registered()
+    return executor
 
 
 def main(argv: list[str] | None = None) -> int:

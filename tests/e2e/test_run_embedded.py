@@ -16,6 +16,7 @@ import pytest
 
 from jobsched.client import JobschedClient
 from jobsched.v1 import job_pb2
+from tests.helpers import assert_eventually
 
 JOBSCHED = str(Path(sys.executable).with_name("jobsched"))
 START_TIMEOUT = 60.0
@@ -87,11 +88,18 @@ async def test_dev_scheduler_on_embedded_postgres_serves_and_persists(data_dir: 
             assert read_back.type == "demo"
             assert read_back.queue == "emails"
             assert json.loads(read_back.payload) == {"hello": "world"}
+            # The dev executor runs the built-in job types.
+            demo = await client.submit("sleep", payload={"seconds": 0.2})
+
+            async def succeeded() -> None:
+                assert (await client.get(demo.id)).state == job_pb2.JOB_STATE_SUCCEEDED
+
+            await assert_eventually(succeeded, within=20)
     finally:
         assert first.stop() == 0
     output = first.read_rest()
     # The newcomer is told how to submit and read a job.
-    assert "jobsched submit" in output
+    assert "jobsched submit --type sleep" in output
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
     # Stopping the scheduler stops the embedded server it started.
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
