@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobsched.v1 import executor_service_pb2 as pb
-from jobsched.v1 import executor_service_pb2_grpc
+from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.sessions import ExecutorSession
 from scheduler.domain.errors import (
@@ -29,11 +29,13 @@ from scheduler.domain.errors import (
     InvalidArgument,
     JobschedError,
 )
+from scheduler.domain.jobs import Progress
 from scheduler.domain.validation import check_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CAPACITY = 10_000
 MAX_NAME = 200
+MAX_PROGRESS_TEXT = 1000
 
 
 def _duration(value: timedelta) -> Duration:
@@ -65,6 +67,15 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
         job_types=tuple(sorted(set(types))),
         queues=tuple(sorted(set(queues))),
     )
+
+
+def _eta(progress: job_pb2.Progress) -> datetime | None:
+    if not progress.HasField("eta"):
+        return None
+    try:
+        return progress.eta.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None  # an unusable estimate is no estimate
 
 
 class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
@@ -122,9 +133,26 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                         await self.dispatcher.heartbeat(session)
                 elif kind == "result":
                     await self._result(session, request.result)
-                # ack, progress and log are accepted and not acted on yet.
+                elif kind == "progress":
+                    report = request.progress
+                    self.dispatcher.record_progress(
+                        session,
+                        report.attempt.job_id,
+                        report.attempt.attempt,
+                        self._progress(report.progress),
+                    )
+                # ack and log are accepted and not acted on yet.
         finally:
             session.close()
+
+    def _progress(self, progress: job_pb2.Progress) -> Progress:
+        return Progress(
+            percent=progress.percent,
+            step=progress.step[:MAX_PROGRESS_TEXT],
+            message=progress.message[:MAX_PROGRESS_TEXT],
+            eta=_eta(progress),
+            updated_at=self.dispatcher.clock(),  # the scheduler's clock: no executor skew
+        )
 
     async def _result(self, session: ExecutorSession, result: pb.JobResult) -> None:
         job_id, attempt = result.attempt.job_id, result.attempt.attempt

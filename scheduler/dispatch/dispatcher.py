@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobsched.v1 import executor_service_pb2 as pb
 from scheduler.dispatch.sessions import ExecutorSession
 from scheduler.domain.errors import ConcurrentModification, JobschedError
-from scheduler.domain.jobs import JobRecord
+from scheduler.domain.jobs import JobRecord, Progress, ProgressUpdate
 from scheduler.domain.retry import RetryPolicy, after_failure
 from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
@@ -28,6 +28,7 @@ from scheduler.store.attempts import (
     promote_due_jobs,
     renew_leases,
     succeed_attempt,
+    write_progress,
 )
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, cancel_job
@@ -66,6 +67,7 @@ class Dispatcher:
         *,
         lease: timedelta = timedelta(seconds=30),
         poll_interval: float = 1.0,
+        progress_interval: float = 0.5,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     ) -> None:
         self.db = db
@@ -76,18 +78,27 @@ class Dispatcher:
         self.sessions: dict[str, ExecutorSession] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Progress is coalesced: only the latest report per job waits for the next flush, so
+        # each job's row is written at most once per progress_interval however often it reports.
+        self.progress_interval = progress_interval
+        self._progress: dict[str, ProgressUpdate] = {}
+        self._progress_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
+        self._progress_task = asyncio.create_task(self._flush_progress(), name="progress-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._progress_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._progress_task = None
+        with contextlib.suppress(JobschedError):
+            await self.flush_progress()
         for session in list(self.sessions.values()):
             session.close()
 
@@ -164,6 +175,29 @@ class Dispatcher:
             handed_out += len(jobs)
         return handed_out
 
+    def record_progress(
+        self, session: ExecutorSession, job_id: str, attempt: int, progress: Progress
+    ) -> None:
+        job = session.in_flight.get(job_id)
+        if job is not None and job.attempt == attempt:
+            self._progress[job_id] = ProgressUpdate(job_id, attempt, progress)
+
+    async def flush_progress(self) -> int:
+        pending, self._progress = list(self._progress.values()), {}
+        if not pending:
+            return 0
+        async with self.db.transaction() as conn:
+            return await write_progress(conn, pending)
+
+    async def _flush_progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            try:
+                await self.flush_progress()
+            except JobschedError as exc:
+                # Progress is advisory and superseded by the next report; the outcome is not.
+                log.warning("progress not written", extra={"fields": {"error": str(exc)}})
+
     async def heartbeat(self, session: ExecutorSession) -> None:
         async with self.db.transaction() as conn:
             await renew_leases(conn, session.name, self.lease, self.clock())
@@ -178,6 +212,7 @@ class Dispatcher:
 
     def _finished(self, session: ExecutorSession, job_id: str) -> None:
         session.in_flight.pop(job_id, None)
+        self._progress.pop(job_id, None)  # the outcome's own write is final
         self.wake()  # a credit is free
 
     async def record_success(

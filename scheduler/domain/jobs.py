@@ -83,3 +83,12 @@ class Submitted:
 
     job: JobRecord
     created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """The latest progress an executor reported for one running attempt."""
+
+    job_id: str
+    attempt: int
+    progress: Progress

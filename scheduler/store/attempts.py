@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.domain.jobs import JobRecord
+from scheduler.domain.jobs import JobRecord, ProgressUpdate
 from scheduler.domain.retry import FailureOutcome
 from scheduler.domain.states import Event, JobState, check_transition
 from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, transition_statement
@@ -165,5 +165,37 @@ async def renew_leases(
     """One statement per executor per heartbeat renews the leases of all its running jobs."""
     result = await conn.execute(
         _RENEW_LEASES, {"executor": executor, "lease_expires_at": now + lease}
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+_WRITE_PROGRESS = text("""
+UPDATE jobs SET progress_percent = t.percent, progress_step = t.step,
+    progress_message = t.message, progress_eta = t.eta, progress_updated_at = t.reported_at
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:percents AS double precision[]),
+    CAST(:steps AS text[]), CAST(:messages AS text[]), CAST(:etas AS timestamptz[]),
+    CAST(:reported AS timestamptz[])
+) AS t(id, attempt, percent, step, message, eta, reported_at)
+WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.attempt = t.attempt
+""")
+
+
+async def write_progress(conn: AsyncConnection, updates: Sequence[ProgressUpdate]) -> int:
+    """Store the latest progress of many running attempts in one statement; an update for an
+    attempt that is no longer running matches nothing."""
+    if not updates:
+        return 0
+    result = await conn.execute(
+        _WRITE_PROGRESS,
+        {
+            "ids": [u.job_id for u in updates],
+            "attempts": [u.attempt for u in updates],
+            "percents": [min(100.0, max(0.0, u.progress.percent)) for u in updates],
+            "steps": [u.progress.step for u in updates],
+            "messages": [u.progress.message for u in updates],
+            "etas": [u.progress.eta for u in updates],
+            "reported": [u.progress.updated_at for u in updates],
+        },
     )
     return int(getattr(result, "rowcount", 0))

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
+from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
 
@@ -213,3 +214,33 @@ async def test_the_first_message_must_register(channel: grpc.aio.Channel) -> Non
         async for _ in call:
             pass
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_progress_is_stored_for_the_running_attempt_only(
+    channel: grpc.aio.Channel,
+    jobs_stub: Stub,
+    executors: list[ScriptedExecutor],
+    scheduler: SchedulerServer,
+) -> None:
+    [job_id] = await submit(jobs_stub, 1)
+    executor = await connect(channel, executors, "exec-a", 1)
+    assignment = await executor.next("assignment")
+
+    for percent in (10.0, 20.0, 42.5):  # coalesced: the latest report wins
+        executor.send(
+            progress=pb.ProgressReport(
+                attempt=assignment.attempt,
+                progress=job_pb2.Progress(percent=percent, step="crunching", message="m"),
+            )
+        )
+    # Last of all, a report for an attempt that is not running: it must not replace 42.5.
+    stale = pb.JobAttempt(job_id=job_id, attempt=assignment.attempt.attempt + 1)
+    executor.send(progress=pb.ProgressReport(attempt=stale, progress=job_pb2.Progress(percent=90)))
+
+    async def stored() -> None:
+        await scheduler.dispatcher.flush_progress()
+        job = await state_of(jobs_stub, job_id)
+        assert job.progress.percent == 42.5
+        assert job.progress.step == "crunching"
+
+    await assert_eventually(stored)

@@ -87,3 +87,31 @@ async def test_a_running_sleep_job_is_cancelled_through_its_executor(
         assert job.state == job_pb2.JOB_STATE_CANCELLED
 
     await assert_eventually(cancelled, within=10)
+
+
+async def test_progress_of_a_running_job_is_visible_to_clients(
+    two_executors: list[Executor], channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    submitted = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 3}).encode())
+        )
+    )
+    job_id = submitted.job.id
+
+    async def reporting() -> None:
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+        assert job.state == job_pb2.JOB_STATE_RUNNING
+        assert 0 < job.progress.percent < 100
+        assert job.progress.step == "sleeping"
+        assert job.progress.HasField("update_time")
+
+    await assert_eventually(reporting, within=10)
+
+    async def finished() -> None:
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+        assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+        assert job.progress.percent == 100
+
+    await assert_eventually(finished, within=15)
