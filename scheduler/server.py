@@ -24,6 +24,7 @@ from scheduler.api.job_service import JobService, utcnow
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
+from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
 
@@ -66,13 +67,15 @@ class SchedulerServer:
         self.server = grpc.aio.server(
             interceptors=[AccessLogInterceptor(), ErrorInterceptor()], options=SERVER_OPTIONS
         )
-        self.dispatcher = Dispatcher(db, clock, lease=settings.lease)
+        self.hub = JobWatchHub()
+        self.dispatcher = Dispatcher(db, clock, lease=settings.lease, hub=self.hub)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 JobStore(db),
                 clock,
                 on_new_work=self.dispatcher.wake,
                 on_cancel_requested=self.dispatcher.request_cancel,
+                hub=self.hub,
             ),
             self.server,
         )

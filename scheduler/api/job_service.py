@@ -3,6 +3,8 @@ the ErrorInterceptor turns them into gRPC statuses."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ from scheduler.api.convert import (
     event_to_proto,
     from_timestamp,
     job_to_proto,
+    progress_to_proto,
     spec_from_proto,
     states_from_proto,
 )
@@ -39,8 +42,12 @@ from scheduler.domain.validation import (
     validate_reason,
 )
 from scheduler.store.jobs import Guard, JobStore
+from scheduler.watch import JobWatchHub
 
 TENANT_METADATA_KEY = "x-jobsched-tenant"
+# Watchers are woken in-process on every change made by this replica; this poll is the safety net
+# (changes made through another replica, until cross-replica notifications exist).
+WATCH_POLL_SECONDS = 1.0
 DEFAULT_TENANT = "default"
 # A guarded write that lost a race is retried after re-reading the job, this many times.
 _RACE_RETRIES = 3
@@ -92,12 +99,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         *,
         on_new_work: Callable[[], None] = lambda: None,
         on_cancel_requested: Callable[[JobRecord], None] = lambda job: None,
+        hub: JobWatchHub | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         # In-process wake-ups of the dispatcher: a local submit is dispatched at once.
         self.on_new_work = on_new_work
         self.on_cancel_requested = on_cancel_requested
+        self.hub = hub or JobWatchHub()
 
     async def SubmitJob(
         self, request: job_service_pb2.SubmitJobRequest, context: Context
@@ -232,6 +241,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             return await self.store.cancel(guard, self.clock(), reason, "client")
 
         job = await self._with_fresh_read(tenant, job_id, attempt)
+        self.hub.notify(job.id)
         return job_service_pb2.CancelJobResponse(job=job_to_proto(job))
 
     async def RetryJob(
@@ -248,6 +258,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             return retried
 
         job = await self._with_fresh_read(tenant, job_id, attempt)
+        self.hub.notify(job.id)
         return job_service_pb2.RetryJobResponse(job=job_to_proto(job))
 
     async def DeleteJob(
@@ -261,14 +272,47 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             await self.store.delete(Guard(tenant, job.id, job.state, job.attempt))
 
         await self._with_fresh_read(tenant, job_id, attempt)
+        self.hub.notify(job_id)  # watchers end with NOT_FOUND
         return job_service_pb2.DeleteJobResponse()
 
     async def WatchJob(
         self, request: job_service_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[job_service_pb2.WatchJobResponse]:
-        # Live events need executors reporting progress: implemented with the executors issue.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchJob is not implemented yet")
-        yield job_service_pb2.WatchJobResponse()  # pragma: no cover - abort raises
+        tenant = tenant_of(context)
+        job_id = validate_job_id(request.id)
+        if request.after_sequence < 0:
+            raise InvalidArgument([FieldViolation("after_sequence", "must not be negative")])
+        last_seq = request.after_sequence
+        wake = self.hub.subscribe(job_id)
+        try:
+            job, events = await self.store.get_with_events_after(tenant, job_id, last_seq)
+            last_progress = job.progress.updated_at
+            if last_seq == 0:
+                # A fresh watch starts from the snapshot; its history is in the snapshot.
+                yield job_service_pb2.WatchJobResponse(
+                    sequence=job.event_seq, snapshot=job_to_proto(job)
+                )
+                last_seq, events = job.event_seq, []
+            while True:
+                for event in events:
+                    yield job_service_pb2.WatchJobResponse(
+                        sequence=event.seq, event=event_to_proto(event)
+                    )
+                    last_seq = event.seq
+                if job.state is JobState.RUNNING and job.progress.updated_at != last_progress:
+                    last_progress = job.progress.updated_at
+                    yield job_service_pb2.WatchJobResponse(
+                        sequence=last_seq, progress=progress_to_proto(job.progress)
+                    )
+                if job.state.is_terminal and last_seq >= job.event_seq:
+                    return  # the terminal event has been sent
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WATCH_POLL_SECONDS):
+                        await wake.wait()
+                wake.clear()
+                job, events = await self.store.get_with_events_after(tenant, job_id, last_seq)
+        finally:
+            self.hub.unsubscribe(job_id, wake)
 
     async def _with_fresh_read(
         self, tenant: str, job_id: str, action: Callable[[JobRecord], Awaitable[T]]

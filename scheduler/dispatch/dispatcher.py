@@ -32,6 +32,7 @@ from scheduler.store.attempts import (
 )
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, cancel_job
+from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.dispatch")
 DEFAULT_RETRY_POLICY = RetryPolicy()
@@ -69,6 +70,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         progress_interval: float = 0.5,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        hub: JobWatchHub | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -76,6 +78,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.retry_policy = retry_policy
         self.sessions: dict[str, ExecutorSession] = {}
+        self.hub = hub or JobWatchHub()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Progress is coalesced: only the latest report per job waits for the next flush, so
@@ -172,6 +175,7 @@ class Dispatcher:
             for job in jobs:
                 session.in_flight[job.id] = job
                 session.send(assignment(job, self.lease, now))
+                self.hub.notify(job.id)
             handed_out += len(jobs)
         return handed_out
 
@@ -187,7 +191,10 @@ class Dispatcher:
         if not pending:
             return 0
         async with self.db.transaction() as conn:
-            return await write_progress(conn, pending)
+            written = await write_progress(conn, pending)
+        for update in pending:
+            self.hub.notify(update.job_id)
+        return written
 
     async def _flush_progress(self) -> None:
         while True:
@@ -211,6 +218,7 @@ class Dispatcher:
         return Guard(job.tenant, job.id, JobState.RUNNING, attempt)
 
     def _finished(self, session: ExecutorSession, job_id: str) -> None:
+        self.hub.notify(job_id)
         session.in_flight.pop(job_id, None)
         self._progress.pop(job_id, None)  # the outcome's own write is final
         self.wake()  # a credit is free

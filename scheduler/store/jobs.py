@@ -464,6 +464,17 @@ class JobStore:
                 raise JobNotFound(job_id)
             return job, await select_events(conn, job_id)
 
+    async def get_with_events_after(
+        self, tenant: str, job_id: str, after_seq: int
+    ) -> tuple[JobRecord, list[JobEventRecord]]:
+        """The job and its events with seq > after_seq, read in one snapshot."""
+        async with self.db.transaction() as conn:
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            job = await select_job(conn, tenant, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return job, await select_events(conn, job_id, after_seq)
+
     async def list_active(self, tenant: str, **filters: Any) -> list[JobRecord]:
         async with self.db.read() as conn:
             return await select_active_page(conn, tenant, **filters)

@@ -3,8 +3,10 @@ report progress, and honour cancellation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -16,6 +18,9 @@ from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
+
+if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
+    Stub = job_service_pb2_grpc.JobServiceAsyncStub
 
 
 @pytest.fixture
@@ -115,3 +120,82 @@ async def test_progress_of_a_running_job_is_visible_to_clients(
         assert job.progress.percent == 100
 
     await assert_eventually(finished, within=15)
+
+
+async def watch(stub: Stub, job_id: str, after: int = 0) -> list[job_service_pb2.WatchJobResponse]:
+    """Every item of a WatchJob stream, which must end by itself after the terminal event."""
+    items = []
+    async with asyncio.timeout(20):
+        async for item in stub.WatchJob(
+            job_service_pb2.WatchJobRequest(id=job_id, after_sequence=after)
+        ):
+            items.append(item)
+    return items
+
+
+async def test_watch_streams_snapshot_transitions_and_progress_then_ends(
+    two_executors: list[Executor], channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    submitted = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 2}).encode())
+        )
+    )
+    items = await watch(stub, submitted.job.id)
+
+    assert items[0].WhichOneof("item") == "snapshot"
+    events = [i.event for i in items if i.WhichOneof("item") == "event"]
+    states = [e.to_state for e in events]
+    assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED
+    assert job_pb2.JOB_STATE_RUNNING in states or items[0].snapshot.state == (
+        job_pb2.JOB_STATE_RUNNING
+    )
+    # Sequence numbers continue the snapshot's without gaps.
+    seqs = [items[0].sequence] + [e.sequence for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    percents = [i.progress.percent for i in items if i.WhichOneof("item") == "progress"]
+    assert percents, "no live progress reached the watcher"
+    assert percents == sorted(percents)
+    assert all(0 < p <= 100 for p in percents)
+
+
+async def test_a_watch_resumed_after_a_sequence_number_misses_no_transition(
+    two_executors: list[Executor], channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    submitted = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type="noop"))
+    )
+    first = await watch(stub, submitted.job.id)
+    history = (
+        await stub.GetJobStatus(
+            job_service_pb2.GetJobStatusRequest(id=submitted.job.id, include_events=True)
+        )
+    ).events
+    assert history[-1].to_state == job_pb2.JOB_STATE_SUCCEEDED
+    assert first[-1].sequence == history[-1].sequence
+
+    # Resuming after the creation event replays every later transition, without a snapshot.
+    resumed = await watch(stub, submitted.job.id, after=1)
+    assert [i.WhichOneof("item") for i in resumed] == ["event"] * (len(history) - 1)
+    assert [i.event for i in resumed] == list(history[1:])
+    # Resuming after the last event ends at once: nothing was missed.
+    assert await watch(stub, submitted.job.id, after=history[-1].sequence) == []
+
+
+async def test_a_watcher_that_never_reads_does_not_hold_up_others(
+    two_executors: list[Executor], channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    submitted = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 1}).encode())
+        )
+    )
+    idle = stub.WatchJob(job_service_pb2.WatchJobRequest(id=submitted.job.id))
+    try:
+        items = await watch(stub, submitted.job.id)
+        assert items[-1].event.to_state == job_pb2.JOB_STATE_SUCCEEDED
+    finally:
+        idle.cancel()
