@@ -7,6 +7,7 @@
     migrate [ARGS...]    apply the database migrations and exit
     submit --type T      submit a job; prints its id (the job with --json)
     status ID            show a job (--events: with its history)
+    watch ID             a live progress bar until the job ends (also: submit --watch)
     ls                   list active jobs (default) or finished ones (--history)
     cancel ID            cancel a job
     retry ID             move a DEAD or CANCELLED job back to QUEUED
@@ -22,6 +23,7 @@ Exit codes:
   3  not found (the job does not exist, or belongs to another tenant)
   4  failed precondition: the job's state does not allow it, or a concurrent change
   5  scheduler unavailable, or no answer within --timeout
+  6  the watched job ended without succeeding (DEAD or CANCELLED)
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NOT_FOUND = 3
 EXIT_PRECONDITION = 4
 EXIT_UNAVAILABLE = 5
+EXIT_JOB_FAILED = 6
 
 # The --help epilog shows the same table as this module's docstring (absent under python -OO).
 EXIT_CODES_HELP = "Exit codes:" + (__doc__ or "").partition("Exit codes:")[2]
@@ -282,7 +285,51 @@ async def _submit(client: JobschedClient, args: argparse.Namespace) -> int:
         print(result.job.id)
         if not result.created:
             print("note: idempotency key already used; this is the existing job", file=sys.stderr)
+    if args.watch:
+        return await _follow(client, result.job.id)
     return EXIT_OK
+
+
+async def _watch(client: JobschedClient, args: argparse.Namespace) -> int:
+    return await _follow(client, args.id)
+
+
+async def _follow(client: JobschedClient, job_id: str) -> int:
+    """A live progress bar (percent, step, ETA) until the job ends; exit 0 only if it succeeded."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    final: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED
+    with Progress(
+        TextColumn("{task.fields[state]:<10}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[step]} {task.fields[eta]}"),
+        console=_console(),
+    ) as bar:
+        task = bar.add_task("job", total=100, state="", step="", eta="")
+        async for item in client.watch(job_id):
+            kind = item.WhichOneof("item")
+            if kind == "snapshot":
+                final = item.snapshot.state
+                progress = item.snapshot.progress
+            elif kind == "event":
+                final = item.event.to_state
+                progress = None
+            elif kind == "progress":
+                progress = item.progress
+            else:
+                continue
+            fields: dict[str, Any] = {"state": _state_name(final)}
+            if progress is not None:
+                eta = ""
+                if progress.HasField("eta"):
+                    eta = "ETA " + progress.eta.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
+                fields |= {"completed": progress.percent, "step": progress.step, "eta": eta}
+            if final == job_pb2.JOB_STATE_SUCCEEDED:
+                fields["completed"] = 100
+            bar.update(task, **fields)
+    print(f"job {job_id} {_state_name(final)}")
+    return EXIT_OK if final == job_pb2.JOB_STATE_SUCCEEDED else EXIT_JOB_FAILED
 
 
 async def _status(client: JobschedClient, args: argparse.Namespace) -> int:
@@ -471,6 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--idempotency-key", default="", help="submit at most once per key")
     submit.add_argument("--json", action="store_true", help="print the job as JSON")
+    submit.add_argument(
+        "--watch", action="store_true", help="then show live progress until the job ends"
+    )
+    watch = client_command("watch", _watch, "show a job's live progress until it ends")
+    watch.add_argument("id", help="job id")
 
     status = client_command("status", _status, "show a job")
     status.add_argument("id", help="job id")

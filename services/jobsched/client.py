@@ -195,6 +195,23 @@ class JobschedClient:
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from err
 
+    async def watch(
+        self, job_id: str, after_sequence: int = 0
+    ) -> AsyncGenerator[job_service_pb2.WatchJobResponse, None]:
+        """The job's live stream: a snapshot (unless resuming after a sequence number), then
+        transitions and progress; it ends after the terminal event. No deadline applies."""
+        call = self._stub.WatchJob(
+            job_service_pb2.WatchJobRequest(id=job_id, after_sequence=after_sequence),
+            metadata=self._metadata,
+        )
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()
+
     # -- submit ----------------------------------------------------------------------------
 
     async def submit_job(self, spec: JobSpecLike) -> SubmitResult:

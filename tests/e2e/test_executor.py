@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -199,3 +201,51 @@ async def test_a_watcher_that_never_reads_does_not_hold_up_others(
         assert items[-1].event.to_state == job_pb2.JOB_STATE_SUCCEEDED
     finally:
         idle.cancel()
+
+
+async def jobsched_cli(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("jobsched")),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def test_cli_submit_watch_follows_the_job_to_success(
+    two_executors: list[Executor], scheduler: SchedulerServer
+) -> None:
+    process = await jobsched_cli(
+        "--address", scheduler.address, "submit", "--type", "sleep",
+        "--payload", '{"seconds": 1}', "--watch",
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate()
+    text_output = output.decode()
+    assert process.returncode == 0, text_output
+    assert "succeeded" in text_output
+
+
+async def test_cli_watch_exits_non_zero_when_the_job_is_cancelled(
+    two_executors: list[Executor], scheduler: SchedulerServer, channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    submitted = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 30}).encode())
+        )
+    )
+    process = await jobsched_cli("--address", scheduler.address, "watch", submitted.job.id)
+
+    async def running() -> None:
+        job = (
+            await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=submitted.job.id))
+        ).job
+        assert job.state == job_pb2.JOB_STATE_RUNNING
+
+    await assert_eventually(running, within=10)
+    await stub.CancelJob(job_service_pb2.CancelJobRequest(id=submitted.job.id))
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate()
+    assert process.returncode == 6, output.decode()
+    assert "cancelled" in output.decode()
