@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobsched import payloads
+
 HandlerResult = bytes | str | dict[str, Any] | None
 Handler = Callable[["JobContext"], Coroutine[Any, Any, HandlerResult]]
 
@@ -202,17 +204,10 @@ class HandlerRegistry:
 
 def encode_result(value: HandlerResult) -> bytes:
     """What a handler returned, as the bytes of JobResult.result (dicts become JSON)."""
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), default=str).encode()
-    raise NonRetryableError(
-        f"handler returned {type(value).__name__}, not bytes, str, dict or None"
-    )
+    try:
+        return payloads.encode(value)
+    except TypeError as exc:
+        raise NonRetryableError(f"handler returned {exc}") from None
 
 
 # Built-in handlers.

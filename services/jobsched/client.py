@@ -12,7 +12,6 @@ page tokens for callers that keep their own cursor.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from jobsched import payloads
 from jobsched.errors import from_rpc_error
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
@@ -71,16 +71,6 @@ def parse_state(value: JobStateLike) -> job_pb2.JobState.ValueType:
         raise ValueError(f"{value!r} is not a job state") from None
 
 
-def _encode_payload(payload: Payload) -> bytes:
-    if payload is None:
-        return b""
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        return payload.encode()
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     # Naive datetimes are taken as UTC, as protobuf does; pass an aware one to be explicit.
@@ -107,7 +97,7 @@ def job_spec(
     spec = job_pb2.JobSpec(
         type=type,
         queue=queue,
-        payload=_encode_payload(payload),
+        payload=payloads.encode(payload),
         labels=dict(labels or {}),
         idempotency_key=idempotency_key,
     )

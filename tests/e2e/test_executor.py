@@ -25,6 +25,25 @@ if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     Stub = job_service_pb2_grpc.JobServiceAsyncStub
 
 
+async def submit_sleep(stub: Stub, seconds: int) -> str:
+    response = await stub.SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": seconds}).encode())
+        )
+    )
+    return str(response.job.id)
+
+
+async def wait_for_state(
+    stub: Stub, job_id: str, state: job_pb2.JobState.ValueType, within: float = 10
+) -> None:
+    async def reached() -> None:
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+        assert job.state == state
+
+    await assert_eventually(reached, within=within)
+
+
 @pytest.fixture
 async def two_executors(scheduler: SchedulerServer) -> AsyncIterator[list[Executor]]:
     executors = [
@@ -75,37 +94,19 @@ async def test_a_running_sleep_job_is_cancelled_through_its_executor(
     two_executors: list[Executor], channel: grpc.aio.Channel
 ) -> None:
     stub = job_service_pb2_grpc.JobServiceStub(channel)
-    submitted = await stub.SubmitJob(
-        job_service_pb2.SubmitJobRequest(
-            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 30}).encode())
-        )
-    )
-    job_id = submitted.job.id
+    job_id = await submit_sleep(stub, 30)
 
-    async def running() -> None:
-        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
-        assert job.state == job_pb2.JOB_STATE_RUNNING
-
-    await assert_eventually(running, within=10)
+    await wait_for_state(stub, job_id, job_pb2.JOB_STATE_RUNNING)
     await stub.CancelJob(job_service_pb2.CancelJobRequest(id=job_id))
 
-    async def cancelled() -> None:
-        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
-        assert job.state == job_pb2.JOB_STATE_CANCELLED
-
-    await assert_eventually(cancelled, within=10)
+    await wait_for_state(stub, job_id, job_pb2.JOB_STATE_CANCELLED)
 
 
 async def test_progress_of_a_running_job_is_visible_to_clients(
     two_executors: list[Executor], channel: grpc.aio.Channel
 ) -> None:
     stub = job_service_pb2_grpc.JobServiceStub(channel)
-    submitted = await stub.SubmitJob(
-        job_service_pb2.SubmitJobRequest(
-            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 3}).encode())
-        )
-    )
-    job_id = submitted.job.id
+    job_id = await submit_sleep(stub, 3)
 
     async def reporting() -> None:
         job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
@@ -139,12 +140,8 @@ async def test_watch_streams_snapshot_transitions_and_progress_then_ends(
     two_executors: list[Executor], channel: grpc.aio.Channel
 ) -> None:
     stub = job_service_pb2_grpc.JobServiceStub(channel)
-    submitted = await stub.SubmitJob(
-        job_service_pb2.SubmitJobRequest(
-            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 2}).encode())
-        )
-    )
-    items = await watch(stub, submitted.job.id)
+    job_id = await submit_sleep(stub, 2)
+    items = await watch(stub, job_id)
 
     assert items[0].WhichOneof("item") == "snapshot"
     events = [i.event for i in items if i.WhichOneof("item") == "event"]
@@ -169,35 +166,30 @@ async def test_a_watch_resumed_after_a_sequence_number_misses_no_transition(
     submitted = await stub.SubmitJob(
         job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type="noop"))
     )
-    first = await watch(stub, submitted.job.id)
+    job_id = submitted.job.id
+    first = await watch(stub, job_id)
     history = (
-        await stub.GetJobStatus(
-            job_service_pb2.GetJobStatusRequest(id=submitted.job.id, include_events=True)
-        )
+        await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id, include_events=True))
     ).events
     assert history[-1].to_state == job_pb2.JOB_STATE_SUCCEEDED
     assert first[-1].sequence == history[-1].sequence
 
     # Resuming after the creation event replays every later transition, without a snapshot.
-    resumed = await watch(stub, submitted.job.id, after=1)
+    resumed = await watch(stub, job_id, after=1)
     assert [i.WhichOneof("item") for i in resumed] == ["event"] * (len(history) - 1)
     assert [i.event for i in resumed] == list(history[1:])
     # Resuming after the last event ends at once: nothing was missed.
-    assert await watch(stub, submitted.job.id, after=history[-1].sequence) == []
+    assert await watch(stub, job_id, after=history[-1].sequence) == []
 
 
 async def test_a_watcher_that_never_reads_does_not_hold_up_others(
     two_executors: list[Executor], channel: grpc.aio.Channel
 ) -> None:
     stub = job_service_pb2_grpc.JobServiceStub(channel)
-    submitted = await stub.SubmitJob(
-        job_service_pb2.SubmitJobRequest(
-            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 1}).encode())
-        )
-    )
-    idle = stub.WatchJob(job_service_pb2.WatchJobRequest(id=submitted.job.id))
+    job_id = await submit_sleep(stub, 1)
+    idle = stub.WatchJob(job_service_pb2.WatchJobRequest(id=job_id))
     try:
-        items = await watch(stub, submitted.job.id)
+        items = await watch(stub, job_id)
         assert items[-1].event.to_state == job_pb2.JOB_STATE_SUCCEEDED
     finally:
         idle.cancel()
@@ -230,21 +222,15 @@ async def test_cli_watch_exits_non_zero_when_the_job_is_cancelled(
     two_executors: list[Executor], scheduler: SchedulerServer, channel: grpc.aio.Channel
 ) -> None:
     stub = job_service_pb2_grpc.JobServiceStub(channel)
-    submitted = await stub.SubmitJob(
-        job_service_pb2.SubmitJobRequest(
-            job=job_pb2.JobSpec(type="sleep", payload=json.dumps({"seconds": 30}).encode())
-        )
-    )
-    process = await jobsched_cli("--address", scheduler.address, "watch", submitted.job.id)
+    job_id = await submit_sleep(stub, 30)
+    process = await jobsched_cli("--address", scheduler.address, "watch", job_id)
 
     async def running() -> None:
-        job = (
-            await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=submitted.job.id))
-        ).job
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
         assert job.state == job_pb2.JOB_STATE_RUNNING
 
     await assert_eventually(running, within=10)
-    await stub.CancelJob(job_service_pb2.CancelJobRequest(id=submitted.job.id))
+    await stub.CancelJob(job_service_pb2.CancelJobRequest(id=job_id))
     async with asyncio.timeout(30):
         output, _ = await process.communicate()
     assert process.returncode == 6, output.decode()
