@@ -3,8 +3,9 @@
     jobsched [--address HOST:PORT] [--tenant T] [--timeout S] COMMAND ...
 
     scheduler [ARGS...]  run a scheduler replica; ARGS go to `python -m scheduler`
-    dev [ARGS...]        run a scheduler for local development (`python -m scheduler --dev`)
+    dev [ARGS...]        a scheduler and an executor for local development (`make run`)
     migrate [ARGS...]    apply the database migrations and exit
+    executor [ARGS...]   run an executor (`python -m executor`; --scheduler ADDR, --capacity N)
     submit --type T      submit a job; prints its id (the job with --json)
     status ID            show a job (--events: with its history)
     watch ID             a live progress bar until the job ends (also: submit --watch)
@@ -430,6 +431,12 @@ def _report(err: JobschedError, address: str, out: TextIO) -> int:
 # -- server commands ---------------------------------------------------------------------------
 
 
+def _run_executor(argv: list[str]) -> int:
+    from executor.__main__ import main as executor_main
+
+    return executor_main(argv)
+
+
 def _run_scheduler(argv: list[str]) -> int:
     # Imported here so that client commands neither load nor need the server's dependencies.
     from scheduler.__main__ import main as scheduler_main
@@ -472,16 +479,22 @@ def build_parser() -> argparse.ArgumentParser:
     # The server commands hand everything after their name to the scheduler's own parser,
     # options included. argparse.REMAINDER refuses a leading "--option", so these subparsers
     # use a prefix character that never occurs: every argument is then positional.
-    for name, fixed, text in (
-        ("scheduler", [], "run a scheduler replica (arguments go to `python -m scheduler`)"),
-        ("dev", ["--dev"], "run a scheduler for local development"),
-        ("migrate", ["--migrate-only"], "apply the database migrations and exit"),
+    for name, service, fixed, text in (
+        (
+            "scheduler",
+            "scheduler",
+            [],
+            "run a scheduler replica (arguments go to `python -m scheduler`)",
+        ),
+        ("dev", "scheduler", ["--dev"], "run a scheduler and an executor for local development"),
+        ("migrate", "scheduler", ["--migrate-only"], "apply the database migrations and exit"),
+        ("executor", "executor", [], "run an executor (arguments go to `python -m executor`)"),
     ):
         server = commands.add_parser(
             name, help=text, description=text, add_help=False, prefix_chars="+"
         )
         server.add_argument("scheduler_args", nargs="*", metavar="ARGS")
-        server.set_defaults(scheduler_argv=fixed)
+        server.set_defaults(scheduler_argv=fixed, service=service)
 
     def client_command(name: str, handler: _Handler, text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
@@ -593,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if hasattr(args, "scheduler_argv"):
-        return _run_scheduler([*args.scheduler_argv, *args.scheduler_args])
+        argv = [*args.scheduler_argv, *args.scheduler_args]
+        return _run_executor(argv) if args.service == "executor" else _run_scheduler(argv)
 
     try:
         return asyncio.run(_run_client_command(args.handler, args))

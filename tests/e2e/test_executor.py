@@ -235,3 +235,45 @@ async def test_cli_watch_exits_non_zero_when_the_job_is_cancelled(
         output, _ = await process.communicate()
     assert process.returncode == 6, output.decode()
     assert "cancelled" in output.decode()
+
+
+async def test_an_executor_killed_mid_job_has_its_job_finished_by_another(
+    scheduler: SchedulerServer, channel: grpc.aio.Channel
+) -> None:
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    doomed = await jobsched_cli(
+        "executor", "--scheduler", scheduler.address, "--name", "doomed", "--capacity", "1"
+    )
+    survivor: Executor | None = None
+    try:
+        job_id = await submit_sleep(stub, 2)
+
+        async def running_on_doomed() -> None:
+            job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+            assert job.state == job_pb2.JOB_STATE_RUNNING
+            assert job.executor == "doomed"
+
+        await assert_eventually(running_on_doomed, within=20)
+        doomed.kill()  # SIGKILL: no goodbye, the stream just breaks
+        await doomed.wait()
+
+        survivor = Executor(
+            [scheduler.address], name="survivor", capacity=1, registry=builtin_registry()
+        )
+        await survivor.start()
+        await wait_for_state(stub, job_id, job_pb2.JOB_STATE_SUCCEEDED, within=30)
+        response = await stub.GetJobStatus(
+            job_service_pb2.GetJobStatusRequest(id=job_id, include_events=True)
+        )
+        assert response.job.executor == "survivor"
+        assert response.job.attempt == 2  # the killed attempt counted
+        assert [e.executor for e in response.events if e.to_state == job_pb2.JOB_STATE_RUNNING] == [
+            "doomed",
+            "survivor",
+        ]
+    finally:
+        if doomed.returncode is None:
+            doomed.kill()
+            await doomed.wait()
+        if survivor is not None:
+            await survivor.stop(grace=1.0)
