@@ -12,7 +12,7 @@ page tokens for callers that keep their own cursor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -69,6 +69,19 @@ def parse_state(value: JobStateLike) -> job_pb2.JobState.ValueType:
         return job_pb2.JobState.Value(name)
     except ValueError:
         raise ValueError(f"{value!r} is not a job state") from None
+
+
+async def _every_page(
+    fetch: Callable[[str], Awaitable[tuple[list[job_pb2.Job], str]]],
+) -> AsyncGenerator[job_pb2.Job, None]:
+    """Follow next_page_token from the first page to the last, yielding every job."""
+    token = ""
+    while True:
+        jobs, token = await fetch(token)
+        for job in jobs:
+            yield job
+        if not token:
+            return
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -307,15 +320,12 @@ class JobschedClient:
     ) -> AsyncGenerator[job_pb2.Job, None]:
         """Every active job (WAITING, SCHEDULED, QUEUED, RUNNING), oldest first, page by page."""
         chosen = [parse_state(s) for s in states or ()]
-        token = ""
-        while True:
-            jobs, token = await self.list_active_page(
+        async for job in _every_page(
+            lambda token: self.list_active_page(
                 queue=queue, type=type, states=chosen, page_size=page_size, page_token=token
             )
-            for job in jobs:
-                yield job
-            if not token:
-                return
+        ):
+            yield job
 
     async def history_page(
         self,
@@ -358,9 +368,8 @@ class JobschedClient:
         `states=["dead"]` reads the dead-letter queue.
         """
         chosen = [parse_state(s) for s in states or ()]
-        token = ""
-        while True:
-            jobs, token = await self.history_page(
+        async for job in _every_page(
+            lambda token: self.history_page(
                 queue=queue,
                 type=type,
                 states=chosen,
@@ -369,10 +378,8 @@ class JobschedClient:
                 page_size=page_size,
                 page_token=token,
             )
-            for job in jobs:
-                yield job
-            if not token:
-                return
+        ):
+            yield job
 
     # -- control ---------------------------------------------------------------------------
 
