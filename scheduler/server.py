@@ -51,6 +51,7 @@ class ServerSettings:
     health_interval: float = 1.0
     heartbeat_interval: float = 3.0
     lease: timedelta = timedelta(seconds=30)
+    ack_timeout: timedelta = timedelta(seconds=10)
 
 
 class SchedulerServer:
@@ -68,7 +69,9 @@ class SchedulerServer:
             interceptors=[AccessLogInterceptor(), ErrorInterceptor()], options=SERVER_OPTIONS
         )
         self.hub = JobWatchHub()
-        self.dispatcher = Dispatcher(db, clock, lease=settings.lease, hub=self.hub)
+        self.dispatcher = Dispatcher(
+            db, clock, lease=settings.lease, ack_timeout=settings.ack_timeout, hub=self.hub
+        )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 JobStore(db),

@@ -141,7 +141,10 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                         report.attempt.attempt,
                         self._progress(report.progress),
                     )
-                # ack and log are accepted and not acted on yet.
+                elif kind == "ack":
+                    attempt = request.ack.attempt
+                    self.dispatcher.acknowledge(session, attempt.job_id, attempt.attempt)
+                # log lines are accepted and not kept yet.
         finally:
             session.close()
 

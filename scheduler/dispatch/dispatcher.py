@@ -26,6 +26,7 @@ from scheduler.store.attempts import (
     claim_jobs,
     fail_attempt,
     promote_due_jobs,
+    release_attempt,
     renew_leases,
     succeed_attempt,
     write_progress,
@@ -67,6 +68,7 @@ class Dispatcher:
         clock: Callable[[], datetime],
         *,
         lease: timedelta = timedelta(seconds=30),
+        ack_timeout: timedelta = timedelta(seconds=10),
         poll_interval: float = 1.0,
         progress_interval: float = 0.5,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
@@ -75,6 +77,7 @@ class Dispatcher:
         self.db = db
         self.clock = clock
         self.lease = lease
+        self.ack_timeout = ack_timeout
         self.poll_interval = poll_interval
         self.retry_policy = retry_policy
         self.sessions: dict[str, ExecutorSession] = {}
@@ -155,6 +158,7 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Promote due jobs, then give every session with credits up to that many jobs."""
         now = self.clock()
+        await self.revert_unacknowledged(now)
         async with self.db.transaction() as conn:
             await promote_due_jobs(conn, now)
         handed_out = 0
@@ -174,6 +178,7 @@ class Dispatcher:
                 )
             for job in jobs:
                 session.in_flight[job.id] = job
+                session.unacked[job.id] = now + self.ack_timeout
                 session.send(assignment(job, self.lease, now))
                 self.hub.notify(job.id)
             handed_out += len(jobs)
@@ -205,6 +210,28 @@ class Dispatcher:
                 # Progress is advisory and superseded by the next report; the outcome is not.
                 log.warning("progress not written", extra={"fields": {"error": str(exc)}})
 
+    def acknowledge(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
+        job = session.in_flight.get(job_id)
+        if job is not None and job.attempt == attempt:
+            session.unacked.pop(job_id, None)
+
+    async def revert_unacknowledged(self, now: datetime) -> int:
+        """Assignments not acknowledged in time go back to QUEUED (attempt handed back)."""
+        reverted = 0
+        for session in list(self.sessions.values()):
+            for job_id, deadline in list(session.unacked.items()):
+                if deadline > now:
+                    continue
+                guard = self._guard(session, job_id, session.in_flight[job_id].attempt)
+                with contextlib.suppress(ConcurrentModification):
+                    async with self.db.transaction() as conn:
+                        await release_attempt(
+                            conn, guard, now, "assignment not acknowledged", "scheduler"
+                        )
+                    reverted += 1
+                self._finished(session, job_id)
+        return reverted
+
     async def heartbeat(self, session: ExecutorSession) -> None:
         async with self.db.transaction() as conn:
             await renew_leases(conn, session.name, self.lease, self.clock())
@@ -220,6 +247,7 @@ class Dispatcher:
     def _finished(self, session: ExecutorSession, job_id: str) -> None:
         self.hub.notify(job_id)
         session.in_flight.pop(job_id, None)
+        session.unacked.pop(job_id, None)
         self._progress.pop(job_id, None)  # the outcome's own write is final
         self.wake()  # a credit is free
 

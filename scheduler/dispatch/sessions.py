@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from jobsched.v1 import executor_service_pb2 as pb
 from scheduler.domain.jobs import JobRecord
@@ -20,6 +21,8 @@ class ExecutorSession:
     # Outgoing messages; None closes the stream. Assignments are bounded by credits.
     outbox: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     in_flight: dict[str, JobRecord] = field(default_factory=dict)
+    # job id -> when its assignment is reverted unless the executor acknowledges it first
+    unacked: dict[str, datetime] = field(default_factory=dict)
     closed: bool = False
 
     @property

@@ -199,3 +199,17 @@ async def write_progress(conn: AsyncConnection, updates: Sequence[ProgressUpdate
         },
     )
     return int(getattr(result, "rowcount", 0))
+
+
+_RELEASE = transition_statement(
+    "state = 'queued', attempt = attempt - 1, started_at = NULL, lease_expires_at = NULL"
+)
+
+
+async def release_attempt(
+    conn: AsyncConnection, guard: Guard, now: datetime, reason: str, actor: str
+) -> JobRecord:
+    """RUNNING -> QUEUED for an attempt that never started (its assignment was not
+    acknowledged): the attempt is handed back, not burned."""
+    check_transition(guard.state, Event.RELEASE, JobState.QUEUED)
+    return await run_guarded(conn, _RELEASE, guard, now, reason, actor)

@@ -8,6 +8,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -16,7 +17,7 @@ from sqlalchemy import text
 
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
-from scheduler.server import SchedulerServer
+from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
 
@@ -27,9 +28,12 @@ if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
 class ScriptedExecutor:
     """One Connect stream; received messages are queued for the test to act on."""
 
-    def __init__(self, channel: grpc.aio.Channel, name: str, capacity: int) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, name: str, capacity: int, auto_ack: bool = True
+    ) -> None:
         self.name = name
         self.capacity = capacity
+        self.auto_ack = auto_ack  # acknowledge each assignment on receipt, as executors do
         self.outgoing: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         # One queue per message kind, so waiting for one kind never drops another.
         self.incoming: dict[str, asyncio.Queue[Any]] = collections.defaultdict(asyncio.Queue)
@@ -47,6 +51,8 @@ class ScriptedExecutor:
         async for response in self.call:
             kind = response.WhichOneof("message")
             assert kind is not None
+            if kind == "assignment" and self.auto_ack:
+                self.send(ack=pb.AssignmentAck(attempt=response.assignment.attempt))
             await self.incoming[kind].put(getattr(response, kind))
 
     async def next(self, kind: str, within: float = 10.0) -> Any:
@@ -73,9 +79,13 @@ async def executors(channel: grpc.aio.Channel) -> AsyncIterator[list[ScriptedExe
 
 
 async def connect(
-    channel: grpc.aio.Channel, executors: list[ScriptedExecutor], name: str, capacity: int
+    channel: grpc.aio.Channel,
+    executors: list[ScriptedExecutor],
+    name: str,
+    capacity: int,
+    auto_ack: bool = True,
 ) -> ScriptedExecutor:
-    executor = ScriptedExecutor(channel, name, capacity)
+    executor = ScriptedExecutor(channel, name, capacity, auto_ack)
     executors.append(executor)
     registered = await executor.next("registered")
     assert registered.lease_duration.seconds > 0
@@ -244,3 +254,39 @@ async def test_progress_is_stored_for_the_running_attempt_only(
         assert job.progress.step == "crunching"
 
     await assert_eventually(stored)
+
+
+async def test_an_unacknowledged_assignment_is_reverted_without_burning_the_attempt(
+    db: Database, executors: list[ScriptedExecutor]
+) -> None:
+    server = SchedulerServer(
+        db, ServerSettings(listen="127.0.0.1:0", ack_timeout=timedelta(seconds=0.5))
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            [job_id] = await submit(stub, 1)
+            silent = await connect(channel, executors, "silent", 1, auto_ack=False)
+            first = await silent.next("assignment")
+            assert first.attempt.attempt == 1
+
+            # Not acknowledged: reverted to QUEUED and offered again as the same attempt.
+            again = await silent.next("assignment")
+            assert again.attempt == first.attempt
+            response = await stub.GetJobStatus(
+                job_service_pb2.GetJobStatusRequest(id=job_id, include_events=True)
+            )
+            reverted = [e for e in response.events if e.reason == "assignment not acknowledged"]
+            assert reverted
+            assert reverted[0].to_state == job_pb2.JOB_STATE_QUEUED
+            assert reverted[0].attempt == 0  # handed back, not burned
+
+            # Acknowledged this time: it stays assigned and its result is recorded.
+            silent.send(ack=pb.AssignmentAck(attempt=again.attempt))
+            silent.send(result=pb.JobResult(attempt=again.attempt, result=b"ok"))
+            assert (await silent.next("result_ack")).accepted
+            assert (await state_of(stub, job_id)).state == job_pb2.JOB_STATE_SUCCEEDED
+            await silent.close()
+    finally:
+        await server.stop()
