@@ -36,6 +36,7 @@ from scheduler.domain.states import (
 from scheduler.domain.validation import (
     NAME_PATTERN,
     check_name,
+    check_states,
     validate_batch,
     validate_job,
     validate_job_id,
@@ -285,7 +286,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         last_seq = request.after_sequence
         wake = self.hub.subscribe(job_id)
         try:
-            job, events = await self.store.get_with_events_after(tenant, job_id, last_seq)
+            job, events = await self.store.get_with_events(tenant, job_id, last_seq)
             last_progress = job.progress.updated_at
             if last_seq == 0:
                 # A fresh watch starts from the snapshot; its history is in the snapshot.
@@ -310,7 +311,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     async with asyncio.timeout(WATCH_POLL_SECONDS):
                         await wake.wait()
                 wake.clear()
-                job, events = await self.store.get_with_events_after(tenant, job_id, last_seq)
+                job, events = await self.store.get_with_events(tenant, job_id, last_seq)
         finally:
             self.hub.unsubscribe(job_id, wake)
 
@@ -329,13 +330,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
 
 
 def _check_states(values: Sequence[int], allowed: frozenset[JobState], what: str) -> list[JobState]:
-    states = states_from_proto(values, "states")
-    bad = [s for s in states if s not in allowed]
-    if bad:
-        raise InvalidArgument(
-            [FieldViolation("states", f"{', '.join(s.name for s in bad)} is not {what}")]
-        )
-    return sorted(set(states)) or sorted(allowed)
+    return list(check_states(states_from_proto(values, "states"), allowed, "states", what))
 
 
 __all__ = ["JobService", "job_pb2"]

@@ -456,16 +456,7 @@ class JobStore:
         return job
 
     async def get_with_events(
-        self, tenant: str, job_id: str
-    ) -> tuple[JobRecord, list[JobEventRecord]]:
-        async with self.db.transaction() as conn:
-            job = await select_job(conn, tenant, job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-            return job, await select_events(conn, job_id)
-
-    async def get_with_events_after(
-        self, tenant: str, job_id: str, after_seq: int
+        self, tenant: str, job_id: str, after_seq: int = 0
     ) -> tuple[JobRecord, list[JobEventRecord]]:
         """The job and its events with seq > after_seq, read in one snapshot."""
         async with self.db.transaction() as conn:
