@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -83,6 +85,7 @@ class Dispatcher:
         self.sessions: dict[str, ExecutorSession] = {}
         self.hub = hub or JobWatchHub()
         self._wake = asyncio.Event()
+        self._promoted_at = -math.inf  # time.monotonic() of the last promotion
         self._task: asyncio.Task[None] | None = None
         # Progress is coalesced: only the latest report per job waits for the next flush, so
         # each job's row is written at most once per progress_interval however often it reports.
@@ -156,11 +159,16 @@ class Dispatcher:
                 log.warning("dispatch failed", extra={"fields": {"error": str(exc)}})
 
     async def dispatch_once(self) -> int:
-        """Promote due jobs, then give every session with credits up to that many jobs."""
+        """Revert unacknowledged assignments, promote due jobs (at most once per poll interval),
+        then give every session with credits up to that many jobs."""
         now = self.clock()
         await self.revert_unacknowledged(now)
-        async with self.db.transaction() as conn:
-            await promote_due_jobs(conn, now)
+        # Promotion runs at the poll's cadence, not on every wake-up: a submit must not pay for
+        # a scan of scheduled jobs.
+        if time.monotonic() - self._promoted_at >= self.poll_interval:
+            self._promoted_at = time.monotonic()
+            async with self.db.transaction() as conn:
+                await promote_due_jobs(conn, now)
         handed_out = 0
         for session in list(self.sessions.values()):
             credits = session.credits
