@@ -290,3 +290,20 @@ async def test_an_unacknowledged_assignment_is_reverted_without_burning_the_atte
             await silent.close()
     finally:
         await server.stop()
+
+
+async def test_an_invalid_registration_names_each_bad_field(channel: grpc.aio.Channel) -> None:
+    async def requests() -> AsyncIterator[pb.ConnectRequest]:
+        yield pb.ConnectRequest(
+            register=pb.Register(name="", capacity=0, job_types=["Bad Name"], queues=["ok"])
+        )
+
+    call = executor_service_pb2_grpc.ExecutorServiceStub(channel).Connect(requests())
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in call:
+            pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = raised.value.details() or ""
+    for field in ("register.name", "register.capacity", "register.job_types[0]"):
+        assert field in details
+    assert "register.queues" not in details
