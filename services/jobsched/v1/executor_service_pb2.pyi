@@ -209,6 +209,11 @@ class LogReport(_message.Message):
 
     ATTEMPT_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    FIRST_LINE_NUMBER_FIELD_NUMBER: _builtins.int
+    first_line_number: _builtins.int
+    """Line number (within the attempt, from 1) of the first line; the following lines are
+    numbered on from it. A re-sent line with a number already stored is ignored.
+    """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
         """The attempt logging."""
@@ -222,10 +227,11 @@ class LogReport(_message.Message):
         *,
         attempt: Global___JobAttempt | None = ...,
         lines: _abc.Iterable[_builtins.str] | None = ...,
+        first_line_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "lines", b"lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "first_line_number", b"first_line_number", "lines", b"lines"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -367,13 +367,16 @@ class LogLine(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     LINE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LINE_NUMBER_FIELD_NUMBER: _builtins.int
     attempt: _builtins.int
     """Attempt that logged the line."""
     line: _builtins.str
     """The text of the line."""
+    line_number: _builtins.int
+    """Line number within the attempt, from 1."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When it was logged."""
+        """When the scheduler received it."""
 
     def __init__(
         self,
@@ -381,14 +384,143 @@ class LogLine(_message.Message):
         attempt: _builtins.int = ...,
         line: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        line_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "line", b"line"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "line", b"line", "line_number", b"line_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogLine: _TypeAlias = LogLine  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    """WatchJobsRequest filters the jobs to watch; empty fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only jobs of this queue."""
+    type: _builtins.str
+    """Only jobs of this type."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
+        """Only jobs in (or leaving) these states."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        type: _builtins.str = ...,
+        states: _abc.Iterable[_job_pb2.JobState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue", "states", b"states", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsResponse(_message.Message):
+    """WatchJobsResponse is one item of a WatchJobs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBED_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    CHANGES_DROPPED_FIELD_NUMBER: _builtins.int
+    subscribed: _builtins.bool
+    """Always true: the subscription is active; changes from here on are delivered."""
+    changes_dropped: _builtins.bool
+    """Always true: this subscriber fell behind and some changes were dropped; re-list."""
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The current state of a matching job that changed (without payload and result)."""
+
+    def __init__(
+        self,
+        *,
+        subscribed: _builtins.bool = ...,
+        job: _job_pb2.Job | None = ...,
+        changes_dropped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changes_dropped", b"changes_dropped", "item", b"item", "job", b"job", "subscribed", b"subscribed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes_dropped", b"changes_dropped", "item", b"item", "job", b"job", "subscribed", b"subscribed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["subscribed", "job", "changes_dropped"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___WatchJobsResponse: _TypeAlias = WatchJobsResponse  # noqa: Y015
+
+@_typing.final
+class ListJobLogsRequest(_message.Message):
+    """ListJobLogsRequest names the job whose log lines to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id."""
+    attempt: _builtins.int
+    """Only lines of this attempt; 0 for every attempt."""
+    page_size: _builtins.int
+    """Maximum number of lines to return: default 100, maximum 1000 (larger is coerced)."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobLogsRequest: _TypeAlias = ListJobLogsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobLogsResponse(_message.Message):
+    """ListJobLogsResponse is one page of log lines, by attempt, then line number."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogLine]:
+        """The lines of this page."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___LogLine] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobLogsResponse: _TypeAlias = ListJobLogsResponse  # noqa: Y015
 
 @_typing.final
 class WatchJobResponse(_message.Message):

@@ -73,6 +73,16 @@ class JobServiceStub:
                 request_serializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/jobsched.v1.JobService/WatchJobs',
+                request_serializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobsResponse.FromString,
+                _registered_method=True)
+        self.ListJobLogs = channel.unary_unary(
+                '/jobsched.v1.JobService/ListJobLogs',
+                request_serializer=jobsched_dot_v1_dot_job__service__pb2.ListJobLogsRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_job__service__pb2.ListJobLogsResponse.FromString,
+                _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/jobsched.v1.JobService/CancelJob',
                 request_serializer=jobsched_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
@@ -148,6 +158,26 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJobs(self, request, context):
+        """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
+        The first item is `subscribed`; from then on every change (a state transition or new
+        progress) of a matching job is sent as the job's current row. With a state filter, a job is
+        also sent once when it leaves those states. A subscriber that falls too far behind gets
+        `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobLogs(self, request, context):
+        """ListJobLogs pages through the log lines a job's handlers reported, by attempt, then line
+        number. At most 1000 lines are kept per attempt; the 1001st line says that the rest were
+        dropped. Page size: default 100, maximum 1000.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelJob(self, request, context):
         """CancelJob cancels a WAITING, SCHEDULED or QUEUED job at once; for a RUNNING job it records the
         request (cancel_requested) and the executor stops the handler. A terminal job is
@@ -205,6 +235,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobRequest.FromString,
                     response_serializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobsRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_job__service__pb2.WatchJobsResponse.SerializeToString,
+            ),
+            'ListJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobLogs,
+                    request_deserializer=jobsched_dot_v1_dot_job__service__pb2.ListJobLogsRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_job__service__pb2.ListJobLogsResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
@@ -393,6 +433,60 @@ class JobService:
             '/jobsched.v1.JobService/WatchJob',
             jobsched_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
             jobsched_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobsched.v1.JobService/WatchJobs',
+            jobsched_dot_v1_dot_job__service__pb2.WatchJobsRequest.SerializeToString,
+            jobsched_dot_v1_dot_job__service__pb2.WatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobsched.v1.JobService/ListJobLogs',
+            jobsched_dot_v1_dot_job__service__pb2.ListJobLogsRequest.SerializeToString,
+            jobsched_dot_v1_dot_job__service__pb2.ListJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,18 @@ class JobServiceStub:
     """WatchJob streams a snapshot of the job, then its live events, each with a per-job sequence
     number, and ends after the terminal event.
     """
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_job_service_pb2.WatchJobsRequest, _job_service_pb2.WatchJobsResponse]
+    """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
+    The first item is `subscribed`; from then on every change (a state transition or new
+    progress) of a matching job is sent as the job's current row. With a state filter, a job is
+    also sent once when it leaves those states. A subscriber that falls too far behind gets
+    `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+    """
+    ListJobLogs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobLogsRequest, _job_service_pb2.ListJobLogsResponse]
+    """ListJobLogs pages through the log lines a job's handlers reported, by attempt, then line
+    number. At most 1000 lines are kept per attempt; the 1001st line says that the rest were
+    dropped. Page size: default 100, maximum 1000.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]
     """CancelJob cancels a WAITING, SCHEDULED or QUEUED job at once; for a RUNNING job it records the
     request (cancel_requested) and the executor stops the handler. A terminal job is
@@ -109,6 +121,18 @@ class JobServiceAsyncStub(JobServiceStub):
     WatchJob: _aio.UnaryStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]  # type: ignore[assignment]
     """WatchJob streams a snapshot of the job, then its live events, each with a per-job sequence
     number, and ends after the terminal event.
+    """
+    WatchJobs: _aio.UnaryStreamMultiCallable[_job_service_pb2.WatchJobsRequest, _job_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
+    The first item is `subscribed`; from then on every change (a state transition or new
+    progress) of a matching job is sent as the job's current row. With a state filter, a job is
+    also sent once when it leaves those states. A subscriber that falls too far behind gets
+    `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+    """
+    ListJobLogs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobLogsRequest, _job_service_pb2.ListJobLogsResponse]  # type: ignore[assignment]
+    """ListJobLogs pages through the log lines a job's handlers reported, by attempt, then line
+    number. At most 1000 lines are kept per attempt; the 1001st line says that the rest were
+    dropped. Page size: default 100, maximum 1000.
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob cancels a WAITING, SCHEDULED or QUEUED job at once; for a RUNNING job it records the
@@ -190,6 +214,30 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobResponse]]:
         """WatchJob streams a snapshot of the job, then its live events, each with a per-job sequence
         number, and ends after the terminal event.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _job_service_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobsResponse]]:
+        """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
+        The first item is `subscribed`; from then on every change (a state transition or new
+        progress) of a matching job is sent as the job's current row. With a state filter, a job is
+        also sent once when it leaves those states. A subscriber that falls too far behind gets
+        `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobLogs(
+        self,
+        request: _job_service_pb2.ListJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListJobLogsResponse, _abc.Awaitable[_job_service_pb2.ListJobLogsResponse]]:
+        """ListJobLogs pages through the log lines a job's handlers reported, by attempt, then line
+        number. At most 1000 lines are kept per attempt; the 1001st line says that the rest were
+        dropped. Page size: default 100, maximum 1000.
         """
 
     @_abc_1.abstractmethod
