@@ -125,6 +125,11 @@ class Heartbeat(_message.Message):
 
     SEND_TIME_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    draining: _builtins.bool
+    """True once the executor is shutting down: the scheduler sends it no more assignments (one
+    heartbeat goes out at once when the shutdown starts).
+    """
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp:
         """When the executor sent it."""
@@ -138,10 +143,11 @@ class Heartbeat(_message.Message):
         *,
         send_time: _timestamp_pb2.Timestamp | None = ...,
         running: _abc.Iterable[Global___JobAttempt] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["running", b"running", "send_time", b"send_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "running", b"running", "send_time", b"send_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,10 +279,15 @@ class JobResult(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
     result: _builtins.bytes
     """The handler succeeded with this result."""
     cancelled: _builtins.bool
     """The handler stopped because the job was cancelled."""
+    released: _builtins.bool
+    """Always true: the executor gives the attempt back unfinished (it is shutting down and the
+    handler did not finish within its grace). The job is requeued without burning an attempt.
+    """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
         """The attempt that finished."""
@@ -292,12 +303,13 @@ class JobResult(_message.Message):
         result: _builtins.bytes = ...,
         failure: Global___JobFailure | None = ...,
         cancelled: _builtins.bool = ...,
+        released: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancelled", b"cancelled", "failure", b"failure", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancelled", b"cancelled", "failure", b"failure", "outcome", b"outcome", "released", b"released", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancelled", b"cancelled", "failure", b"failure", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancelled", b"cancelled", "failure", b"failure", "outcome", b"outcome", "released", b"released", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "failure", "cancelled"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "failure", "cancelled", "released"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
