@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobsched import payloads
 
@@ -62,6 +62,13 @@ class UnknownJobTypeError(LookupError):
 def normalise_type(job_type: str) -> str:
     """Job types are case-insensitive: the registry and the scheduler both use lower case."""
     return job_type.strip().lower()
+
+
+class LogLines(NamedTuple):
+    """Consecutive log lines of an attempt: the first one's number (from 1), then the lines."""
+
+    first_line_number: int
+    lines: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,7 @@ class JobContext:
         self._progress: ProgressUpdate | None = None
         self._progress_taken = True
         self._logs: collections.deque[str] = collections.deque(maxlen=max_log_lines)
+        self._next_line_number = 1  # lines are numbered per attempt, from 1
 
     def json(self) -> Any:
         """The payload decoded as JSON; an empty payload decodes to None.
@@ -130,10 +138,12 @@ class JobContext:
         self._progress_taken = False
 
     def log(self, line: str) -> None:
-        """Queue a log line; when the buffer is full the oldest line is dropped."""
+        """Queue a log line; when the buffer is full the oldest line is dropped (its number is
+        not reused, so the scheduler sees a gap there)."""
         if self._logs.maxlen is not None and len(self._logs) == self._logs.maxlen:
             self.dropped_log_lines += 1
         self._logs.append(line)
+        self._next_line_number += 1
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled.is_set():
@@ -152,11 +162,15 @@ class JobContext:
         self._progress_taken = True
         return self._progress
 
-    def take_logs(self) -> list[str]:
-        """All pending log lines, oldest first; the buffer is emptied."""
+    def take_logs(self) -> LogLines:
+        """All pending log lines, oldest first, with the number of the first; the buffer is
+        emptied."""
+        # Only the oldest lines are ever dropped, so the buffer holds consecutive numbers
+        # ending with the last line logged.
+        first = self._next_line_number - len(self._logs)
         lines = list(self._logs)
         self._logs.clear()
-        return lines
+        return LogLines(first_line_number=first, lines=lines)
 
 
 class HandlerRegistry:

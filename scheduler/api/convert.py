@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jobsched.v1 import job_pb2
+from jobsched.v1 import job_pb2, job_service_pb2
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import JobEventRecord, JobRecord, Progress
+from scheduler.domain.log_lines import LogLine
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import JobSpecInput
 
@@ -132,4 +133,13 @@ def event_to_proto(event: JobEventRecord) -> job_pb2.JobEvent:
         reason=event.reason,
         actor=event.actor,
         create_time=timestamp(event.created_at),
+    )
+
+
+def log_line_to_proto(line: LogLine) -> job_service_pb2.LogLine:
+    return job_service_pb2.LogLine(
+        attempt=line.attempt,
+        line=line.line,
+        create_time=timestamp(line.created_at),
+        line_number=line.line_number,
     )

@@ -14,13 +14,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from scheduler.domain.errors import FieldViolation, InvalidArgument
+from scheduler.domain.log_lines import LineCursor
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _TOKEN_VERSION = 1
 _MAX_TOKEN_CHARS = 512  # real tokens are ~150 characters
+_MAX_INT32 = 2**31 - 1  # attempts and line numbers are int32 in the protos and the table
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,37 +49,74 @@ def fingerprint(filters: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def encode_token(cursor: Cursor, filters_fingerprint: str) -> str:
-    body = {
-        "v": _TOKEN_VERSION,
-        "t": cursor.at.isoformat(),
-        "i": cursor.id,
-        "f": filters_fingerprint,
-    }
-    raw = json.dumps(body, separators=(",", ":")).encode()
+def _pack(body: dict[str, object]) -> str:
+    raw = json.dumps({"v": _TOKEN_VERSION, **body}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unpack(token: str, path: str) -> dict[str, Any]:
+    """The body of a well-formed token of this version; INVALID_ARGUMENT otherwise."""
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidArgument([FieldViolation(path, "is not a valid page token")])
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        body = json.loads(raw)
+        if not isinstance(body, dict) or body.get("v") != _TOKEN_VERSION:
+            raise ValueError("version")
+    except (ValueError, RecursionError):
+        raise InvalidArgument([FieldViolation(path, "is not a valid page token")]) from None
+    return body
+
+
+def _check_fingerprint(token_fingerprint: object, filters_fingerprint: str, path: str) -> None:
+    if token_fingerprint != filters_fingerprint:
+        raise InvalidArgument(
+            [FieldViolation(path, "was issued for other filters; list again from the first page")]
+        )
+
+
+def encode_token(cursor: Cursor, filters_fingerprint: str) -> str:
+    return _pack({"t": cursor.at.isoformat(), "i": cursor.id, "f": filters_fingerprint})
 
 
 def decode_token(token: str, filters_fingerprint: str, path: str = "page_token") -> Cursor | None:
     """The cursor in `token`, or None for an empty token (the first page)."""
     if not token:
         return None
-    if len(token) > _MAX_TOKEN_CHARS:
-        raise InvalidArgument([FieldViolation(path, "is not a valid page token")])
+    body = _unpack(token, path)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw)
-        if body["v"] != _TOKEN_VERSION:
-            raise ValueError("version")
         at = datetime.fromisoformat(body["t"])
         if at.tzinfo is None:
             raise ValueError("naive timestamp")
         cursor = Cursor(at=at, id=str(uuid.UUID(body["i"])))
         token_fingerprint = body["f"]
-    except (ValueError, KeyError, TypeError, RecursionError):
+    except (ValueError, KeyError, TypeError):
         raise InvalidArgument([FieldViolation(path, "is not a valid page token")]) from None
-    if token_fingerprint != filters_fingerprint:
-        raise InvalidArgument(
-            [FieldViolation(path, "was issued for other filters; list again from the first page")]
-        )
+    _check_fingerprint(token_fingerprint, filters_fingerprint, path)
     return cursor
+
+
+def encode_line_token(cursor: LineCursor, filters_fingerprint: str) -> str:
+    """A page token of a job's log lines: the (attempt, line number) of the page's last line."""
+    return _pack({"a": cursor.attempt, "n": cursor.line_number, "f": filters_fingerprint})
+
+
+def decode_line_token(
+    token: str, filters_fingerprint: str, path: str = "page_token"
+) -> LineCursor | None:
+    """The log-line cursor in `token`, or None for an empty token (the first page)."""
+    if not token:
+        return None
+    body = _unpack(token, path)
+    cursor = LineCursor(
+        attempt=_int32(body.get("a"), path), line_number=_int32(body.get("n"), path)
+    )
+    _check_fingerprint(body.get("f"), filters_fingerprint, path)
+    return cursor
+
+
+def _int32(value: object, path: str) -> int:
+    # bool is an int subclass: `true` in a hand-made token is not a number
+    if type(value) is not int or not 0 <= value <= _MAX_INT32:
+        raise InvalidArgument([FieldViolation(path, "is not a valid page token")])
+    return value

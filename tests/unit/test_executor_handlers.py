@@ -12,6 +12,7 @@ from executor.handlers import (
     HandlerRegistry,
     JobCancelledError,
     JobContext,
+    LogLines,
     NonRetryableError,
     UnknownJobTypeError,
     builtin_registry,
@@ -92,9 +93,32 @@ def test_logs_are_bounded_and_drained_in_order() -> None:
     ctx = make_ctx(max_log_lines=3)
     for i in range(5):
         ctx.log(f"line {i}")
-    assert ctx.take_logs() == ["line 2", "line 3", "line 4"]
+    assert ctx.take_logs() == LogLines(3, ["line 2", "line 3", "line 4"])
     assert ctx.dropped_log_lines == 2
-    assert ctx.take_logs() == []
+    assert ctx.take_logs().lines == []
+
+
+def test_log_lines_are_numbered_per_attempt_from_one() -> None:
+    ctx = make_ctx()
+    assert ctx.take_logs() == LogLines(1, [])
+    ctx.log("a")
+    ctx.log("b")
+    assert ctx.take_logs() == LogLines(1, ["a", "b"])
+    ctx.log("c")
+    assert ctx.take_logs() == LogLines(3, ["c"])
+    assert ctx.take_logs() == LogLines(4, [])
+
+
+def test_a_line_dropped_from_the_buffer_keeps_its_number() -> None:
+    ctx = make_ctx(max_log_lines=2)
+    ctx.log("1")
+    assert ctx.take_logs() == LogLines(1, ["1"])
+    for i in range(2, 6):  # lines 2 and 3 are dropped before they are taken
+        ctx.log(str(i))
+    assert ctx.take_logs() == LogLines(4, ["4", "5"])
+    ctx.log("6")
+    assert ctx.take_logs() == LogLines(6, ["6"])
+    assert ctx.dropped_log_lines == 2
 
 
 def test_json_payload() -> None:

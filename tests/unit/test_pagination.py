@@ -12,11 +12,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from scheduler.domain.errors import FieldViolation, InvalidArgument
+from scheduler.domain.log_lines import LineCursor
 from scheduler.domain.pagination import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     Cursor,
+    decode_line_token,
     decode_token,
+    encode_line_token,
     encode_token,
     fingerprint,
     page_size,
@@ -306,3 +309,50 @@ def test_cursor_is_an_immutable_value():
     assert Cursor(at=AT, id="a") != Cursor(at=AT, id="b")
     with pytest.raises(dataclasses.FrozenInstanceError):
         CURSOR.id = "other"  # type: ignore[misc]
+
+
+# -- log-line tokens: (attempt, line number) cursors -------------------------------------------
+
+
+def test_line_tokens_round_trip() -> None:
+    cursor = LineCursor(attempt=2, line_number=1001)
+    token = encode_line_token(cursor, FP)
+    assert decode_line_token(token, FP) == cursor
+    assert decode_line_token("", FP) is None
+
+
+def test_a_line_token_is_bound_to_its_filters() -> None:
+    token = encode_line_token(LineCursor(1, 5), FP)
+    with pytest.raises(InvalidArgument) as caught:
+        decode_line_token(token, fingerprint({"attempt": 2}))
+    assert caught.value.violations[0].field == "page_token"
+    assert "other filters" in caught.value.violations[0].description
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"v": 1, "a": 1, "f": FP},  # no line number
+        {"v": 1, "a": "1", "n": 1, "f": FP},
+        {"v": 1, "a": 1, "n": True, "f": FP},
+        {"v": 1, "a": -1, "n": 1, "f": FP},
+        {"v": 1, "a": 1, "n": 2**31, "f": FP},
+        {"v": 1, "a": 1.5, "n": 1, "f": FP},
+        {"v": 2, "a": 1, "n": 1, "f": FP},
+        [1, 2],
+        "a string",
+    ],
+)
+def test_malformed_line_tokens_are_invalid_arguments(body: object) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decode_line_token(token_of(body), FP, path="page_token")
+    assert caught.value.violations == [FieldViolation("page_token", "is not a valid page token")]
+
+
+def test_a_job_list_token_is_not_a_line_token_and_vice_versa() -> None:
+    with pytest.raises(InvalidArgument):
+        decode_line_token(encode_token(CURSOR, FP), FP)
+    with pytest.raises(InvalidArgument):
+        decode_token(encode_line_token(LineCursor(1, 1), FP), FP)
+    with pytest.raises(InvalidArgument):
+        decode_line_token("!!!not base64", FP)
