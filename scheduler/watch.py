@@ -1,17 +1,73 @@
-"""Wake-ups for WatchJob streams. A watcher holds one asyncio.Event per stream; whoever changes a
-job (API, dispatcher) calls notify(job_id). The watcher then reads what it has not seen from the
-store (events after its sequence number, the current progress), so a slow or stalled watcher
-costs no memory here, never delays the notifier, and misses no transition."""
+"""Wake-ups for WatchJob and WatchJobs streams. Whoever changes a job (API, dispatcher) calls
+notify(job_id); it never blocks and never awaits.
+
+- A WatchJob stream holds one asyncio.Event. On a wake it reads what it has not seen from the
+  store (events after its sequence number, the current progress), so a slow or stalled watcher
+  costs no memory here, never delays the notifier, and misses no transition.
+- A WatchJobs stream holds a `ChangeSubscription`: an Event plus the set of job ids changed since
+  it last looked, bounded by `change_limit`. notify adds the id to every subscription (O(1)
+  each); a subscription that would exceed its bound is cleared and marked `overflowed`, and the
+  stream tells its client that changes were dropped. Memory per subscriber is therefore bounded
+  whatever the subscriber does, and the stream reads the current rows of the ids from the store.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable
+
+# Changed job ids a WatchJobs subscription keeps before it overflows (about 1 MB).
+DEFAULT_CHANGE_LIMIT = 10_000
+
+
+class ChangeSubscription:
+    """The jobs changed since a WatchJobs stream last looked (see the module docstring)."""
+
+    __slots__ = ("_changed", "limit", "overflowed", "wake")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.wake = asyncio.Event()
+        self.overflowed = False
+        self._changed: set[str] = set()
+
+    def add(self, job_id: str) -> None:
+        # After an overflow the client re-lists, which covers every change until it looks again.
+        if not self.overflowed:
+            changed = self._changed
+            if job_id not in changed and len(changed) >= self.limit:
+                changed.clear()
+                self.overflowed = True
+            else:
+                changed.add(job_id)
+        self.wake.set()
+
+    def take(self, max_ids: int) -> tuple[list[str], bool]:
+        """Up to `max_ids` changed ids and whether changes were dropped since the last take. The
+        wake stays set while ids remain."""
+        changed = self._changed
+        if len(changed) <= max_ids:
+            ids = list(changed)
+            changed.clear()
+        else:
+            ids = [changed.pop() for _ in range(max_ids)]
+        overflowed, self.overflowed = self.overflowed, False
+        if not changed:
+            self.wake.clear()
+        return ids, overflowed
+
+    def __len__(self) -> int:
+        return len(self._changed)
 
 
 class JobWatchHub:
-    def __init__(self) -> None:
+    def __init__(self, change_limit: int = DEFAULT_CHANGE_LIMIT) -> None:
         self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._subscriptions: set[ChangeSubscription] = set()
+        # The bound of subscriptions made from now on (tests lower it).
+        self.change_limit = change_limit
+        self.closed = False
 
     def subscribe(self, job_id: str) -> asyncio.Event:
         wake = asyncio.Event()
@@ -28,6 +84,29 @@ class JobWatchHub:
     def notify(self, job_id: str) -> None:
         for wake in self._watchers.get(job_id, ()):
             wake.set()
+        for subscription in self._subscriptions:
+            subscription.add(job_id)
+
+    def notify_many(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            self.notify(job_id)
+
+    def subscribe_changes(self) -> ChangeSubscription:
+        subscription = ChangeSubscription(self.change_limit)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe_changes(self, subscription: ChangeSubscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def close(self) -> None:
+        """The server is stopping: wake every WatchJobs stream so that it ends at once."""
+        self.closed = True
+        for subscription in self._subscriptions:
+            subscription.wake.set()
 
     def watcher_count(self) -> int:
         return sum(len(w) for w in self._watchers.values())
+
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)

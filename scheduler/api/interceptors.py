@@ -166,9 +166,13 @@ class _AccessLog:
         self.method = method
         self.context = context
         self.start = 0.0
+        self.peer = ""
 
     async def __aenter__(self) -> None:
         self.start = time.perf_counter()
+        # Read now: grpcio (1.85) segfaults in context.peer() once a client has cancelled a
+        # stream that still had messages in flight (a stalled watcher going away).
+        self.peer = self.context.peer()
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         duration_ms = (time.perf_counter() - self.start) * 1000
@@ -183,7 +187,7 @@ class _AccessLog:
                     "method": self.method,
                     "code": code.name,
                     "duration_ms": round(duration_ms, 3),
-                    "peer": self.context.peer(),
+                    "peer": self.peer,
                 }
             },
         )
