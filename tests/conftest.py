@@ -14,6 +14,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -99,7 +100,10 @@ def store(db: Database) -> JobStore:
 @pytest.fixture
 async def scheduler(db: Database) -> AsyncIterator[SchedulerServer]:
     """A scheduler serving JobService on 127.0.0.1 with a free port."""
-    server = SchedulerServer(db, ServerSettings(listen="127.0.0.1:0", shutdown_grace=1.0))
+    settings = ServerSettings(
+        listen="127.0.0.1:0", shutdown_grace=1.0, reconnect_grace=timedelta(seconds=1)
+    )
+    server = SchedulerServer(db, settings)
     await server.start()
     yield server
     await server.stop()

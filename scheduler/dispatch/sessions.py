@@ -24,10 +24,14 @@ class ExecutorSession:
     # job id -> when its assignment is reverted unless the executor acknowledges it first
     unacked: dict[str, datetime] = field(default_factory=dict)
     closed: bool = False
+    # The executor is shutting down (Heartbeat.draining): no more assignments.
+    draining: bool = False
 
     @property
     def credits(self) -> int:
-        return 0 if self.closed else max(0, self.capacity - len(self.in_flight))
+        if self.closed or self.draining:
+            return 0
+        return max(0, self.capacity - len(self.in_flight))
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:

@@ -135,5 +135,11 @@ class Database:
         except Exception as exc:
             raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
 
+    @property
+    def dsn(self) -> str:
+        """The libpq-style URL of this database, for connections outside the pool."""
+        url = self.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
     async def dispose(self) -> None:
         await self.engine.dispose()

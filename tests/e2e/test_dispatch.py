@@ -5,11 +5,10 @@ scripted stream on the raw stub, so each test controls exactly what the executor
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -20,54 +19,10 @@ from jobsched.v1 import executor_service_pb2_grpc, job_pb2, job_service_pb2, job
 from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
+from tests.scripted import ScriptedExecutor, connect, state_of, submit
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     Stub = job_service_pb2_grpc.JobServiceAsyncStub
-
-
-class ScriptedExecutor:
-    """One Connect stream; received messages are queued for the test to act on."""
-
-    def __init__(
-        self, channel: grpc.aio.Channel, name: str, capacity: int, auto_ack: bool = True
-    ) -> None:
-        self.name = name
-        self.capacity = capacity
-        self.auto_ack = auto_ack  # acknowledge each assignment on receipt, as executors do
-        self.outgoing: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
-        # One queue per message kind, so waiting for one kind never drops another.
-        self.incoming: dict[str, asyncio.Queue[Any]] = collections.defaultdict(asyncio.Queue)
-        self.call = executor_service_pb2_grpc.ExecutorServiceStub(channel).Connect(self._requests())
-        self.reader = asyncio.create_task(self._read())
-
-    async def _requests(self) -> AsyncIterator[pb.ConnectRequest]:
-        yield pb.ConnectRequest(
-            register=pb.Register(name=self.name, capacity=self.capacity, job_types=["Work"])
-        )
-        while (request := await self.outgoing.get()) is not None:
-            yield request
-
-    async def _read(self) -> None:
-        async for response in self.call:
-            kind = response.WhichOneof("message")
-            assert kind is not None
-            if kind == "assignment" and self.auto_ack:
-                self.send(ack=pb.AssignmentAck(attempt=response.assignment.attempt))
-            await self.incoming[kind].put(getattr(response, kind))
-
-    async def next(self, kind: str, within: float = 10.0) -> Any:
-        """The next message of `kind` (registered, assignment, cancel, result_ack, ping)."""
-        async with asyncio.timeout(within):
-            return await self.incoming[kind].get()
-
-    def send(self, **message: Any) -> None:
-        self.outgoing.put_nowait(pb.ConnectRequest(**message))
-
-    async def close(self) -> None:
-        self.outgoing.put_nowait(None)
-        self.call.cancel()
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            await self.reader
 
 
 @pytest.fixture
@@ -76,34 +31,6 @@ async def executors(channel: grpc.aio.Channel) -> AsyncIterator[list[ScriptedExe
     yield started
     for executor in started:
         await executor.close()
-
-
-async def connect(
-    channel: grpc.aio.Channel,
-    executors: list[ScriptedExecutor],
-    name: str,
-    capacity: int,
-    auto_ack: bool = True,
-) -> ScriptedExecutor:
-    executor = ScriptedExecutor(channel, name, capacity, auto_ack)
-    executors.append(executor)
-    registered = await executor.next("registered")
-    assert registered.lease_duration.seconds > 0
-    return executor
-
-
-async def submit(stub: Stub, count: int) -> list[str]:
-    response = await stub.SubmitJobs(
-        job_service_pb2.SubmitJobsRequest(
-            jobs=[job_pb2.JobSpec(type="work", payload=b"{}") for _ in range(count)]
-        )
-    )
-    return [j.id for j in response.jobs]
-
-
-async def state_of(stub: Stub, job_id: str) -> job_pb2.Job:
-    response = await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))
-    return response.job
 
 
 async def test_jobs_across_two_executors_each_succeed_exactly_once_within_credits(
@@ -271,22 +198,31 @@ async def test_an_unacknowledged_assignment_is_reverted_without_burning_the_atte
             first = await silent.next("assignment")
             assert first.attempt.attempt == 1
 
-            # Not acknowledged: reverted to QUEUED and offered again as the same attempt.
+            # Not acknowledged: reverted to QUEUED and offered again. The attempt number is the
+            # fencing token, so it never goes back: the new offer is attempt 2, and the
+            # released attempt does not count (max_attempts grew by one).
             again = await silent.next("assignment")
-            assert again.attempt == first.attempt
+            assert again.attempt.attempt == 2
             response = await stub.GetJobStatus(
                 job_service_pb2.GetJobStatusRequest(id=job_id, include_events=True)
             )
             reverted = [e for e in response.events if e.reason == "assignment not acknowledged"]
             assert reverted
             assert reverted[0].to_state == job_pb2.JOB_STATE_QUEUED
-            assert reverted[0].attempt == 0  # handed back, not burned
+            assert reverted[0].attempt == 1
+            assert response.job.max_attempts == 4  # 3 + the attempt handed back
+
+            # A late result for the released attempt is stale: rejected, nothing changes.
+            silent.send(result=pb.JobResult(attempt=first.attempt, result=b"late"))
+            assert not (await silent.next("result_ack")).accepted
 
             # Acknowledged this time: it stays assigned and its result is recorded.
             silent.send(ack=pb.AssignmentAck(attempt=again.attempt))
             silent.send(result=pb.JobResult(attempt=again.attempt, result=b"ok"))
             assert (await silent.next("result_ack")).accepted
-            assert (await state_of(stub, job_id)).state == job_pb2.JOB_STATE_SUCCEEDED
+            job = await state_of(stub, job_id)
+            assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+            assert job.result == b"ok"
             await silent.close()
     finally:
         await server.stop()

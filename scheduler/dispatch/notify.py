@@ -1,0 +1,165 @@
+"""Cross-replica signals over PostgreSQL LISTEN/NOTIFY (a start/stop service).
+
+Every scheduler replica dispatches to the executors connected to it, so a job submitted on
+replica A must wake the dispatcher of replica B, and a cancel requested on A must reach the
+executor connected to B. Two channels carry that:
+
+    jobsched_work     payload-less: "there may be new work"; debounced: the first signal of a
+                      burst goes out at once, the rest of the burst as one more at the end of the
+                      window (at most two NOTIFYs per window however many jobs are submitted)
+    jobsched_cancel   payload: a job id whose cancellation was requested
+
+One dedicated connection outside the pool LISTENs and sends (NOTIFY is delivered only on commit of
+its own autocommit statement, so a signal never precedes the commit of the change it announces:
+callers signal after their transaction). A replica ignores its own notifications (by the sending
+backend's pid). When the connection is lost, signals are dropped until it is back and the
+reconnect itself counts as a work signal; the dispatcher's safety poll and the cancel check in
+every lease renewal cover the gap, so a lost signal delays work but never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+
+import asyncpg
+
+log = logging.getLogger("jobsched.notify")
+
+WORK_CHANNEL = "jobsched_work"
+CANCEL_CHANNEL = "jobsched_cancel"
+
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+class Notifier:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        debounce: float = 0.05,
+        liveness_interval: float = 30.0,
+        reconnect_max: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.debounce = debounce
+        self.liveness_interval = liveness_interval
+        self.reconnect_max = reconnect_max
+        self.on_work: Callable[[], None] = lambda: None
+        self.on_cancel: Callable[[str], object] = lambda job_id: None
+        self.connected = asyncio.Event()
+        self.sent = 0  # NOTIFY statements issued (for tests and benchmarks)
+        self._conn: asyncpg.Connection | None = None
+        self._pid: int | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._work_sender: asyncio.Task[None] | None = None
+        self._work_again = False
+        self._senders: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notifier")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, self._work_sender, *self._senders) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = self._work_sender = None
+        self._senders.clear()
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def work(self) -> None:
+        """Tell the other replicas there may be new work (debounced, never blocks)."""
+        if self._work_sender is not None and not self._work_sender.done():
+            self._work_again = True
+            return
+        self._work_again = False
+        self._work_sender = asyncio.create_task(self._send_work(), name="notify-work")
+
+    async def _send_work(self) -> None:
+        while True:
+            await self._notify(WORK_CHANNEL, "")
+            await asyncio.sleep(self.debounce)
+            if not self._work_again:
+                return
+            self._work_again = False
+
+    def cancel(self, job_id: str) -> None:
+        """Tell the other replicas the cancellation of `job_id` was requested."""
+        task = asyncio.create_task(self._notify(CANCEL_CHANNEL, job_id), name="notify-cancel")
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _notify(self, channel: str, payload: str) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            async with self._lock:
+                await conn.execute("SELECT pg_notify($1, $2)", channel, payload, timeout=5)
+            self.sent += 1
+        except _CONNECTION_ERRORS as exc:
+            log.warning("notify failed", extra={"fields": {"channel": channel, "error": str(exc)}})
+
+    # --- listening ---------------------------------------------------------------------------
+
+    def _received(self, conn: asyncpg.Connection, pid: int, channel: str, payload: object) -> None:
+        if pid == self._pid:
+            return  # our own signal: this replica already acted on it
+        if channel == WORK_CHANNEL:
+            self.on_work()
+        elif channel == CANCEL_CHANNEL and isinstance(payload, str):
+            self.on_cancel(payload)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    timeout=5,
+                    server_settings={"application_name": "jobsched-notify"},
+                )
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                await conn.add_listener(WORK_CHANNEL, self._received)
+                await conn.add_listener(CANCEL_CHANNEL, self._received)
+                self._pid = conn.get_server_pid()
+                self._conn = conn
+                self.connected.set()
+                delay = 0.1
+                self.on_work()  # signals may have been missed while we were not listening
+                await self._watch(conn, lost)
+            except _CONNECTION_ERRORS as exc:
+                log.warning("notify connection failed", extra={"fields": {"error": str(exc)}})
+            finally:
+                self._conn = None
+                self.connected.clear()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(min(self.reconnect_max, delay) * random.uniform(0.5, 1.5))
+            delay = min(self.reconnect_max, delay * 2)
+
+    async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Return when the connection is closed or stops answering (a half-open link never
+        reports its own death, so it is probed every liveness_interval)."""
+        while not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), self.liveness_interval)
+            if lost.is_set():
+                return
+            async with self._lock:
+                await conn.execute("SELECT 1", timeout=5)
