@@ -8,7 +8,8 @@
     │   └── InvalidTransition        the state machine forbids the change (with the reason)
     ├── Conflict
     │   ├── ConcurrentModification   a guarded UPDATE matched no row: the caller lost a race
-    │   └── IdempotencyKeyReused     same idempotency key, different job
+    │   ├── IdempotencyKeyReused     same idempotency key, different job
+    │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
     └── Unavailable
         └── DatabaseUnavailable      the store cannot be reached
 
@@ -94,6 +95,12 @@ class IdempotencyKeyReused(Conflict):
     """The idempotency key was already used for a different job."""
 
     reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class LeadershipLost(Conflict):
+    """This replica is no longer the leader: another one was elected (fencing epoch changed)."""
+
+    reason = "LEADERSHIP_LOST"
 
 
 class Unavailable(JobschedError):

@@ -1,0 +1,152 @@
+"""Statements of the leader-only duties' fencing and of the replicas' presence.
+
+check_epoch opens every leader-only transaction: it reads the epoch FOR SHARE and refuses to go
+on unless it is the caller's, so a deposed leader's writes are refused even before it notices
+(see scheduler/leader.py). The share lock also makes a new leader's epoch bump wait until such a
+transaction of the old epoch has ended.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scheduler.domain.errors import LeadershipLost
+from scheduler.store.database import Database
+
+_CHECK_EPOCH = text("SELECT epoch FROM leadership WHERE id = 1 FOR SHARE")
+_IDLE_LIMIT = text("SET LOCAL idle_in_transaction_session_timeout = 2000")
+
+
+async def check_epoch(conn: AsyncConnection, epoch: int | None) -> None:
+    """Raise LeadershipLost unless `epoch` is the current leader's (call first in the
+    transaction; the row stays share-locked until it ends)."""
+    # A leader frozen mid-transaction (SIGSTOP, a pause) must not hold the share lock, and so
+    # block its successor's epoch bump, for longer than this: the server ends the session.
+    await conn.execute(_IDLE_LIMIT)
+    current = (await conn.execute(_CHECK_EPOCH)).scalar_one_or_none()
+    if epoch is None or current != epoch:
+        raise LeadershipLost(f"epoch {epoch} is over (the current epoch is {current})")
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    epoch: int
+    leader: str
+    since: datetime
+
+
+async def current_leadership(conn: AsyncConnection) -> Leadership | None:
+    row = (await conn.execute(text("SELECT epoch, leader, since FROM leadership"))).first()
+    return None if row is None else Leadership(int(row[0]), str(row[1]), row[2])
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorPresence:
+    name: str
+    capacity: int
+    running: int
+    job_types: tuple[str, ...]
+    queues: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPresence:
+    id: str
+    address: str
+    started_at: datetime
+    last_seen_at: datetime
+    executors: tuple[ExecutorPresence, ...]
+
+
+_UPSERT_REPLICA = text("""
+INSERT INTO scheduler_replicas (id, address, started_at, last_seen_at, executors)
+VALUES (:id, :address, :started_at, :now, CAST(:executors AS jsonb))
+ON CONFLICT (id) DO UPDATE
+SET address = EXCLUDED.address, last_seen_at = EXCLUDED.last_seen_at,
+    executors = EXCLUDED.executors
+""")
+
+
+def _executor_json(executor: ExecutorPresence) -> dict[str, Any]:
+    return {
+        "name": executor.name,
+        "capacity": executor.capacity,
+        "running": executor.running,
+        "job_types": list(executor.job_types),
+        "queues": list(executor.queues),
+    }
+
+
+async def upsert_replica(
+    conn: AsyncConnection,
+    replica_id: str,
+    address: str,
+    started_at: datetime,
+    now: datetime,
+    executors: Sequence[ExecutorPresence],
+) -> None:
+    await conn.execute(
+        _UPSERT_REPLICA,
+        {
+            "id": replica_id,
+            "address": address,
+            "started_at": started_at,
+            "now": now,
+            "executors": json.dumps([_executor_json(e) for e in executors]),
+        },
+    )
+
+
+async def delete_replica(conn: AsyncConnection, replica_id: str) -> None:
+    await conn.execute(text("DELETE FROM scheduler_replicas WHERE id = :id"), {"id": replica_id})
+
+
+async def list_replicas(conn: AsyncConnection, seen_since: datetime) -> list[ReplicaPresence]:
+    """Replicas seen at or after `seen_since`, oldest first."""
+    rows = await conn.execute(
+        text(
+            "SELECT id, address, started_at, last_seen_at, executors FROM scheduler_replicas "
+            "WHERE last_seen_at >= :since ORDER BY started_at, id"
+        ),
+        {"since": seen_since},
+    )
+    replicas = []
+    for row in rows:
+        executors = row[4] if not isinstance(row[4], str) else json.loads(row[4])
+        replicas.append(
+            ReplicaPresence(
+                id=row[0],
+                address=row[1],
+                started_at=row[2],
+                last_seen_at=row[3],
+                executors=tuple(
+                    ExecutorPresence(
+                        name=e["name"],
+                        capacity=int(e["capacity"]),
+                        running=int(e["running"]),
+                        job_types=tuple(e["job_types"]),
+                        queues=tuple(e["queues"]),
+                    )
+                    for e in executors
+                ),
+            )
+        )
+    return replicas
+
+
+class ClusterStore:
+    """What GetClusterStatus reads, for the API layer (which never touches SQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def status(self, seen_since: datetime) -> tuple[Leadership | None, list[ReplicaPresence]]:
+        async with self.db.transaction() as conn:
+            return await current_leadership(conn), await list_replicas(conn, seen_since)

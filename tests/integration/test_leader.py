@@ -1,0 +1,131 @@
+"""Leader election on a real PostgreSQL: one leader at a time, a fresh epoch per takeover, a
+prompt takeover when the leader resigns or loses its lock connection, and writes of a deposed
+leader refused by the epoch check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from scheduler.domain.errors import LeadershipLost
+from scheduler.leader import LeaderElector, Role
+from scheduler.store.database import Database
+from scheduler.store.leadership import check_epoch, current_leadership
+from tests.helpers import assert_eventually
+
+TICK = 0.1
+
+
+@pytest.fixture
+async def electors(db: Database) -> AsyncIterator[list[LeaderElector]]:
+    started = [
+        LeaderElector(db.dsn, f"replica-{i}", tick=TICK, renew_timeout=1.0) for i in range(2)
+    ]
+    for elector in started:
+        await elector.start()
+    yield started
+    for elector in started:
+        await elector.stop()
+
+
+async def the_leader(
+    electors: list[LeaderElector], exclude: LeaderElector | None = None
+) -> LeaderElector:
+    found: list[LeaderElector] = []
+
+    async def one_leads() -> None:
+        leaders = [e for e in electors if e.is_leader]
+        assert len(leaders) == 1
+        assert leaders[0] is not exclude
+        found[:] = leaders
+
+    await assert_eventually(one_leads)
+    return found[0]
+
+
+async def test_one_replica_leads_with_the_first_epoch(
+    db: Database, electors: list[LeaderElector]
+) -> None:
+    leader = await the_leader(electors)
+    assert leader.epoch == 1
+    assert leader.role is Role.LEADER
+    async with db.read() as conn:
+        leadership = await current_leadership(conn)
+    assert leadership is not None
+    assert (leadership.epoch, leadership.leader) == (1, leader.replica_id)
+    follower = next(e for e in electors if e is not leader)
+    assert follower.role is Role.FOLLOWER
+    assert follower.epoch is None
+
+
+async def test_a_resigning_leader_is_replaced_at_the_next_tick_with_a_new_epoch(
+    db: Database, electors: list[LeaderElector]
+) -> None:
+    first = await the_leader(electors)
+    await first.stop()
+    second = await the_leader(electors, exclude=first)
+    assert second.epoch == 2
+    assert not first.is_leader
+
+
+async def test_a_killed_lock_connection_means_a_new_leader_and_the_old_one_is_fenced(
+    db: Database, electors: list[LeaderElector]
+) -> None:
+    first = await the_leader(electors)
+    old_epoch = first.epoch
+
+    # Every leader-only transaction checks its epoch first; record who wrote, in commit order.
+    async with db.transaction() as conn:
+        await conn.execute(text("CREATE TABLE writes (seq bigserial, epoch bigint)"))
+
+    async def act(elector: LeaderElector, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            epoch = elector.epoch
+            if elector.is_leader:
+                with contextlib.suppress(LeadershipLost):
+                    async with db.transaction() as conn:
+                        await check_epoch(conn, epoch)
+                        await conn.execute(
+                            text("INSERT INTO writes (epoch) VALUES (:e)"), {"e": epoch}
+                        )
+            await asyncio.sleep(0.005)
+
+    stop = asyncio.Event()
+    actors = [asyncio.create_task(act(e, stop)) for e in electors]
+    async with db.read() as conn:
+        killed = await conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'jobsched-leader' AND datname = current_database() "
+                "AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')"
+            )
+        )
+        assert len(killed.all()) == 1
+    second = await the_leader(electors, exclude=first)
+    assert second.epoch is not None
+    assert old_epoch is not None
+    assert second.epoch > old_epoch
+
+    async def second_wrote() -> None:
+        async with db.read() as conn:
+            assert (
+                await conn.execute(
+                    text("SELECT count(*) FROM writes WHERE epoch = :e"), {"e": second.epoch}
+                )
+            ).scalar_one() > 0
+
+    await assert_eventually(second_wrote)
+    stop.set()
+    await asyncio.gather(*actors)
+
+    async with db.read() as conn:
+        epochs = [r[0] for r in await conn.execute(text("SELECT epoch FROM writes ORDER BY seq"))]
+    assert epochs == sorted(epochs), "a deposed leader wrote after its successor"
+    # The deposed leader cannot write with its old epoch any more.
+    with pytest.raises(LeadershipLost):
+        async with db.transaction() as conn:
+            await check_epoch(conn, old_epoch)
