@@ -1,7 +1,7 @@
 """`python -m executor`: an executor running the built-in handlers (noop, sleep).
 
 SIGTERM or SIGINT stops it gracefully: no new work is taken, running jobs get --grace seconds,
-then the rest are cancelled and reported back as retryable failures.
+then the rest are cancelled and handed back (requeued without burning an attempt).
 """
 
 from __future__ import annotations

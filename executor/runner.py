@@ -35,6 +35,7 @@ from executor.handlers import (
     UnknownJobTypeError,
     encode_result,
 )
+from jobsched import keepalive
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -46,6 +47,7 @@ DEFAULT_HEARTBEAT_INTERVAL = 3.0
 # Results not acknowledged by the scheduler are kept (and re-sent after a reconnect) up to this
 # many; beyond it the oldest are forgotten and the scheduler's lease rescue takes over.
 MAX_PENDING_RESULTS = 1000
+_MAX_INT32 = 2**31 - 1
 
 
 @dataclass(eq=False)
@@ -102,10 +104,11 @@ async def _requests(
 class Executor:
     """Runs jobs for a scheduler. `start()` connects in the background; `stop(grace)` drains.
 
-    Stopping follows "stop taking work, wait, then cancel": new assignments are no longer
-    acknowledged (the scheduler's ack timeout reverts them), running handlers get up to `grace`
-    seconds, the rest are cancelled and reported as retryable failures, and the stream is closed
-    once the results are acknowledged (or `result_flush_timeout` passes).
+    Stopping follows "stop taking work, wait, then hand back": a heartbeat with `draining` tells
+    the scheduler to send no more assignments (any already on the way are handed back at once
+    with `JobResult.released`), running handlers get up to `grace` seconds, the rest are
+    cancelled and handed back the same way (requeued without burning an attempt), and the stream
+    is closed once the results are acknowledged (or `result_flush_timeout` passes).
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class Executor:
             return
         self._accepting = False
         self._stopping = True
+        self._send(self._heartbeat_request())  # draining: the scheduler stops assigning
         log.info(
             "executor stopping",
             extra={"fields": {"event": "executor.stopping", "running": len(self._runs)}},
@@ -269,7 +273,8 @@ class Executor:
         """One Connect stream; returns whether it got as far as Registered."""
         outbox: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         outbox.put_nowait(self._register_request())
-        async with grpc.aio.insecure_channel(address) as channel:
+        options = keepalive.channel_options()
+        async with grpc.aio.insecure_channel(address, options=options) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(_requests(outbox))
             try:
@@ -359,18 +364,26 @@ class Executor:
             self._outbox.put_nowait(request)
 
     async def _heartbeat_loop(self, outbox: asyncio.Queue[pb.ConnectRequest | None]) -> None:
+        unacknowledged: set[AttemptKey] = set()
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             if self._outbox is not outbox:
                 return
-            outbox.put_nowait(
-                pb.ConnectRequest(
-                    heartbeat=pb.Heartbeat(
-                        send_time=_timestamp(datetime.now(UTC)),
-                        running=[_attempt(k) for k in self._runs],
-                    )
-                )
+            outbox.put_nowait(self._heartbeat_request())
+            # A result still unacknowledged a whole interval later is sent again: the scheduler
+            # does not answer while its store is unavailable, and records it once it is back.
+            for key in unacknowledged & self._pending_results.keys():
+                outbox.put_nowait(pb.ConnectRequest(result=self._pending_results[key]))
+            unacknowledged = set(self._pending_results)
+
+    def _heartbeat_request(self) -> pb.ConnectRequest:
+        return pb.ConnectRequest(
+            heartbeat=pb.Heartbeat(
+                send_time=_timestamp(datetime.now(UTC)),
+                running=[_attempt(k) for k in self._runs],
+                draining=self._stopping,
             )
+        )
 
     async def _progress_loop(self) -> None:
         # One tick for all jobs: each job's progress goes out at most once per interval.
@@ -391,9 +404,18 @@ class Executor:
                     )
                 )
             )
-        lines = run.ctx.take_logs()
-        if lines:
-            self._send(pb.ConnectRequest(log=pb.LogReport(attempt=_attempt(run.key), lines=lines)))
+        logs = run.ctx.take_logs()
+        if logs.lines:
+            self._send(
+                pb.ConnectRequest(
+                    log=pb.LogReport(
+                        attempt=_attempt(run.key),
+                        lines=logs.lines,
+                        # int32 on the wire; lines that far out are beyond any kept bound
+                        first_line_number=min(logs.first_line_number, _MAX_INT32),
+                    )
+                )
+            )
 
     # Messages from the scheduler.
 
@@ -415,11 +437,13 @@ class Executor:
         fields = {"job_id": key[0], "attempt": key[1], "type": assignment.type}
         ack = pb.ConnectRequest(ack=pb.AssignmentAck(attempt=_attempt(key)))
         if not self._accepting:
-            # Unacknowledged, the scheduler reverts it after its ack timeout.
+            # Sent before the scheduler saw the draining heartbeat: handed back at once.
             log.info(
-                "assignment refused while stopping",
-                extra={"fields": {"event": "executor.assignment_refused", **fields}},
+                "assignment handed back while stopping",
+                extra={"fields": {"event": "executor.assignment_released", **fields}},
             )
+            self._send(ack)
+            self._finish(key, pb.JobResult(released=True))
             return
         if key in self._runs:
             self._send(ack)  # re-attached after a reconnect: already running
@@ -535,8 +559,9 @@ class Executor:
             message = f"timed out after {run.timeout:g}s"
             return pb.JobResult(failure=pb.JobFailure(message=message, retryable=True))
         if self._stopping:
-            message = "executor stopped before the handler finished"
-            return pb.JobResult(failure=pb.JobFailure(message=message, retryable=True))
+            # Shutting down and the handler did not finish within the grace: handed back
+            # unfinished, requeued without burning an attempt.
+            return pb.JobResult(released=True)
         return pb.JobResult(cancelled=True)
 
     def _finish(self, key: AttemptKey, result: pb.JobResult) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run an executor with the built-in handlers, and print how to use it all",
     )
     parser.add_argument("--log-level", default=os.environ.get("JOBSCHED_LOG_LEVEL", "INFO"))
+    timing = parser.add_argument_group("timing (seconds; the defaults suit production)")
+    defaults = ServerSettings()
+    for flag, value, text in (
+        ("--heartbeat-interval", defaults.heartbeat_interval, "heartbeats on executor streams"),
+        ("--lease", defaults.lease.total_seconds(), "lease of a running attempt"),
+        ("--ack-timeout", defaults.ack_timeout.total_seconds(), "to acknowledge an assignment"),
+        ("--reconnect-grace", defaults.reconnect_grace.total_seconds(), "for a lost executor"),
+        ("--poll-interval", defaults.poll_interval, "the dispatcher's safety poll"),
+        ("--leader-tick", defaults.leader_tick, "leader election probe interval"),
+        ("--leader-renew-timeout", defaults.leader_renew_timeout, "a leader steps down after"),
+        ("--rescue-interval", defaults.rescue_interval, "lease rescue and timeout backstop"),
+        ("--timeout-grace", defaults.timeout_grace.total_seconds(), "backstop after a timeout"),
+        ("--presence-interval", defaults.presence_interval, "replica presence reports"),
+    ):
+        timing.add_argument(flag, type=float, default=value, help=f"{text} (default {value:g})")
     return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        listen=args.listen,
+        heartbeat_interval=args.heartbeat_interval,
+        lease=timedelta(seconds=args.lease),
+        ack_timeout=timedelta(seconds=args.ack_timeout),
+        reconnect_grace=timedelta(seconds=args.reconnect_grace),
+        poll_interval=args.poll_interval,
+        leader_tick=args.leader_tick,
+        leader_renew_timeout=args.leader_renew_timeout,
+        rescue_interval=args.rescue_interval,
+        timeout_grace=timedelta(seconds=args.timeout_grace),
+        presence_interval=args.presence_interval,
+    )
 
 
 def database_url(args: argparse.Namespace) -> str:
@@ -115,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.migrate_only:
         print(f"database at {url} is at the latest migration", flush=True)
         return 0
-    asyncio.run(serve(url, ServerSettings(listen=args.listen), dev=args.dev))
+    asyncio.run(serve(url, settings_from(args), dev=args.dev))
     return 0
 
 

@@ -11,19 +11,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from jobsched import keepalive
 from jobsched.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
     executor_service_pb2,
     executor_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
 )
+from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
+from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.notify import Notifier
+from scheduler.domain.states import JobState
+from scheduler.leader import LeaderElector
+from scheduler.maintenance.rescue import LeaseRescuer
+from scheduler.store.attempts import Rescued
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
+from scheduler.store.leadership import ClusterStore
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
@@ -31,16 +42,11 @@ log = logging.getLogger("jobsched.scheduler")
 DEFAULT_LISTEN = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a SubmitJobs batch of large payloads
 
-# Keepalive consistent with the executors' side: detect dead peers on idle streams, and accept
-# client pings as often as every 10 s without a GOAWAY.
+# Keepalive agreed with the executors and clients (jobsched.keepalive).
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
+    *keepalive.server_options(),
 ]
 
 
@@ -52,6 +58,19 @@ class ServerSettings:
     heartbeat_interval: float = 3.0
     lease: timedelta = timedelta(seconds=30)
     ack_timeout: timedelta = timedelta(seconds=10)
+    reconnect_grace: timedelta = timedelta(seconds=10)
+    poll_interval: float = 1.0
+    # LISTEN/NOTIFY between replicas; off only for tests that want one replica in isolation
+    notify: bool = True
+    # Leader election (scheduler/leader.py) and the leader-only lease rescue.
+    leader_tick: float = 1.0
+    leader_renew_timeout: float = 5.0
+    rescue_interval: float = 1.0
+    # The scheduler fails a RUNNING job this long after started_at + timeout (the executor's own
+    # cancel grace is 5 s by default, so it normally reports first).
+    timeout_grace: timedelta = timedelta(seconds=10)
+    # How often each replica records itself for GetClusterStatus.
+    presence_interval: float = 5.0
 
 
 class SchedulerServer:
@@ -69,14 +88,48 @@ class SchedulerServer:
             interceptors=[AccessLogInterceptor(), ErrorInterceptor()], options=SERVER_OPTIONS
         )
         self.hub = JobWatchHub()
+        self.notifier = Notifier(db.dsn) if settings.notify else None
         self.dispatcher = Dispatcher(
-            db, clock, lease=settings.lease, ack_timeout=settings.ack_timeout, hub=self.hub
+            db,
+            clock,
+            lease=settings.lease,
+            ack_timeout=settings.ack_timeout,
+            reconnect_grace=settings.reconnect_grace,
+            poll_interval=settings.poll_interval,
+            hub=self.hub,
+            notifier=self.notifier,
+        )
+        self.replica_id = new_replica_id()
+        self.leader = LeaderElector(
+            db.dsn,
+            self.replica_id,
+            tick=settings.leader_tick,
+            renew_timeout=settings.leader_renew_timeout,
+        )
+        self.rescuer = LeaseRescuer(
+            db,
+            self.leader,
+            clock,
+            policy=self.dispatcher.retry_policy,
+            interval=settings.rescue_interval,
+            timeout_grace=settings.timeout_grace,
+            on_rescued=self._rescued,
+        )
+        self.presence = ReplicaPresence(
+            db, self.replica_id, self.dispatcher, clock, interval=settings.presence_interval
+        )
+        cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
+            ClusterService(
+                ClusterStore(db), clock, timedelta(seconds=3 * settings.presence_interval)
+            ),
+            self.server,
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 JobStore(db),
                 clock,
-                on_new_work=self.dispatcher.wake,
+                on_new_work=self.dispatcher.new_work,
+                on_scheduled=self.dispatcher.wake_at,
                 on_cancel_requested=self.dispatcher.request_cancel,
                 hub=self.hub,
             ),
@@ -91,6 +144,7 @@ class SchedulerServer:
             [
                 job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
                 executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
+                cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -108,13 +162,28 @@ class SchedulerServer:
         await self.server.start()
         await self.probe.start()
         await self.dispatcher.start()
+        await self.presence.start(self.address)
+        await self.leader.start()
+        await self.rescuer.start()
         log.info(
             "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
         )
         return self.address
 
+    def _rescued(self, rescued: list[Rescued]) -> None:
+        for job in rescued:
+            self.hub.notify(job.job_id)
+            self.dispatcher.stop_attempt(job.job_id, "the attempt was rescued by the scheduler")
+            if job.state is JobState.SCHEDULED:
+                self.dispatcher.wake_at(job.run_at)
+
     async def stop(self, grace: float | None = None) -> None:
+        # Resign first, so that a follower takes over at its next tick, not after a timeout.
+        await self.rescuer.stop()
+        await self.leader.stop()
+        await self.presence.stop()
         await self.probe.stop()
         await self.dispatcher.stop()  # closes executor streams so the server can drain
+        self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

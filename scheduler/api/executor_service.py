@@ -28,9 +28,10 @@ from scheduler.domain.errors import (
     FieldViolation,
     InvalidArgument,
     JobschedError,
+    Unavailable,
 )
 from scheduler.domain.jobs import Progress
-from scheduler.domain.validation import check_name
+from scheduler.domain.validation import check_name, validate_job_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CAPACITY = 10_000
@@ -59,6 +60,15 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
     queues = [
         check_name(q, f"register.queues[{i}]", violations) for i, q in enumerate(register.queues)
     ]
+    for i, attempt in enumerate(register.in_flight):
+        try:
+            validate_job_id(attempt.job_id, f"register.in_flight[{i}].job_id")
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if attempt.attempt < 1:
+            violations.append(
+                FieldViolation(f"register.in_flight[{i}].attempt", "must be at least 1")
+            )
     if violations:
         raise InvalidArgument(violations)
     return ExecutorSession(
@@ -67,6 +77,11 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
         job_types=tuple(sorted(set(types))),
         queues=tuple(sorted(set(queues))),
     )
+
+
+def in_flight_of(register: pb.Register) -> list[tuple[str, int]]:
+    """The (job id, attempt) pairs a reconnecting executor still holds (validated already)."""
+    return list(dict.fromkeys((validate_job_id(a.job_id), a.attempt) for a in register.in_flight))
 
 
 def _eta(progress: job_pb2.Progress) -> datetime | None:
@@ -92,6 +107,7 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 [FieldViolation("register", "the first message must be a Register")]
             )
         session = session_from_register(first.register)
+        await self.dispatcher.reattach(session, in_flight_of(first.register))
         self.dispatcher.add(session)
         tasks = [
             asyncio.create_task(self._read(request_iterator, session), name="executor-reader"),
@@ -129,6 +145,7 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
             async for request in request_iterator:
                 kind = request.WhichOneof("message")
                 if kind == "heartbeat":
+                    session.draining = session.draining or request.heartbeat.draining
                     with contextlib.suppress(JobschedError):
                         await self.dispatcher.heartbeat(session)
                 elif kind == "result":
@@ -144,7 +161,17 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 elif kind == "ack":
                     attempt = request.ack.attempt
                     self.dispatcher.acknowledge(session, attempt.job_id, attempt.attempt)
-                # log lines are accepted and not kept yet.
+                elif kind == "log":
+                    # Buffered before the next message is read: an attempt's last lines are
+                    # there when its result (sent after them) is recorded.
+                    logs = request.log
+                    self.dispatcher.record_logs(
+                        session,
+                        logs.attempt.job_id,
+                        logs.attempt.attempt,
+                        logs.first_line_number,
+                        logs.lines,
+                    )
         finally:
             session.close()
 
@@ -170,10 +197,14 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 )
             elif outcome == "cancelled":
                 await self.dispatcher.record_cancelled(session, job_id, attempt)
+            elif outcome == "released":
+                await self.dispatcher.record_released(session, job_id, attempt)
             else:
                 reason = "a result needs an outcome"
         except (ConcurrentModification, FailedPrecondition) as exc:
             reason = f"stale attempt: {exc.message}"
+        except Unavailable:
+            return  # no answer: the executor sends the result again, and it is recorded then
         except JobschedError as exc:
             reason = exc.message
         session.send(

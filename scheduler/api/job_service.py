@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -16,13 +16,28 @@ from scheduler.api.convert import (
     event_to_proto,
     from_timestamp,
     job_to_proto,
+    log_line_to_proto,
     progress_to_proto,
     spec_from_proto,
     states_from_proto,
 )
-from scheduler.domain.errors import ConcurrentModification, FieldViolation, InvalidArgument
-from scheduler.domain.jobs import JobRecord
-from scheduler.domain.pagination import Cursor, decode_token, encode_token, fingerprint, page_size
+from scheduler.domain.errors import (
+    ConcurrentModification,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+)
+from scheduler.domain.jobs import JobEventRecord, JobRecord, Submitted
+from scheduler.domain.log_lines import MAX_LOG_LINES_PER_ATTEMPT, LineCursor, LogLine
+from scheduler.domain.pagination import (
+    Cursor,
+    decode_line_token,
+    decode_token,
+    encode_line_token,
+    encode_token,
+    fingerprint,
+    page_size,
+)
 from scheduler.domain.states import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -43,12 +58,22 @@ from scheduler.domain.validation import (
     validate_reason,
 )
 from scheduler.store.jobs import Guard, JobStore
+from scheduler.store.logs import JobLogStore
 from scheduler.watch import JobWatchHub
 
 TENANT_METADATA_KEY = "x-jobsched-tenant"
 # Watchers are woken in-process on every change made by this replica; this poll is the safety net
 # (changes made through another replica, until cross-replica notifications exist).
 WATCH_POLL_SECONDS = 1.0
+# Log lines a WatchJob reads at a time: a whole attempt's (with the truncation marker).
+WATCH_LOG_BATCH = MAX_LOG_LINES_PER_ATTEMPT + 1
+# WatchJobs reads the changed jobs this many ids per statement, and remembers what it last read of
+# this many jobs (unchanged rows are not sent again; leaving the watched states is told apart).
+WATCH_JOBS_BATCH = 200
+WATCH_JOBS_REMEMBERED = 10_000
+# A state-filtered WatchJobs reports a job leaving the states by a transition made this long before
+# the subscription or later (clock skew between replicas); at worst a job is sent once too often.
+WATCH_JOBS_CLOCK_MARGIN = timedelta(seconds=1)
 DEFAULT_TENANT = "default"
 # A guarded write that lost a race is retried after re-reading the job, this many times.
 _RACE_RETRIES = 3
@@ -99,13 +124,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         clock: Callable[[], datetime] = utcnow,
         *,
         on_new_work: Callable[[], None] = lambda: None,
+        on_scheduled: Callable[[datetime], None] = lambda run_at: None,
         on_cancel_requested: Callable[[JobRecord], None] = lambda job: None,
         hub: JobWatchHub | None = None,
+        logs: JobLogStore | None = None,
     ) -> None:
         self.store = store
+        self.logs = logs or JobLogStore(store.db)
         self.clock = clock
         # In-process wake-ups of the dispatcher: a local submit is dispatched at once.
         self.on_new_work = on_new_work
+        # ... and a SCHEDULED one at its run_at, by the dispatcher's timer.
+        self.on_scheduled = on_scheduled
         self.on_cancel_requested = on_cancel_requested
         self.hub = hub or JobWatchHub()
 
@@ -115,7 +145,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         tenant = tenant_of(context)
         new = validate_job(spec_from_proto(request.job, "job"), self.clock())
         [submitted] = await self.store.submit(tenant, [new])
-        self.on_new_work()
+        self._announce([submitted])
+        if submitted.created:
+            self.hub.notify(submitted.job.id)
         job = job_to_proto(submitted.job)
         if submitted.created:
             job.payload = new.payload  # the insert returns projected columns only
@@ -129,7 +161,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             [spec_from_proto(s, f"jobs[{i}]") for i, s in enumerate(request.jobs)], self.clock()
         )
         submitted = await self.store.submit(tenant, jobs)
-        self.on_new_work()
+        self._announce(submitted)
+        self.hub.notify_many(s.job.id for s in submitted if s.created)
         response = job_service_pb2.SubmitJobsResponse(created=[s.created for s in submitted])
         for s in submitted:
             job = response.jobs.add()
@@ -226,6 +259,69 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             next_page_token=_next_token(page, limit, finished, fp),
         )
 
+    async def WatchJobs(
+        self, request: job_service_pb2.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[job_service_pb2.WatchJobsResponse]:
+        tenant = tenant_of(context)
+        queue = _optional_name(request.queue, "queue")
+        job_type = _optional_name(request.type, "type")
+        states = frozenset(_check_states(request.states, _ALL_STATES, "a job state"))
+        left_states = sorted(states) if states != _ALL_STATES else []
+        subscription = self.hub.subscribe_changes()
+        since = self.clock() - WATCH_JOBS_CLOCK_MARGIN
+        seen = _SeenJobs(WATCH_JOBS_REMEMBERED)
+        try:
+            yield job_service_pb2.WatchJobsResponse(subscribed=True)
+            while not self.hub.closed:
+                # The timeout only bounds how long a lost wake-up could go unnoticed.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WATCH_POLL_SECONDS):
+                        await subscription.wake.wait()
+                if self.hub.closed:
+                    break
+                ids, dropped = subscription.take(WATCH_JOBS_BATCH)
+                if dropped:
+                    yield job_service_pb2.WatchJobsResponse(changes_dropped=True)
+                changed = await self.store.get_changed(
+                    tenant,
+                    {job_id: seen.seq(job_id) for job_id in ids},
+                    queue=queue,
+                    job_type=job_type,
+                    left_states=left_states,
+                    since=since,
+                )
+                for job, left in changed:
+                    is_new = seen.update(job)
+                    if (is_new and job.state in states) or left:
+                        yield job_service_pb2.WatchJobsResponse(job=job_to_proto(job))
+            raise Unavailable("the scheduler is shutting down; subscribe again")
+        finally:
+            self.hub.unsubscribe_changes(subscription)
+
+    async def ListJobLogs(
+        self, request: job_service_pb2.ListJobLogsRequest, context: Context
+    ) -> job_service_pb2.ListJobLogsResponse:
+        tenant = tenant_of(context)
+        job_id = validate_job_id(request.id)
+        if request.attempt < 0:
+            raise InvalidArgument(
+                [FieldViolation("attempt", "must not be negative (0 means every attempt)")]
+            )
+        attempt = request.attempt or None
+        limit = page_size(request.page_size)
+        fp = fingerprint({"list": "logs", "tenant": tenant, "id": job_id, "attempt": attempt})
+        cursor = decode_line_token(request.page_token, fp)
+        page = await self.logs.list_lines(
+            tenant, job_id, attempt=attempt, after=cursor, limit=limit + 1
+        )
+        next_token = ""
+        if len(page) > limit:
+            last = page[limit - 1]
+            next_token = encode_line_token(LineCursor(last.attempt, last.line_number), fp)
+        return job_service_pb2.ListJobLogsResponse(
+            lines=[log_line_to_proto(line) for line in page[:limit]], next_page_token=next_token
+        )
+
     async def CancelJob(
         self, request: job_service_pb2.CancelJobRequest, context: Context
     ) -> job_service_pb2.CancelJobResponse:
@@ -286,7 +382,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         last_seq = request.after_sequence
         wake = self.hub.subscribe(job_id)
         try:
-            job, events = await self.store.get_with_events(tenant, job_id, last_seq)
+            # Log lines: from the start of the job's current attempt, then as they come (later
+            # attempts' too), read in the same snapshot as the events they are merged with.
+            job, events, lines = await self.logs.get_with_events_and_lines(
+                tenant, job_id, last_seq, None, WATCH_LOG_BATCH
+            )
+            line_cursor = LineCursor(job.attempt, 0)
             last_progress = job.progress.updated_at
             if last_seq == 0:
                 # A fresh watch starts from the snapshot; its history is in the snapshot.
@@ -295,25 +396,45 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 )
                 last_seq, events = job.event_seq, []
             while True:
-                for event in events:
-                    yield job_service_pb2.WatchJobResponse(
-                        sequence=event.seq, event=event_to_proto(event)
-                    )
-                    last_seq = event.seq
-                if job.state is JobState.RUNNING and job.progress.updated_at != last_progress:
-                    last_progress = job.progress.updated_at
-                    yield job_service_pb2.WatchJobResponse(
-                        sequence=last_seq, progress=progress_to_proto(job.progress)
-                    )
-                if job.state.is_terminal and last_seq >= job.event_seq:
-                    return  # the terminal event has been sent
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(WATCH_POLL_SECONDS):
-                        await wake.wait()
-                wake.clear()
-                job, events = await self.store.get_with_events(tenant, job_id, last_seq)
+                # A full batch means that more lines wait: read again before sleeping.
+                lines_complete = len(lines) < WATCH_LOG_BATCH
+                for item in _in_watch_order(events, lines, lines_complete):
+                    if isinstance(item, LogLine):
+                        yield job_service_pb2.WatchJobResponse(
+                            sequence=last_seq, log=log_line_to_proto(item)
+                        )
+                        line_cursor = LineCursor(item.attempt, item.line_number)
+                    else:
+                        yield job_service_pb2.WatchJobResponse(
+                            sequence=item.seq, event=event_to_proto(item)
+                        )
+                        last_seq = item.seq
+                if lines_complete:
+                    if job.state is JobState.RUNNING and job.progress.updated_at != last_progress:
+                        last_progress = job.progress.updated_at
+                        yield job_service_pb2.WatchJobResponse(
+                            sequence=last_seq, progress=progress_to_proto(job.progress)
+                        )
+                    if job.state.is_terminal and last_seq >= job.event_seq:
+                        return  # the terminal event has been sent
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(WATCH_POLL_SECONDS):
+                            await wake.wait()
+                    wake.clear()
+                job, events, lines = await self.logs.get_with_events_and_lines(
+                    tenant, job_id, last_seq, line_cursor, WATCH_LOG_BATCH
+                )
         finally:
             self.hub.unsubscribe(job_id, wake)
+
+    def _announce(self, submitted: Sequence[Submitted]) -> None:
+        """Wake the dispatcher for new QUEUED jobs, and set its timer for new SCHEDULED ones."""
+        created = [s.job for s in submitted if s.created]
+        if any(job.state is JobState.QUEUED for job in created):
+            self.on_new_work()
+        scheduled = [job.run_at for job in created if job.state is JobState.SCHEDULED]
+        if scheduled:
+            self.on_scheduled(min(scheduled))
 
     async def _with_fresh_read(
         self, tenant: str, job_id: str, action: Callable[[JobRecord], Awaitable[T]]
@@ -329,8 +450,60 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         raise AssertionError("unreachable")
 
 
+def _ends_after(attempt: int, event: JobEventRecord) -> bool:
+    """Whether a log line of `attempt` comes before `event` in a watch: the lines of an attempt
+    follow the event that started it and precede the one that ended it (leaving RUNNING)."""
+    return attempt < event.attempt or (
+        attempt == event.attempt and event.from_state is JobState.RUNNING
+    )
+
+
+def _in_watch_order(
+    events: Sequence[JobEventRecord], lines: Sequence[LogLine], lines_complete: bool
+) -> Iterator[JobEventRecord | LogLine]:
+    """Events (by seq) and log lines (by attempt, line number) merged in the order a watcher
+    sees them. When more lines wait beyond `lines`, it stops before the first event that must
+    follow them; that event is read again together with them."""
+    i = 0
+    for event in events:
+        while i < len(lines) and _ends_after(lines[i].attempt, event):
+            yield lines[i]
+            i += 1
+        unread_first = lines and not lines_complete and _ends_after(lines[-1].attempt, event)
+        if unread_first and i == len(lines):
+            return
+        yield event
+    yield from lines[i:]
+
+
 def _check_states(values: Sequence[int], allowed: frozenset[JobState], what: str) -> list[JobState]:
     return list(check_states(states_from_proto(values, "states"), allowed, "states", what))
+
+
+_ALL_STATES = frozenset(JobState)
+
+
+class _SeenJobs:
+    """What a WatchJobs stream last read of each of the `limit` most recently changed jobs: its
+    event_seq and a fingerprint of the rest of what can change (row update, progress)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._jobs: dict[str, tuple[int, int]] = {}  # insertion order = least recent first
+
+    def seq(self, job_id: str) -> int:
+        """The event_seq last read of the job; 0 if unknown."""
+        entry = self._jobs.get(job_id)
+        return entry[0] if entry is not None else 0
+
+    def update(self, job: JobRecord) -> bool:
+        """Remember the job as read now; whether it differs from what was read of it before."""
+        entry = (job.event_seq, hash((job.updated_at, job.progress.updated_at)))
+        previous = self._jobs.pop(job.id, None)
+        self._jobs[job.id] = entry
+        if len(self._jobs) > self.limit:
+            del self._jobs[next(iter(self._jobs))]
+        return previous != entry
 
 
 __all__ = ["JobService", "job_pb2"]

@@ -1,8 +1,17 @@
 """The dispatcher (a start/stop service): claims eligible jobs for connected executors with free
 credits and pushes assignments to their streams, and records the outcomes they report.
 
-Wake-ups: `wake()` (a local submit, a freed credit, a new executor) and a slow safety poll that
-also promotes SCHEDULED jobs whose run_at has come.
+Wake-ups: `wake()` (a local submit, a freed credit, a new executor), `new_work()` (the same, and
+a debounced NOTIFY so the other replicas' dispatchers wake too), an in-memory timer at the run_at
+of the next SCHEDULED job (`wake_at`, also fed by every promotion's look-ahead), and a slow safety
+poll. Promotion of due SCHEDULED jobs runs when that timer fires, and otherwise at most once per
+poll interval.
+
+A lost executor stream is not failed at once: its attempts are detached for `reconnect_grace`, and
+an executor that reconnects (here or on another replica) within it re-attaches them with their
+leases renewed. After the grace, acknowledged attempts fail as retryable ("executor
+disconnected": retried with attempt + 1 after backoff) and unacknowledged ones are released
+without burning an attempt, both guarded so that a job whose executor came back is left alone.
 """
 
 from __future__ import annotations
@@ -12,22 +21,27 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobsched.v1 import executor_service_pb2 as pb
+from scheduler.dispatch.notify import Notifier
 from scheduler.dispatch.sessions import ExecutorSession
-from scheduler.domain.errors import ConcurrentModification, JobschedError
+from scheduler.domain.errors import ConcurrentModification, JobschedError, Unavailable
 from scheduler.domain.jobs import JobRecord, Progress, ProgressUpdate
+from scheduler.domain.log_lines import LogLine, bound_lines
 from scheduler.domain.retry import RetryPolicy, after_failure
 from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
+    LostStream,
     claim_jobs,
     fail_attempt,
     promote_due_jobs,
+    reattach_attempts,
     release_attempt,
     renew_leases,
     succeed_attempt,
@@ -35,14 +49,47 @@ from scheduler.store.attempts import (
 )
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, cancel_job
+from scheduler.store.logs import insert_log_lines
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.dispatch")
 DEFAULT_RETRY_POLICY = RetryPolicy()
+PROMOTE_BATCH = 1000
 
 
 def _attempt(job: JobRecord) -> pb.JobAttempt:
     return pb.JobAttempt(job_id=job.id, attempt=job.attempt)
+
+
+AttemptKey = tuple[str, int]  # (job id, attempt)
+BufferedLines = dict[int, tuple[str, datetime]]  # line number -> (text, received at)
+
+
+def _log_lines(buffered: dict[AttemptKey, BufferedLines]) -> list[LogLine]:
+    return [
+        LogLine(job_id, attempt, number, line, received)
+        for (job_id, attempt), lines in buffered.items()
+        for number, (line, received) in lines.items()
+    ]
+
+
+def cancel_message(job_id: str, attempt: int, reason: str) -> pb.ConnectResponse:
+    return pb.ConnectResponse(
+        cancel=pb.CancelAssignment(
+            attempt=pb.JobAttempt(job_id=job_id, attempt=attempt), reason=reason
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Detached:
+    """An attempt of a lost stream, waiting `reconnect_grace` for its executor to come back."""
+
+    job: JobRecord
+    executor: str
+    acknowledged: bool
+    lost_at: datetime
+    deadline: datetime
 
 
 def assignment(job: JobRecord, lease: timedelta, now: datetime) -> pb.ConnectResponse:
@@ -75,6 +122,8 @@ class Dispatcher:
         progress_interval: float = 0.5,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         hub: JobWatchHub | None = None,
+        reconnect_grace: timedelta = timedelta(seconds=10),
+        notifier: Notifier | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -87,15 +136,30 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._promoted_at = -math.inf  # time.monotonic() of the last promotion
         self._task: asyncio.Task[None] | None = None
+        self.reconnect_grace = reconnect_grace
+        self.detached: dict[str, Detached] = {}  # job id -> attempt of a lost stream
+        self._due_at: float | None = None  # time.monotonic() when the next SCHEDULED job is due
+        self.notifier = notifier
+        if notifier is not None:
+            notifier.on_work = self.wake
+            notifier.on_cancel = self.forward_cancel
         # Progress is coalesced: only the latest report per job waits for the next flush, so
         # each job's row is written at most once per progress_interval however often it reports.
         self.progress_interval = progress_interval
         self._progress: dict[str, ProgressUpdate] = {}
         self._progress_task: asyncio.Task[None] | None = None
+        # Log lines wait for the same tick, bounded per attempt before they are buffered
+        # (domain/log_lines.py): (job id, attempt) -> line number -> (text, received at).
+        self._logs: dict[AttemptKey, BufferedLines] = {}
+        # Attempts whose lines a tick is writing: their outcome waits for that write, so that
+        # no watcher sees an outcome before the lines reported ahead of it.
+        self._logs_writing: dict[AttemptKey, asyncio.Event] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
         self._progress_task = asyncio.create_task(self._flush_progress(), name="progress-writer")
 
@@ -106,6 +170,8 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._progress_task = None
+        if self.notifier is not None:
+            await self.notifier.stop()
         with contextlib.suppress(JobschedError):
             await self.flush_progress()
         for session in list(self.sessions.values()):
@@ -113,6 +179,20 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def new_work(self) -> None:
+        """Jobs became QUEUED here: wake this dispatcher and, debounced, the other replicas'."""
+        self.wake()
+        if self.notifier is not None:
+            self.notifier.work()
+
+    def wake_at(self, when: datetime) -> None:
+        """Promote and dispatch at `when` (the run_at of a SCHEDULED job), without polling."""
+        delay = max(0.0, (when - self.clock()).total_seconds())
+        due = time.monotonic() + delay
+        if self._due_at is None or due < self._due_at:
+            self._due_at = due
+            self.wake()  # the loop recomputes how long to sleep
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -123,52 +203,157 @@ class Dispatcher:
         self.sessions[session.name] = session
         self.wake()
 
+    async def reattach(self, session: ExecutorSession, attempts: list[tuple[str, int]]) -> None:
+        """A reconnecting executor still holds `attempts`: those that are still its own (RUNNING,
+        same attempt, same executor) continue on this stream with their leases renewed; it is
+        told to stop the others, which were moved on meanwhile (their results would be
+        rejected)."""
+        if not attempts:
+            return
+        async with self.db.transaction() as conn:
+            jobs = await reattach_attempts(conn, session.name, attempts, self.lease, self.clock())
+        kept = {(job.id, job.attempt) for job in jobs}
+        for job in jobs:
+            self.detached.pop(job.id, None)
+            session.in_flight[job.id] = job
+            if job.cancel_requested:
+                session.send(cancel_message(job.id, job.attempt, "cancelled"))
+        for job_id, attempt in attempts:
+            if (job_id, attempt) not in kept:
+                session.send(
+                    cancel_message(job_id, attempt, "the attempt is no longer assigned to you")
+                )
+        log.info(
+            "executor re-attached",
+            extra={
+                "fields": {
+                    "event": "dispatch.reattached",
+                    "executor": session.name,
+                    "kept": len(kept),
+                    "refused": len(attempts) - len(kept),
+                }
+            },
+        )
+
     async def remove(self, session: ExecutorSession) -> None:
-        """The stream ended: its unfinished attempts fail (retried after backoff, or dead)."""
+        """The stream ended: its unfinished attempts wait `reconnect_grace` for the executor to
+        re-attach them before they are failed (or, never acknowledged, released)."""
         session.close()
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
-        for job in list(session.in_flight.values()):
-            with contextlib.suppress(JobschedError):
-                await self.record_failure(
-                    session, job.id, job.attempt, "executor disconnected", True
-                )
+        now = self.clock()
+        current = self.sessions.get(session.name)
+        for job in session.in_flight.values():
+            if current is not None and job.id in current.in_flight:
+                continue  # already re-attached by the executor's new stream
+            self.detached[job.id] = Detached(
+                job=job,
+                executor=session.name,
+                acknowledged=job.id not in session.unacked,
+                lost_at=now,
+                deadline=now + self.reconnect_grace,
+            )
+        session.in_flight.clear()
+        session.unacked.clear()
+
+    async def expire_detached(self, now: datetime) -> int:
+        """Attempts whose stream was lost more than `reconnect_grace` ago move on."""
+        moved = 0
+        for job_id, detached in list(self.detached.items()):
+            if detached.deadline > now:
+                continue
+            del self.detached[job_id]
+            job = detached.job
+            guard = Guard(job.tenant, job.id, JobState.RUNNING, job.attempt)
+            # Not renewed since the stream was lost: nobody re-attached it anywhere.
+            lost = LostStream(detached.executor, detached.lost_at + self.lease)
+            try:
+                async with self.db.transaction() as conn:
+                    if detached.acknowledged:
+                        outcome = after_failure(
+                            attempt=job.attempt,
+                            max_attempts=job.max_attempts,
+                            retryable=True,
+                            now=now,
+                            policy=self.retry_policy,
+                        )
+                        await fail_attempt(
+                            conn, guard, outcome, "executor disconnected", now, "scheduler", lost
+                        )
+                        if outcome.run_at is not None:
+                            self.wake_at(outcome.run_at)
+                    else:
+                        await release_attempt(
+                            conn,
+                            guard,
+                            now,
+                            "executor disconnected before acknowledging",
+                            "scheduler",
+                            lost,
+                        )
+                        self.new_work()
+                moved += 1
+            except ConcurrentModification:
+                pass  # finished, re-attached or rescued meanwhile
+            self.hub.notify(job_id)
+        return moved
 
     def request_cancel(self, job: JobRecord) -> None:
-        """Forward a client's cancel to the executor running the job, if it is connected here."""
+        """Forward a client's cancel to the executor running the job: at once if it is connected
+        here, else through the other replicas (NOTIFY), and in any case at its next heartbeat."""
+        if not self.forward_cancel(job.id) and self.notifier is not None:
+            self.notifier.cancel(job.id)
+
+    def forward_cancel(self, job_id: str, reason: str = "cancelled") -> bool:
+        """Send CancelAssignment to the local stream running `job_id`; False if there is none."""
         for session in self.sessions.values():
-            running = session.in_flight.get(job.id)
-            if running is not None and running.attempt == job.attempt:
-                session.send(
-                    pb.ConnectResponse(
-                        cancel=pb.CancelAssignment(attempt=_attempt(job), reason="cancelled")
-                    )
-                )
+            running = session.in_flight.get(job_id)
+            if running is not None:
+                session.send(cancel_message(job_id, running.attempt, reason))
+                return True
+        return False
+
+    def stop_attempt(self, job_id: str, reason: str) -> None:
+        """The attempt was moved on without its executor (rescued): tell the executor to stop
+        it, wherever it is connected (its result would be stale anyway)."""
+        if not self.forward_cancel(job_id, reason) and self.notifier is not None:
+            self.notifier.cancel(job_id)
 
     # --- the loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        backoff = 0.0
         while True:
+            if backoff:
+                await asyncio.sleep(backoff)  # the store is failing: do not spin on wake-ups
+            timeout = self.poll_interval
+            if self._due_at is not None:
+                timeout = min(timeout, max(0.0, self._due_at - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(timeout):
                     await self._wake.wait()
             self._wake.clear()
             try:
                 await self.dispatch_once()
+                backoff = 0.0
             except JobschedError as exc:
+                backoff = min(self.poll_interval, max(0.05, backoff * 2))
                 log.warning("dispatch failed", extra={"fields": {"error": str(exc)}})
 
     async def dispatch_once(self) -> int:
-        """Revert unacknowledged assignments, promote due jobs (at most once per poll interval),
-        then give every session with credits up to that many jobs."""
+        """Revert unacknowledged assignments, move on the attempts of streams lost beyond
+        their grace, promote due jobs (when the timer says one is due, else at most once per
+        poll interval), then give every session with credits up to that many jobs."""
         now = self.clock()
         await self.revert_unacknowledged(now)
-        # Promotion runs at the poll's cadence, not on every wake-up: a submit must not pay for
-        # a scan of scheduled jobs.
-        if time.monotonic() - self._promoted_at >= self.poll_interval:
-            self._promoted_at = time.monotonic()
-            async with self.db.transaction() as conn:
-                await promote_due_jobs(conn, now)
+        if self.detached:
+            await self.expire_detached(now)
+        # Promotion runs at the poll's cadence or the timer's, not on every wake-up: a submit
+        # must not pay for a scan of scheduled jobs.
+        monotonic = time.monotonic()
+        timer_due = self._due_at is not None and monotonic >= self._due_at
+        if timer_due or monotonic - self._promoted_at >= self.poll_interval:
+            await self.promote(now)
         handed_out = 0
         for session in list(self.sessions.values()):
             credits = session.credits
@@ -192,6 +377,20 @@ class Dispatcher:
             handed_out += len(jobs)
         return handed_out
 
+    async def promote(self, now: datetime) -> int:
+        """SCHEDULED jobs whose run_at has come become QUEUED; the timer is set for the next."""
+        self._promoted_at = time.monotonic()
+        self._due_at = None
+        async with self.db.transaction() as conn:
+            promotion = await promote_due_jobs(conn, now, limit=PROMOTE_BATCH)
+        if promotion.promoted:
+            self.new_work()
+        if promotion.promoted >= PROMOTE_BATCH:
+            self._due_at = time.monotonic()  # more are due: go on at once
+        elif promotion.next_run_at is not None:
+            self.wake_at(promotion.next_run_at)
+        return promotion.promoted
+
     def record_progress(
         self, session: ExecutorSession, job_id: str, attempt: int, progress: Progress
     ) -> None:
@@ -199,14 +398,70 @@ class Dispatcher:
         if job is not None and job.attempt == attempt:
             self._progress[job_id] = ProgressUpdate(job_id, attempt, progress)
 
+    def record_logs(
+        self,
+        session: ExecutorSession,
+        job_id: str,
+        attempt: int,
+        first_line_number: int,
+        lines: Sequence[str],
+    ) -> None:
+        """Buffer the lines of a running attempt until the next tick or its outcome; lines of
+        any other attempt, and lines beyond the per-attempt bound, are dropped here."""
+        job = session.in_flight.get(job_id)
+        if job is None or job.attempt != attempt:
+            return
+        kept = bound_lines(first_line_number, lines)
+        if not kept:
+            return
+        received = self.clock()
+        buffered = self._logs.setdefault((job_id, attempt), {})
+        for number, line in kept:
+            buffered.setdefault(number, (line, received))  # the first text of a number wins
+
+    async def _take_logs(self, job_id: str, attempt: int) -> dict[AttemptKey, BufferedLines]:
+        """The buffered lines of one attempt, once a tick writing some of them has finished."""
+        key = (job_id, attempt)
+        writing = self._logs_writing.get(key)
+        if writing is not None:
+            await writing.wait()
+        lines = self._logs.pop(key, None)
+        return {key: lines} if lines else {}
+
+    def _restore_logs(self, taken: dict[AttemptKey, BufferedLines]) -> None:
+        """Lines whose write failed wait for the next tick (received earlier, they win). Lines of
+        attempts that finished meanwhile are written by the tick too: they still belong there."""
+        for key, lines in taken.items():
+            self._logs[key] = {**self._logs.get(key, {}), **lines}
+
     async def flush_progress(self) -> int:
+        """Write the pending progress reports and log lines: one transaction, one statement
+        each. Returns the number of progress reports written."""
         pending, self._progress = list(self._progress.values()), {}
-        if not pending:
+        logs, self._logs = self._logs, {}
+        if not pending and not logs:
             return 0
-        async with self.db.transaction() as conn:
-            written = await write_progress(conn, pending)
-        for update in pending:
-            self.hub.notify(update.job_id)
+        written = 0
+        done = asyncio.Event()
+        for key in logs:
+            self._logs_writing[key] = done
+        try:
+            async with self.db.transaction() as conn:
+                if pending:
+                    written = await write_progress(conn, pending)
+                await insert_log_lines(conn, _log_lines(logs))
+        except (JobschedError, asyncio.CancelledError):
+            # Unavailable, lost a race or stopped mid-write: the next tick (or the final flush
+            # of stop()) writes them again; lines already stored are ignored then.
+            self._restore_logs(logs)
+            raise
+        finally:
+            for key in logs:
+                if self._logs_writing.get(key) is done:
+                    del self._logs_writing[key]
+            done.set()
+        for job_id in {u.job_id for u in pending} | {job_id for job_id, _ in logs}:
+            self.hub.notify(job_id)
         return written
 
     async def _flush_progress(self) -> None:
@@ -241,8 +496,18 @@ class Dispatcher:
         return reverted
 
     async def heartbeat(self, session: ExecutorSession) -> None:
+        """Renew the leases of all the executor's running attempts (one statement), and forward
+        the cancels requested meanwhile for any of them (through any replica)."""
+        if not session.in_flight:
+            return
         async with self.db.transaction() as conn:
-            await renew_leases(conn, session.name, self.lease, self.clock())
+            cancelling = await renew_leases(
+                conn, session.name, list(session.in_flight), self.lease, self.clock()
+            )
+        for job_id, attempt in cancelling:
+            running = session.in_flight.get(job_id)
+            if running is not None and running.attempt == attempt:
+                session.send(cancel_message(job_id, attempt, "cancelled"))
 
     # --- outcomes ----------------------------------------------------------------------------
 
@@ -259,15 +524,29 @@ class Dispatcher:
         self._progress.pop(job_id, None)  # the outcome's own write is final
         self.wake()  # a credit is free
 
+    def _settle(self, session: ExecutorSession, job_id: str, exc: BaseException) -> None:
+        """Recording an outcome failed. A lost race (stale attempt) or bad request settles it:
+        the attempt leaves the session. An unavailable store (or an interrupted call) does
+        not: the attempt stays in flight with its lease renewed, and the executor's re-sent
+        result is recorded once the store is back."""
+        if not isinstance(exc, Unavailable | asyncio.CancelledError):
+            self._finished(session, job_id)
+
     async def record_success(
         self, session: ExecutorSession, job_id: str, attempt: int, result: bytes
     ) -> None:
         guard = self._guard(session, job_id, attempt)
+        logs = await self._take_logs(job_id, attempt)
         try:
             async with self.db.transaction() as conn:
+                # The attempt's last lines commit with its outcome: watchers see them first.
+                await insert_log_lines(conn, _log_lines(logs))
                 await succeed_attempt(conn, guard, result, self.clock(), f"executor:{session.name}")
-        finally:
-            self._finished(session, job_id)
+        except (JobschedError, asyncio.CancelledError) as exc:
+            self._restore_logs(logs)
+            self._settle(session, job_id, exc)
+            raise
+        self._finished(session, job_id)
 
     async def record_failure(
         self, session: ExecutorSession, job_id: str, attempt: int, error: str, retryable: bool
@@ -282,18 +561,49 @@ class Dispatcher:
             now=now,
             policy=self.retry_policy,
         )
+        logs = await self._take_logs(job_id, attempt)
         try:
             async with self.db.transaction() as conn:
+                await insert_log_lines(conn, _log_lines(logs))
                 await fail_attempt(conn, guard, outcome, error, now, f"executor:{session.name}")
-        finally:
-            self._finished(session, job_id)
+        except (JobschedError, asyncio.CancelledError) as exc:
+            self._restore_logs(logs)
+            self._settle(session, job_id, exc)
+            raise
+        self._finished(session, job_id)
+        if outcome.run_at is not None:
+            self.wake_at(outcome.run_at)  # the retry starts when its backoff ends
 
-    async def record_cancelled(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
+    async def record_released(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
+        """The executor gives the attempt back unfinished (it is shutting down): requeued at
+        once, without burning an attempt."""
         guard = self._guard(session, job_id, attempt)
         try:
             async with self.db.transaction() as conn:
+                await release_attempt(
+                    conn,
+                    guard,
+                    self.clock(),
+                    "released by its executor (shutting down)",
+                    f"executor:{session.name}",
+                )
+        except (JobschedError, asyncio.CancelledError) as exc:
+            self._settle(session, job_id, exc)
+            raise
+        self._finished(session, job_id)
+        self.new_work()
+
+    async def record_cancelled(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
+        guard = self._guard(session, job_id, attempt)
+        logs = await self._take_logs(job_id, attempt)
+        try:
+            async with self.db.transaction() as conn:
+                await insert_log_lines(conn, _log_lines(logs))
                 await cancel_job(
                     conn, guard, self.clock(), "cancelled by client", f"executor:{session.name}"
                 )
-        finally:
-            self._finished(session, job_id)
+        except (JobschedError, asyncio.CancelledError) as exc:
+            self._restore_logs(logs)
+            self._settle(session, job_id, exc)
+            raise
+        self._finished(session, job_id)

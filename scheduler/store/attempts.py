@@ -8,6 +8,7 @@ no row and changes nothing (ConcurrentModification).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.domain.jobs import JobRecord, ProgressUpdate
-from scheduler.domain.retry import FailureOutcome
+from scheduler.domain.retry import FailureOutcome, RetryPolicy, after_failure
 from scheduler.domain.states import Event, JobState, check_transition
 from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, transition_statement
 
@@ -94,12 +95,43 @@ async def succeed_attempt(
     )
 
 
-_FAIL_RETRY = transition_statement(
-    "state = 'scheduled', run_at = :run_at, last_error = :error, lease_expires_at = NULL"
+@dataclass(frozen=True, slots=True)
+class LostStream:
+    """Extra guard for failing or releasing the attempts of a lost executor stream after its
+    grace: the job must still be with that executor and its lease not renewed since the stream
+    was lost (a re-attach, here or on another replica, renews it), so a job whose executor came
+    back is left alone."""
+
+    executor: str
+    lease_limit: datetime
+
+
+_LOST_CONDITION = "executor = :lost_executor AND lease_expires_at <= :lease_limit"
+# An attempt that fails or is handed back while its cancellation is requested ends the job
+# CANCELLED instead of trying again: an acknowledged cancel is honoured.
+_UNLESS_CANCELLING = (
+    "CASE WHEN cancel_requested_at IS NULL THEN CAST('{state}' AS job_state) "
+    "ELSE CAST('cancelled' AS job_state) END"
 )
-_FAIL_FINAL = transition_statement(
-    "state = 'dead', finished_at = :now, last_error = :error, lease_expires_at = NULL"
+_FINISHED_IF_CANCELLING = (
+    "finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL "
+    "ELSE CAST(:now AS timestamptz) END"
 )
+_FAIL_RETRY_SET = (
+    f"state = {_UNLESS_CANCELLING.format(state='scheduled')}, {_FINISHED_IF_CANCELLING}, "
+    "run_at = :run_at, last_error = :error, lease_expires_at = NULL"
+)
+_FAIL_FINAL_SET = "state = 'dead', finished_at = :now, last_error = :error, lease_expires_at = NULL"
+_FAIL_RETRY = transition_statement(_FAIL_RETRY_SET)
+_FAIL_FINAL = transition_statement(_FAIL_FINAL_SET)
+_FAIL_RETRY_LOST = transition_statement(_FAIL_RETRY_SET, _LOST_CONDITION)
+_FAIL_FINAL_LOST = transition_statement(_FAIL_FINAL_SET, _LOST_CONDITION)
+
+
+def _lost_params(lost: LostStream | None) -> dict[str, Any]:
+    if lost is None:
+        return {}
+    return {"lost_executor": lost.executor, "lease_limit": lost.lease_limit}
 
 
 async def fail_attempt(
@@ -109,22 +141,24 @@ async def fail_attempt(
     error: str,
     now: datetime,
     actor: str,
+    lost: LostStream | None = None,
 ) -> JobRecord:
     """RUNNING -> SCHEDULED (retry at outcome.run_at) or DEAD, keeping the error."""
     check_transition(guard.state, outcome.event, outcome.state)
+    extra = {"error": error, **_lost_params(lost)}
     if outcome.state is JobState.SCHEDULED:
+        statement = _FAIL_RETRY if lost is None else _FAIL_RETRY_LOST
         return await run_guarded(
             conn,
-            _FAIL_RETRY,
+            statement,
             guard,
             now,
             f"failed: {error}",
             actor,
-            extra={"error": error, "run_at": outcome.run_at},
+            extra={**extra, "run_at": outcome.run_at},
         )
-    return await run_guarded(
-        conn, _FAIL_FINAL, guard, now, f"dead: {error}", actor, extra={"error": error}
-    )
+    statement = _FAIL_FINAL if lost is None else _FAIL_FINAL_LOST
+    return await run_guarded(conn, statement, guard, now, f"dead: {error}", actor, extra=extra)
 
 
 _PROMOTE_DUE = text("""
@@ -144,29 +178,80 @@ WITH due AS (
            'run_at reached', 'scheduler', :now
     FROM promoted
 )
-SELECT count(*) FROM promoted
+SELECT (SELECT count(*) FROM promoted),
+       (SELECT min(run_at) FROM jobs WHERE state = 'scheduled' AND run_at > :now)
 """)
 
 
-async def promote_due_jobs(conn: AsyncConnection, now: datetime, limit: int = 1000) -> int:
-    """SCHEDULED jobs whose run_at has come become QUEUED (set-based, with their events)."""
-    return int((await conn.execute(_PROMOTE_DUE, {"now": now, "limit": limit})).scalar_one())
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    promoted: int
+    # run_at of the next SCHEDULED job that is not due yet, if any (for the dispatcher's timer)
+    next_run_at: datetime | None
+
+
+async def promote_due_jobs(conn: AsyncConnection, now: datetime, limit: int = 1000) -> Promotion:
+    """SCHEDULED jobs whose run_at has come become QUEUED (set-based, with their events), and
+    the run_at of the next one to come, in one statement."""
+    row = (await conn.execute(_PROMOTE_DUE, {"now": now, "limit": limit})).one()
+    return Promotion(int(row[0]), row[1])
 
 
 _RENEW_LEASES = text("""
-UPDATE jobs SET lease_expires_at = :lease_expires_at
-WHERE state = 'running' AND executor = :executor
+WITH renewed AS (
+    UPDATE jobs SET lease_expires_at = :lease_expires_at
+    WHERE state = 'running' AND executor = :executor AND id = ANY(CAST(:ids AS uuid[]))
+    RETURNING id, attempt, cancel_requested_at
+)
+SELECT id, attempt FROM renewed WHERE cancel_requested_at IS NOT NULL
 """)
 
 
 async def renew_leases(
-    conn: AsyncConnection, executor: str, lease: timedelta, now: datetime
-) -> int:
-    """One statement per executor per heartbeat renews the leases of all its running jobs."""
+    conn: AsyncConnection, executor: str, job_ids: Sequence[str], lease: timedelta, now: datetime
+) -> list[tuple[str, int]]:
+    """One statement per executor per heartbeat renews the leases of the running jobs its
+    stream holds (`job_ids`: a job the scheduler let go of keeps no lease, so rescue can move it
+    on, even if the executor still heartbeats); it returns the (job id, attempt) pairs among them whose cancellation was requested, so that a
+    cancel requested through another replica reaches the executor at the latest by its next
+    heartbeat."""
     result = await conn.execute(
-        _RENEW_LEASES, {"executor": executor, "lease_expires_at": now + lease}
+        _RENEW_LEASES,
+        {"executor": executor, "ids": list(job_ids), "lease_expires_at": now + lease},
     )
-    return int(getattr(result, "rowcount", 0))
+    return [(str(row[0]), int(row[1])) for row in result]
+
+
+_REATTACH = text(f"""
+UPDATE jobs SET lease_expires_at = :lease_expires_at
+FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS t(job_id, job_attempt)
+WHERE jobs.id = t.job_id AND jobs.attempt = t.job_attempt AND jobs.state = 'running'
+  AND jobs.executor = :executor
+RETURNING {FULL_COLUMNS}
+""")
+
+
+async def reattach_attempts(
+    conn: AsyncConnection,
+    executor: str,
+    attempts: Sequence[tuple[str, int]],
+    lease: timedelta,
+    now: datetime,
+) -> list[JobRecord]:
+    """The attempts a reconnecting executor still holds that are still its own (RUNNING, same
+    attempt, same executor), with their leases renewed; the others were moved on meanwhile."""
+    if not attempts:
+        return []
+    result = await conn.execute(
+        _REATTACH,
+        {
+            "executor": executor,
+            "ids": [job_id for job_id, _ in attempts],
+            "attempts": [attempt for _, attempt in attempts],
+            "lease_expires_at": now + lease,
+        },
+    )
+    return [row_to_job(r, full=True) for r in result]
 
 
 _WRITE_PROGRESS = text("""
@@ -201,15 +286,157 @@ async def write_progress(conn: AsyncConnection, updates: Sequence[ProgressUpdate
     return int(getattr(result, "rowcount", 0))
 
 
-_RELEASE = transition_statement(
-    "state = 'queued', attempt = attempt - 1, started_at = NULL, lease_expires_at = NULL"
+_RELEASE_SET = (
+    f"state = {_UNLESS_CANCELLING.format(state='queued')}, {_FINISHED_IF_CANCELLING}, "
+    "max_attempts = max_attempts + 1, started_at = NULL, lease_expires_at = NULL"
 )
+_RELEASE = transition_statement(_RELEASE_SET)
+_RELEASE_LOST = transition_statement(_RELEASE_SET, _LOST_CONDITION)
 
 
 async def release_attempt(
-    conn: AsyncConnection, guard: Guard, now: datetime, reason: str, actor: str
+    conn: AsyncConnection,
+    guard: Guard,
+    now: datetime,
+    reason: str,
+    actor: str,
+    lost: LostStream | None = None,
 ) -> JobRecord:
     """RUNNING -> QUEUED for an attempt that never started (its assignment was not
-    acknowledged): the attempt is handed back, not burned."""
+    acknowledged): the attempt is not burned. The attempt number is the fencing token of a run
+    and never goes back; instead max_attempts grows by one, so the released attempt does not
+    count against the limit."""
     check_transition(guard.state, Event.RELEASE, JobState.QUEUED)
-    return await run_guarded(conn, _RELEASE, guard, now, reason, actor)
+    statement = _RELEASE if lost is None else _RELEASE_LOST
+    return await run_guarded(conn, statement, guard, now, reason, actor, extra=_lost_params(lost))
+
+
+# Why a RUNNING attempt is rescued: its lease expired (the executor vanished or stalled), or it
+# outlived its timeout plus a grace (the executor failed to stop it: the scheduler's backstop).
+_LEASE_EXPIRED = "lease_expires_at < :now"
+_TIMED_OUT = "timeout IS NOT NULL AND started_at + timeout + CAST(:grace AS interval) < :now"
+
+_SELECT_RESCUE = """
+SELECT id, attempt, max_attempts, timeout FROM jobs
+WHERE state = 'running' AND {condition}
+ORDER BY {order}
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+
+_RESCUE = """
+WITH t AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:states AS job_state[]),
+        CAST(:run_ats AS timestamptz[]), CAST(:errors AS text[])
+    ) AS t(job_id, job_attempt, next_state, next_run_at, error)
+), updated AS (
+    UPDATE jobs SET
+        state = CASE WHEN jobs.cancel_requested_at IS NULL THEN t.next_state
+                     ELSE CAST('cancelled' AS job_state) END,
+        run_at = COALESCE(t.next_run_at, jobs.run_at),
+        finished_at = CASE WHEN t.next_state = 'dead' OR jobs.cancel_requested_at IS NOT NULL
+                           THEN CAST(:now AS timestamptz) END,
+        last_error = t.error, lease_expires_at = NULL, updated_at = :now,
+        event_seq = jobs.event_seq + 1
+    FROM t
+    WHERE jobs.id = t.job_id AND jobs.state = 'running' AND jobs.attempt = t.job_attempt
+      AND {condition}
+    RETURNING jobs.id, jobs.event_seq, jobs.state, jobs.attempt, jobs.executor, jobs.run_at,
+              t.error
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
+                            created_at)
+    SELECT id, event_seq, CAST('running' AS job_state), state, attempt, executor,
+           'failed: ' || error, :actor, :now
+    FROM updated
+)
+SELECT id, state, run_at FROM updated
+"""
+_CONDITIONS = {
+    "lease": (_LEASE_EXPIRED, "lease_expires_at"),
+    "timeout": (_TIMED_OUT, "started_at"),
+}
+_STATEMENTS = {
+    kind: (
+        text(_SELECT_RESCUE.format(condition=condition, order=order)),
+        text(_RESCUE.format(condition=condition)),
+    )
+    for kind, (condition, order) in _CONDITIONS.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    job_id: str
+    state: JobState
+    run_at: datetime
+
+
+async def _rescue(
+    conn: AsyncConnection,
+    kind: str,
+    now: datetime,
+    policy: RetryPolicy,
+    limit: int,
+    grace: timedelta,
+    actor: str,
+) -> list[Rescued]:
+    select, update = _STATEMENTS[kind]
+    params: dict[str, Any] = {"now": now, "limit": limit, "grace": grace}
+    rows = (await conn.execute(select, params)).all()
+    if not rows:
+        return []
+    outcomes = [
+        after_failure(
+            attempt=int(row[1]), max_attempts=int(row[2]), retryable=True, now=now, policy=policy
+        )
+        for row in rows
+    ]
+    for outcome in outcomes:
+        check_transition(JobState.RUNNING, outcome.event, outcome.state)
+    if kind == "lease":
+        errors = ["lease expired" for _ in rows]
+    else:
+        errors = [f"timed out after {row[3].total_seconds():g}s" for row in rows]
+    result = await conn.execute(
+        update,
+        {
+            "ids": [str(row[0]) for row in rows],
+            "attempts": [int(row[1]) for row in rows],
+            "states": [o.state.value for o in outcomes],
+            "run_ats": [o.run_at for o in outcomes],
+            "errors": errors,
+            "actor": actor,
+            **params,
+        },
+    )
+    return [Rescued(str(r[0]), JobState(r[1]), r[2]) for r in result]
+
+
+async def rescue_expired_leases(
+    conn: AsyncConnection,
+    now: datetime,
+    policy: RetryPolicy,
+    limit: int = 1000,
+    actor: str = "scheduler",
+) -> list[Rescued]:
+    """RUNNING jobs whose lease expired fail as retryable: SCHEDULED after backoff, or DEAD when
+    it was the last attempt. The expired rows are locked (FOR UPDATE SKIP LOCKED) and the UPDATE
+    is guarded by (running, attempt, lease still expired), so a job that completes concurrently
+    is either not selected or keeps its outcome: the completion always wins."""
+    return await _rescue(conn, "lease", now, policy, limit, timedelta(0), actor)
+
+
+async def rescue_timed_out(
+    conn: AsyncConnection,
+    now: datetime,
+    policy: RetryPolicy,
+    grace: timedelta,
+    limit: int = 1000,
+    actor: str = "scheduler",
+) -> list[Rescued]:
+    """The scheduler's timeout backstop: RUNNING jobs still running `grace` after started_at +
+    timeout (their executor did not stop them) fail as retryable ("timed out after Ns"), with
+    the same locking and guards as rescue_expired_leases."""
+    return await _rescue(conn, "timeout", now, policy, limit, grace, actor)

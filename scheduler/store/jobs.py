@@ -259,13 +259,60 @@ async def select_history_page(
     return await _select_page(conn, where, params, "finished_at DESC, id DESC")
 
 
-def transition_statement(assignments: str) -> Any:
-    """A guarded transition: UPDATE ... WHERE state AND attempt, plus its event, in one statement."""
+async def select_changed_jobs(
+    conn: AsyncConnection,
+    tenant: str,
+    seen: Mapping[str, int],
+    *,
+    queue: str | None,
+    job_type: str | None,
+    left_states: Sequence[JobState],
+    since: datetime,
+) -> list[tuple[JobRecord, bool]]:
+    """The projected rows of the jobs in `seen` (job id -> the event_seq last seen of it, 0 for
+    none) that belong to the tenant, queue and type, in one statement. With each: whether it left
+    one of `left_states` since it was last seen (a transition from one of them with a higher seq,
+    made at or after `since`), which a state-filtered WatchJobs must report."""
+    columns = ", ".join(f"j.{c.strip()}" for c in LIST_COLUMNS.split(","))
+    left = "FALSE"
+    if left_states:
+        left = f"""EXISTS (
+            SELECT 1 FROM job_events e
+            WHERE e.job_id = j.id AND e.seq > t.after_seq AND e.created_at >= :since
+              AND e.from_state IN ({_states_sql(left_states)}))"""
+    where = ["j.tenant = :tenant"]
+    params: dict[str, Any] = {
+        "tenant": tenant,
+        "ids": list(seen),
+        "after": list(seen.values()),
+        "since": since,
+    }
+    if queue is not None:
+        where.append("j.queue = :queue")
+        params["queue"] = queue
+    if job_type is not None:
+        where.append("j.type = :type")
+        params["type"] = job_type
+    sql = f"""
+SELECT {columns}, {left} AS left_states
+FROM unnest(CAST(:ids AS uuid[]), CAST(:after AS bigint[])) AS t(id, after_seq)
+JOIN jobs j ON j.id = t.id
+WHERE {" AND ".join(where)}
+ORDER BY j.updated_at, j.id
+"""
+    result = await conn.execute(text(sql), params)
+    return [(row_to_job(r, full=False), bool(r._mapping["left_states"])) for r in result]
+
+
+def transition_statement(assignments: str, condition: str = "") -> Any:
+    """A guarded transition: UPDATE ... WHERE state AND attempt (AND `condition`), plus its event,
+    in one statement."""
+    extra = f" AND {condition}" if condition else ""
     return text(f"""
 WITH updated AS (
     UPDATE jobs SET {assignments}, updated_at = :now, event_seq = event_seq + 1
     WHERE tenant = :tenant AND id = :id
-      AND state = CAST(:expected_state AS job_state) AND attempt = :expected_attempt
+      AND state = CAST(:expected_state AS job_state) AND attempt = :expected_attempt{extra}
     RETURNING {FULL_COLUMNS}
 ), events AS (
     INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
@@ -465,6 +512,15 @@ class JobStore:
             if job is None:
                 raise JobNotFound(job_id)
             return job, await select_events(conn, job_id, after_seq)
+
+    async def get_changed(
+        self, tenant: str, seen: Mapping[str, int], **filters: Any
+    ) -> list[tuple[JobRecord, bool]]:
+        """See select_changed_jobs: many jobs by id, for WatchJobs, in one read."""
+        if not seen:
+            return []
+        async with self.db.read() as conn:
+            return await select_changed_jobs(conn, tenant, seen, **filters)
 
     async def list_active(self, tenant: str, **filters: Any) -> list[JobRecord]:
         async with self.db.read() as conn:

@@ -134,3 +134,47 @@ job_events = Table(
     CheckConstraint("seq >= 1", name="seq_positive"),
     UniqueConstraint("job_id", "seq"),
 )
+
+# At most 1000 lines per attempt plus a truncation marker (scheduler/domain/log_lines.py); the
+# primary key is also the index of every read (by attempt, then line number).
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column(
+        "job_id",
+        UUID(as_uuid=False),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("attempt", Integer, primary_key=True),
+    Column("line_number", Integer, primary_key=True),
+    Column("line", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("attempt >= 1", name="attempt_positive"),
+    CheckConstraint("line_number >= 1", name="line_number_positive"),
+)
+
+# One row: the fencing epoch of the current leader (scheduler/leader.py).
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("leader", Text, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("renewed_at", DateTime(timezone=True), nullable=False),
+    Column("backend_pid", Integer, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("epoch >= 1", name="epoch_positive"),
+)
+
+# Every replica's presence, refreshed while it runs (GetClusterStatus).
+scheduler_replicas = Table(
+    "scheduler_replicas",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("address", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("executors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+)

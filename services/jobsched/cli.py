@@ -8,8 +8,10 @@
     executor [ARGS...]   run an executor (`python -m executor`; --scheduler ADDR, --capacity N)
     submit --type T      submit a job; prints its id (the job with --json)
     status ID            show a job (--events: with its history)
-    watch ID             a live progress bar until the job ends (also: submit --watch)
-    ls                   list active jobs (default) or finished ones (--history)
+    watch ID             a live progress bar and log lines until the job ends (submit --watch)
+    logs ID              a job's log lines, by attempt (--attempt N: only that one)
+    ls                   list active jobs (default) or finished ones (--history); --watch:
+                         then one line per change of a matching job until Ctrl-C
     cancel ID            cancel a job
     retry ID             move a DEAD or CANCELLED job back to QUEUED
     delete ID            delete a job and its history
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -53,7 +56,7 @@ from jobsched.errors import (
     NotFoundError,
     UnavailableError,
 )
-from jobsched.v1 import job_pb2
+from jobsched.v1 import job_pb2, job_service_pb2
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -296,8 +299,10 @@ async def _watch(client: JobschedClient, args: argparse.Namespace) -> int:
 
 
 async def _follow(client: JobschedClient, job_id: str) -> int:
-    """A live progress bar (percent, step, ETA) until the job ends; exit 0 only if it succeeded."""
+    """A live progress bar (percent, step, ETA), with the log lines printed above it, until the
+    job ends; exit 0 only if it succeeded."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.text import Text
 
     final: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED
     with Progress(
@@ -318,6 +323,10 @@ async def _follow(client: JobschedClient, job_id: str) -> int:
                 progress = None
             elif kind == "progress":
                 progress = item.progress
+            elif kind == "log":
+                # Text, not markup: a handler's line is printed exactly as it was logged.
+                bar.console.print(Text(_log_text(item.log)))
+                continue
             else:
                 continue
             fields: dict[str, Any] = {"state": _state_name(final)}
@@ -331,6 +340,21 @@ async def _follow(client: JobschedClient, job_id: str) -> int:
             bar.update(task, **fields)
     print(f"job {job_id} {_state_name(final)}")
     return EXIT_OK if final == job_pb2.JOB_STATE_SUCCEEDED else EXIT_JOB_FAILED
+
+
+def _log_text(line: job_service_pb2.LogLine) -> str:
+    return f"attempt {line.attempt} | {line.line}"
+
+
+async def _logs(client: JobschedClient, args: argparse.Namespace) -> int:
+    lines = client.logs(args.id, args.attempt, page_size=_MAX_PAGE_SIZE)
+    async with aclosing(lines) as stream:
+        async for line in stream:
+            if args.json:
+                print(json.dumps(_to_dict(line), sort_keys=True, ensure_ascii=False))
+            else:
+                print(_log_text(line))
+    return EXIT_OK
 
 
 async def _status(client: JobschedClient, args: argparse.Namespace) -> int:
@@ -353,6 +377,8 @@ async def _status(client: JobschedClient, args: argparse.Namespace) -> int:
 
 
 async def _ls(client: JobschedClient, args: argparse.Namespace) -> int:
+    if args.watch:
+        return await _watch_changes(client, args)
     limit: int = args.limit
     page_size = min(limit, _MAX_PAGE_SIZE) if limit else _MAX_PAGE_SIZE
     jobs_iter = (
@@ -372,6 +398,61 @@ async def _ls(client: JobschedClient, args: argparse.Namespace) -> int:
         _print_json([_to_dict(job) for job in jobs])
     else:
         _print_jobs(_console(), jobs, history=args.history)
+    return EXIT_OK
+
+
+def _change_line(job: job_pb2.Job) -> str:
+    parts = [
+        _time(job, "update_time"),
+        f"{_state_label(job):<10}",
+        job.id,
+        job.queue,
+        job.type,
+        f"attempt {job.attempt}/{job.max_attempts}",
+    ]
+    if job.state == job_pb2.JOB_STATE_RUNNING and job.progress.HasField("update_time"):
+        parts.append(f"{job.progress.percent:g}%")
+        parts.extend(p for p in (job.progress.step, job.progress.message) if p)
+    if job.last_error and job.state != job_pb2.JOB_STATE_SUCCEEDED:
+        parts.append(f"error: {job.last_error}")
+    return " ".join(parts)
+
+
+async def _watch_changes(client: JobschedClient, args: argparse.Namespace) -> int:
+    """`ls --watch`: one line per change of a matching job (WatchJobs) until SIGINT or SIGTERM."""
+
+    async def follow() -> None:
+        stream = client.watch_jobs(queue=args.queue, type=args.type, states=args.states)
+        async with aclosing(stream) as items:
+            async for item in items:
+                kind = item.WhichOneof("item")
+                if kind == "subscribed":
+                    print("watching for changes (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                elif kind == "changes_dropped":
+                    print(
+                        "jobsched: fell behind, some changes were not shown (run ls to re-list)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                elif args.json:
+                    print(json.dumps(_to_dict(item.job), sort_keys=True), flush=True)
+                else:
+                    print(_change_line(item.job), flush=True)
+
+    task = asyncio.ensure_future(follow())
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not task.cancelled() or (current is not None and current.cancelling()):
+            raise  # not our signal: let the cancellation through
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
     return EXIT_OK
 
 
@@ -537,6 +618,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch = client_command("watch", _watch, "show a job's live progress until it ends")
     watch.add_argument("id", help="job id")
 
+    logs = client_command("logs", _logs, "print a job's log lines, by attempt")
+    logs.add_argument("id", help="job id")
+    logs.add_argument(
+        "--attempt",
+        type=_positive_int,
+        default=0,
+        help="only the lines of this attempt (default 0: every attempt)",
+    )
+    logs.add_argument(
+        "--json", action="store_true", help="one JSON object per line (attempt, line_number, ...)"
+    )
+
     status = client_command("status", _status, "show a job")
     status.add_argument("id", help="job id")
     status.add_argument("--events", action="store_true", help="also show its history")
@@ -557,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--history",
         action="store_true",
         help="SUCCEEDED, DEAD and CANCELLED jobs, last finished first",
+    )
+    which.add_argument(
+        "--watch",
+        action="store_true",
+        help="instead of a list, one line per change of a matching job (any state unless "
+        "--state is given; a job leaving those states is shown once) until Ctrl-C",
     )
     ls.add_argument("--queue", help="only this queue")
     ls.add_argument("--type", help="only this job type")

@@ -46,6 +46,7 @@ _STATE_PREFIX = "JOB_STATE_"
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +73,14 @@ def parse_state(value: JobStateLike) -> job_pb2.JobState.ValueType:
 
 
 async def _every_page(
-    fetch: Callable[[str], Awaitable[tuple[list[job_pb2.Job], str]]],
-) -> AsyncGenerator[job_pb2.Job, None]:
-    """Follow next_page_token from the first page to the last, yielding every job."""
+    fetch: Callable[[str], Awaitable[tuple[list[_Item], str]]],
+) -> AsyncGenerator[_Item, None]:
+    """Follow next_page_token from the first page to the last, yielding every item."""
     token = ""
     while True:
-        jobs, token = await fetch(token)
-        for job in jobs:
-            yield job
+        items, token = await fetch(token)
+        for item in items:
+            yield item
         if not token:
             return
 
@@ -167,6 +168,7 @@ class JobschedClient:
                 ("grpc.keepalive_permit_without_calls", 0),
                 ("grpc.http2.max_pings_without_data", 0),
             ]
+        self.channel_options = tuple(options)
         self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(address, options=options)
         self._stub: job_service_pb2_grpc.JobServiceAsyncStub = job_service_pb2_grpc.JobServiceStub(
             self._channel
@@ -202,9 +204,37 @@ class JobschedClient:
         self, job_id: str, after_sequence: int = 0
     ) -> AsyncGenerator[job_service_pb2.WatchJobResponse, None]:
         """The job's live stream: a snapshot (unless resuming after a sequence number), then
-        transitions and progress; it ends after the terminal event. No deadline applies."""
+        transitions, progress and log lines (the current attempt's stored ones first); it ends
+        after the terminal event, which follows the last lines of its attempt. No deadline
+        applies."""
         call = self._stub.WatchJob(
             job_service_pb2.WatchJobRequest(id=job_id, after_sequence=after_sequence),
+            metadata=self._metadata,
+        )
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()
+
+    async def watch_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+    ) -> AsyncGenerator[job_service_pb2.WatchJobsResponse, None]:
+        """Changes of many jobs, for dashboards: first an item with `subscribed` set (changes from
+        then on are delivered), then the current row (without payload and result) of each matching
+        job that changed; with `states`, a job is also sent once when it leaves them. An item
+        with `changes_dropped` means this subscriber fell behind: list again (`list_active`) to
+        resynchronise. The stream does not end by itself; no deadline applies."""
+        call = self._stub.WatchJobs(
+            job_service_pb2.WatchJobsRequest(
+                queue=queue or "", type=type or "", states=[parse_state(s) for s in states or ()]
+            ),
             metadata=self._metadata,
         )
         try:
@@ -380,6 +410,28 @@ class JobschedClient:
             )
         ):
             yield job
+
+    async def logs_page(
+        self, job_id: str, attempt: int = 0, *, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[job_service_pb2.LogLine], str]:
+        """One page of a job's log lines (by attempt, then line number) and the next page
+        token ("" on the last)."""
+        request = job_service_pb2.ListJobLogsRequest(
+            id=job_id, attempt=attempt, page_size=page_size, page_token=page_token
+        )
+        response = await self._call(self._stub.ListJobLogs, request)
+        return list(response.lines), response.next_page_token
+
+    async def logs(
+        self, job_id: str, attempt: int = 0, *, page_size: int = 0
+    ) -> AsyncGenerator[job_service_pb2.LogLine, None]:
+        """Every stored log line of the job, by attempt, then line number; only those of
+        `attempt` unless it is 0. At most 1000 lines are kept per attempt: a 1001st line says
+        that the rest were dropped."""
+        async for line in _every_page(
+            lambda token: self.logs_page(job_id, attempt, page_size=page_size, page_token=token)
+        ):
+            yield line
 
     # -- control ---------------------------------------------------------------------------
 

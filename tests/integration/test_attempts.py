@@ -13,7 +13,19 @@ from scheduler.domain.jobs import JobRecord
 from scheduler.domain.retry import RetryPolicy, after_failure
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import JobSpecInput, validate_batch
-from scheduler.store.attempts import claim_jobs, fail_attempt, succeed_attempt
+from scheduler.store.attempts import (
+    LostStream,
+    Promotion,
+    claim_jobs,
+    fail_attempt,
+    promote_due_jobs,
+    reattach_attempts,
+    release_attempt,
+    renew_leases,
+    rescue_expired_leases,
+    rescue_timed_out,
+    succeed_attempt,
+)
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, JobStore
 
@@ -51,6 +63,15 @@ async def events(db: Database, job_id: str) -> list[tuple[str | None, str, int]]
             {"id": job_id},
         )
         return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def lease_of(db: Database, job_id: str) -> datetime | None:
+    async with db.read() as conn:
+        result = await conn.execute(
+            text("SELECT lease_expires_at FROM jobs WHERE id = :id"), {"id": job_id}
+        )
+        value: datetime | None = result.scalar_one()
+        return value
 
 
 def guard(job: JobRecord) -> Guard:
@@ -190,3 +211,217 @@ async def test_outcomes_for_a_job_that_is_not_running_are_invalid(
         async with db.transaction() as conn:
             await succeed_attempt(conn, guard(job), b"", now, "executor:ex-1")
     assert (await store.get(TENANT, job.id)).state is JobState.QUEUED
+
+
+async def test_a_released_attempt_keeps_its_number_and_is_not_counted(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, JobSpecInput(type="work", max_attempts=1))
+    [running] = await claim(db, now)
+    async with db.transaction() as conn:
+        released = await release_attempt(conn, guard(running), now, "not acknowledged", "test")
+    assert released.state is JobState.QUEUED
+    assert released.attempt == 1  # the fencing token never goes back
+    assert released.max_attempts == 2  # ...and the released attempt does not count
+    [again] = await claim(db, now)
+    assert again.attempt == 2
+    with pytest.raises(ConcurrentModification):  # the released attempt is fenced off
+        async with db.transaction() as conn:
+            await succeed_attempt(conn, guard(running), b"", now, "test")
+
+
+async def test_a_lost_stream_guard_spares_a_job_whose_lease_was_renewed_since(
+    store: JobStore, db: Database
+) -> None:
+    lost_at = datetime.now(UTC)
+    await submit(store, lost_at, JobSpecInput(type="work"))
+    [running] = await claim(db, lost_at)
+    outcome = after_failure(attempt=1, max_attempts=3, retryable=True, now=lost_at, policy=POLICY)
+    lost = LostStream("ex-1", lost_at + LEASE)
+
+    # Re-attached (here or on another replica) after the loss: its lease moved past the limit.
+    async with db.transaction() as conn:
+        [kept] = await reattach_attempts(
+            conn, "ex-1", [(running.id, 1)], LEASE, lost_at + timedelta(seconds=5)
+        )
+    assert kept.id == running.id
+    with pytest.raises(ConcurrentModification):
+        async with db.transaction() as conn:
+            await fail_attempt(conn, guard(running), outcome, "gone", lost_at, "test", lost)
+    with pytest.raises(ConcurrentModification):  # another executor's stream is not ours
+        async with db.transaction() as conn:
+            await fail_attempt(
+                conn,
+                guard(running),
+                outcome,
+                "gone",
+                lost_at,
+                "test",
+                LostStream("ex-2", lost_at + timedelta(hours=1)),
+            )
+    # Not renewed since: the lost stream's attempt fails.
+    async with db.transaction() as conn:
+        failed = await fail_attempt(
+            conn,
+            guard(running),
+            outcome,
+            "gone",
+            lost_at,
+            "test",
+            LostStream("ex-1", lost_at + timedelta(seconds=5) + LEASE),
+        )
+    assert failed.state is JobState.SCHEDULED
+
+
+async def test_reattach_keeps_only_attempts_still_running_on_that_executor(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, *(JobSpecInput(type="work") for _ in range(3)))
+    mine, finished, other = await claim(db, now, limit=3)
+    async with db.transaction() as conn:
+        await succeed_attempt(conn, guard(finished), b"", now, "test")
+        await conn.execute(
+            text("UPDATE jobs SET executor = 'ex-2' WHERE id = :id"), {"id": other.id}
+        )
+        kept = await reattach_attempts(
+            conn,
+            "ex-1",
+            [(mine.id, 1), (mine.id, 2), (finished.id, 1), (other.id, 1)],
+            LEASE,
+            now + timedelta(seconds=10),
+        )
+    assert [(j.id, j.attempt) for j in kept] == [(mine.id, 1)]
+    assert await lease_of(db, mine.id) == now + timedelta(seconds=10) + LEASE
+    assert await lease_of(db, other.id) == now + LEASE
+
+
+async def test_lease_renewal_covers_the_streams_attempts_and_reports_requested_cancels(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, *(JobSpecInput(type="work") for _ in range(3)))
+    a, b, c = await claim(db, now, limit=3)
+    await store.request_cancel(guard(b), now)
+    later = now + timedelta(seconds=3)
+    async with db.transaction() as conn:
+        cancelling = await renew_leases(conn, "ex-1", [a.id, b.id], LEASE, later)
+    assert cancelling == [(b.id, 1)]
+    for job in (a, b):
+        assert await lease_of(db, job.id) == later + LEASE
+    # Not held by the stream any more (the scheduler let go of it): its lease runs out.
+    assert await lease_of(db, c.id) == now + LEASE
+
+
+async def test_promotion_reports_the_next_run_at_to_come(store: JobStore, db: Database) -> None:
+    now = datetime.now(UTC)
+    soon, later = now + timedelta(seconds=2), now + timedelta(seconds=9)
+    await submit(
+        store,
+        now,
+        JobSpecInput(type="work", run_at=later),
+        JobSpecInput(type="work", run_at=soon),
+    )
+    async with db.transaction() as conn:
+        assert await promote_due_jobs(conn, now) == Promotion(0, soon)
+    async with db.transaction() as conn:
+        assert await promote_due_jobs(conn, soon) == Promotion(1, later)
+    async with db.transaction() as conn:
+        assert await promote_due_jobs(conn, later) == Promotion(1, None)
+
+
+async def test_rescue_fails_expired_leases_and_keeps_live_ones(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, JobSpecInput(type="work"), JobSpecInput(type="work", max_attempts=1))
+    claimed = await claim(db, now, limit=2)
+    [retried] = [j for j in claimed if j.max_attempts == 3]
+    [last] = [j for j in claimed if j.max_attempts == 1]
+    await submit(store, now, JobSpecInput(type="work"))
+    [live] = await claim(db, now + LEASE)  # its lease ends later
+    later = now + LEASE + timedelta(seconds=1)
+    async with db.transaction() as conn:
+        rescued = await rescue_expired_leases(conn, later, POLICY)
+    assert {(r.job_id, r.state) for r in rescued} == {
+        (retried.id, JobState.SCHEDULED),
+        (last.id, JobState.DEAD),
+    }
+    after = await store.get(TENANT, retried.id)
+    assert after.last_error == "lease expired"
+    assert after.run_at == later + timedelta(seconds=5)  # POLICY: 5 s, no jitter
+    assert (await store.get(TENANT, last.id)).finished_at == later
+    assert (await store.get(TENANT, live.id)).state is JobState.RUNNING
+
+
+async def test_a_completion_racing_the_rescuer_wins_either_way(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, JobSpecInput(type="work"), JobSpecInput(type="work"))
+    first, second = await claim(db, now, limit=2)
+    later = now + LEASE + timedelta(seconds=1)
+
+    # The completion holds the row when the rescuer looks: the rescuer skips it.
+    async with db.transaction() as completing:
+        await succeed_attempt(completing, guard(first), b"done", later, "test")
+        async with db.transaction() as rescuing:
+            rescued = await rescue_expired_leases(rescuing, later, POLICY)
+        assert [r.job_id for r in rescued] == [second.id]
+    assert (await store.get(TENANT, first.id)).state is JobState.SUCCEEDED
+
+    # The rescuer holds the row first: the completion waits, then finds the attempt fenced off
+    # and changes nothing (the executor's result is stale).
+    await submit(store, now, JobSpecInput(type="work"))
+    [third] = await claim(db, now)
+    async with db.transaction() as rescuing:
+        await rescue_expired_leases(rescuing, later, POLICY)
+
+    with pytest.raises(ConcurrentModification):
+        async with db.transaction() as completing:
+            await succeed_attempt(completing, guard(third), b"late", later, "test")
+    assert (await store.get(TENANT, third.id)).state is JobState.SCHEDULED
+
+
+async def test_the_timeout_backstop_fails_attempts_past_timeout_and_grace(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(
+        store,
+        now,
+        JobSpecInput(type="work", timeout=timedelta(seconds=60)),
+        JobSpecInput(type="work"),  # no timeout: never timed out
+    )
+    claimed = await claim(db, now, limit=2)
+    [timed] = [j for j in claimed if j.timeout is not None]
+    grace = timedelta(seconds=10)
+    async with db.transaction() as conn:  # within timeout + grace: left alone
+        assert await rescue_timed_out(conn, now + timedelta(seconds=69), POLICY, grace) == []
+    later = now + timedelta(seconds=71)
+    async with db.transaction() as conn:
+        rescued = await rescue_timed_out(conn, later, POLICY, grace)
+    assert [(r.job_id, r.state) for r in rescued] == [(timed.id, JobState.SCHEDULED)]
+    job = await store.get(TENANT, timed.id)
+    assert job.last_error == "timed out after 60s"
+    assert ("running", "scheduled", 1) in await events(db, timed.id)
+
+
+async def test_an_attempt_ending_while_its_cancel_is_requested_cancels_the_job(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, *(JobSpecInput(type="work") for _ in range(3)))
+    failing, released, expired = await claim(db, now, limit=3)
+    for job in (failing, released, expired):
+        await store.request_cancel(guard(job), now)
+    outcome = after_failure(attempt=1, max_attempts=3, retryable=True, now=now, policy=POLICY)
+    async with db.transaction() as conn:
+        await fail_attempt(conn, guard(failing), outcome, "boom", now, "test")
+        await release_attempt(conn, guard(released), now, "handed back", "test")
+        await rescue_expired_leases(conn, now + LEASE + timedelta(seconds=1), POLICY)
+    for job in (failing, released, expired):
+        after = await store.get(TENANT, job.id)
+        assert after.state is JobState.CANCELLED  # not tried again: the cancel is honoured
+        assert after.finished_at is not None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from scheduler.__main__ import parse_args
+from scheduler.__main__ import parse_args, settings_from
+from scheduler.server import ServerSettings
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +40,13 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     args = parse_args(["--listen", "127.0.0.1:7000", "--no-migrate"])
     assert args.listen == "127.0.0.1:7000"
     assert args.no_migrate
+
+
+def test_timing_flags_reach_the_server_settings() -> None:
+    settings = settings_from(
+        parse_args(["--lease", "2.5", "--leader-tick", "0.2", "--reconnect-grace", "0"])
+    )
+    assert settings.lease == timedelta(seconds=2.5)
+    assert settings.leader_tick == 0.2
+    assert settings.reconnect_grace == timedelta(0)
+    assert settings_from(parse_args([])) == ServerSettings()
