@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.domain.errors import JobschedError
@@ -42,6 +42,8 @@ class ReplicaPresence:
         self.interval = interval
         self.address = ""
         self.started_at = clock()
+        # Other live replicas at the last report: job changes are forwarded only when some.
+        self.peers = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, address: str) -> None:
@@ -72,9 +74,16 @@ class ReplicaPresence:
         ]
 
     async def report(self) -> None:
+        now = self.clock()
         async with self.db.transaction() as conn:
-            await upsert_replica(
-                conn, self.replica_id, self.address, self.started_at, self.clock(), self.executors()
+            self.peers = await upsert_replica(
+                conn,
+                self.replica_id,
+                self.address,
+                self.started_at,
+                now,
+                self.executors(),
+                now - timedelta(seconds=3 * self.interval),
             )
 
     async def _run(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -81,11 +81,16 @@ class SchedulerServer:
         db: Database,
         settings: ServerSettings = ServerSettings(),
         clock: Callable[[], datetime] = utcnow,
+        *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
+        """`interceptors` run inside the access log and the error mapping (tests inject faults
+        with them)."""
         self.db = db
         self.settings = settings
         self.server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor(), ErrorInterceptor()], options=SERVER_OPTIONS
+            interceptors=[AccessLogInterceptor(), ErrorInterceptor(), *interceptors],
+            options=SERVER_OPTIONS,
         )
         self.hub = JobWatchHub()
         self.notifier = Notifier(db.dsn) if settings.notify else None
@@ -118,6 +123,14 @@ class SchedulerServer:
         self.presence = ReplicaPresence(
             db, self.replica_id, self.dispatcher, clock, interval=settings.presence_interval
         )
+        if self.notifier is not None:
+            # Watchers here see changes made on other replicas, and the reverse (only when
+            # there are other replicas: a lone scheduler sends nothing).
+            notifier = self.notifier
+            self.notifier.on_jobs = self.hub.notify_remote
+            self.hub.forward = lambda job_id: (
+                notifier.jobs_changed(job_id) if self.presence.peers else None
+            )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterService(
                 ClusterStore(db), clock, timedelta(seconds=3 * settings.presence_interval)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 # Changed job ids a WatchJobs subscription keeps before it overflows (about 1 MB).
 DEFAULT_CHANGE_LIMIT = 10_000
@@ -68,6 +68,7 @@ class JobWatchHub:
         # The bound of subscriptions made from now on (tests lower it).
         self.change_limit = change_limit
         self.closed = False
+        self.forward: Callable[[str], None] | None = None
 
     def subscribe(self, job_id: str) -> asyncio.Event:
         wake = asyncio.Event()
@@ -82,6 +83,18 @@ class JobWatchHub:
                 del self._watchers[job_id]
 
     def notify(self, job_id: str) -> None:
+        """A job changed on this replica: wake its watchers here, and tell the other replicas
+        (`forward`, set by the server when there are any)."""
+        self._wake(job_id)
+        if self.forward is not None:
+            self.forward(job_id)
+
+    def notify_remote(self, job_ids: Iterable[str]) -> None:
+        """Jobs changed on another replica: wake the watchers here (not forwarded again)."""
+        for job_id in job_ids:
+            self._wake(job_id)
+
+    def _wake(self, job_id: str) -> None:
         for wake in self._watchers.get(job_id, ()):
             wake.set()
         for subscription in self._subscriptions:

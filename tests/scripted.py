@@ -107,10 +107,14 @@ async def state_of(stub: Stub, job_id: str) -> job_pb2.Job:
 
 
 @contextlib.asynccontextmanager
-async def serving(db: Database, **settings: Any) -> AsyncIterator[SchedulerServer]:
+async def serving(
+    db: Database, interceptors: Sequence[grpc.aio.ServerInterceptor] = (), **settings: Any
+) -> AsyncIterator[SchedulerServer]:
     """A scheduler on a free port with these ServerSettings, stopped afterwards."""
     server = SchedulerServer(
-        db, ServerSettings(**{"listen": "127.0.0.1:0", "shutdown_grace": 1.0, **settings})
+        db,
+        ServerSettings(**{"listen": "127.0.0.1:0", "shutdown_grace": 1.0, **settings}),
+        interceptors=interceptors,
     )
     await server.start()
     try:

@@ -385,6 +385,8 @@ class Dispatcher:
             promotion = await promote_due_jobs(conn, now, limit=PROMOTE_BATCH)
         if promotion.promoted:
             self.new_work()
+            for job_id in promotion.job_ids:
+                self.hub.notify(job_id)
         if promotion.promoted >= PROMOTE_BATCH:
             self._due_at = time.monotonic()  # more are due: go on at once
         elif promotion.next_run_at is not None:

@@ -8,6 +8,9 @@ executor connected to B. Two channels carry that:
                       burst goes out at once, the rest of the burst as one more at the end of the
                       window (at most two NOTIFYs per window however many jobs are submitted)
     jobsched_cancel   payload: a job id whose cancellation was requested
+    jobsched_jobs     payload: comma-separated ids of jobs that changed here (for the watchers
+                      on other replicas); collected for `debounce` seconds, at most
+                      JOB_IDS_PER_NOTIFY ids per NOTIFY
 
 One dedicated connection outside the pool LISTENs and sends (NOTIFY is delivered only on commit of
 its own autocommit statement, so a signal never precedes the commit of the change it announces:
@@ -31,6 +34,8 @@ log = logging.getLogger("jobsched.notify")
 
 WORK_CHANNEL = "jobsched_work"
 CANCEL_CHANNEL = "jobsched_cancel"
+JOBS_CHANNEL = "jobsched_jobs"
+JOB_IDS_PER_NOTIFY = 200  # 200 x 37 bytes, within NOTIFY's 8000-byte payload limit
 
 _CONNECTION_ERRORS = (
     OSError,
@@ -55,6 +60,9 @@ class Notifier:
         self.reconnect_max = reconnect_max
         self.on_work: Callable[[], None] = lambda: None
         self.on_cancel: Callable[[str], object] = lambda job_id: None
+        self.on_jobs: Callable[[list[str]], object] = lambda job_ids: None
+        self._changed: set[str] = set()
+        self._jobs_sender: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.sent = 0  # NOTIFY statements issued (for tests and benchmarks)
         self._conn: asyncpg.Connection | None = None
@@ -71,11 +79,15 @@ class Notifier:
         self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, self._work_sender, *self._senders) if t is not None]
+        tasks = [
+            t
+            for t in (self._task, self._work_sender, self._jobs_sender, *self._senders)
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = self._work_sender = None
+        self._task = self._work_sender = self._jobs_sender = None
         self._senders.clear()
 
     # --- sending -----------------------------------------------------------------------------
@@ -102,6 +114,18 @@ class Notifier:
         self._senders.add(task)
         task.add_done_callback(self._senders.discard)
 
+    def jobs_changed(self, job_id: str) -> None:
+        """Tell the other replicas this job changed (collected, then sent in batches)."""
+        self._changed.add(job_id)
+        if self._jobs_sender is None or self._jobs_sender.done():
+            self._jobs_sender = asyncio.create_task(self._send_jobs(), name="notify-jobs")
+
+    async def _send_jobs(self) -> None:
+        await asyncio.sleep(self.debounce)
+        changed, self._changed = sorted(self._changed), set()
+        for start in range(0, len(changed), JOB_IDS_PER_NOTIFY):
+            await self._notify(JOBS_CHANNEL, ",".join(changed[start : start + JOB_IDS_PER_NOTIFY]))
+
     async def _notify(self, channel: str, payload: str) -> None:
         conn = self._conn
         if conn is None:
@@ -122,6 +146,8 @@ class Notifier:
             self.on_work()
         elif channel == CANCEL_CHANNEL and isinstance(payload, str):
             self.on_cancel(payload)
+        elif channel == JOBS_CHANNEL and isinstance(payload, str) and payload:
+            self.on_jobs(payload.split(","))
 
     async def _run(self) -> None:
         delay = 0.1
@@ -137,6 +163,7 @@ class Notifier:
                 conn.add_termination_listener(lambda _, lost=lost: lost.set())
                 await conn.add_listener(WORK_CHANNEL, self._received)
                 await conn.add_listener(CANCEL_CHANNEL, self._received)
+                await conn.add_listener(JOBS_CHANNEL, self._received)
                 self._pid = conn.get_server_pid()
                 self._conn = conn
                 self.connected.set()

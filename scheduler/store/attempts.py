@@ -178,23 +178,27 @@ WITH due AS (
            'run_at reached', 'scheduler', :now
     FROM promoted
 )
-SELECT (SELECT count(*) FROM promoted),
+SELECT (SELECT coalesce(array_agg(id), '{}') FROM promoted),
        (SELECT min(run_at) FROM jobs WHERE state = 'scheduled' AND run_at > :now)
 """)
 
 
 @dataclass(frozen=True, slots=True)
 class Promotion:
-    promoted: int
+    job_ids: tuple[str, ...]  # the jobs promoted
     # run_at of the next SCHEDULED job that is not due yet, if any (for the dispatcher's timer)
     next_run_at: datetime | None
+
+    @property
+    def promoted(self) -> int:
+        return len(self.job_ids)
 
 
 async def promote_due_jobs(conn: AsyncConnection, now: datetime, limit: int = 1000) -> Promotion:
     """SCHEDULED jobs whose run_at has come become QUEUED (set-based, with their events), and
     the run_at of the next one to come, in one statement."""
     row = (await conn.execute(_PROMOTE_DUE, {"now": now, "limit": limit})).one()
-    return Promotion(int(row[0]), row[1])
+    return Promotion(tuple(str(job_id) for job_id in row[0]), row[1])
 
 
 _RENEW_LEASES = text("""

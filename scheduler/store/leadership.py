@@ -66,11 +66,14 @@ class ReplicaPresence:
 
 
 _UPSERT_REPLICA = text("""
-INSERT INTO scheduler_replicas (id, address, started_at, last_seen_at, executors)
-VALUES (:id, :address, :started_at, :now, CAST(:executors AS jsonb))
-ON CONFLICT (id) DO UPDATE
-SET address = EXCLUDED.address, last_seen_at = EXCLUDED.last_seen_at,
-    executors = EXCLUDED.executors
+WITH upserted AS (
+    INSERT INTO scheduler_replicas (id, address, started_at, last_seen_at, executors)
+    VALUES (:id, :address, :started_at, :now, CAST(:executors AS jsonb))
+    ON CONFLICT (id) DO UPDATE
+    SET address = EXCLUDED.address, last_seen_at = EXCLUDED.last_seen_at,
+        executors = EXCLUDED.executors
+)
+SELECT count(*) FROM scheduler_replicas WHERE id <> :id AND last_seen_at >= :live_since
 """)
 
 
@@ -91,8 +94,10 @@ async def upsert_replica(
     started_at: datetime,
     now: datetime,
     executors: Sequence[ExecutorPresence],
-) -> None:
-    await conn.execute(
+    live_since: datetime,
+) -> int:
+    """Record this replica; returns how many other replicas were seen since `live_since`."""
+    result = await conn.execute(
         _UPSERT_REPLICA,
         {
             "id": replica_id,
@@ -100,8 +105,10 @@ async def upsert_replica(
             "started_at": started_at,
             "now": now,
             "executors": json.dumps([_executor_json(e) for e in executors]),
+            "live_since": live_since,
         },
     )
+    return int(result.scalar_one())
 
 
 async def delete_replica(conn: AsyncConnection, replica_id: str) -> None:

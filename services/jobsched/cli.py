@@ -542,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--address",
         default=os.environ.get("JOBSCHED_ADDRESS") or DEFAULT_ADDRESS,
-        help="scheduler address, HOST:PORT (env JOBSCHED_ADDRESS; default %(default)s)",
+        help="scheduler address, HOST:PORT, or several separated by commas to fail over between "
+        "replicas (env JOBSCHED_ADDRESS; default %(default)s)",
     )
     parser.add_argument(
         "--tenant",

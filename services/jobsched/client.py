@@ -12,7 +12,9 @@ page tokens for callers that keep their own cursor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+import asyncio
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -137,24 +139,35 @@ def _as_spec(spec: JobSpecLike) -> job_pb2.JobSpec:
 
 
 class JobschedClient:
-    """Async client for one scheduler address (any replica; they all serve JobService).
+    """Async client for the scheduler replicas (any replica serves JobService).
+
+    `address` is one host:port, several separated by commas, or a sequence of them. A call that
+    fails UNAVAILABLE moves the client on to the next address; calls that are safe to repeat —
+    reads, and submits whose every job has an idempotency key — are retried there, up to
+    `retries` more times with a short jittered backoff. Other calls raise, and the caller decides.
 
     `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
     deadline of each call in seconds (None: no deadline). Use it as an async context manager or
-    call `close()`. Create it inside the event loop that will use it: the channel binds to it.
+    call `close()`. Create it inside the event loop that will use it: the channels bind to it.
     """
 
     def __init__(
         self,
-        address: str,
+        address: str | Sequence[str],
         *,
         tenant: str | None = None,
         timeout: float | None = None,
         keepalive: timedelta | None = timedelta(seconds=60),
+        retries: int = 3,
     ) -> None:
-        self.address = address
+        parts = address.split(",") if isinstance(address, str) else list(address)
+        self.addresses = [a.strip() for a in parts if a.strip()]
+        if not self.addresses:
+            raise ValueError("at least one scheduler address is needed")
         self.tenant = tenant
         self.timeout = timeout
+        self.retries = retries
+        self._current = 0
         options: list[tuple[str, int]] = []
         if keepalive is not None:
             # HTTP/2 pings only while calls are open: a long WatchJob stream can sit idle for
@@ -169,10 +182,12 @@ class JobschedClient:
                 ("grpc.http2.max_pings_without_data", 0),
             ]
         self.channel_options = tuple(options)
-        self._channel: grpc.aio.Channel = grpc.aio.insecure_channel(address, options=options)
-        self._stub: job_service_pb2_grpc.JobServiceAsyncStub = job_service_pb2_grpc.JobServiceStub(
-            self._channel
-        )
+        self._channels: list[grpc.aio.Channel] = [
+            grpc.aio.insecure_channel(a, options=options) for a in self.addresses
+        ]
+        self._stubs: list[job_service_pb2_grpc.JobServiceAsyncStub] = [
+            job_service_pb2_grpc.JobServiceStub(channel) for channel in self._channels
+        ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
         )
@@ -188,17 +203,46 @@ class JobschedClient:
     ) -> None:
         await self.close()
 
+    @property
+    def address(self) -> str:
+        """The address calls go to now."""
+        return self.addresses[self._current]
+
+    @property
+    def _stub(self) -> job_service_pb2_grpc.JobServiceAsyncStub:
+        return self._stubs[self._current]
+
     async def close(self) -> None:
-        """Close the channel; calls still in flight are cancelled."""
-        await self._channel.close()
+        """Close the channels; calls still in flight are cancelled."""
+        for channel in self._channels:
+            await channel.close()
 
     async def _call(
-        self, rpc: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
+        self,
+        rpc: Callable[
+            [job_service_pb2_grpc.JobServiceAsyncStub],
+            grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        ],
+        request: _Request,
+        *,
+        safe_to_repeat: bool = False,
     ) -> _Response:
-        try:
-            return await rpc(request, metadata=self._metadata, timeout=self.timeout)
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from err
+        attempt = 0
+        while True:
+            stub = self._current
+            try:
+                return await rpc(self._stubs[stub])(
+                    request, metadata=self._metadata, timeout=self.timeout
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise from_rpc_error(err) from err
+                if self._current == stub:  # move on to the next replica
+                    self._current = (stub + 1) % len(self.addresses)
+                if not safe_to_repeat or attempt >= self.retries:
+                    raise from_rpc_error(err) from err
+            attempt += 1
+            await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
 
     async def watch(
         self, job_id: str, after_sequence: int = 0
@@ -249,8 +293,11 @@ class JobschedClient:
 
     async def submit_job(self, spec: JobSpecLike) -> SubmitResult:
         """Submit one job (a JobSpec, or a mapping of `job_spec` arguments)."""
+        job = _as_spec(spec)
         response = await self._call(
-            self._stub.SubmitJob, job_service_pb2.SubmitJobRequest(job=_as_spec(spec))
+            lambda stub: stub.SubmitJob,
+            job_service_pb2.SubmitJobRequest(job=job),
+            safe_to_repeat=bool(job.idempotency_key),  # a repeat returns the stored job
         )
         return SubmitResult(job=response.job, created=response.created)
 
@@ -289,7 +336,8 @@ class JobschedClient:
     async def submit_jobs(self, specs: Iterable[JobSpecLike]) -> list[SubmitResult]:
         """Submit a batch atomically (all stored or none); results are in request order."""
         request = job_service_pb2.SubmitJobsRequest(jobs=[_as_spec(s) for s in specs])
-        response = await self._call(self._stub.SubmitJobs, request)
+        keyed = all(job.idempotency_key for job in request.jobs)
+        response = await self._call(lambda stub: stub.SubmitJobs, request, safe_to_repeat=keyed)
         return [
             SubmitResult(job=job, created=created)
             for job, created in zip(response.jobs, response.created, strict=True)
@@ -315,7 +363,7 @@ class JobschedClient:
         """Return the job with payload, result and progress; with its history, oldest first,
         as `(job, events)` when include_events is True."""
         request = job_service_pb2.GetJobStatusRequest(id=job_id, include_events=include_events)
-        response = await self._call(self._stub.GetJobStatus, request)
+        response = await self._call(lambda stub: stub.GetJobStatus, request, safe_to_repeat=True)
         if include_events:
             return response.job, list(response.events)
         return response.job
@@ -337,7 +385,7 @@ class JobschedClient:
             page_size=page_size,
             page_token=page_token,
         )
-        response = await self._call(self._stub.ListActiveJobs, request)
+        response = await self._call(lambda stub: stub.ListActiveJobs, request, safe_to_repeat=True)
         return list(response.jobs), response.next_page_token
 
     async def list_active(
@@ -380,7 +428,7 @@ class JobschedClient:
             request.finish_time_after.CopyFrom(_timestamp(finished_after))
         if finished_before is not None:
             request.finish_time_before.CopyFrom(_timestamp(finished_before))
-        response = await self._call(self._stub.GetJobHistory, request)
+        response = await self._call(lambda stub: stub.GetJobHistory, request, safe_to_repeat=True)
         return list(response.jobs), response.next_page_token
 
     async def history(
@@ -419,7 +467,7 @@ class JobschedClient:
         request = job_service_pb2.ListJobLogsRequest(
             id=job_id, attempt=attempt, page_size=page_size, page_token=page_token
         )
-        response = await self._call(self._stub.ListJobLogs, request)
+        response = await self._call(lambda stub: stub.ListJobLogs, request, safe_to_repeat=True)
         return list(response.lines), response.next_page_token
 
     async def logs(
@@ -438,15 +486,17 @@ class JobschedClient:
     async def cancel(self, job_id: str, reason: str = "") -> job_pb2.Job:
         """Cancel a job: CANCELLED at once, or RUNNING with cancel_requested set."""
         response = await self._call(
-            self._stub.CancelJob, job_service_pb2.CancelJobRequest(id=job_id, reason=reason)
+            lambda stub: stub.CancelJob, job_service_pb2.CancelJobRequest(id=job_id, reason=reason)
         )
         return response.job
 
     async def retry(self, job_id: str) -> job_pb2.Job:
         """Move a DEAD or CANCELLED job back to QUEUED for a new attempt."""
-        response = await self._call(self._stub.RetryJob, job_service_pb2.RetryJobRequest(id=job_id))
+        response = await self._call(
+            lambda stub: stub.RetryJob, job_service_pb2.RetryJobRequest(id=job_id)
+        )
         return response.job
 
     async def delete(self, job_id: str) -> None:
         """Delete a job and its history (a RUNNING job must be cancelled first)."""
-        await self._call(self._stub.DeleteJob, job_service_pb2.DeleteJobRequest(id=job_id))
+        await self._call(lambda stub: stub.DeleteJob, job_service_pb2.DeleteJobRequest(id=job_id))

@@ -3,6 +3,7 @@ a fencing epoch, a prompt takeover when the leader stops, and the leader's lease
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -154,3 +155,47 @@ async def test_the_leader_fails_a_job_its_executor_did_not_stop_at_its_timeout(
         assert cancel.attempt == assignment.attempt
         stuck.send(result=pb.JobResult(attempt=assignment.attempt, result=b"late"))
         assert not (await stuck.next("result_ack")).accepted
+
+
+async def test_watchers_on_one_replica_see_changes_made_through_another(
+    db: Database, executors: list[ScriptedExecutor]
+) -> None:
+    async with (
+        serving(db, **FAST) as a,
+        serving(db, **FAST) as b,
+        grpc.aio.insecure_channel(a.address) as channel_a,
+        grpc.aio.insecure_channel(b.address) as channel_b,
+    ):
+
+        async def acquainted() -> None:
+            assert a.presence.peers == 1
+            assert b.presence.peers == 1
+
+        await assert_eventually(acquainted)
+        # WatchJobs has no polling fallback: whatever reaches it came through the fan-out.
+        watch = job_service_pb2_grpc.JobServiceStub(channel_a).WatchJobs(
+            job_service_pb2.WatchJobsRequest()
+        )
+        try:
+            first = await watch.read()
+            assert isinstance(first, job_service_pb2.WatchJobsResponse)
+            assert first.subscribed
+            stub_b = job_service_pb2_grpc.JobServiceStub(channel_b)
+            [job_id] = await submit(stub_b, 1)
+            executor = await connect(channel_b, executors, "on-b", 1)
+            assignment = await executor.next("assignment")
+            executor.send(
+                progress=pb.ProgressReport(
+                    attempt=assignment.attempt, progress=job_pb2.Progress(percent=42, step="b")
+                )
+            )
+            seen: list[tuple[int, float]] = []
+            async with asyncio.timeout(10):
+                while (job_pb2.JOB_STATE_RUNNING, 42.0) not in seen:
+                    item = await watch.read()
+                    assert isinstance(item, job_service_pb2.WatchJobsResponse)
+                    if item.HasField("job") and item.job.id == job_id:
+                        seen.append((item.job.state, item.job.progress.percent))
+            assert seen[0][0] in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
+        finally:
+            watch.cancel()

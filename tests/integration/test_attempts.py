@@ -317,18 +317,19 @@ async def test_lease_renewal_covers_the_streams_attempts_and_reports_requested_c
 async def test_promotion_reports_the_next_run_at_to_come(store: JobStore, db: Database) -> None:
     now = datetime.now(UTC)
     soon, later = now + timedelta(seconds=2), now + timedelta(seconds=9)
-    await submit(
+    jobs = await submit(
         store,
         now,
         JobSpecInput(type="work", run_at=later),
         JobSpecInput(type="work", run_at=soon),
     )
+    first, second = sorted(jobs, key=lambda j: j.run_at)
     async with db.transaction() as conn:
-        assert await promote_due_jobs(conn, now) == Promotion(0, soon)
+        assert await promote_due_jobs(conn, now) == Promotion((), soon)
     async with db.transaction() as conn:
-        assert await promote_due_jobs(conn, soon) == Promotion(1, later)
+        assert await promote_due_jobs(conn, soon) == Promotion((first.id,), later)
     async with db.transaction() as conn:
-        assert await promote_due_jobs(conn, later) == Promotion(1, None)
+        assert await promote_due_jobs(conn, later) == Promotion((second.id,), None)
 
 
 async def test_rescue_fails_expired_leases_and_keeps_live_ones(
