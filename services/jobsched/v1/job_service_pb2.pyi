@@ -643,6 +643,80 @@ class RetryJobRequest(_message.Message):
 Global___RetryJobRequest: _TypeAlias = RetryJobRequest  # noqa: Y015
 
 @_typing.final
+class RetryJobsRequest(_message.Message):
+    """RetryJobsRequest selects the terminal jobs to retry; empty fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_AFTER_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_BEFORE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only jobs of this queue."""
+    type: _builtins.str
+    """Only jobs of this type."""
+    limit: _builtins.int
+    """At most this many jobs per call: default 1000, maximum 10000 (larger is coerced)."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
+        """DEAD and/or CANCELLED; empty means DEAD."""
+
+    @_builtins.property
+    def finish_time_after(self) -> _timestamp_pb2.Timestamp:
+        """Only jobs that finished at or after this time."""
+
+    @_builtins.property
+    def finish_time_before(self) -> _timestamp_pb2.Timestamp:
+        """Only jobs that finished before this time."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        type: _builtins.str = ...,
+        states: _abc.Iterable[_job_pb2.JobState.ValueType] | None = ...,
+        finish_time_after: _timestamp_pb2.Timestamp | None = ...,
+        finish_time_before: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time_after", b"finish_time_after", "finish_time_before", b"finish_time_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_time_after", b"finish_time_after", "finish_time_before", b"finish_time_before", "limit", b"limit", "queue", b"queue", "states", b"states", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobsRequest: _TypeAlias = RetryJobsRequest  # noqa: Y015
+
+@_typing.final
+class RetryJobsResponse(_message.Message):
+    """RetryJobsResponse says how many jobs went back to QUEUED."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIED_COUNT_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    retried_count: _builtins.int
+    """Jobs retried by this call."""
+    more: _builtins.bool
+    """True when more jobs match: call again to retry them."""
+    def __init__(
+        self,
+        *,
+        retried_count: _builtins.int = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["more", b"more", "retried_count", b"retried_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobsResponse: _TypeAlias = RetryJobsResponse  # noqa: Y015
+
+@_typing.final
 class RetryJobResponse(_message.Message):
     """RetryJobResponse is the job after the retry."""
 

@@ -93,6 +93,11 @@ class JobServiceStub:
                 request_serializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobRequest.SerializeToString,
                 response_deserializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobResponse.FromString,
                 _registered_method=True)
+        self.RetryJobs = channel.unary_unary(
+                '/jobsched.v1.JobService/RetryJobs',
+                request_serializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobsRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobsResponse.FromString,
+                _registered_method=True)
         self.DeleteJob = channel.unary_unary(
                 '/jobsched.v1.JobService/DeleteJob',
                 request_serializer=jobsched_dot_v1_dot_job__service__pb2.DeleteJobRequest.SerializeToString,
@@ -195,6 +200,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryJobs(self, request, context):
+        """RetryJobs retries many DEAD (by default) or CANCELLED jobs at once, selected like
+        GetJobHistory: the dead-letter queue is the history filtered on DEAD. Each call retries at
+        most `limit` jobs, oldest finished first; `more` says whether others match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteJob(self, request, context):
         """DeleteJob deletes a job and its whole history atomically. A RUNNING job cannot be deleted
         (FAILED_PRECONDITION): cancel it first.
@@ -255,6 +269,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RetryJob,
                     request_deserializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobRequest.FromString,
                     response_serializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobResponse.SerializeToString,
+            ),
+            'RetryJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJobs,
+                    request_deserializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobsRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_job__service__pb2.RetryJobsResponse.SerializeToString,
             ),
             'DeleteJob': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteJob,
@@ -541,6 +560,33 @@ class JobService:
             '/jobsched.v1.JobService/RetryJob',
             jobsched_dot_v1_dot_job__service__pb2.RetryJobRequest.SerializeToString,
             jobsched_dot_v1_dot_job__service__pb2.RetryJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobsched.v1.JobService/RetryJobs',
+            jobsched_dot_v1_dot_job__service__pb2.RetryJobsRequest.SerializeToString,
+            jobsched_dot_v1_dot_job__service__pb2.RetryJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,11 @@ class JobServiceStub:
     """RetryJob moves a DEAD or CANCELLED job back to QUEUED for a new attempt (granting one more
     attempt when they were exhausted). Other states are FAILED_PRECONDITION.
     """
+    RetryJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobsRequest, _job_service_pb2.RetryJobsResponse]
+    """RetryJobs retries many DEAD (by default) or CANCELLED jobs at once, selected like
+    GetJobHistory: the dead-letter queue is the history filtered on DEAD. Each call retries at
+    most `limit` jobs, oldest finished first; `more` says whether others match.
+    """
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobRequest, _job_service_pb2.DeleteJobResponse]
     """DeleteJob deletes a job and its whole history atomically. A RUNNING job cannot be deleted
     (FAILED_PRECONDITION): cancel it first.
@@ -142,6 +147,11 @@ class JobServiceAsyncStub(JobServiceStub):
     RetryJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobRequest, _job_service_pb2.RetryJobResponse]  # type: ignore[assignment]
     """RetryJob moves a DEAD or CANCELLED job back to QUEUED for a new attempt (granting one more
     attempt when they were exhausted). Other states are FAILED_PRECONDITION.
+    """
+    RetryJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobsRequest, _job_service_pb2.RetryJobsResponse]  # type: ignore[assignment]
+    """RetryJobs retries many DEAD (by default) or CANCELLED jobs at once, selected like
+    GetJobHistory: the dead-letter queue is the history filtered on DEAD. Each call retries at
+    most `limit` jobs, oldest finished first; `more` says whether others match.
     """
     DeleteJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobRequest, _job_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
     """DeleteJob deletes a job and its whole history atomically. A RUNNING job cannot be deleted
@@ -259,6 +269,17 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.RetryJobResponse, _abc.Awaitable[_job_service_pb2.RetryJobResponse]]:
         """RetryJob moves a DEAD or CANCELLED job back to QUEUED for a new attempt (granting one more
         attempt when they were exhausted). Other states are FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryJobs(
+        self,
+        request: _job_service_pb2.RetryJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.RetryJobsResponse, _abc.Awaitable[_job_service_pb2.RetryJobsResponse]]:
+        """RetryJobs retries many DEAD (by default) or CANCELLED jobs at once, selected like
+        GetJobHistory: the dead-letter queue is the history filtered on DEAD. Each call retries at
+        most `limit` jobs, oldest finished first; `more` says whether others match.
         """
 
     @_abc_1.abstractmethod
