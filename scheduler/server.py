@@ -19,12 +19,15 @@ from jobsched.v1 import (
     executor_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
 )
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
+from scheduler.api.queue_service import QueueService
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
@@ -35,6 +38,7 @@ from scheduler.store.attempts import Rescued
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
+from scheduler.store.queues import QueueStore
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
@@ -115,7 +119,6 @@ class SchedulerServer:
             db,
             self.leader,
             clock,
-            policy=self.dispatcher.retry_policy,
             interval=settings.rescue_interval,
             timeout_grace=settings.timeout_grace,
             on_rescued=self._rescued,
@@ -131,6 +134,9 @@ class SchedulerServer:
             self.hub.forward = lambda job_id: (
                 notifier.jobs_changed(job_id) if self.presence.peers else None
             )
+        queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
+            QueueService(QueueStore(db), clock), self.server
+        )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterService(
                 ClusterStore(db), clock, timedelta(seconds=3 * settings.presence_interval)
@@ -158,6 +164,7 @@ class SchedulerServer:
                 job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
                 executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
                 cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+                queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],

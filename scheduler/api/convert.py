@@ -12,6 +12,7 @@ from jobsched.v1 import job_pb2, job_service_pb2
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import JobEventRecord, JobRecord, Progress
 from scheduler.domain.log_lines import LogLine
+from scheduler.domain.retry import RetryOverrides, RetryPolicy
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import JobSpecInput
 
@@ -82,7 +83,36 @@ def spec_from_proto(spec: job_pb2.JobSpec, path: str) -> JobSpecInput:
         timeout=from_duration(spec.timeout, f"{path}.timeout")
         if spec.HasField("timeout")
         else None,
+        retry=retry_from_proto(spec.retry_policy, f"{path}.retry_policy")
+        if spec.HasField("retry_policy")
+        else RetryOverrides(),
     )
+
+
+def retry_from_proto(policy: job_pb2.RetryPolicy, path: str) -> RetryOverrides:
+    """The fields set in a RetryPolicy message (unset ones are None)."""
+    return RetryOverrides(
+        initial=from_duration(policy.initial_backoff, f"{path}.initial_backoff")
+        if policy.HasField("initial_backoff")
+        else None,
+        multiplier=policy.backoff_multiplier if policy.HasField("backoff_multiplier") else None,
+        maximum=from_duration(policy.max_backoff, f"{path}.max_backoff")
+        if policy.HasField("max_backoff")
+        else None,
+        jitter=policy.jitter if policy.HasField("jitter") else None,
+    )
+
+
+def retry_to_proto(policy: RetryPolicy | RetryOverrides) -> job_pb2.RetryPolicy:
+    message = job_pb2.RetryPolicy(
+        initial_backoff=duration(policy.initial),
+        max_backoff=duration(policy.maximum),
+    )
+    if policy.multiplier is not None:
+        message.backoff_multiplier = policy.multiplier
+    if policy.jitter is not None:
+        message.jitter = policy.jitter
+    return message
 
 
 def progress_to_proto(progress: Progress) -> job_pb2.Progress:
@@ -118,6 +148,7 @@ def job_to_proto(job: JobRecord) -> job_pb2.Job:
         cancel_requested=job.cancel_requested,
         timeout=duration(job.timeout),
         update_time=timestamp(job.updated_at),
+        retry_policy=retry_to_proto(job.retry_policy),
     )
 
 

@@ -41,6 +41,7 @@ from scheduler.domain.pagination import (
 from scheduler.domain.states import (
     ACTIVE_STATES,
     TERMINAL_STATES,
+    TRANSITIONS,
     CancelAction,
     Event,
     JobState,
@@ -77,6 +78,9 @@ WATCH_JOBS_CLOCK_MARGIN = timedelta(seconds=1)
 DEFAULT_TENANT = "default"
 # A guarded write that lost a race is retried after re-reading the job, this many times.
 _RACE_RETRIES = 3
+# RetryJobs retries at most this many jobs per call by default, and never more than the maximum.
+RETRY_JOBS_DEFAULT_LIMIT = 1000
+RETRY_JOBS_MAX_LIMIT = 10_000
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -358,6 +362,52 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self.hub.notify(job.id)
         return job_service_pb2.RetryJobResponse(job=job_to_proto(job))
 
+    async def RetryJobs(
+        self, request: job_service_pb2.RetryJobsRequest, context: Context
+    ) -> job_service_pb2.RetryJobsResponse:
+        tenant = tenant_of(context)
+        queue = _optional_name(request.queue, "queue")
+        job_type = _optional_name(request.type, "type")
+        chosen = states_from_proto(request.states, "states")
+        states = (
+            check_states(chosen, _RETRYABLE_STATES, "states", "DEAD or CANCELLED")
+            if chosen
+            else (JobState.DEAD,)  # the dead-letter queue
+        )
+        after = (
+            from_timestamp(request.finish_time_after, "finish_time_after")
+            if request.HasField("finish_time_after")
+            else None
+        )
+        before = (
+            from_timestamp(request.finish_time_before, "finish_time_before")
+            if request.HasField("finish_time_before")
+            else None
+        )
+        if after is not None and before is not None and after >= before:
+            raise InvalidArgument(
+                [FieldViolation("finish_time_after", "must be before finish_time_before")]
+            )
+        limit = page_size(
+            request.limit, "limit", default=RETRY_JOBS_DEFAULT_LIMIT, maximum=RETRY_JOBS_MAX_LIMIT
+        )
+        result = await self.store.retry_many(
+            tenant,
+            states=states,
+            queue=queue,
+            job_type=job_type,
+            finished_after=after,
+            finished_before=before,
+            limit=limit,
+            now=self.clock(),
+            reason="retried by client (bulk)",
+            actor="client",
+        )
+        if result.job_ids:
+            self.on_new_work()
+            self.hub.notify_many(result.job_ids)
+        return job_service_pb2.RetryJobsResponse(retried_count=result.retried, more=result.more)
+
     async def DeleteJob(
         self, request: job_service_pb2.DeleteJobRequest, context: Context
     ) -> job_service_pb2.DeleteJobResponse:
@@ -481,6 +531,7 @@ def _check_states(values: Sequence[int], allowed: frozenset[JobState], what: str
 
 
 _ALL_STATES = frozenset(JobState)
+_RETRYABLE_STATES = frozenset(TRANSITIONS[Event.RETRY])  # DEAD and CANCELLED
 
 
 class _SeenJobs:

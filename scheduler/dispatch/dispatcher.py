@@ -34,7 +34,7 @@ from scheduler.dispatch.sessions import ExecutorSession
 from scheduler.domain.errors import ConcurrentModification, JobschedError, Unavailable
 from scheduler.domain.jobs import JobRecord, Progress, ProgressUpdate
 from scheduler.domain.log_lines import LogLine, bound_lines
-from scheduler.domain.retry import RetryPolicy, after_failure
+from scheduler.domain.retry import after_failure
 from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
     LostStream,
@@ -53,7 +53,6 @@ from scheduler.store.logs import insert_log_lines
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.dispatch")
-DEFAULT_RETRY_POLICY = RetryPolicy()
 PROMOTE_BATCH = 1000
 
 
@@ -120,7 +119,6 @@ class Dispatcher:
         ack_timeout: timedelta = timedelta(seconds=10),
         poll_interval: float = 1.0,
         progress_interval: float = 0.5,
-        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         hub: JobWatchHub | None = None,
         reconnect_grace: timedelta = timedelta(seconds=10),
         notifier: Notifier | None = None,
@@ -130,7 +128,6 @@ class Dispatcher:
         self.lease = lease
         self.ack_timeout = ack_timeout
         self.poll_interval = poll_interval
-        self.retry_policy = retry_policy
         self.sessions: dict[str, ExecutorSession] = {}
         self.hub = hub or JobWatchHub()
         self._wake = asyncio.Event()
@@ -275,7 +272,7 @@ class Dispatcher:
                             max_attempts=job.max_attempts,
                             retryable=True,
                             now=now,
-                            policy=self.retry_policy,
+                            policy=job.retry_policy,
                         )
                         await fail_attempt(
                             conn, guard, outcome, "executor disconnected", now, "scheduler", lost
@@ -561,7 +558,7 @@ class Dispatcher:
             max_attempts=job.max_attempts,
             retryable=retryable,
             now=now,
-            policy=self.retry_policy,
+            policy=job.retry_policy,
         )
         logs = await self._take_logs(job_id, attempt)
         try:

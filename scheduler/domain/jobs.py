@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryOverrides, RetryPolicy
 from scheduler.domain.states import JobState
 
 
@@ -16,12 +17,13 @@ class NewJob:
     type: str
     payload: bytes
     priority: int
-    max_attempts: int
+    max_attempts: int | None  # None: the queue's default, else DEFAULT_MAX_ATTEMPTS
     run_at: datetime
     state: JobState
     labels: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
-    timeout: timedelta | None = None
+    timeout: timedelta | None = None  # None: the queue's default, else none
+    retry: RetryOverrides = field(default_factory=RetryOverrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class JobRecord:
     event_seq: int
     payload: bytes = b""
     result: bytes | None = None
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,13 +34,19 @@ class Cursor:
     id: str
 
 
-def page_size(requested: int, path: str = "page_size") -> int:
+def page_size(
+    requested: int,
+    path: str = "page_size",
+    *,
+    default: int = DEFAULT_PAGE_SIZE,
+    maximum: int = MAX_PAGE_SIZE,
+) -> int:
     """0 means the default, larger than the maximum is coerced, negative is rejected."""
     if requested < 0:
         raise InvalidArgument([FieldViolation(path, "must not be negative")])
     if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(requested, MAX_PAGE_SIZE)
+        return default
+    return min(requested, maximum)
 
 
 def fingerprint(filters: Mapping[str, object]) -> str:

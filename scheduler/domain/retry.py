@@ -38,6 +38,39 @@ class RetryPolicy:
         return timedelta(seconds=max(0.0, capped + spread))
 
 
+DEFAULT_RETRY_POLICY = RetryPolicy()
+MAX_INITIAL_BACKOFF = timedelta(days=1)
+MAX_MAX_BACKOFF = timedelta(days=7)
+MAX_MULTIPLIER = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOverrides:
+    """The retry policy fields a job or a queue sets; None means "not set here". A job's policy
+    is its own fields, then its queue's, then DEFAULT_RETRY_POLICY's (resolved at submit); a
+    maximum below the initial backoff is raised to it."""
+
+    initial: timedelta | None = None
+    multiplier: float | None = None
+    maximum: timedelta | None = None
+    jitter: float | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, description) for each value out of range (field names as in the proto)."""
+        found = []
+        if self.initial is not None and not timedelta(0) < self.initial <= MAX_INITIAL_BACKOFF:
+            found.append(("initial_backoff", "must be positive and at most 1 day"))
+        if self.multiplier is not None and not 1.0 <= self.multiplier <= MAX_MULTIPLIER:
+            found.append(("backoff_multiplier", f"must be in [1, {MAX_MULTIPLIER:g}]"))
+        if self.maximum is not None and not timedelta(0) < self.maximum <= MAX_MAX_BACKOFF:
+            found.append(("max_backoff", "must be positive and at most 7 days"))
+        if self.initial is not None and self.maximum is not None and self.maximum < self.initial:
+            found.append(("max_backoff", "must not be shorter than initial_backoff"))
+        if self.jitter is not None and not 0.0 <= self.jitter <= 1.0:
+            found.append(("jitter", "must be in [0, 1]"))
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class FailureOutcome:
     event: Event

@@ -3,11 +3,13 @@
 Rules (documented in the proto and README):
 - queue and type names are lower-cased, then must match NAME_PATTERN; an empty queue is "default";
 - payload at most MAX_PAYLOAD_BYTES; priority in [PRIORITY_MIN, PRIORITY_MAX], default 50;
-- max_attempts in [1, MAX_ATTEMPTS_LIMIT], default DEFAULT_MAX_ATTEMPTS;
+- max_attempts in [1, MAX_ATTEMPTS_LIMIT]; unset means the queue's default, else
+  DEFAULT_MAX_ATTEMPTS (resolved by the store at submit);
 - run_at at most MAX_SCHEDULE_AHEAD in the future; a past run_at means now;
 - at most MAX_LABELS labels, keys matching NAME_PATTERN, values at most MAX_LABEL_VALUE chars;
 - idempotency key at most MAX_IDEMPOTENCY_KEY chars of printable text;
-- timeout, if given, in (0, MAX_TIMEOUT].
+- timeout, if given, in (0, MAX_TIMEOUT]; unset means the queue's default, if any;
+- retry policy fields within the bounds of scheduler/domain/retry.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import NewJob
+from scheduler.domain.retry import RetryOverrides
 from scheduler.domain.states import JobState
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -48,6 +51,7 @@ class JobSpecInput:
     labels: dict[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
     timeout: timedelta | None = None
+    retry: RetryOverrides = field(default_factory=RetryOverrides)
 
 
 def normalise_name(value: str) -> str:
@@ -84,8 +88,8 @@ def _check_spec(
         violations.append(
             FieldViolation(f"{path}.priority", f"must be in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
         )
-    max_attempts = DEFAULT_MAX_ATTEMPTS if spec.max_attempts is None else spec.max_attempts
-    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+    max_attempts = spec.max_attempts
+    if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
         violations.append(
             FieldViolation(f"{path}.max_attempts", f"must be in [1, {MAX_ATTEMPTS_LIMIT}]")
         )
@@ -124,6 +128,8 @@ def _check_spec(
                 f"{path}.timeout", f"must be positive and at most {MAX_TIMEOUT.days} days"
             )
         )
+    for name, description in spec.retry.problems():
+        violations.append(FieldViolation(f"{path}.retry_policy.{name}", description))
     return NewJob(
         queue=queue,
         type=job_type,
@@ -135,6 +141,7 @@ def _check_spec(
         labels=dict(spec.labels),
         idempotency_key=key or None,
         timeout=spec.timeout,
+        retry=spec.retry,
     )
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from scheduler.domain.errors import JobschedError
-from scheduler.domain.retry import RetryPolicy
 from scheduler.leader import LeaderElector
 from scheduler.store.attempts import Rescued, rescue_expired_leases, rescue_timed_out
 from scheduler.store.database import Database
@@ -32,7 +31,6 @@ class LeaseRescuer:
         leader: LeaderElector,
         clock: Callable[[], datetime],
         *,
-        policy: RetryPolicy,
         interval: float = 1.0,
         timeout_grace: timedelta = timedelta(seconds=10),
         batch: int = 1000,
@@ -41,7 +39,6 @@ class LeaseRescuer:
         self.db = db
         self.leader = leader
         self.clock = clock
-        self.policy = policy
         self.interval = interval
         self.timeout_grace = timeout_grace
         self.batch = batch
@@ -78,9 +75,9 @@ class LeaseRescuer:
             now = self.clock()
             # The epoch in the history: which leader did it (checked by the fault tests).
             actor = f"leader:{self.leader.replica_id}@{epoch}"
-            rescued = await rescue_expired_leases(conn, now, self.policy, self.batch, actor)
+            rescued = await rescue_expired_leases(conn, now, self.batch, actor)
             rescued += await rescue_timed_out(
-                conn, now, self.policy, self.timeout_grace, self.batch - len(rescued), actor
+                conn, now, self.timeout_grace, self.batch - len(rescued), actor
             )
         if rescued:
             self.rescued_total += len(rescued)

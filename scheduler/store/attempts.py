@@ -321,7 +321,9 @@ _LEASE_EXPIRED = "lease_expires_at < :now"
 _TIMED_OUT = "timeout IS NOT NULL AND started_at + timeout + CAST(:grace AS interval) < :now"
 
 _SELECT_RESCUE = """
-SELECT id, attempt, max_attempts, timeout FROM jobs
+SELECT id, attempt, max_attempts, timeout, retry_initial_backoff, retry_multiplier,
+       retry_max_backoff, retry_jitter
+FROM jobs
 WHERE state = 'running' AND {condition}
 ORDER BY {order}
 LIMIT :limit
@@ -381,7 +383,6 @@ async def _rescue(
     conn: AsyncConnection,
     kind: str,
     now: datetime,
-    policy: RetryPolicy,
     limit: int,
     grace: timedelta,
     actor: str,
@@ -393,7 +394,11 @@ async def _rescue(
         return []
     outcomes = [
         after_failure(
-            attempt=int(row[1]), max_attempts=int(row[2]), retryable=True, now=now, policy=policy
+            attempt=int(row[1]),
+            max_attempts=int(row[2]),
+            retryable=True,
+            now=now,
+            policy=RetryPolicy(initial=row[4], multiplier=row[5], maximum=row[6], jitter=row[7]),
         )
         for row in rows
     ]
@@ -421,21 +426,20 @@ async def _rescue(
 async def rescue_expired_leases(
     conn: AsyncConnection,
     now: datetime,
-    policy: RetryPolicy,
     limit: int = 1000,
     actor: str = "scheduler",
 ) -> list[Rescued]:
-    """RUNNING jobs whose lease expired fail as retryable: SCHEDULED after backoff, or DEAD when
+    """RUNNING jobs whose lease expired fail as retryable: SCHEDULED after their policy's
+    backoff, or DEAD when
     it was the last attempt. The expired rows are locked (FOR UPDATE SKIP LOCKED) and the UPDATE
     is guarded by (running, attempt, lease still expired), so a job that completes concurrently
     is either not selected or keeps its outcome: the completion always wins."""
-    return await _rescue(conn, "lease", now, policy, limit, timedelta(0), actor)
+    return await _rescue(conn, "lease", now, limit, timedelta(0), actor)
 
 
 async def rescue_timed_out(
     conn: AsyncConnection,
     now: datetime,
-    policy: RetryPolicy,
     grace: timedelta,
     limit: int = 1000,
     actor: str = "scheduler",
@@ -443,4 +447,4 @@ async def rescue_timed_out(
     """The scheduler's timeout backstop: RUNNING jobs still running `grace` after started_at +
     timeout (their executor did not stop them) fail as retryable ("timed out after Ns"), with
     the same locking and guards as rescue_expired_leases."""
-    return await _rescue(conn, "timeout", now, policy, limit, grace, actor)
+    return await _rescue(conn, "timeout", now, limit, grace, actor)

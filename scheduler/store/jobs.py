@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scheduler.domain.errors import ConcurrentModification, IdempotencyKeyReused, JobNotFound
 from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Progress, Submitted
 from scheduler.domain.pagination import Cursor
+from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from scheduler.domain.states import Event, JobState, check_deletable, check_transition
+from scheduler.domain.validation import DEFAULT_MAX_ATTEMPTS
 from scheduler.store.database import Database
 
 # Columns read by lists: everything but payload and result (projected, never the blobs).
@@ -30,7 +32,8 @@ LIST_COLUMNS = """
     id, tenant, queue, type, priority, state, attempt, max_attempts, run_at, created_at,
     updated_at, started_at, finished_at, progress_percent, progress_step, progress_message,
     progress_eta, progress_updated_at, last_error, executor, labels, idempotency_key,
-    cancel_requested_at, timeout, event_seq
+    cancel_requested_at, timeout, event_seq, retry_initial_backoff, retry_multiplier,
+    retry_max_backoff, retry_jitter
 """
 FULL_COLUMNS = LIST_COLUMNS + ", payload, result"
 
@@ -70,6 +73,12 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
         event_seq=m["event_seq"],
         payload=bytes(m["payload"]) if full else b"",
         result=bytes(m["result"]) if full and m["result"] is not None else None,
+        retry_policy=RetryPolicy(
+            initial=m["retry_initial_backoff"],
+            multiplier=m["retry_multiplier"],
+            maximum=m["retry_max_backoff"],
+            jitter=m["retry_jitter"],
+        ),
     )
 
 
@@ -96,17 +105,37 @@ WITH input AS (
         CAST(:ids AS uuid[]), CAST(:queues AS text[]), CAST(:types AS text[]),
         CAST(:payloads AS bytea[]), CAST(:priorities AS smallint[]), CAST(:states AS text[]),
         CAST(:max_attempts AS integer[]), CAST(:run_ats AS timestamptz[]),
-        CAST(:labels AS text[]), CAST(:keys AS text[]), CAST(:timeouts AS interval[])
+        CAST(:labels AS text[]), CAST(:keys AS text[]), CAST(:timeouts AS interval[]),
+        CAST(:retry_initials AS interval[]), CAST(:retry_multipliers AS double precision[]),
+        CAST(:retry_maximums AS interval[]), CAST(:retry_jitters AS double precision[])
     ) AS t(id, queue, type, payload, priority, state, max_attempts, run_at, labels,
-           idempotency_key, timeout)
+           idempotency_key, timeout, retry_initial, retry_multiplier, retry_maximum,
+           retry_jitter)
+), resolved AS (
+    -- What the job leaves unset, its queue's settings decide, then the global defaults.
+    SELECT input.*,
+           COALESCE(input.retry_initial, q.retry_initial_backoff,
+                    CAST(:default_initial AS interval)) AS initial
+    FROM input
+    LEFT JOIN queues q ON q.tenant = :tenant AND q.name = input.queue
 ), inserted AS (
     INSERT INTO jobs (id, tenant, queue, type, payload, priority, state, max_attempts, run_at,
-                      labels, idempotency_key, timeout, event_seq, created_at, updated_at)
-    SELECT id, :tenant, queue, type, payload, priority, CAST(state AS job_state), max_attempts,
-           run_at, CAST(labels AS jsonb), idempotency_key, timeout, 1, now(), now()
-    FROM input
+                      labels, idempotency_key, timeout, retry_initial_backoff, retry_multiplier,
+                      retry_max_backoff, retry_jitter, event_seq, created_at, updated_at)
+    SELECT r.id, :tenant, r.queue, r.type, r.payload, r.priority, CAST(r.state AS job_state),
+           COALESCE(r.max_attempts, q.default_max_attempts, :default_max_attempts),
+           r.run_at, CAST(r.labels AS jsonb), r.idempotency_key,
+           COALESCE(r.timeout, q.default_timeout),
+           r.initial,
+           COALESCE(r.retry_multiplier, q.retry_multiplier, :default_multiplier),
+           GREATEST(r.initial, COALESCE(r.retry_maximum, q.retry_max_backoff,
+                                        CAST(:default_maximum AS interval))),
+           COALESCE(r.retry_jitter, q.retry_jitter, :default_jitter),
+           1, now(), now()
+    FROM resolved r
+    LEFT JOIN queues q ON q.tenant = :tenant AND q.name = r.queue
     -- A fixed lock order: batches sharing idempotency keys must not deadlock each other.
-    ORDER BY idempotency_key NULLS LAST
+    ORDER BY r.idempotency_key NULLS LAST
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING {LIST_COLUMNS}
 ), events AS (
@@ -139,6 +168,15 @@ async def insert_jobs(
             "labels": [json.dumps(j.labels) for j in jobs],
             "keys": [j.idempotency_key for j in jobs],
             "timeouts": [j.timeout for j in jobs],
+            "retry_initials": [j.retry.initial for j in jobs],
+            "retry_multipliers": [j.retry.multiplier for j in jobs],
+            "retry_maximums": [j.retry.maximum for j in jobs],
+            "retry_jitters": [j.retry.jitter for j in jobs],
+            "default_max_attempts": DEFAULT_MAX_ATTEMPTS,
+            "default_initial": DEFAULT_RETRY_POLICY.initial,
+            "default_multiplier": DEFAULT_RETRY_POLICY.multiplier,
+            "default_maximum": DEFAULT_RETRY_POLICY.maximum,
+            "default_jitter": DEFAULT_RETRY_POLICY.jitter,
         },
     )
     inserted = {str(r._mapping["id"]): row_to_job(r, full=False) for r in result}
@@ -387,6 +425,83 @@ async def retry_job(
     return await run_guarded(conn, _RETRY, guard, now, reason, actor)
 
 
+# Bulk retry: the same assignments as _RETRY, for up to :limit terminal jobs picked oldest
+# finished first (a backward scan of ix_jobs_history). One candidate more than the limit is
+# locked to tell whether more match; it is left as it is.
+_RETRY_MANY = """
+WITH candidates AS (
+    SELECT id AS candidate_id, state AS old_state, finished_at AS old_finished_at FROM jobs
+    WHERE {where}
+    ORDER BY finished_at, id
+    LIMIT :fetch
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT candidate_id, old_state FROM candidates
+    ORDER BY old_finished_at, candidate_id
+    LIMIT :limit
+), retried AS (
+    UPDATE jobs SET state = 'queued', run_at = :now, finished_at = NULL, lease_expires_at = NULL,
+        cancel_requested_at = NULL, result = NULL,
+        max_attempts = GREATEST(jobs.max_attempts, jobs.attempt + 1),
+        progress_percent = 0, progress_step = '', progress_message = '', progress_eta = NULL,
+        progress_updated_at = NULL, updated_at = :now, event_seq = jobs.event_seq + 1
+    FROM chosen WHERE jobs.id = chosen.candidate_id
+    RETURNING jobs.id, jobs.event_seq, jobs.attempt, jobs.executor, chosen.old_state
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
+                            created_at)
+    SELECT id, event_seq, old_state, CAST('queued' AS job_state), attempt, executor, :reason,
+           :actor, :now
+    FROM retried
+)
+SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM retried) AS ids,
+       (SELECT count(*) FROM candidates) > :limit AS more
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRetry:
+    job_ids: tuple[str, ...]  # the jobs moved back to QUEUED
+    more: bool  # whether other jobs matched beyond the limit
+
+    @property
+    def retried(self) -> int:
+        return len(self.job_ids)
+
+
+async def retry_terminal_jobs(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    states: Sequence[JobState],
+    queue: str | None,
+    job_type: str | None,
+    finished_after: datetime | None,
+    finished_before: datetime | None,
+    limit: int,
+    now: datetime,
+    reason: str,
+    actor: str,
+) -> BulkRetry:
+    """DEAD/CANCELLED -> QUEUED for up to `limit` matching jobs, oldest finished first, each with
+    its event, in one statement (the caller checked the state machine). SKIP LOCKED: a job a
+    concurrent writer holds is left for the next call."""
+    if limit <= 0:
+        return BulkRetry((), False)
+    where, params = _list_filters(tenant, states, queue, job_type, limit)
+    where.append("finished_at IS NOT NULL")  # the predicate of ix_jobs_history
+    if finished_after is not None:
+        where.append("finished_at >= :finished_after")
+        params["finished_after"] = finished_after
+    if finished_before is not None:
+        where.append("finished_at < :finished_before")
+        params["finished_before"] = finished_before
+    params |= {"fetch": limit + 1, "now": now, "reason": reason, "actor": actor}
+    sql = _RETRY_MANY.format(where=" AND ".join(where))
+    row = (await conn.execute(text(sql), params)).one()
+    return BulkRetry(tuple(str(i) for i in row._mapping["ids"]), bool(row._mapping["more"]))
+
+
 _REQUEST_CANCEL = text(f"""
 UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, :now), updated_at = :now
 WHERE tenant = :tenant AND id = :id AND state = 'running' AND attempt = :expected_attempt
@@ -543,6 +658,24 @@ class JobStore:
         check_transition(guard.state, Event.RETRY, JobState.QUEUED)
         async with self.db.transaction() as conn:
             return await retry_job(conn, guard, now, reason, actor)
+
+    async def retry_many(
+        self,
+        tenant: str,
+        *,
+        states: Sequence[JobState],
+        now: datetime,
+        reason: str,
+        actor: str,
+        **filters: Any,
+    ) -> BulkRetry:
+        """See retry_terminal_jobs: one statement, whatever the number of jobs."""
+        for state in states:
+            check_transition(state, Event.RETRY, JobState.QUEUED)
+        async with self.db.transaction() as conn:
+            return await retry_terminal_jobs(
+                conn, tenant, states=states, now=now, reason=reason, actor=actor, **filters
+            )
 
     async def delete(self, guard: Guard) -> None:
         check_deletable(guard.state)

@@ -77,9 +77,26 @@ jobs = Table(
     Column("idempotency_key", Text),
     Column("cancel_requested_at", DateTime(timezone=True)),
     Column("timeout", Interval),
+    # The job's retry policy, resolved at submit (its own fields, its queue's, the global ones).
+    Column(
+        "retry_initial_backoff",
+        Interval,
+        nullable=False,
+        server_default=text("'00:00:01'::interval"),
+    ),
+    Column("retry_multiplier", Double, nullable=False, server_default=text("2.0")),
+    Column(
+        "retry_max_backoff", Interval, nullable=False, server_default=text("'00:10:00'::interval")
+    ),
+    Column("retry_jitter", Double, nullable=False, server_default=text("0.1")),
     # Per-job sequence of the last event; the next event takes event_seq + 1 in the same UPDATE.
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+    CheckConstraint(
+        "retry_initial_backoff > interval '0' AND retry_max_backoff >= retry_initial_backoff "
+        "AND retry_multiplier >= 1 AND retry_jitter >= 0 AND retry_jitter <= 1",
+        name="retry_policy_valid",
+    ),
     CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
     CheckConstraint("attempt <= max_attempts", name="attempt_within_max"),
     CheckConstraint("priority BETWEEN 0 AND 100", name="priority_range"),
@@ -177,4 +194,23 @@ scheduler_replicas = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("last_seen_at", DateTime(timezone=True), nullable=False),
     Column("executors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+)
+
+# Per-queue settings (QueueService); a queue never configured has no row.
+queues = Table(
+    "queues",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("default_max_attempts", Integer),
+    Column("default_timeout", Interval),
+    Column("retry_initial_backoff", Interval),
+    Column("retry_multiplier", Double),
+    Column("retry_max_backoff", Interval),
+    Column("retry_jitter", Double),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "default_max_attempts IS NULL OR default_max_attempts BETWEEN 1 AND 100",
+        name="default_max_attempts_range",
+    ),
 )

@@ -14,6 +14,8 @@
                          then one line per change of a matching job until Ctrl-C
     cancel ID            cancel a job
     retry ID             move a DEAD or CANCELLED job back to QUEUED
+    retry --dead         retry the dead-letter queue (--cancelled: cancelled jobs; --queue,
+                         --type, --limit N filter; prints how many were retried)
     delete ID            delete a job and its history
 
 --address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT.
@@ -72,6 +74,7 @@ EXIT_CODES_HELP = "Exit codes:" + (__doc__ or "").partition("Exit codes:")[2]
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_LIMIT = 100
+_RETRY_BATCH = 1000  # jobs per RetryJobs call (the server's default)
 _MAX_PAGE_SIZE = 1000
 _PRIORITY_NAMES = {"low": 25, "medium": 50, "high": 75}
 
@@ -468,6 +471,8 @@ async def _cancel(client: JobschedClient, args: argparse.Namespace) -> int:
 
 
 async def _retry(client: JobschedClient, args: argparse.Namespace) -> int:
+    if args.id is None:
+        return await _retry_many(client, args)
     job = await client.retry(args.id)
     if args.json:
         _print_json(_to_dict(job))
@@ -475,6 +480,45 @@ async def _retry(client: JobschedClient, args: argparse.Namespace) -> int:
         print(
             f"{job.id} {_state_name(job.state)} (attempt {job.attempt + 1} of {job.max_attempts})"
         )
+    return EXIT_OK
+
+
+_RETRY_BULK_OPTIONS = ("--dead", "--cancelled", "--queue", "--type", "--limit")
+
+
+def _check_retry(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`retry` takes one job id or the bulk options, never both (argparse cannot say that)."""
+    bulk = args.dead or args.cancelled or args.queue or args.type or args.limit is not None
+    if args.id is not None and bulk:
+        parser.error(
+            f"a job ID and the bulk options ({', '.join(_RETRY_BULK_OPTIONS)}) exclude each other"
+        )
+    if args.id is None and not (args.dead or args.cancelled):
+        parser.error("give a job ID, or --dead and/or --cancelled to retry many jobs")
+
+
+async def _retry_many(client: JobschedClient, args: argparse.Namespace) -> int:
+    """Bulk retry, oldest finished first, _RETRY_BATCH jobs per call, until none match or
+    --limit jobs were retried."""
+    states = [
+        name for name, chosen in (("dead", args.dead), ("cancelled", args.cancelled)) if chosen
+    ]
+    limit: int = args.limit or 0
+    retried, more = 0, True
+    while more and (not limit or retried < limit):
+        batch = min(_RETRY_BATCH, limit - retried) if limit else _RETRY_BATCH
+        count, more = await client.retry_many(
+            queue=args.queue, type=args.type, states=states, limit=batch
+        )
+        retried += count
+        if count == 0:
+            break
+    if args.json:
+        _print_json({"retried": retried, "more": more})
+    else:
+        print(f"retried {retried} job{'' if retried == 1 else 's'}")
+        if more:
+            print("more jobs match: run it again to retry them", file=sys.stderr)
     return EXIT_OK
 
 
@@ -683,9 +727,30 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="", help="recorded in the job's history")
     cancel.add_argument("--json", action="store_true", help="print the job as JSON")
 
-    retry = client_command("retry", _retry, "move a DEAD or CANCELLED job back to QUEUED")
-    retry.add_argument("id", help="job id")
-    retry.add_argument("--json", action="store_true", help="print the job as JSON")
+    retry = client_command(
+        "retry",
+        _retry,
+        "move a DEAD or CANCELLED job back to QUEUED, or many at once (--dead, --cancelled)",
+    )
+    retry.add_argument("id", nargs="?", help="job id (or the bulk options below instead)")
+    bulk = retry.add_argument_group(
+        "bulk retry", "retry every matching job, oldest finished first, 1000 per call"
+    )
+    bulk.add_argument("--dead", action="store_true", help="DEAD jobs (the dead-letter queue)")
+    bulk.add_argument("--cancelled", action="store_true", help="CANCELLED jobs")
+    bulk.add_argument("--queue", help="only this queue")
+    bulk.add_argument("--type", help="only this job type")
+    bulk.add_argument(
+        "--limit",
+        type=_positive_int,
+        help="at most this many jobs in all (default: every matching job)",
+    )
+    retry.add_argument(
+        "--json",
+        action="store_true",
+        help="print the job as JSON (bulk: {retried, more})",
+    )
+    retry.set_defaults(check=lambda args: _check_retry(retry, args))
 
     delete = client_command("delete", _delete, "delete a job and its history")
     delete.add_argument("id", help="job id")
@@ -697,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if hasattr(args, "check"):
+            args.check(args)
     except SystemExit as exit_:
         # argparse exits on --help (0) and bad input (2); return the code so callers and tests
         # see it like any other outcome.

@@ -35,6 +35,7 @@ __all__ = [
     "Payload",
     "SubmitResult",
     "job_spec",
+    "make_retry_policy",
     "parse_state",
 ]
 
@@ -105,10 +106,13 @@ def job_spec(
     labels: Mapping[str, str] | None = None,
     idempotency_key: str = "",
     timeout: timedelta | None = None,
+    retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
 ) -> job_pb2.JobSpec:
     """Build a JobSpec. Payload: bytes as is, str as UTF-8, a mapping as compact JSON.
 
-    None leaves a field unset so the server default applies (priority 50, 3 attempts, now).
+    None leaves a field unset so the server default applies (priority 50, 3 attempts, now; the
+    queue's settings first for max_attempts, timeout and the retry policy). `retry_policy` is a
+    RetryPolicy or a mapping of `retry_policy()` arguments.
     """
     spec = job_pb2.JobSpec(
         type=type,
@@ -126,10 +130,41 @@ def job_spec(
     if run_at is not None:
         spec.run_at.CopyFrom(_timestamp(run_at))
     if timeout is not None:
-        duration = duration_pb2.Duration()
-        duration.FromTimedelta(timeout)
-        spec.timeout.CopyFrom(duration)
+        spec.timeout.CopyFrom(_duration(timeout))
+    if retry_policy is not None:
+        spec.retry_policy.CopyFrom(
+            retry_policy
+            if isinstance(retry_policy, job_pb2.RetryPolicy)
+            else make_retry_policy(**retry_policy)
+        )
     return spec
+
+
+def _duration(value: timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def make_retry_policy(
+    *,
+    initial_backoff: timedelta | None = None,
+    backoff_multiplier: float | None = None,
+    max_backoff: timedelta | None = None,
+    jitter: float | None = None,
+) -> job_pb2.RetryPolicy:
+    """A RetryPolicy with the given fields set (the others come from the queue, then the
+    global defaults: 1 s, x2, 10 min, 10 %)."""
+    policy = job_pb2.RetryPolicy()
+    if initial_backoff is not None:
+        policy.initial_backoff.CopyFrom(_duration(initial_backoff))
+    if backoff_multiplier is not None:
+        policy.backoff_multiplier = backoff_multiplier
+    if max_backoff is not None:
+        policy.max_backoff.CopyFrom(_duration(max_backoff))
+    if jitter is not None:
+        policy.jitter = jitter
+    return policy
 
 
 def _as_spec(spec: JobSpecLike) -> job_pb2.JobSpec:
@@ -496,6 +531,65 @@ class JobschedClient:
             lambda stub: stub.RetryJob, job_service_pb2.RetryJobRequest(id=job_id)
         )
         return response.job
+
+    async def retry_many(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        limit: int = 0,
+    ) -> tuple[int, bool]:
+        """Move up to `limit` terminal jobs back to QUEUED, oldest finished first, in one call:
+        DEAD ones (the dead-letter queue) unless `states` names DEAD and/or CANCELLED.
+        `finished_after` is inclusive, `finished_before` exclusive. `limit` 0 means the
+        server's default (1000); above 10,000 is coerced. Returns (retried, more): `more` is
+        True when other jobs match and another call would retry them.
+
+        Not repeated after UNAVAILABLE (the jobs may have been retried): call again, it only
+        picks jobs that are still DEAD or CANCELLED."""
+        request = job_service_pb2.RetryJobsRequest(
+            queue=queue or "",
+            type=type or "",
+            states=[parse_state(s) for s in states or ()],
+            limit=limit,
+        )
+        if finished_after is not None:
+            request.finish_time_after.CopyFrom(_timestamp(finished_after))
+        if finished_before is not None:
+            request.finish_time_before.CopyFrom(_timestamp(finished_before))
+        response = await self._call(lambda stub: stub.RetryJobs, request)
+        return response.retried_count, response.more
+
+    async def retry_all(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        states: Iterable[JobStateLike] | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
+        limit: int = 0,
+    ) -> int:
+        """`retry_many` until no more jobs match, `limit` jobs per call; returns how many were
+        retried. Jobs that fail again and finish while this runs are retried again only if
+        `finished_before` excludes them: pass it (e.g. now) to retry each job at most once."""
+        chosen = [parse_state(s) for s in states or ()]
+        total = 0
+        while True:
+            retried, more = await self.retry_many(
+                queue=queue,
+                type=type,
+                states=chosen,
+                finished_after=finished_after,
+                finished_before=finished_before,
+                limit=limit,
+            )
+            total += retried
+            if not more or retried == 0:
+                return total
 
     async def delete(self, job_id: str) -> None:
         """Delete a job and its history (a RUNNING job must be cancelled first)."""

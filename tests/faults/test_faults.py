@@ -326,3 +326,21 @@ async def test_postgres_killed_and_restarted_under_load_loses_no_acknowledged_jo
         await db.dispose()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(pg_ctl, data_dir, "stop", "-m", "fast")
+
+
+async def test_a_terminated_leader_resigns_at_once_and_exits_cleanly(
+    cluster: Cluster, db: Database
+) -> None:
+    schedulers = [await cluster.scheduler("s1"), await cluster.scheduler("s2")]
+    leader, epoch = await the_leader(schedulers)
+    follower = next(s for s in schedulers if s is not leader)
+    leader.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    new_leader, new_epoch = await the_leader([follower], within=5)
+    took = time.monotonic() - stopped_at
+    assert new_leader is follower
+    assert new_epoch == epoch + 1
+    # A resignation, not a timeout: well within the 2 s a frozen leader would cost.
+    assert took < 1.5, f"takeover after SIGTERM took {took:.2f}s"
+    assert leader.process is not None
+    assert await asyncio.wait_for(leader.process.wait(), 10) == 0

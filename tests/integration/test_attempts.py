@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from scheduler.domain.errors import ConcurrentModification, InvalidTransition
 from scheduler.domain.jobs import JobRecord
-from scheduler.domain.retry import RetryPolicy, after_failure
+from scheduler.domain.retry import RetryOverrides, RetryPolicy, after_failure
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import JobSpecInput, validate_batch
 from scheduler.store.attempts import (
@@ -336,7 +336,13 @@ async def test_rescue_fails_expired_leases_and_keeps_live_ones(
     store: JobStore, db: Database
 ) -> None:
     now = datetime.now(UTC)
-    await submit(store, now, JobSpecInput(type="work"), JobSpecInput(type="work", max_attempts=1))
+    own_policy = RetryOverrides(initial=timedelta(seconds=5), jitter=0)
+    await submit(
+        store,
+        now,
+        JobSpecInput(type="work", retry=own_policy),
+        JobSpecInput(type="work", max_attempts=1),
+    )
     claimed = await claim(db, now, limit=2)
     [retried] = [j for j in claimed if j.max_attempts == 3]
     [last] = [j for j in claimed if j.max_attempts == 1]
@@ -344,14 +350,14 @@ async def test_rescue_fails_expired_leases_and_keeps_live_ones(
     [live] = await claim(db, now + LEASE)  # its lease ends later
     later = now + LEASE + timedelta(seconds=1)
     async with db.transaction() as conn:
-        rescued = await rescue_expired_leases(conn, later, POLICY)
+        rescued = await rescue_expired_leases(conn, later)
     assert {(r.job_id, r.state) for r in rescued} == {
         (retried.id, JobState.SCHEDULED),
         (last.id, JobState.DEAD),
     }
     after = await store.get(TENANT, retried.id)
     assert after.last_error == "lease expired"
-    assert after.run_at == later + timedelta(seconds=5)  # POLICY: 5 s, no jitter
+    assert after.run_at == later + timedelta(seconds=5)  # its own policy: 5 s, no jitter
     assert (await store.get(TENANT, last.id)).finished_at == later
     assert (await store.get(TENANT, live.id)).state is JobState.RUNNING
 
@@ -368,7 +374,7 @@ async def test_a_completion_racing_the_rescuer_wins_either_way(
     async with db.transaction() as completing:
         await succeed_attempt(completing, guard(first), b"done", later, "test")
         async with db.transaction() as rescuing:
-            rescued = await rescue_expired_leases(rescuing, later, POLICY)
+            rescued = await rescue_expired_leases(rescuing, later)
         assert [r.job_id for r in rescued] == [second.id]
     assert (await store.get(TENANT, first.id)).state is JobState.SUCCEEDED
 
@@ -377,7 +383,7 @@ async def test_a_completion_racing_the_rescuer_wins_either_way(
     await submit(store, now, JobSpecInput(type="work"))
     [third] = await claim(db, now)
     async with db.transaction() as rescuing:
-        await rescue_expired_leases(rescuing, later, POLICY)
+        await rescue_expired_leases(rescuing, later)
 
     with pytest.raises(ConcurrentModification):
         async with db.transaction() as completing:
@@ -399,10 +405,10 @@ async def test_the_timeout_backstop_fails_attempts_past_timeout_and_grace(
     [timed] = [j for j in claimed if j.timeout is not None]
     grace = timedelta(seconds=10)
     async with db.transaction() as conn:  # within timeout + grace: left alone
-        assert await rescue_timed_out(conn, now + timedelta(seconds=69), POLICY, grace) == []
+        assert await rescue_timed_out(conn, now + timedelta(seconds=69), grace) == []
     later = now + timedelta(seconds=71)
     async with db.transaction() as conn:
-        rescued = await rescue_timed_out(conn, later, POLICY, grace)
+        rescued = await rescue_timed_out(conn, later, grace)
     assert [(r.job_id, r.state) for r in rescued] == [(timed.id, JobState.SCHEDULED)]
     job = await store.get(TENANT, timed.id)
     assert job.last_error == "timed out after 60s"
@@ -421,7 +427,7 @@ async def test_an_attempt_ending_while_its_cancel_is_requested_cancels_the_job(
     async with db.transaction() as conn:
         await fail_attempt(conn, guard(failing), outcome, "boom", now, "test")
         await release_attempt(conn, guard(released), now, "handed back", "test")
-        await rescue_expired_leases(conn, now + LEASE + timedelta(seconds=1), POLICY)
+        await rescue_expired_leases(conn, now + LEASE + timedelta(seconds=1))
     for job in (failing, released, expired):
         after = await store.get(TENANT, job.id)
         assert after.state is JobState.CANCELLED  # not tried again: the cancel is honoured

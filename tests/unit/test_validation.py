@@ -26,6 +26,7 @@ from scheduler.domain.errors import (
     Unavailable,
 )
 from scheduler.domain.jobs import NewJob
+from scheduler.domain.retry import RetryOverrides
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import (
     JobSpecInput,
@@ -75,7 +76,7 @@ def test_defaults():
         type="email.send",
         payload=b"",
         priority=50,
-        max_attempts=3,
+        max_attempts=None,  # the queue's default, else 3: resolved by the store at submit
         run_at=NOW,
         state=JobState.QUEUED,
         labels={},
@@ -707,3 +708,38 @@ def test_field_violation_is_an_immutable_value():
     assert violation != FieldViolation("job.type", "bad")
     with pytest.raises(dataclasses.FrozenInstanceError):
         violation.field = "other"  # type: ignore[misc]
+
+
+# --- retry policy ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retry", "fields"),
+    [
+        (RetryOverrides(initial=timedelta(0)), ["job.retry_policy.initial_backoff"]),
+        (
+            RetryOverrides(initial=timedelta(days=1, seconds=1)),
+            ["job.retry_policy.initial_backoff"],
+        ),
+        (RetryOverrides(multiplier=0.99), ["job.retry_policy.backoff_multiplier"]),
+        (RetryOverrides(multiplier=10.01), ["job.retry_policy.backoff_multiplier"]),
+        (RetryOverrides(maximum=timedelta(days=7, seconds=1)), ["job.retry_policy.max_backoff"]),
+        (
+            RetryOverrides(initial=timedelta(seconds=10), maximum=timedelta(seconds=9)),
+            ["job.retry_policy.max_backoff"],
+        ),
+        (RetryOverrides(jitter=-0.01), ["job.retry_policy.jitter"]),
+        (RetryOverrides(jitter=1.01), ["job.retry_policy.jitter"]),
+    ],
+)
+def test_retry_policy_bounds(retry: RetryOverrides, fields: list[str]) -> None:
+    assert fields_of(JobSpecInput(type="t", retry=retry)) == fields
+
+
+def test_retry_policy_at_its_bounds_is_accepted() -> None:
+    retry = RetryOverrides(
+        initial=timedelta(days=1), multiplier=10, maximum=timedelta(days=7), jitter=1
+    )
+    assert validate_job(JobSpecInput(type="t", retry=retry), NOW).retry == retry
+    low = RetryOverrides(initial=timedelta(microseconds=1), multiplier=1, jitter=0)
+    assert validate_job(JobSpecInput(type="t", retry=low), NOW).retry == low
