@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -89,9 +90,12 @@ jobs = Table(
         "retry_max_backoff", Interval, nullable=False, server_default=text("'00:10:00'::interval")
     ),
     Column("retry_jitter", Double, nullable=False, server_default=text("0.1")),
+    # Dependencies not yet succeeded; a WAITING job moves on when it reaches 0.
+    Column("pending_dependencies", Integer, nullable=False, server_default=text("0")),
     # Per-job sequence of the last event; the next event takes event_seq + 1 in the same UPDATE.
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+    CheckConstraint("pending_dependencies >= 0", name="pending_dependencies_non_negative"),
     CheckConstraint(
         "retry_initial_backoff > interval '0' AND retry_max_backoff >= retry_initial_backoff "
         "AND retry_multiplier >= 1 AND retry_jitter >= 0 AND retry_jitter <= 1",
@@ -209,8 +213,73 @@ queues = Table(
     Column("retry_max_backoff", Interval),
     Column("retry_jitter", Double),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("max_concurrency", Integer),
     CheckConstraint(
         "default_max_attempts IS NULL OR default_max_attempts BETWEEN 1 AND 100",
         name="default_max_attempts_range",
     ),
+    CheckConstraint(
+        "max_concurrency IS NULL OR max_concurrency >= 1", name="max_concurrency_positive"
+    ),
+)
+
+# A job waits for these: an edge per (job, dependency); dependents found by index.
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column(
+        "job_id", UUID(as_uuid=False), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column(
+        "depends_on",
+        UUID(as_uuid=False),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    CheckConstraint("job_id <> depends_on", name="not_self"),
+    Index("ix_job_dependencies_depends_on", "depends_on"),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("tenant", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("cron", Text, nullable=False),
+    Column("time_zone", Text, nullable=False),
+    Column("job_template", LargeBinary, nullable=False),
+    Column("overlap_policy", Text, nullable=False),
+    Column("catchup_policy", Text, nullable=False),
+    Column("catchup_window", Interval, nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("next_fire_at", DateTime(timezone=True), nullable=False),
+    Column("last_fire_at", DateTime(timezone=True)),
+    Column("last_job_id", UUID(as_uuid=False)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "overlap_policy IN ('allow', 'skip', 'cancel_previous')", name="overlap_policy_known"
+    ),
+    CheckConstraint("catchup_policy IN ('none', 'latest', 'all')", name="catchup_policy_known"),
+    UniqueConstraint("tenant", "name"),
+    Index("ix_schedules_due", "next_fire_at", postgresql_where=text("NOT paused")),
+)
+
+# One row per schedule and fire time: the primary key makes each fire happen once.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column(
+        "schedule_id",
+        UUID(as_uuid=False),
+        ForeignKey("schedules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("fire_time", DateTime(timezone=True), primary_key=True),
+    Column("job_id", UUID(as_uuid=False)),
+    Column("outcome", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("outcome IN ('submitted', 'skipped', 'triggered')", name="outcome_known"),
 )

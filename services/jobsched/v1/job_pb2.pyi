@@ -101,6 +101,46 @@ PRIORITY_HIGH: Priority.ValueType  # 75
 """75: runs ahead of MEDIUM and LOW."""
 Global___Priority: _TypeAlias = Priority  # noqa: Y015
 
+class _WaitingReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitingReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitingReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAITING_REASON_UNSPECIFIED: _WaitingReason.ValueType  # 0
+    """Not waiting (running or terminal), or not computed."""
+    WAITING_REASON_DEPENDENCIES: _WaitingReason.ValueType  # 1
+    """Some of its dependencies have not succeeded yet."""
+    WAITING_REASON_SCHEDULED: _WaitingReason.ValueType  # 2
+    """Its run_at (or retry backoff) has not come yet."""
+    WAITING_REASON_QUEUE_PAUSED: _WaitingReason.ValueType  # 3
+    """Its queue is paused."""
+    WAITING_REASON_QUEUE_AT_CONCURRENCY_LIMIT: _WaitingReason.ValueType  # 4
+    """Its queue runs as many jobs as its max_concurrency allows."""
+    WAITING_REASON_NO_EXECUTOR_FOR_TYPE: _WaitingReason.ValueType  # 5
+    """No connected executor runs its job type (on its queue)."""
+    WAITING_REASON_NO_FREE_CAPACITY: _WaitingReason.ValueType  # 6
+    """Executors for it are connected, but none has a free slot."""
+
+class WaitingReason(_WaitingReason, metaclass=_WaitingReasonEnumTypeWrapper):
+    """WaitingReason says why a job that is not running has not started."""
+
+WAITING_REASON_UNSPECIFIED: WaitingReason.ValueType  # 0
+"""Not waiting (running or terminal), or not computed."""
+WAITING_REASON_DEPENDENCIES: WaitingReason.ValueType  # 1
+"""Some of its dependencies have not succeeded yet."""
+WAITING_REASON_SCHEDULED: WaitingReason.ValueType  # 2
+"""Its run_at (or retry backoff) has not come yet."""
+WAITING_REASON_QUEUE_PAUSED: WaitingReason.ValueType  # 3
+"""Its queue is paused."""
+WAITING_REASON_QUEUE_AT_CONCURRENCY_LIMIT: WaitingReason.ValueType  # 4
+"""Its queue runs as many jobs as its max_concurrency allows."""
+WAITING_REASON_NO_EXECUTOR_FOR_TYPE: WaitingReason.ValueType  # 5
+"""No connected executor runs its job type (on its queue)."""
+WAITING_REASON_NO_FREE_CAPACITY: WaitingReason.ValueType  # 6
+"""Executors for it are connected, but none has a free slot."""
+Global___WaitingReason: _TypeAlias = WaitingReason  # noqa: Y015
+
 @_typing.final
 class Progress(_message.Message):
     """Progress is the latest progress an executor reported for the running attempt."""
@@ -181,6 +221,9 @@ class JobSpec(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_REFS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Queue to run in; empty means "default"."""
     type: _builtins.str
@@ -194,6 +237,10 @@ class JobSpec(_message.Message):
     idempotency_key: _builtins.str
     """Optional idempotency key, unique per tenant, at most 200 characters. Submitting the same key
     again returns the job created the first time instead of a new one.
+    """
+    ref: _builtins.str
+    """Within a SubmitJobs batch: a name other jobs of the batch use in depends_on_refs. At most
+    200 characters, unique within the batch; not stored.
     """
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp:
@@ -216,6 +263,16 @@ class JobSpec(_message.Message):
         10 min, 10 %.
         """
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of stored jobs (of the same tenant) that must succeed before this one runs; it waits
+        (WAITING) until then. If one ends DEAD or CANCELLED, this job is cancelled.
+        """
+
+    @_builtins.property
+    def depends_on_refs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Within a SubmitJobs batch: refs of jobs of the same batch this one depends on."""
+
     def __init__(
         self,
         *,
@@ -229,10 +286,13 @@ class JobSpec(_message.Message):
         idempotency_key: _builtins.str = ...,
         timeout: _duration_pb2.Duration | None = ...,
         retry_policy: Global___RetryPolicy | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        ref: _builtins.str = ...,
+        depends_on_refs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "max_attempts", b"max_attempts", "priority", b"priority", "retry_policy", b"retry_policy", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy", "run_at", b"run_at", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "depends_on", b"depends_on", "depends_on_refs", b"depends_on_refs", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "queue", b"queue", "ref", b"ref", "retry_policy", b"retry_policy", "run_at", b"run_at", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
@@ -340,6 +400,10 @@ class Job(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     RETRY_POLICY_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    PENDING_DEPENDENCIES_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    WAITING_DETAIL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier (a UUID)."""
     queue: _builtins.str
@@ -368,6 +432,14 @@ class Job(_message.Message):
     """The idempotency key given at submit, if any."""
     cancel_requested: _builtins.bool
     """True once a cancel was requested for a running job; the executor honours it."""
+    pending_dependencies: _builtins.int
+    """How many of them have not succeeded yet."""
+    waiting_reason: Global___WaitingReason.ValueType
+    """Why a job that is not running waits (GetJobStatus only; unspecified elsewhere and for
+    running or terminal jobs).
+    """
+    waiting_detail: _builtins.str
+    """Details of the waiting reason, for people (for example the run_at, or the limit reached)."""
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp:
         """Earliest time the job (or its next attempt) may run."""
@@ -404,6 +476,10 @@ class Job(_message.Message):
     def retry_policy(self) -> Global___RetryPolicy:
         """The retry policy in effect for this job (its own, completed by the queue's defaults)."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the jobs this one depends on."""
+
     def __init__(
         self,
         *,
@@ -429,10 +505,14 @@ class Job(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         retry_policy: Global___RetryPolicy | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        pending_dependencies: _builtins.int = ...,
+        waiting_reason: Global___WaitingReason.ValueType = ...,
+        waiting_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "progress", b"progress", "retry_policy", b"retry_policy", "run_at", b"run_at", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "executor", b"executor", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "last_error", b"last_error", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "depends_on", b"depends_on", "executor", b"executor", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "last_error", b"last_error", "max_attempts", b"max_attempts", "payload", b"payload", "pending_dependencies", b"pending_dependencies", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "waiting_detail", b"waiting_detail", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -160,6 +160,7 @@ class GetJobStatusResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """The job, with payload, result and progress."""
@@ -168,19 +169,50 @@ class GetJobStatusResponse(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]:
         """The job's events when include_events was set."""
 
+    @_builtins.property
+    def dependencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
+        """The jobs it depends on, with their current states."""
+
     def __init__(
         self,
         *,
         job: _job_pb2.Job | None = ...,
         events: _abc.Iterable[_job_pb2.JobEvent] | None = ...,
+        dependencies: _abc.Iterable[Global___Dependency] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "events", b"events", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJobStatusResponse: _TypeAlias = GetJobStatusResponse  # noqa: Y015
+
+@_typing.final
+class Dependency(_message.Message):
+    """Dependency is a job another job depends on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Its id."""
+    state: _job_pb2.JobState.ValueType
+    """Its current state."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        state: _job_pb2.JobState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependency: _TypeAlias = Dependency  # noqa: Y015
 
 @_typing.final
 class ListActiveJobsRequest(_message.Message):
@@ -778,3 +810,57 @@ class DeleteJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteJobResponse: _TypeAlias = DeleteJobResponse  # noqa: Y015
+
+@_typing.final
+class UpdateJobPriorityRequest(_message.Message):
+    """UpdateJobPriorityRequest names the job and its new priority."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job id."""
+    priority: _builtins.int
+    """The new priority in [0, 100] (the Priority levels are 25, 50 and 75)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobPriorityRequest: _TypeAlias = UpdateJobPriorityRequest  # noqa: Y015
+
+@_typing.final
+class UpdateJobPriorityResponse(_message.Message):
+    """UpdateJobPriorityResponse is the job after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """False when the priority was already that value and nothing was written."""
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateJobPriorityResponse: _TypeAlias = UpdateJobPriorityResponse  # noqa: Y015

@@ -103,6 +103,11 @@ class JobServiceStub:
                 request_serializer=jobsched_dot_v1_dot_job__service__pb2.DeleteJobRequest.SerializeToString,
                 response_deserializer=jobsched_dot_v1_dot_job__service__pb2.DeleteJobResponse.FromString,
                 _registered_method=True)
+        self.UpdateJobPriority = channel.unary_unary(
+                '/jobsched.v1.JobService/UpdateJobPriority',
+                request_serializer=jobsched_dot_v1_dot_job__service__pb2.UpdateJobPriorityRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_job__service__pb2.UpdateJobPriorityResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -217,6 +222,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJobPriority(self, request, context):
+        """UpdateJobPriority changes the priority of a WAITING, SCHEDULED or QUEUED job (others are
+        FAILED_PRECONDITION). The same priority again writes nothing (changed = false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -279,6 +292,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=jobsched_dot_v1_dot_job__service__pb2.DeleteJobRequest.FromString,
                     response_serializer=jobsched_dot_v1_dot_job__service__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'UpdateJobPriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJobPriority,
+                    request_deserializer=jobsched_dot_v1_dot_job__service__pb2.UpdateJobPriorityRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_job__service__pb2.UpdateJobPriorityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -614,6 +632,33 @@ class JobService:
             '/jobsched.v1.JobService/DeleteJob',
             jobsched_dot_v1_dot_job__service__pb2.DeleteJobRequest.SerializeToString,
             jobsched_dot_v1_dot_job__service__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJobPriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobsched.v1.JobService/UpdateJobPriority',
+            jobsched_dot_v1_dot_job__service__pb2.UpdateJobPriorityRequest.SerializeToString,
+            jobsched_dot_v1_dot_job__service__pb2.UpdateJobPriorityResponse.FromString,
             options,
             channel_credentials,
             insecure,

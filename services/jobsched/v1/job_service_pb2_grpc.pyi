@@ -92,6 +92,10 @@ class JobServiceStub:
     """DeleteJob deletes a job and its whole history atomically. A RUNNING job cannot be deleted
     (FAILED_PRECONDITION): cancel it first.
     """
+    UpdateJobPriority: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.UpdateJobPriorityRequest, _job_service_pb2.UpdateJobPriorityResponse]
+    """UpdateJobPriority changes the priority of a WAITING, SCHEDULED or QUEUED job (others are
+    FAILED_PRECONDITION). The same priority again writes nothing (changed = false).
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -156,6 +160,10 @@ class JobServiceAsyncStub(JobServiceStub):
     DeleteJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobRequest, _job_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
     """DeleteJob deletes a job and its whole history atomically. A RUNNING job cannot be deleted
     (FAILED_PRECONDITION): cancel it first.
+    """
+    UpdateJobPriority: _aio.UnaryUnaryMultiCallable[_job_service_pb2.UpdateJobPriorityRequest, _job_service_pb2.UpdateJobPriorityResponse]  # type: ignore[assignment]
+    """UpdateJobPriority changes the priority of a WAITING, SCHEDULED or QUEUED job (others are
+    FAILED_PRECONDITION). The same priority again writes nothing (changed = false).
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -290,6 +298,16 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.DeleteJobResponse, _abc.Awaitable[_job_service_pb2.DeleteJobResponse]]:
         """DeleteJob deletes a job and its whole history atomically. A RUNNING job cannot be deleted
         (FAILED_PRECONDITION): cancel it first.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateJobPriority(
+        self,
+        request: _job_service_pb2.UpdateJobPriorityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.UpdateJobPriorityResponse, _abc.Awaitable[_job_service_pb2.UpdateJobPriorityResponse]]:
+        """UpdateJobPriority changes the priority of a WAITING, SCHEDULED or QUEUED job (others are
+        FAILED_PRECONDITION). The same priority again writes nothing (changed = false).
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

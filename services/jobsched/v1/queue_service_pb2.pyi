@@ -3,11 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from jobsched.v1 import job_pb2 as _job_pb2
 import builtins as _builtins
 import sys
@@ -31,10 +33,19 @@ class Queue(_message.Message):
     DEFAULT_RETRY_POLICY_FIELD_NUMBER: _builtins.int
     DEFAULT_TIMEOUT_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Queue name (normalised like JobSpec.queue)."""
     default_max_attempts: _builtins.int
     """Default JobSpec.max_attempts for its jobs; unset means 3."""
+    paused: _builtins.bool
+    """True while the queue is paused (PauseQueue): its jobs are accepted, none is dispatched."""
+    max_concurrency: _builtins.int
+    """At most this many of its jobs run at once, across all executors and replicas; unset means
+    no limit. Changed with UpdateQueue (path max_concurrency).
+    """
     @_builtins.property
     def default_retry_policy(self) -> _job_pb2.RetryPolicy:
         """Default retry policy fields for its jobs."""
@@ -47,6 +58,10 @@ class Queue(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the settings last changed; unset for a queue never configured."""
 
+    @_builtins.property
+    def stats(self) -> Global___QueueStats:
+        """Statistics (ListQueues only)."""
+
     def __init__(
         self,
         *,
@@ -55,16 +70,243 @@ class Queue(_message.Message):
         default_retry_policy: _job_pb2.RetryPolicy | None = ...,
         default_timeout: _duration_pb2.Duration | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        paused: _builtins.bool = ...,
+        max_concurrency: _builtins.int | None = ...,
+        stats: Global___QueueStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "_max_concurrency", b"_max_concurrency", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "max_concurrency", b"max_concurrency", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "_max_concurrency", b"_max_concurrency", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__default_max_attempts: _TypeAlias = _typing.Literal["default_max_attempts"]  # noqa: Y015
     _WhichOneofArgType__default_max_attempts: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts"]  # noqa: Y015
+    _WhichOneofReturnType__max_concurrency: _TypeAlias = _typing.Literal["max_concurrency"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrency: _TypeAlias = _typing.Literal["_max_concurrency", b"_max_concurrency"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__default_max_attempts) -> _WhichOneofReturnType__default_max_attempts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrency) -> _WhichOneofReturnType__max_concurrency | None: ...
 
 Global___Queue: _TypeAlias = Queue  # noqa: Y015
+
+@_typing.final
+class QueueStats(_message.Message):
+    """QueueStats counts a queue's jobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class JobsByStateEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class WaitingByReasonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    JOBS_BY_STATE_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    OLDEST_WAITING_CREATE_TIME_FIELD_NUMBER: _builtins.int
+    OLDEST_WAITING_AGE_FIELD_NUMBER: _builtins.int
+    WAITING_BY_REASON_FIELD_NUMBER: _builtins.int
+    running: _builtins.int
+    """Jobs running now."""
+    @_builtins.property
+    def jobs_by_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Jobs per state (WAITING, SCHEDULED, QUEUED, RUNNING; terminal ones are not counted)."""
+
+    @_builtins.property
+    def oldest_waiting_create_time(self) -> _timestamp_pb2.Timestamp:
+        """Submission time of the oldest job that waits (WAITING, SCHEDULED or QUEUED); unset when none."""
+
+    @_builtins.property
+    def oldest_waiting_age(self) -> _duration_pb2.Duration:
+        """Age of that job when the statistics were taken."""
+
+    @_builtins.property
+    def waiting_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Jobs that wait, per WaitingReason name (e.g. "WAITING_REASON_QUEUE_PAUSED")."""
+
+    def __init__(
+        self,
+        *,
+        jobs_by_state: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        running: _builtins.int = ...,
+        oldest_waiting_create_time: _timestamp_pb2.Timestamp | None = ...,
+        oldest_waiting_age: _duration_pb2.Duration | None = ...,
+        waiting_by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_waiting_age", b"oldest_waiting_age", "oldest_waiting_create_time", b"oldest_waiting_create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_by_state", b"jobs_by_state", "oldest_waiting_age", b"oldest_waiting_age", "oldest_waiting_create_time", b"oldest_waiting_create_time", "running", b"running", "waiting_by_reason", b"waiting_by_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
+
+@_typing.final
+class ListQueuesRequest(_message.Message):
+    """ListQueuesRequest has no filter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    """ListQueuesResponse is every queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___Queue]:
+        """The queues, by name."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___Queue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
+class PauseQueueRequest(_message.Message):
+    """PauseQueueRequest names the queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Queue name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseQueueRequest: _TypeAlias = PauseQueueRequest  # noqa: Y015
+
+@_typing.final
+class PauseQueueResponse(_message.Message):
+    """PauseQueueResponse is the queue after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseQueueResponse: _TypeAlias = PauseQueueResponse  # noqa: Y015
+
+@_typing.final
+class ResumeQueueRequest(_message.Message):
+    """ResumeQueueRequest names the queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Queue name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeQueueRequest: _TypeAlias = ResumeQueueRequest  # noqa: Y015
+
+@_typing.final
+class ResumeQueueResponse(_message.Message):
+    """ResumeQueueResponse is the queue after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue(self) -> Global___Queue:
+        """The queue."""
+
+    def __init__(
+        self,
+        *,
+        queue: Global___Queue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeQueueResponse: _TypeAlias = ResumeQueueResponse  # noqa: Y015
 
 @_typing.final
 class GetQueueRequest(_message.Message):
@@ -127,7 +369,7 @@ class UpdateQueueRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields of `queue` to change: default_max_attempts, default_retry_policy (or its
-        sub-fields, e.g. default_retry_policy.initial_backoff), default_timeout.
+        sub-fields, e.g. default_retry_policy.initial_backoff), default_timeout, max_concurrency.
         """
 
     def __init__(

@@ -47,6 +47,21 @@ class QueueServiceStub:
                 request_serializer=jobsched_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=jobsched_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/jobsched.v1.QueueService/ListQueues',
+                request_serializer=jobsched_dot_v1_dot_queue__service__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_queue__service__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/jobsched.v1.QueueService/PauseQueue',
+                request_serializer=jobsched_dot_v1_dot_queue__service__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_queue__service__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/jobsched.v1.QueueService/ResumeQueue',
+                request_serializer=jobsched_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=jobsched_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -71,6 +86,27 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueues(self, request, context):
+        """ListQueues lists every queue that has jobs or settings, by name, with its statistics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseQueue(self, request, context):
+        """PauseQueue stops dispatching the queue's jobs (it still accepts them). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """ResumeQueue dispatches the queue's jobs again. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +119,21 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.UpdateQueue,
                     request_deserializer=jobsched_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=jobsched_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=jobsched_dot_v1_dot_queue__service__pb2.ListQueuesRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_queue__service__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=jobsched_dot_v1_dot_queue__service__pb2.PauseQueueRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_queue__service__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=jobsched_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=jobsched_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +193,87 @@ class QueueService:
             '/jobsched.v1.QueueService/UpdateQueue',
             jobsched_dot_v1_dot_queue__service__pb2.UpdateQueueRequest.SerializeToString,
             jobsched_dot_v1_dot_queue__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobsched.v1.QueueService/ListQueues',
+            jobsched_dot_v1_dot_queue__service__pb2.ListQueuesRequest.SerializeToString,
+            jobsched_dot_v1_dot_queue__service__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobsched.v1.QueueService/PauseQueue',
+            jobsched_dot_v1_dot_queue__service__pb2.PauseQueueRequest.SerializeToString,
+            jobsched_dot_v1_dot_queue__service__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobsched.v1.QueueService/ResumeQueue',
+            jobsched_dot_v1_dot_queue__service__pb2.ResumeQueueRequest.SerializeToString,
+            jobsched_dot_v1_dot_queue__service__pb2.ResumeQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

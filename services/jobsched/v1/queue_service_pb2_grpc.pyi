@@ -43,6 +43,12 @@ class QueueServiceStub:
     given a value); a cleared field goes back to the global default. Changes apply to jobs
     submitted afterwards.
     """
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ListQueuesRequest, _queue_service_pb2.ListQueuesResponse]
+    """ListQueues lists every queue that has jobs or settings, by name, with its statistics."""
+    PauseQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.PauseQueueRequest, _queue_service_pb2.PauseQueueResponse]
+    """PauseQueue stops dispatching the queue's jobs (it still accepts them). Idempotent."""
+    ResumeQueue: _grpc.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]
+    """ResumeQueue dispatches the queue's jobs again. Idempotent."""
 
 @_typing.type_check_only
 class QueueServiceAsyncStub(QueueServiceStub):
@@ -59,6 +65,12 @@ class QueueServiceAsyncStub(QueueServiceStub):
     given a value); a cleared field goes back to the global default. Changes apply to jobs
     submitted afterwards.
     """
+    ListQueues: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ListQueuesRequest, _queue_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """ListQueues lists every queue that has jobs or settings, by name, with its statistics."""
+    PauseQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.PauseQueueRequest, _queue_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
+    """PauseQueue stops dispatching the queue's jobs (it still accepts them). Idempotent."""
+    ResumeQueue: _aio.UnaryUnaryMultiCallable[_queue_service_pb2.ResumeQueueRequest, _queue_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
+    """ResumeQueue dispatches the queue's jobs again. Idempotent."""
 
 class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueueService reads and changes the settings of queues. A queue exists as soon as a job names
@@ -84,5 +96,29 @@ class QueueServiceServicer(metaclass=_abc_1.ABCMeta):
         given a value); a cleared field goes back to the global default. Changes apply to jobs
         submitted afterwards.
         """
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _queue_service_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ListQueuesResponse, _abc.Awaitable[_queue_service_pb2.ListQueuesResponse]]:
+        """ListQueues lists every queue that has jobs or settings, by name, with its statistics."""
+
+    @_abc_1.abstractmethod
+    def PauseQueue(
+        self,
+        request: _queue_service_pb2.PauseQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.PauseQueueResponse, _abc.Awaitable[_queue_service_pb2.PauseQueueResponse]]:
+        """PauseQueue stops dispatching the queue's jobs (it still accepts them). Idempotent."""
+
+    @_abc_1.abstractmethod
+    def ResumeQueue(
+        self,
+        request: _queue_service_pb2.ResumeQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_queue_service_pb2.ResumeQueueResponse, _abc.Awaitable[_queue_service_pb2.ResumeQueueResponse]]:
+        """ResumeQueue dispatches the queue's jobs again. Idempotent."""
 
 def add_QueueServiceServicer_to_server(servicer: QueueServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
