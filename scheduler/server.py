@@ -34,11 +34,11 @@ from scheduler.dispatch.notify import Notifier
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector
 from scheduler.maintenance.rescue import LeaseRescuer
-from scheduler.store.attempts import Rescued
+from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
-from scheduler.store.queues import QueueStore
+from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
@@ -75,6 +75,8 @@ class ServerSettings:
     timeout_grace: timedelta = timedelta(seconds=10)
     # How often each replica records itself for GetClusterStatus.
     presence_interval: float = 5.0
+    # A job QUEUED this long is claimed before younger ones, whatever their priority.
+    starvation_after: timedelta = DEFAULT_STARVATION_AFTER
 
 
 class SchedulerServer:
@@ -105,6 +107,7 @@ class SchedulerServer:
             ack_timeout=settings.ack_timeout,
             reconnect_grace=settings.reconnect_grace,
             poll_interval=settings.poll_interval,
+            starvation_after=settings.starvation_after,
             hub=self.hub,
             notifier=self.notifier,
         )
@@ -134,8 +137,15 @@ class SchedulerServer:
             self.hub.forward = lambda job_id: (
                 notifier.jobs_changed(job_id) if self.presence.peers else None
             )
+        self.queue_reads = QueueReads(db, timedelta(seconds=3 * settings.presence_interval))
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
-            QueueService(QueueStore(db), clock), self.server
+            QueueService(
+                QueueStore(db),
+                self.queue_reads,
+                clock,
+                on_change=self.dispatcher.new_work,
+            ),
+            self.server,
         )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterService(
@@ -151,6 +161,7 @@ class SchedulerServer:
                 on_scheduled=self.dispatcher.wake_at,
                 on_cancel_requested=self.dispatcher.request_cancel,
                 hub=self.hub,
+                queue_reads=self.queue_reads,
             ),
             self.server,
         )

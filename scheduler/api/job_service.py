@@ -38,6 +38,7 @@ from scheduler.domain.pagination import (
     fingerprint,
     page_size,
 )
+from scheduler.domain.queues import QueueSettings
 from scheduler.domain.states import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -51,6 +52,8 @@ from scheduler.domain.states import (
 )
 from scheduler.domain.validation import (
     NAME_PATTERN,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     check_name,
     check_states,
     validate_batch,
@@ -58,8 +61,10 @@ from scheduler.domain.validation import (
     validate_job_id,
     validate_reason,
 )
+from scheduler.domain.waiting import reason_of
 from scheduler.store.jobs import Guard, JobStore
 from scheduler.store.logs import JobLogStore
+from scheduler.store.queues import QueueReads
 from scheduler.watch import JobWatchHub
 
 TENANT_METADATA_KEY = "x-jobsched-tenant"
@@ -132,6 +137,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         on_cancel_requested: Callable[[JobRecord], None] = lambda job: None,
         hub: JobWatchHub | None = None,
         logs: JobLogStore | None = None,
+        queue_reads: QueueReads | None = None,
     ) -> None:
         self.store = store
         self.logs = logs or JobLogStore(store.db)
@@ -142,6 +148,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self.on_scheduled = on_scheduled
         self.on_cancel_requested = on_cancel_requested
         self.hub = hub or JobWatchHub()
+        self.queue_reads = queue_reads  # for waiting reasons
 
     async def SubmitJob(
         self, request: job_service_pb2.SubmitJobRequest, context: Context
@@ -182,12 +189,30 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         job_id = validate_job_id(request.id)
         if request.include_events:
             job, events = await self.store.get_with_events(tenant, job_id)
-            return job_service_pb2.GetJobStatusResponse(
+            response = job_service_pb2.GetJobStatusResponse(
                 job=job_to_proto(job), events=[event_to_proto(e) for e in events]
             )
-        return job_service_pb2.GetJobStatusResponse(
-            job=job_to_proto(await self.store.get(tenant, job_id))
-        )
+        else:
+            job = await self.store.get(tenant, job_id)
+            response = job_service_pb2.GetJobStatusResponse(job=job_to_proto(job))
+        await self._explain_waiting(tenant, job, response.job)
+        return response
+
+    async def _explain_waiting(self, tenant: str, job: JobRecord, message: job_pb2.Job) -> None:
+        """Fill waiting_reason/detail of a job that has not started (one more statement, for
+        QUEUED jobs only: their queue's settings and running count, and the executors)."""
+        if job.state is JobState.QUEUED and self.queue_reads is not None:
+            facts = await self.queue_reads.waiting_facts(tenant, job.queue, self.clock())
+            waiting = reason_of(job, facts.settings, facts.running, facts.executors)
+        elif job.state in (JobState.WAITING, JobState.SCHEDULED):
+            waiting = reason_of(job, QueueSettings(name=job.queue), 0, ())
+        else:
+            return
+        if waiting.reason is not None:
+            message.waiting_reason = job_pb2.WaitingReason.Value(
+                f"WAITING_REASON_{waiting.reason.value}"
+            )
+        message.waiting_detail = waiting.detail
 
     async def ListActiveJobs(
         self, request: job_service_pb2.ListActiveJobsRequest, context: Context
@@ -344,6 +369,22 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         job = await self._with_fresh_read(tenant, job_id, attempt)
         self.hub.notify(job.id)
         return job_service_pb2.CancelJobResponse(job=job_to_proto(job))
+
+    async def UpdateJobPriority(
+        self, request: job_service_pb2.UpdateJobPriorityRequest, context: Context
+    ) -> job_service_pb2.UpdateJobPriorityResponse:
+        tenant = tenant_of(context)
+        job_id = validate_job_id(request.id)
+        if not PRIORITY_MIN <= request.priority <= PRIORITY_MAX:
+            raise InvalidArgument(
+                [FieldViolation("priority", f"must be in [{PRIORITY_MIN}, {PRIORITY_MAX}]")]
+            )
+        job, changed = await self.store.update_priority(
+            tenant, job_id, request.priority, self.clock()
+        )
+        if changed:
+            self.hub.notify(job.id)
+        return job_service_pb2.UpdateJobPriorityResponse(job=job_to_proto(job), changed=changed)
 
     async def RetryJob(
         self, request: job_service_pb2.RetryJobRequest, context: Context

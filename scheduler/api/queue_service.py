@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -21,8 +22,10 @@ from scheduler.api.job_service import tenant_of
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.queues import QueueSettings, apply_update
 from scheduler.domain.retry import RetryOverrides
+from scheduler.domain.states import JobState
 from scheduler.domain.validation import check_name
-from scheduler.store.queues import QueueStore
+from scheduler.domain.waiting import waiting_reason
+from scheduler.store.queues import QueueReads, QueueStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -32,7 +35,10 @@ def queue_to_proto(settings: QueueSettings) -> pb.Queue:
         name=settings.name,
         default_timeout=duration(settings.default_timeout),
         update_time=timestamp(settings.updated_at),
+        paused=settings.paused,
     )
+    if settings.max_concurrency is not None:
+        message.max_concurrency = settings.max_concurrency
     if settings.default_max_attempts is not None:
         message.default_max_attempts = settings.default_max_attempts
     if settings.retry != RetryOverrides():
@@ -50,6 +56,7 @@ def _given(queue: pb.Queue) -> tuple[QueueSettings, list[str]]:
     )
     settings = QueueSettings(
         name=queue.name,
+        max_concurrency=queue.max_concurrency if queue.HasField("max_concurrency") else None,
         default_max_attempts=queue.default_max_attempts
         if queue.HasField("default_max_attempts")
         else None,
@@ -58,7 +65,11 @@ def _given(queue: pb.Queue) -> tuple[QueueSettings, list[str]]:
         else None,
         retry=retry,
     )
-    paths = [name for name in ("default_max_attempts", "default_timeout") if queue.HasField(name)]
+    paths = [
+        name
+        for name in ("max_concurrency", "default_max_attempts", "default_timeout")
+        if queue.HasField(name)
+    ]
     if queue.HasField("default_retry_policy"):
         policy = queue.default_retry_policy
         paths += [
@@ -80,9 +91,73 @@ def _queue_name(value: str, path: str) -> str:
 
 
 class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
-    def __init__(self, store: QueueStore, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: QueueStore,
+        reads: QueueReads,
+        clock: Callable[[], datetime],
+        *,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.store = store
+        self.reads = reads
         self.clock = clock
+        # A resumed queue or a raised limit may make jobs claimable: wake the dispatchers.
+        self.on_change = on_change
+
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: Context
+    ) -> pb.ListQueuesResponse:
+        now = self.clock()
+        queues, executors = await self.reads.queue_counts(tenant_of(context), now)
+        response = pb.ListQueuesResponse()
+        for entry in queues:
+            message = queue_to_proto(entry.settings)
+            stats = message.stats
+            running = entry.by_state.get("running", 0)
+            stats.running = running
+            for state, count in entry.by_state.items():
+                stats.jobs_by_state[f"JOB_STATE_{state.upper()}"] = count
+            if entry.oldest_waiting is not None:
+                stats.oldest_waiting_create_time.FromDatetime(entry.oldest_waiting)
+                stats.oldest_waiting_age.FromTimedelta(
+                    max(now - entry.oldest_waiting, timedelta(0))
+                )
+            for (state, job_type), count in entry.by_state_and_type.items():
+                if state == "running":
+                    continue
+                waiting = waiting_reason(
+                    state=JobState(state),
+                    queue=entry.settings.name,
+                    job_type=job_type,
+                    settings=entry.settings,
+                    running_in_queue=running,
+                    executors=executors,
+                )
+                if waiting.reason is not None:
+                    key = f"WAITING_REASON_{waiting.reason.value}"
+                    stats.waiting_by_reason[key] = stats.waiting_by_reason[key] + count
+            response.queues.append(message)
+        return response
+
+    async def PauseQueue(
+        self, request: pb.PauseQueueRequest, context: Context
+    ) -> pb.PauseQueueResponse:
+        updated = await self._set_paused(request.name, True, context)
+        return pb.PauseQueueResponse(queue=queue_to_proto(updated))
+
+    async def ResumeQueue(
+        self, request: pb.ResumeQueueRequest, context: Context
+    ) -> pb.ResumeQueueResponse:
+        updated = await self._set_paused(request.name, False, context)
+        self.on_change()
+        return pb.ResumeQueueResponse(queue=queue_to_proto(updated))
+
+    async def _set_paused(self, value: str, paused: bool, context: Context) -> QueueSettings:
+        name = _queue_name(value, "name")
+        return await self.store.update(
+            tenant_of(context), name, lambda current: replace(current, paused=paused), self.clock()
+        )
 
     async def GetQueue(self, request: pb.GetQueueRequest, context: Context) -> pb.GetQueueResponse:
         name = _queue_name(request.name, "name")
@@ -103,4 +178,5 @@ class QueueService(queue_service_pb2_grpc.QueueServiceServicer):
             lambda current: apply_update(current, given, paths),
             self.clock(),
         )
+        self.on_change()
         return pb.UpdateQueueResponse(queue=queue_to_proto(updated))

@@ -37,6 +37,7 @@ from scheduler.domain.log_lines import LogLine, bound_lines
 from scheduler.domain.retry import after_failure
 from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
+    DEFAULT_STARVATION_AFTER,
     LostStream,
     claim_jobs,
     fail_attempt,
@@ -121,6 +122,7 @@ class Dispatcher:
         progress_interval: float = 0.5,
         hub: JobWatchHub | None = None,
         reconnect_grace: timedelta = timedelta(seconds=10),
+        starvation_after: timedelta = DEFAULT_STARVATION_AFTER,
         notifier: Notifier | None = None,
     ) -> None:
         self.db = db
@@ -134,6 +136,7 @@ class Dispatcher:
         self._promoted_at = -math.inf  # time.monotonic() of the last promotion
         self._task: asyncio.Task[None] | None = None
         self.reconnect_grace = reconnect_grace
+        self.starvation_after = starvation_after
         self.detached: dict[str, Detached] = {}  # job id -> attempt of a lost stream
         self._due_at: float | None = None  # time.monotonic() when the next SCHEDULED job is due
         self.notifier = notifier
@@ -365,6 +368,7 @@ class Dispatcher:
                     limit=credits,
                     lease=self.lease,
                     now=now,
+                    starvation_after=self.starvation_after,
                 )
             for job in jobs:
                 session.in_flight[job.id] = job

@@ -19,6 +19,8 @@ class QueueSettings:
     default_timeout: timedelta | None = None
     retry: RetryOverrides = field(default_factory=RetryOverrides)
     updated_at: datetime | None = None
+    paused: bool = False
+    max_concurrency: int | None = None  # None: no limit
 
 
 # update_mask paths, as in the proto, and what they change.
@@ -28,7 +30,9 @@ _RETRY_FIELDS = {
     "max_backoff": "maximum",
     "jitter": "jitter",
 }
+MAX_CONCURRENCY_LIMIT = 100_000
 MASK_PATHS = (
+    "max_concurrency",
     "default_max_attempts",
     "default_timeout",
     "default_retry_policy",
@@ -49,7 +53,9 @@ def apply_update(current: QueueSettings, given: QueueSettings, paths: list[str])
     updated = current
     retry = current.retry
     for path in paths:
-        if path == "default_max_attempts":
+        if path == "max_concurrency":
+            updated = replace(updated, max_concurrency=given.max_concurrency)
+        elif path == "default_max_attempts":
             updated = replace(updated, default_max_attempts=given.default_max_attempts)
         elif path == "default_timeout":
             updated = replace(updated, default_timeout=given.default_timeout)
@@ -65,6 +71,11 @@ def apply_update(current: QueueSettings, given: QueueSettings, paths: list[str])
 
 def check_settings(settings: QueueSettings) -> None:
     violations = []
+    limit = settings.max_concurrency
+    if limit is not None and not 1 <= limit <= MAX_CONCURRENCY_LIMIT:
+        violations.append(
+            FieldViolation("queue.max_concurrency", f"must be in [1, {MAX_CONCURRENCY_LIMIT}]")
+        )
     attempts = settings.default_max_attempts
     if attempts is not None and not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:
         violations.append(

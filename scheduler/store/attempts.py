@@ -20,21 +20,53 @@ from scheduler.domain.retry import FailureOutcome, RetryPolicy, after_failure
 from scheduler.domain.states import Event, JobState, check_transition
 from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, transition_statement
 
-_CLAIM = f"""
-WITH candidates AS (
-    SELECT id AS candidate_id FROM jobs
+# Queues with a concurrency limit that are not paused, locked for the rest of the claim: claims
+# touching them are serialised across all replicas, so the running count read next cannot go
+# stale before the claim commits (no overshoot).
+_LOCK_LIMITED_QUEUES = """
+SELECT tenant, name, max_concurrency FROM queues
+WHERE max_concurrency IS NOT NULL AND NOT paused {queues}
+ORDER BY tenant, name
+FOR UPDATE
+"""
+
+_RUNNING_IN = text("""
+SELECT q.tenant, q.name, count(j.id)
+FROM unnest(CAST(:tenants AS text[]), CAST(:names AS text[])) AS q(tenant, name)
+LEFT JOIN jobs j ON j.state = 'running' AND j.tenant = q.tenant AND j.queue = q.name
+GROUP BY q.tenant, q.name
+""")
+
+_ELIGIBLE = """
+    SELECT id AS candidate_id, priority, run_at, run_at <= :starved_before AS starved FROM jobs
     WHERE state = 'queued' AND run_at <= :now AND attempt < max_attempts
-      AND type = ANY(CAST(:types AS text[])) {{queues}}
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
+      AND type = ANY(CAST(:types AS text[])) {queues} {where}
+    ORDER BY {order}
+    LIMIT {limit}
     FOR UPDATE SKIP LOCKED
+"""
+# Jobs of queues without settings that matter here (not paused, no limit).
+_UNLIMITED = """AND NOT EXISTS (
+        SELECT 1 FROM queues q WHERE q.tenant = jobs.tenant AND q.name = jobs.queue
+          AND (q.paused OR q.max_concurrency IS NOT NULL))"""
+
+_CLAIM = f"""
+WITH {{parts}},
+candidates AS (
+    {{union}}
+), chosen AS (
+    SELECT DISTINCT ON (candidate_id) candidate_id, priority, run_at, starved FROM candidates
+    ORDER BY candidate_id, starved DESC
+), ranked AS (
+    SELECT candidate_id FROM chosen ORDER BY starved DESC, priority DESC, run_at, candidate_id
+    LIMIT :limit
 ), claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, executor = :executor,
         started_at = :now, lease_expires_at = :lease_expires_at, updated_at = :now,
         cancel_requested_at = NULL, event_seq = jobs.event_seq + 1,
         progress_percent = 0, progress_step = '', progress_message = '', progress_eta = NULL,
         progress_updated_at = NULL
-    FROM candidates WHERE jobs.id = candidates.candidate_id
+    FROM ranked WHERE jobs.id = ranked.candidate_id
     RETURNING {FULL_COLUMNS}
 ), events AS (
     INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
@@ -46,6 +78,8 @@ WITH candidates AS (
 SELECT * FROM claimed ORDER BY priority DESC, run_at, id
 """
 
+DEFAULT_STARVATION_AFTER = timedelta(minutes=5)
+
 
 async def claim_jobs(
     conn: AsyncConnection,
@@ -56,11 +90,16 @@ async def claim_jobs(
     limit: int,
     lease: timedelta,
     now: datetime,
+    starvation_after: timedelta = DEFAULT_STARVATION_AFTER,
 ) -> list[JobRecord]:
-    """Claim up to `limit` eligible QUEUED jobs in priority, run_at, id order, in one statement.
+    """Claim up to `limit` eligible QUEUED jobs and start their next attempt, in priority, run_at,
+    id order — except that jobs QUEUED since `starvation_after` or longer go first, oldest first
+    (low priority delays work, it never starves it).
 
-    SKIP LOCKED: concurrent claimers (other dispatchers, other replicas) take disjoint jobs
-    instead of waiting for each other. An empty `queues` means every queue."""
+    Paused queues are skipped. A queue with max_concurrency gets at most its free slots, counted
+    under a lock on its settings row, so concurrent claimers on any replica never overshoot.
+    SKIP LOCKED: concurrent claimers take disjoint jobs instead of waiting for each other. An
+    empty `queues` means every queue. Two or three statements per call."""
     if limit <= 0 or not job_types:
         return []
     params: dict[str, Any] = {
@@ -68,6 +107,7 @@ async def claim_jobs(
         "types": list(job_types),
         "limit": limit,
         "now": now,
+        "starved_before": now - starvation_after,
         "lease_expires_at": now + lease,
         "actor": f"executor:{executor}",
     }
@@ -75,7 +115,61 @@ async def claim_jobs(
     if queues:
         queue_filter = "AND queue = ANY(CAST(:queues AS text[]))"
         params["queues"] = list(queues)
-    result = await conn.execute(text(_CLAIM.format(queues=queue_filter)), params)
+    limited = (
+        await conn.execute(
+            text(
+                _LOCK_LIMITED_QUEUES.format(
+                    queues="AND name = ANY(CAST(:queues AS text[]))" if queues else ""
+                )
+            ),
+            params,
+        )
+    ).all()
+    free: list[tuple[str, str, int]] = []
+    if limited:
+        running = {
+            (row[0], row[1]): int(row[2])
+            for row in await conn.execute(
+                _RUNNING_IN,
+                {"tenants": [r[0] for r in limited], "names": [r[1] for r in limited]},
+            )
+        }
+        free = [
+            (r[0], r[1], int(r[2]) - running.get((r[0], r[1]), 0))
+            for r in limited
+            if int(r[2]) > running.get((r[0], r[1]), 0)
+        ]
+    parts = [
+        _ELIGIBLE.format(
+            queues=queue_filter,
+            where=_UNLIMITED,
+            order="priority DESC, run_at, id",
+            limit=":limit",
+        ),
+        # The starved ones, oldest first (they may repeat rows of the part above).
+        _ELIGIBLE.format(
+            queues=queue_filter,
+            where=_UNLIMITED + " AND run_at <= :starved_before",
+            order="run_at, id",
+            limit=":limit",
+        ),
+    ]
+    for i, (tenant, name, slots) in enumerate(free):
+        params[f"lt{i}"], params[f"lq{i}"], params[f"ln{i}"] = tenant, name, min(slots, limit)
+        parts.append(
+            _ELIGIBLE.format(
+                queues=queue_filter,
+                where=f"AND tenant = :lt{i} AND queue = :lq{i}",
+                order="run_at <= :starved_before DESC, priority DESC, run_at, id",
+                limit=f":ln{i}",
+            )
+        )
+    # Each part locks its rows in its own CTE: FOR UPDATE is not allowed in a UNION.
+    sql = _CLAIM.format(
+        parts=",\n".join(f"part{i} AS ({p})" for i, p in enumerate(parts)),
+        union="\n    UNION ALL ".join(f"SELECT * FROM part{i}" for i in range(len(parts))),
+    )
+    result = await conn.execute(text(sql), params)
     return [row_to_job(r, full=True) for r in result]
 
 

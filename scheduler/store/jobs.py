@@ -19,7 +19,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.domain.errors import ConcurrentModification, IdempotencyKeyReused, JobNotFound
+from scheduler.domain.errors import (
+    ConcurrentModification,
+    FailedPrecondition,
+    IdempotencyKeyReused,
+    JobNotFound,
+)
 from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Progress, Submitted
 from scheduler.domain.pagination import Cursor
 from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -363,6 +368,15 @@ SELECT {FULL_COLUMNS} FROM updated
 """)
 
 
+# Jobs that have not started may change priority; a priority that does not change writes nothing.
+PRIORITY_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.QUEUED})
+_UPDATE_PRIORITY = text(f"""
+UPDATE jobs SET priority = :priority, updated_at = :now
+WHERE tenant = :tenant AND id = :id AND state IN ('waiting', 'scheduled', 'queued')
+  AND priority <> :priority
+RETURNING {FULL_COLUMNS}
+""")
+
 _CANCEL = transition_statement("state = 'cancelled', finished_at = :now, lease_expires_at = NULL")
 
 _RETRY = transition_statement(
@@ -653,6 +667,30 @@ class JobStore:
     async def request_cancel(self, guard: Guard, now: datetime) -> JobRecord:
         async with self.db.transaction() as conn:
             return await request_cancel(conn, guard, now)
+
+    async def update_priority(
+        self, tenant: str, job_id: str, priority: int, now: datetime
+    ) -> tuple[JobRecord, bool]:
+        """Set the priority of a job that has not started; (job, changed). The same priority
+        again writes nothing. A job that runs or has ended: FailedPrecondition."""
+        async with self.db.transaction() as conn:
+            row = (
+                await conn.execute(
+                    _UPDATE_PRIORITY,
+                    {"tenant": tenant, "id": job_id, "priority": priority, "now": now},
+                )
+            ).first()
+            if row is not None:
+                return row_to_job(row, full=True), True
+            job = await select_job(conn, tenant, job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        if job.state not in PRIORITY_STATES:
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.name}: only WAITING, SCHEDULED or QUEUED jobs "
+                "can change priority"
+            )
+        return job, False  # the same priority: nothing written
 
     async def retry(self, guard: Guard, now: datetime, reason: str, actor: str) -> JobRecord:
         check_transition(guard.state, Event.RETRY, JobState.QUEUED)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -12,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.domain.queues import QueueSettings
 from scheduler.domain.retry import RetryOverrides
+from scheduler.domain.waiting import ExecutorView
 from scheduler.store.database import Database
 
 _COLUMNS = """name, default_max_attempts, default_timeout, retry_initial_backoff,
-    retry_multiplier, retry_max_backoff, retry_jitter, updated_at"""
+    retry_multiplier, retry_max_backoff, retry_jitter, updated_at, paused, max_concurrency"""
 
 
 def _settings(row: Row[Any]) -> QueueSettings:
@@ -31,6 +34,8 @@ def _settings(row: Row[Any]) -> QueueSettings:
             jitter=m["retry_jitter"],
         ),
         updated_at=m["updated_at"],
+        paused=m["paused"],
+        max_concurrency=m["max_concurrency"],
     )
 
 
@@ -44,7 +49,7 @@ _UPDATE = text(f"""
 UPDATE queues SET default_max_attempts = :default_max_attempts,
     default_timeout = :default_timeout, retry_initial_backoff = :initial,
     retry_multiplier = :multiplier, retry_max_backoff = :maximum, retry_jitter = :jitter,
-    updated_at = :now
+    max_concurrency = :max_concurrency, paused = :paused, updated_at = :now
 WHERE tenant = :tenant AND name = :name
 RETURNING {_COLUMNS}
 """)
@@ -95,8 +100,155 @@ async def _update(
                 "multiplier": updated.retry.multiplier,
                 "maximum": updated.retry.maximum,
                 "jitter": updated.retry.jitter,
+                "max_concurrency": updated.max_concurrency,
+                "paused": updated.paused,
                 "now": now,
             },
         )
     ).one()
     return _settings(row)
+
+
+# Facts for the waiting reasons of one job: its queue's settings, how many of the queue's jobs
+# run, and the executors of every live replica. One statement.
+_WAITING_FACTS = text(f"""
+SELECT (SELECT row_to_json(q) FROM (SELECT {_COLUMNS} FROM queues
+                                    WHERE tenant = :tenant AND name = :name) q) AS settings,
+       (SELECT count(*) FROM jobs WHERE state = 'running' AND tenant = :tenant
+                                    AND queue = :name) AS running,
+       (SELECT coalesce(jsonb_agg(e), '[]'::jsonb)
+          FROM scheduler_replicas r, jsonb_array_elements(r.executors) e
+         WHERE r.last_seen_at >= :live_since) AS executors
+""")
+
+_QUEUE_COUNTS = text("""
+SELECT queue, state::text, type, count(*), min(created_at)
+FROM jobs
+WHERE tenant = :tenant AND state IN ('waiting', 'scheduled', 'queued', 'running')
+GROUP BY queue, state, type
+""")
+_ALL_SETTINGS = text(f"SELECT {_COLUMNS} FROM queues WHERE tenant = :tenant")
+_EXECUTORS = text("""
+SELECT coalesce(jsonb_agg(e), '[]'::jsonb)
+FROM scheduler_replicas r, jsonb_array_elements(r.executors) e
+WHERE r.last_seen_at >= :live_since
+""")
+
+
+def _executor_views(value: Any) -> list[ExecutorView]:
+    items = json.loads(value) if isinstance(value, str) else value
+    return [
+        ExecutorView(
+            job_types=tuple(e["job_types"]),
+            queues=tuple(e["queues"]),
+            capacity=int(e["capacity"]),
+            running=int(e["running"]),
+        )
+        for e in items or []
+    ]
+
+
+def _settings_from_json(name: str, value: Any) -> QueueSettings:
+    if value is None:
+        return QueueSettings(name=name)
+    m = json.loads(value) if isinstance(value, str) else value
+
+    def interval(text_value: Any) -> timedelta | None:
+        return None if text_value is None else _parse_interval(str(text_value))
+
+    return QueueSettings(
+        name=m["name"],
+        default_max_attempts=m["default_max_attempts"],
+        default_timeout=interval(m["default_timeout"]),
+        retry=RetryOverrides(
+            initial=interval(m["retry_initial_backoff"]),
+            multiplier=m["retry_multiplier"],
+            maximum=interval(m["retry_max_backoff"]),
+            jitter=m["retry_jitter"],
+        ),
+        updated_at=datetime.fromisoformat(m["updated_at"]),
+        paused=bool(m["paused"]),
+        max_concurrency=m["max_concurrency"],
+    )
+
+
+def _parse_interval(value: str) -> timedelta:
+    """row_to_json renders an interval as e.g. "00:00:05", "1 day 02:00:00" or "00:00:00.5"."""
+    days = 0
+    if "day" in value:
+        count, _, value = value.partition(" day")
+        days = int(count)
+        value = value.lstrip("s").strip() or "00:00:00"
+    hours, minutes, seconds = value.split(":")
+    return timedelta(days=days, hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingFacts:
+    settings: QueueSettings
+    running: int
+    executors: list[ExecutorView]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    settings: QueueSettings
+    by_state: dict[str, int]
+    # (state, type) -> count, for the waiting reasons of QUEUED jobs
+    by_state_and_type: dict[tuple[str, str], int]
+    oldest_waiting: datetime | None
+
+
+class QueueReads:
+    """Reads for waiting reasons and ListQueues."""
+
+    def __init__(self, db: Database, live_within: timedelta) -> None:
+        self.db = db
+        self.live_within = live_within
+
+    async def waiting_facts(self, tenant: str, queue: str, now: datetime) -> WaitingFacts:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    _WAITING_FACTS,
+                    {"tenant": tenant, "name": queue, "live_since": now - self.live_within},
+                )
+            ).one()
+        return WaitingFacts(
+            settings=_settings_from_json(queue, row[0]),
+            running=int(row[1]),
+            executors=_executor_views(row[2]),
+        )
+
+    async def queue_counts(
+        self, tenant: str, now: datetime
+    ) -> tuple[list[QueueCounts], list[ExecutorView]]:
+        async with self.db.transaction() as conn:
+            counts = (await conn.execute(_QUEUE_COUNTS, {"tenant": tenant})).all()
+            settings = {
+                r[0]: _settings(r) for r in await conn.execute(_ALL_SETTINGS, {"tenant": tenant})
+            }
+            executors = _executor_views(
+                (
+                    await conn.execute(_EXECUTORS, {"live_since": now - self.live_within})
+                ).scalar_one()
+            )
+        queues: dict[str, QueueCounts] = {}
+        for name in sorted({r[0] for r in counts} | set(settings)):
+            queues[name] = QueueCounts(
+                settings=settings.get(name, QueueSettings(name=name)),
+                by_state={},
+                by_state_and_type={},
+                oldest_waiting=None,
+            )
+        for queue, state, job_type, count, oldest in counts:
+            entry = queues[queue]
+            entry.by_state[state] = entry.by_state.get(state, 0) + int(count)
+            entry.by_state_and_type[(state, job_type)] = int(count)
+            if state != "running" and (
+                entry.oldest_waiting is None or oldest < entry.oldest_waiting
+            ):
+                queues[queue] = entry = QueueCounts(
+                    entry.settings, entry.by_state, entry.by_state_and_type, oldest
+                )
+        return list(queues.values()), executors
