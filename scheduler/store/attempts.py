@@ -58,7 +58,9 @@ candidates AS (
     SELECT DISTINCT ON (candidate_id) candidate_id, priority, run_at, starved FROM candidates
     ORDER BY candidate_id, starved DESC
 ), ranked AS (
-    SELECT candidate_id FROM chosen ORDER BY starved DESC, priority DESC, run_at, candidate_id
+    SELECT candidate_id FROM chosen
+    -- the starved first, oldest first; then priority order
+    ORDER BY starved DESC, CASE WHEN starved THEN run_at END, priority DESC, run_at, candidate_id
     LIMIT :limit
 ), claimed AS (
     UPDATE jobs SET state = 'running', attempt = jobs.attempt + 1, executor = :executor,
@@ -160,7 +162,8 @@ async def claim_jobs(
             _ELIGIBLE.format(
                 queues=queue_filter,
                 where=f"AND tenant = :lt{i} AND queue = :lq{i}",
-                order="run_at <= :starved_before DESC, priority DESC, run_at, id",
+                order="run_at <= :starved_before DESC, "
+                "CASE WHEN run_at <= :starved_before THEN run_at END, priority DESC, run_at, id",
                 limit=f":ln{i}",
             )
         )
