@@ -41,14 +41,14 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from google.protobuf import json_format, message, timestamp_pb2
 from rich.console import Console
 from rich.table import Table
 
-from jobsched.client import JobschedClient, parse_state
+from jobsched.client import JobschedClient, make_retry_policy, parse_state
 from jobsched.errors import (
     ConflictError,
     DeadlineExceededError,
@@ -58,7 +58,7 @@ from jobsched.errors import (
     NotFoundError,
     UnavailableError,
 )
-from jobsched.v1 import job_pb2, job_service_pb2
+from jobsched.v1 import job_pb2, job_service_pb2, queue_service_pb2
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -135,6 +135,51 @@ def _positive_int(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a non-negative integer")
     return number
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration_arg(value: str) -> timedelta:
+    """ "1.5" (seconds), "500ms", "30s", "5m", "2h", "1d"."""
+    text = value.strip().lower()
+    for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            number, scale = text[: -len(unit)], _DURATION_UNITS[unit]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a duration like 30s, 5m, 2h, 1d or a number of seconds"
+        )
+    return timedelta(seconds=seconds)
+
+
+def _retry_policy_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --retry-* options given, as make_retry_policy arguments (None when none is)."""
+    given = {
+        "initial_backoff": args.retry_initial_backoff,
+        "backoff_multiplier": args.retry_multiplier,
+        "max_backoff": args.retry_max_backoff,
+        "jitter": args.retry_jitter,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
+
+
+def _add_retry_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group(f"retry policy ({what})")
+    group.add_argument(
+        "--retry-initial-backoff", type=_duration_arg, metavar="D", help="wait before retry 1"
+    )
+    group.add_argument("--retry-multiplier", type=float, metavar="X", help="growth per retry")
+    group.add_argument("--retry-max-backoff", type=_duration_arg, metavar="D", help="longest wait")
+    group.add_argument("--retry-jitter", type=float, metavar="F", help="spread, 0..1")
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -284,6 +329,8 @@ async def _submit(client: JobschedClient, args: argparse.Namespace) -> int:
             "run_at": args.run_at,
             "labels": dict(args.labels),
             "idempotency_key": args.idempotency_key,
+            "timeout": args.timeout_job,
+            "retry_policy": _retry_policy_of(args),
         }
     )
     if args.json:
@@ -528,6 +575,139 @@ async def _delete(client: JobschedClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _set_priority(client: JobschedClient, args: argparse.Namespace) -> int:
+    job, changed = await client.update_priority(args.id, args.level)
+    if args.json:
+        _print_json({"job": _to_dict(job), "changed": changed})
+    else:
+        print(f"{job.id} priority {job.priority}" + ("" if changed else " (unchanged)"))
+    return EXIT_OK
+
+
+def _seconds_text(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _queue_rows(queue: queue_service_pb2.Queue) -> list[tuple[str, str]]:
+    policy = queue.default_retry_policy
+    rows = [
+        ("name", queue.name),
+        ("paused", "yes" if queue.paused else "no"),
+        (
+            "max concurrency",
+            str(queue.max_concurrency) if queue.HasField("max_concurrency") else "no limit",
+        ),
+        (
+            "default max attempts",
+            str(queue.default_max_attempts) if queue.HasField("default_max_attempts") else "3",
+        ),
+        (
+            "default timeout",
+            _seconds_text(queue.default_timeout.ToTimedelta())
+            if queue.HasField("default_timeout")
+            else "none",
+        ),
+    ]
+
+    def duration_text(present: bool, value: timedelta) -> str:
+        return _seconds_text(value) if present else "global default"
+
+    def number_text(present: bool, value: float) -> str:
+        return f"{value:g}" if present else "global default"
+
+    rows += [
+        (
+            "retry initial backoff",
+            duration_text(policy.HasField("initial_backoff"), policy.initial_backoff.ToTimedelta()),
+        ),
+        (
+            "retry multiplier",
+            number_text(policy.HasField("backoff_multiplier"), policy.backoff_multiplier),
+        ),
+        (
+            "retry max backoff",
+            duration_text(policy.HasField("max_backoff"), policy.max_backoff.ToTimedelta()),
+        ),
+        ("retry jitter", number_text(policy.HasField("jitter"), policy.jitter)),
+    ]
+    return rows
+
+
+async def _queues(client: JobschedClient, args: argparse.Namespace) -> int:
+    action = args.queues_action
+    if action == "ls":
+        queues = await client.queues()
+        if args.json:
+            _print_json([_to_dict(q) for q in queues])
+            return EXIT_OK
+        table = Table()
+        for column in ("queue", "paused", "limit", "waiting", "queued", "running", "oldest"):
+            table.add_column(column, justify="left" if column == "queue" else "right")
+        table.add_column("why waiting")
+        for q in queues:
+            counts = q.stats.jobs_by_state
+            waiting = sum(counts.get(f"JOB_STATE_{s}", 0) for s in ("WAITING", "SCHEDULED"))
+            table.add_row(
+                q.name,
+                "yes" if q.paused else "",
+                str(q.max_concurrency) if q.HasField("max_concurrency") else "",
+                str(waiting),
+                str(counts.get("JOB_STATE_QUEUED", 0)),
+                str(q.stats.running),
+                _seconds_text(q.stats.oldest_waiting_age.ToTimedelta())
+                if q.stats.HasField("oldest_waiting_age")
+                else "",
+                ", ".join(
+                    f"{reason.removeprefix('WAITING_REASON_').lower()} {count}"
+                    for reason, count in sorted(q.stats.waiting_by_reason.items())
+                ),
+            )
+        Console().print(table)
+        return EXIT_OK
+    if action == "show":
+        queue = await client.get_queue(args.name)
+    elif action == "pause":
+        queue = await client.pause_queue(args.name)
+    elif action == "resume":
+        queue = await client.resume_queue(args.name)
+    elif action == "set-concurrency":
+        limited = queue_service_pb2.Queue(name=args.name)
+        if args.limit > 0:
+            limited.max_concurrency = args.limit
+        queue = await client.update_queue(limited, ["max_concurrency"])
+    else:  # set
+        changes = queue_service_pb2.Queue(name=args.name)
+        paths = []
+        if args.max_attempts is not None:
+            changes.default_max_attempts = args.max_attempts
+            paths.append("default_max_attempts")
+        if args.timeout_default is not None:
+            changes.default_timeout.FromTimedelta(args.timeout_default)
+            paths.append("default_timeout")
+        policy = _retry_policy_of(args)
+        if policy:
+            changes.default_retry_policy.CopyFrom(make_retry_policy(**policy))
+            paths += [f"default_retry_policy.{name}" for name in policy]
+        if not paths:
+            print("nothing to change: give at least one option (see --help)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        queue = await client.update_queue(changes, paths)
+    if args.json:
+        _print_json(_to_dict(queue))
+    else:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        for label, text in _queue_rows(queue):
+            grid.add_row(label, text)
+        Console().print(grid)
+    return EXIT_OK
+
+
 async def _run_client_command(handler: _Handler, args: argparse.Namespace) -> int:
     async with JobschedClient(args.address, tenant=args.tenant, timeout=args.timeout) as client:
         return await handler(client, args)
@@ -656,6 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label (repeatable)",
     )
     submit.add_argument("--idempotency-key", default="", help="submit at most once per key")
+    submit.add_argument(
+        "--job-timeout",
+        dest="timeout_job",
+        type=_duration_arg,
+        metavar="D",
+        help="execution timeout of each attempt, e.g. 30s or 5m (default: the queue's)",
+    )
+    _add_retry_options(submit, "unset options: the queue's defaults")
     submit.add_argument("--json", action="store_true", help="print the job as JSON")
     submit.add_argument(
         "--watch", action="store_true", help="then show live progress until the job ends"
@@ -754,6 +942,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = client_command("delete", _delete, "delete a job and its history")
     delete.add_argument("id", help="job id")
+
+    priority = client_command(
+        "priority", _set_priority, "change the priority of a job that has not started"
+    )
+    priority.add_argument("id", help="job id")
+    priority.add_argument("level", type=_priority, help="0..100 or low/medium/high")
+    priority.add_argument("--json", action="store_true", help="print {job, changed} as JSON")
+
+    queues = client_command("queues", _queues, "list queues, pause or resume them, set limits")
+    actions = queues.add_subparsers(dest="queues_action", required=True, metavar="ACTION")
+    queues_ls = actions.add_parser(
+        "ls", help="every queue with its counts, limit and why its jobs wait"
+    )
+    queues_ls.add_argument("--json", action="store_true", help="print a JSON list")
+    for name, text in (
+        ("show", "show a queue's settings"),
+        ("pause", "stop dispatching a queue's jobs (it still accepts them)"),
+        ("resume", "dispatch a paused queue's jobs again"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("name", help="queue name")
+        action.add_argument("--json", action="store_true", help="print the queue as JSON")
+    limit = actions.add_parser(
+        "set-concurrency",
+        help="at most N of the queue's jobs run at once, across all executors (0: no limit)",
+    )
+    limit.add_argument("name", help="queue name")
+    limit.add_argument("limit", type=_positive_int, help="the limit; 0 removes it")
+    limit.add_argument("--json", action="store_true", help="print the queue as JSON")
+    defaults = actions.add_parser(
+        "set", help="the defaults of jobs submitted to the queue afterwards"
+    )
+    defaults.add_argument("name", help="queue name")
+    defaults.add_argument("--max-attempts", type=int, help="default attempts before DEAD")
+    defaults.add_argument(
+        "--timeout", dest="timeout_default", type=_duration_arg, help="default execution timeout"
+    )
+    _add_retry_options(defaults, "defaults of the queue's jobs")
+    defaults.add_argument("--json", action="store_true", help="print the queue as JSON")
     return parser
 
 

@@ -25,7 +25,13 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from jobsched import payloads
 from jobsched.errors import from_rpc_error
-from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobsched.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
 
 __all__ = [
     "TENANT_METADATA_KEY",
@@ -50,6 +56,7 @@ _STATE_PREFIX = "JOB_STATE_"
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Item = TypeVar("_Item")
+_Stub = TypeVar("_Stub")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +230,9 @@ class JobschedClient:
         self._stubs: list[job_service_pb2_grpc.JobServiceAsyncStub] = [
             job_service_pb2_grpc.JobServiceStub(channel) for channel in self._channels
         ]
+        self._queue_stubs: list[queue_service_pb2_grpc.QueueServiceAsyncStub] = [
+            queue_service_pb2_grpc.QueueServiceStub(channel) for channel in self._channels
+        ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
         )
@@ -262,11 +272,33 @@ class JobschedClient:
         *,
         safe_to_repeat: bool = False,
     ) -> _Response:
+        return await self._invoke(self._stubs, rpc, request, safe_to_repeat)
+
+    async def _call_queues(
+        self,
+        rpc: Callable[
+            [queue_service_pb2_grpc.QueueServiceAsyncStub],
+            grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        ],
+        request: _Request,
+        *,
+        safe_to_repeat: bool = False,
+    ) -> _Response:
+        return await self._invoke(self._queue_stubs, rpc, request, safe_to_repeat)
+
+    async def _invoke(
+        self,
+        per_address: Sequence[_Stub],
+        rpc: Callable[[_Stub], grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]],
+        request: _Request,
+        safe_to_repeat: bool,
+    ) -> _Response:
+        """Call `rpc` on the stub of the current address (one stub per address)."""
         attempt = 0
         while True:
             stub = self._current
             try:
-                return await rpc(self._stubs[stub])(
+                return await rpc(per_address[stub])(
                     request, metadata=self._metadata, timeout=self.timeout
                 )
             except grpc.aio.AioRpcError as err:
@@ -594,3 +626,62 @@ class JobschedClient:
     async def delete(self, job_id: str) -> None:
         """Delete a job and its history (a RUNNING job must be cancelled first)."""
         await self._call(lambda stub: stub.DeleteJob, job_service_pb2.DeleteJobRequest(id=job_id))
+
+    async def update_priority(self, job_id: str, priority: int) -> tuple[job_pb2.Job, bool]:
+        """Set the priority of a job that has not started; (job, changed)."""
+        response = await self._call(
+            lambda stub: stub.UpdateJobPriority,
+            job_service_pb2.UpdateJobPriorityRequest(id=job_id, priority=priority),
+            safe_to_repeat=True,  # setting a value twice is the same as once
+        )
+        return response.job, response.changed
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def queues(self) -> list[queue_service_pb2.Queue]:
+        """Every queue with jobs or settings, by name, with its statistics."""
+        response = await self._call_queues(
+            lambda stub: stub.ListQueues,
+            queue_service_pb2.ListQueuesRequest(),
+            safe_to_repeat=True,
+        )
+        return list(response.queues)
+
+    async def get_queue(self, name: str) -> queue_service_pb2.Queue:
+        response = await self._call_queues(
+            lambda stub: stub.GetQueue,
+            queue_service_pb2.GetQueueRequest(name=name),
+            safe_to_repeat=True,
+        )
+        return response.queue
+
+    async def pause_queue(self, name: str) -> queue_service_pb2.Queue:
+        response = await self._call_queues(
+            lambda stub: stub.PauseQueue,
+            queue_service_pb2.PauseQueueRequest(name=name),
+            safe_to_repeat=True,  # idempotent
+        )
+        return response.queue
+
+    async def resume_queue(self, name: str) -> queue_service_pb2.Queue:
+        response = await self._call_queues(
+            lambda stub: stub.ResumeQueue,
+            queue_service_pb2.ResumeQueueRequest(name=name),
+            safe_to_repeat=True,  # idempotent
+        )
+        return response.queue
+
+    async def update_queue(
+        self, queue: queue_service_pb2.Queue, paths: Sequence[str] | None = None
+    ) -> queue_service_pb2.Queue:
+        """Change the queue's settings named by `paths` (None: every field `queue` sets; a path
+        whose field is unset clears it)."""
+        request = queue_service_pb2.UpdateQueueRequest(queue=queue)
+        if paths is not None:
+            request.update_mask.paths.extend(paths)
+        response = await self._call_queues(
+            lambda stub: stub.UpdateQueue,
+            request,
+            safe_to_repeat=True,  # setting values twice is the same as once
+        )
+        return response.queue
