@@ -128,7 +128,8 @@ async def test_a_scheduled_job_starts_at_its_run_at_without_polling(
         started = datetime.now(UTC)
         assert assignment.attempt.job_id == response.job.id
         assert started >= run_at  # not early
-        assert started - run_at < timedelta(seconds=WITHIN)
+        # By timer, not by the (one-minute) poll: well under a second late, even on a busy box.
+        assert started - run_at < timedelta(seconds=1)
 
 
 async def test_a_retry_starts_after_its_backoff_without_polling(
