@@ -27,6 +27,7 @@ from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store import embedded, migrate
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
+from tests.scripted import ScriptedExecutor
 
 
 def with_database(url: str, database: str) -> str:
@@ -118,3 +119,12 @@ async def channel(scheduler: SchedulerServer) -> AsyncIterator[grpc.aio.Channel]
 @pytest.fixture
 def jobs_stub(channel: grpc.aio.Channel) -> job_service_pb2_grpc.JobServiceStub:
     return job_service_pb2_grpc.JobServiceStub(channel)
+
+
+@pytest.fixture
+async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
+    """Scripted executor streams a test opens (tests/scripted.py `connect`), closed at the end."""
+    started: list[ScriptedExecutor] = []
+    yield started
+    for executor in started:
+        await executor.close()

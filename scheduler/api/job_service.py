@@ -241,20 +241,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         queue = _optional_name(request.queue, "queue")
         job_type = _optional_name(request.type, "type")
         states = _check_states(request.states, TERMINAL_STATES, "a terminal state")
-        after = (
-            from_timestamp(request.finish_time_after, "finish_time_after")
-            if request.HasField("finish_time_after")
-            else None
-        )
-        before = (
-            from_timestamp(request.finish_time_before, "finish_time_before")
-            if request.HasField("finish_time_before")
-            else None
-        )
-        if after is not None and before is not None and after >= before:
-            raise InvalidArgument(
-                [FieldViolation("finish_time_after", "must be before finish_time_before")]
-            )
+        after, before = _finish_window(request)
         limit = page_size(request.page_size)
         fp = fingerprint(
             {
@@ -415,20 +402,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             if chosen
             else (JobState.DEAD,)  # the dead-letter queue
         )
-        after = (
-            from_timestamp(request.finish_time_after, "finish_time_after")
-            if request.HasField("finish_time_after")
-            else None
-        )
-        before = (
-            from_timestamp(request.finish_time_before, "finish_time_before")
-            if request.HasField("finish_time_before")
-            else None
-        )
-        if after is not None and before is not None and after >= before:
-            raise InvalidArgument(
-                [FieldViolation("finish_time_after", "must be before finish_time_before")]
-            )
+        after, before = _finish_window(request)
         limit = page_size(
             request.limit, "limit", default=RETRY_JOBS_DEFAULT_LIMIT, maximum=RETRY_JOBS_MAX_LIMIT
         )
@@ -565,6 +539,27 @@ def _in_watch_order(
             return
         yield event
     yield from lines[i:]
+
+
+def _finish_window(
+    request: job_service_pb2.GetJobHistoryRequest | job_service_pb2.RetryJobsRequest,
+) -> tuple[datetime | None, datetime | None]:
+    """The [finish_time_after, finish_time_before) window of a history-like request."""
+    after = (
+        from_timestamp(request.finish_time_after, "finish_time_after")
+        if request.HasField("finish_time_after")
+        else None
+    )
+    before = (
+        from_timestamp(request.finish_time_before, "finish_time_before")
+        if request.HasField("finish_time_before")
+        else None
+    )
+    if after is not None and before is not None and after >= before:
+        raise InvalidArgument(
+            [FieldViolation("finish_time_after", "must be before finish_time_before")]
+        )
+    return after, before
 
 
 def _check_states(values: Sequence[int], allowed: frozenset[JobState], what: str) -> list[JobState]:

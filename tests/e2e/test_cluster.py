@@ -4,12 +4,10 @@ a fencing epoch, a prompt takeover when the leader stops, and the leader's lease
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from jobsched.v1 import cluster_service_pb2 as cpb
@@ -25,14 +23,6 @@ FAST: dict[str, Any] = {
     "rescue_interval": 0.1,
     "presence_interval": 0.2,
 }
-
-
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
-    started: list[ScriptedExecutor] = []
-    yield started
-    for executor in started:
-        await executor.close()
 
 
 async def status(channel: grpc.aio.Channel) -> cpb.GetClusterStatusResponse:

@@ -5,7 +5,6 @@ rule (a job queued long enough is claimed before younger ones, whatever their pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,14 +30,6 @@ if TYPE_CHECKING:  # the async stubs exist only in the generated .pyi
     QueueStub = queue_service_pb2_grpc.QueueServiceAsyncStub
 
 FAST: dict[str, Any] = {"presence_interval": 0.2}
-
-
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
-    started: list[ScriptedExecutor] = []
-    yield started
-    for executor in started:
-        await executor.close()
 
 
 async def submit(stub: Stub, **spec: Any) -> job_pb2.Job:

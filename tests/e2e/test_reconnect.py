@@ -26,14 +26,6 @@ if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
     Stub = job_service_pb2_grpc.JobServiceAsyncStub
 
 
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
-    started: list[ScriptedExecutor] = []
-    yield started
-    for executor in started:
-        await executor.close()
-
-
 async def events_of(stub: Stub, job_id: str) -> list[job_pb2.JobEvent]:
     response = await stub.GetJobStatus(
         job_service_pb2.GetJobStatusRequest(id=job_id, include_events=True)

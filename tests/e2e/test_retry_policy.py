@@ -4,7 +4,6 @@ through QueueService with field masks; bad input changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -37,14 +36,6 @@ def seconds(value: float) -> Duration:
 @pytest.fixture
 def queues(channel: grpc.aio.Channel) -> QueueStub:
     return queue_service_pb2_grpc.QueueServiceStub(channel)
-
-
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
-    started: list[ScriptedExecutor] = []
-    yield started
-    for executor in started:
-        await executor.close()
 
 
 async def submit(stub: Stub, **spec: object) -> job_pb2.Job:

@@ -6,12 +6,10 @@ here polls only once a minute, so anything that arrives sooner was event-driven.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobsched.v1 import executor_service_pb2 as pb
@@ -24,14 +22,6 @@ if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
 
 SLOW_POLL = 60.0
 WITHIN = 5.0  # far below SLOW_POLL, far above any event-driven delay
-
-
-@pytest.fixture
-async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
-    started: list[ScriptedExecutor] = []
-    yield started
-    for executor in started:
-        await executor.close()
 
 
 async def test_a_submit_on_one_replica_wakes_the_dispatcher_of_another(
