@@ -9,7 +9,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from sqlalchemy import text
 
+from executor.handlers import builtin_registry
+from executor.runner import Executor
 from jobsched.v1 import cluster_service_pb2 as cpb
 from jobsched.v1 import cluster_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
 from jobsched.v1 import executor_service_pb2 as pb
@@ -189,3 +192,51 @@ async def test_watchers_on_one_replica_see_changes_made_through_another(
             assert seen[0][0] in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
         finally:
             watch.cancel()
+
+
+async def test_jobs_on_two_replicas_run_exactly_once(db: Database) -> None:
+    count = 300
+    async with (
+        serving(db, **FAST) as a,
+        serving(db, **FAST) as b,
+        grpc.aio.insecure_channel(a.address) as channel,
+    ):
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        await stub.SubmitJobs(
+            job_service_pb2.SubmitJobsRequest(
+                jobs=[job_pb2.JobSpec(type="noop") for _ in range(count)]
+            )
+        )
+        workers = [
+            Executor([server.address], name=f"w{i}", capacity=10, registry=builtin_registry())
+            for i, server in enumerate([a, b, a, b])
+        ]
+        for worker in workers:
+            await worker.start()
+        try:
+
+            async def all_succeeded() -> None:
+                async with db.read() as conn:
+                    done = await conn.execute(
+                        text("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+                    )
+                    assert done.scalar_one() == count
+
+            await assert_eventually(all_succeeded, within=45, interval=0.1)
+        finally:
+            for worker in workers:
+                await worker.stop(grace=1.0)
+    async with db.read() as conn:
+        claims = (
+            await conn.execute(
+                text(
+                    "SELECT job_id, count(*) FROM job_events WHERE reason = 'claimed' "
+                    "GROUP BY job_id HAVING count(*) <> 1"
+                )
+            )
+        ).all()
+        executors_used = (
+            await conn.execute(text("SELECT count(DISTINCT executor) FROM jobs"))
+        ).scalar_one()
+    assert claims == []  # each job was handed out exactly once
+    assert executors_used >= 2  # and both replicas' executors took part
