@@ -97,6 +97,7 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     def __init__(self, dispatcher: Dispatcher, heartbeat_interval: float = 3.0) -> None:
         self.dispatcher = dispatcher
         self.heartbeat_interval = heartbeat_interval
+        self._recording: set[asyncio.Task[None]] = set()  # results being recorded
 
     async def Connect(
         self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
@@ -149,7 +150,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     with contextlib.suppress(JobschedError):
                         await self.dispatcher.heartbeat(session)
                 elif kind == "result":
-                    await self._result(session, request.result)
+                    # Not awaited here: results of one stream are recorded concurrently, so
+                    # that they can share a transaction (see Dispatcher.record_success).
+                    task = asyncio.create_task(self._result(session, request.result))
+                    self._recording.add(task)
+                    task.add_done_callback(self._recording.discard)
                 elif kind == "progress":
                     report = request.progress
                     self.dispatcher.record_progress(

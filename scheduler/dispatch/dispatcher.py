@@ -39,13 +39,14 @@ from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
     DEFAULT_STARVATION_AFTER,
     LostStream,
+    Success,
     claim_jobs,
     fail_attempt,
     promote_due_jobs,
     reattach_attempts,
     release_attempt,
     renew_leases,
-    succeed_attempt,
+    succeed_attempts,
     write_progress,
 )
 from scheduler.store.database import Database
@@ -79,6 +80,13 @@ def cancel_message(job_id: str, attempt: int, reason: str) -> pb.ConnectResponse
             attempt=pb.JobAttempt(job_id=job_id, attempt=attempt), reason=reason
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingSuccess:
+    session: ExecutorSession
+    success: Success
+    done: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._promoted_at = -math.inf  # time.monotonic() of the last promotion
         self._task: asyncio.Task[None] | None = None
+        self._successes: list[_PendingSuccess] = []
+        self._successes_ready = asyncio.Event()
+        self._success_task: asyncio.Task[None] | None = None
         self.reconnect_grace = reconnect_grace
         self.starvation_after = starvation_after
         self.detached: dict[str, Detached] = {}  # job id -> attempt of a lost stream
@@ -162,14 +173,20 @@ class Dispatcher:
             await self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
         self._progress_task = asyncio.create_task(self._flush_progress(), name="progress-writer")
+        self._success_task = asyncio.create_task(self._write_successes(), name="success-writer")
 
     async def stop(self) -> None:
-        for task in (self._task, self._progress_task):
+        for task in (self._task, self._progress_task, self._success_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._progress_task = None
+        self._task = self._progress_task = self._success_task = None
+        # Successes not written: not acknowledged, so their executors send them again.
+        pending, self._successes = self._successes, []
+        for item in pending:
+            if not item.done.done():
+                item.done.set_exception(Unavailable("the scheduler is stopping"))
         if self.notifier is not None:
             await self.notifier.stop()
         with contextlib.suppress(JobschedError):
@@ -538,18 +555,61 @@ class Dispatcher:
     async def record_success(
         self, session: ExecutorSession, job_id: str, attempt: int, result: bytes
     ) -> None:
-        guard = self._guard(session, job_id, attempt)
-        logs = await self._take_logs(job_id, attempt)
+        """Record a success. Successes are written in batches (group commit): the ones that
+        arrive while a batch is being written go together in the next transaction, one
+        statement for all, so a busy scheduler commits far less than once per job. Returns once
+        this one is committed; raises ConcurrentModification when its attempt was stale."""
+        self._guard(session, job_id, attempt)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._successes.append(
+            _PendingSuccess(
+                session, Success(job_id, attempt, result, f"executor:{session.name}"), done
+            )
+        )
+        self._successes_ready.set()
+        await done
+
+    async def _write_successes(self) -> None:
+        while True:
+            await self._successes_ready.wait()
+            self._successes_ready.clear()
+            batch, self._successes = self._successes, []
+            if batch:
+                await self._write_success_batch(batch)
+
+    async def _write_success_batch(self, batch: list[_PendingSuccess]) -> None:
+        logs: dict[AttemptKey, BufferedLines] = {}
+        for pending in batch:
+            logs.update(await self._take_logs(pending.success.job_id, pending.success.attempt))
         try:
             async with self.db.transaction() as conn:
-                # The attempt's last lines commit with its outcome: watchers see them first.
+                # The attempts' last lines commit with their outcomes: watchers see them first.
                 await insert_log_lines(conn, _log_lines(logs))
-                await succeed_attempt(conn, guard, result, self.clock(), f"executor:{session.name}")
+                succeeded = await succeed_attempts(conn, [p.success for p in batch], self.clock())
         except (JobschedError, asyncio.CancelledError) as exc:
             self._restore_logs(logs)
-            self._settle(session, job_id, exc)
-            raise
-        self._finished(session, job_id)
+            for pending in batch:
+                self._settle(pending.session, pending.success.job_id, exc)
+                if not pending.done.done():
+                    pending.done.set_exception(
+                        exc if isinstance(exc, JobschedError) else Unavailable("stopping")
+                    )
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for pending in batch:
+            job_id = pending.success.job_id
+            self._finished(pending.session, job_id)
+            if pending.done.done():
+                continue
+            if job_id in succeeded:
+                pending.done.set_result(None)
+            else:
+                pending.done.set_exception(
+                    ConcurrentModification(
+                        f"attempt {pending.success.attempt} of job {job_id} is not running"
+                    )
+                )
 
     async def record_failure(
         self, session: ExecutorSession, job_id: str, attempt: int, error: str, retryable: bool

@@ -214,6 +214,59 @@ _FINISHED_IF_CANCELLING = (
     "finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL "
     "ELSE CAST(:now AS timestamptz) END"
 )
+_SUCCEED_MANY = text("""
+WITH t AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS bytea[]),
+        CAST(:actors AS text[])
+    ) AS t(job_id, job_attempt, result, actor)
+), updated AS (
+    UPDATE jobs SET state = 'succeeded', finished_at = :now, lease_expires_at = NULL,
+        result = t.result, progress_percent = 100, progress_updated_at = :now,
+        updated_at = :now, event_seq = jobs.event_seq + 1
+    FROM t
+    WHERE jobs.id = t.job_id AND jobs.state = 'running' AND jobs.attempt = t.job_attempt
+    RETURNING jobs.id, jobs.event_seq, jobs.attempt, jobs.executor, t.actor
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
+                            created_at)
+    SELECT id, event_seq, CAST('running' AS job_state), CAST('succeeded' AS job_state), attempt,
+           executor, 'succeeded', actor, :now
+    FROM updated
+)
+SELECT id FROM updated
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    job_id: str
+    attempt: int
+    result: bytes
+    actor: str
+
+
+async def succeed_attempts(
+    conn: AsyncConnection, successes: Sequence[Success], now: datetime
+) -> set[str]:
+    """RUNNING -> SUCCEEDED for many attempts in one statement, each guarded by (running, its
+    attempt) like succeed_attempt; returns the ids that succeeded (the others were stale)."""
+    if not successes:
+        return set()
+    check_transition(JobState.RUNNING, Event.SUCCEED, JobState.SUCCEEDED)
+    result = await conn.execute(
+        _SUCCEED_MANY,
+        {
+            "ids": [s.job_id for s in successes],
+            "attempts": [s.attempt for s in successes],
+            "results": [s.result for s in successes],
+            "actors": [s.actor for s in successes],
+            "now": now,
+        },
+    )
+    return {str(row[0]) for row in result}
+
+
 _FAIL_RETRY_SET = (
     f"state = {_UNLESS_CANCELLING.format(state='scheduled')}, {_FINISHED_IF_CANCELLING}, "
     "run_at = :run_at, last_error = :error, lease_expires_at = NULL"

@@ -127,11 +127,21 @@ async def test_cancelling_a_running_job_reaches_its_executor(
 
 
 async def test_a_lost_stream_fails_its_attempts_instead_of_stranding_them(
-    channel: grpc.aio.Channel, jobs_stub: Stub, executors: list[ScriptedExecutor]
+    channel: grpc.aio.Channel,
+    jobs_stub: Stub,
+    executors: list[ScriptedExecutor],
+    scheduler: SchedulerServer,
 ) -> None:
     [job_id] = await submit(jobs_stub, 1)
     executor = await connect(channel, executors, "exec-a", 1)
     await executor.next("assignment")
+
+    async def acknowledged() -> None:  # else the lost attempt is released, not failed
+        session = scheduler.dispatcher.sessions["exec-a"]
+        assert job_id in session.in_flight
+        assert job_id not in session.unacked
+
+    await assert_eventually(acknowledged)
     await executor.close()
 
     async def failed_over() -> None:

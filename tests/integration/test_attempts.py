@@ -16,6 +16,7 @@ from scheduler.domain.validation import JobSpecInput, validate_batch
 from scheduler.store.attempts import (
     LostStream,
     Promotion,
+    Success,
     claim_jobs,
     fail_attempt,
     promote_due_jobs,
@@ -25,6 +26,7 @@ from scheduler.store.attempts import (
     rescue_expired_leases,
     rescue_timed_out,
     succeed_attempt,
+    succeed_attempts,
 )
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, JobStore
@@ -432,3 +434,28 @@ async def test_an_attempt_ending_while_its_cancel_is_requested_cancels_the_job(
         after = await store.get(TENANT, job.id)
         assert after.state is JobState.CANCELLED  # not tried again: the cancel is honoured
         assert after.finished_at is not None
+
+
+async def test_many_successes_are_recorded_in_one_statement_and_stale_ones_change_nothing(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, *(JobSpecInput(type="work") for _ in range(3)))
+    a, b, c = await claim(db, now, limit=3)
+    async with db.transaction() as conn:
+        await succeed_attempt(conn, guard(c), b"first", now, "test")  # c is done already
+        succeeded = await succeed_attempts(
+            conn,
+            [
+                Success(a.id, 1, b"A", "executor:x"),
+                Success(b.id, 2, b"B", "executor:x"),  # not its attempt: stale
+                Success(c.id, 1, b"C", "executor:x"),  # no longer running: stale
+            ],
+            now,
+        )
+    assert succeeded == {a.id}
+    done = await store.get(TENANT, a.id)
+    assert (done.state, done.result) == (JobState.SUCCEEDED, b"A")
+    assert (await store.get(TENANT, b.id)).state is JobState.RUNNING
+    assert (await store.get(TENANT, c.id)).result == b"first"
+    assert ("running", "succeeded", 1) in await events(db, a.id)
