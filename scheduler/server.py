@@ -64,6 +64,9 @@ class ServerSettings:
     ack_timeout: timedelta = timedelta(seconds=10)
     reconnect_grace: timedelta = timedelta(seconds=10)
     poll_interval: float = 1.0
+    # How often the latest progress of each running job is written to the store (watchers on
+    # this replica get it at once, from memory).
+    progress_interval: float = 0.5
     # LISTEN/NOTIFY between replicas; off only for tests that want one replica in isolation
     notify: bool = True
     # Leader election (scheduler/leader.py) and the leader-only lease rescue.
@@ -107,6 +110,7 @@ class SchedulerServer:
             ack_timeout=settings.ack_timeout,
             reconnect_grace=settings.reconnect_grace,
             poll_interval=settings.poll_interval,
+            progress_interval=settings.progress_interval,
             starvation_after=settings.starvation_after,
             hub=self.hub,
             notifier=self.notifier,

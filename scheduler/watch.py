@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from scheduler.domain.jobs import Progress
 
 # Changed job ids a WatchJobs subscription keeps before it overflows (about 1 MB).
 DEFAULT_CHANGE_LIMIT = 10_000
@@ -61,26 +64,64 @@ class ChangeSubscription:
         return len(self._changed)
 
 
+class Watch:
+    """One WatchJob stream's wake-up: `changed` says the job itself changed (read the store);
+    a wake without it is new live progress only (`JobWatchHub.live_progress`)."""
+
+    __slots__ = ("changed", "wake")
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.changed = False
+
+    def take_changed(self) -> bool:
+        changed, self.changed = self.changed, False
+        return changed
+
+
+@dataclass(frozen=True, slots=True)
+class LiveProgress:
+    attempt: int
+    progress: Progress
+
+
 class JobWatchHub:
     def __init__(self, change_limit: int = DEFAULT_CHANGE_LIMIT) -> None:
-        self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._watchers: defaultdict[str, set[Watch]] = defaultdict(set)
+        # The latest progress reported here for jobs that have watchers here: delivered from
+        # memory at once, while the store gets it at the progress writer's next tick.
+        self._live: dict[str, LiveProgress] = {}
         self._subscriptions: set[ChangeSubscription] = set()
         # The bound of subscriptions made from now on (tests lower it).
         self.change_limit = change_limit
         self.closed = False
         self.forward: Callable[[str], None] | None = None
 
-    def subscribe(self, job_id: str) -> asyncio.Event:
-        wake = asyncio.Event()
-        self._watchers[job_id].add(wake)
-        return wake
+    def subscribe(self, job_id: str) -> Watch:
+        watch = Watch()
+        self._watchers[job_id].add(watch)
+        return watch
 
-    def unsubscribe(self, job_id: str, wake: asyncio.Event) -> None:
+    def unsubscribe(self, job_id: str, watch: Watch) -> None:
         watchers = self._watchers.get(job_id)
         if watchers is not None:
-            watchers.discard(wake)
+            watchers.discard(watch)
             if not watchers:
                 del self._watchers[job_id]
+                self._live.pop(job_id, None)
+
+    def publish_progress(self, job_id: str, attempt: int, progress: Progress) -> None:
+        """New progress of a running attempt, reported to this replica: its watchers here get it
+        without reading the store. Nothing is kept for a job nobody watches here."""
+        watchers = self._watchers.get(job_id)
+        if not watchers:
+            return
+        self._live[job_id] = LiveProgress(attempt, progress)
+        for watch in watchers:
+            watch.wake.set()
+
+    def live_progress(self, job_id: str) -> LiveProgress | None:
+        return self._live.get(job_id)
 
     def notify(self, job_id: str) -> None:
         """A job changed on this replica: wake its watchers here, and tell the other replicas
@@ -95,8 +136,9 @@ class JobWatchHub:
             self._wake(job_id)
 
     def _wake(self, job_id: str) -> None:
-        for wake in self._watchers.get(job_id, ()):
-            wake.set()
+        for watch in self._watchers.get(job_id, ()):
+            watch.changed = True
+            watch.wake.set()
         for subscription in self._subscriptions:
             subscription.add(job_id)
 

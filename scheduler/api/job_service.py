@@ -13,6 +13,7 @@ import grpc
 
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.api.convert import (
+    dependency_to_proto,
     event_to_proto,
     from_timestamp,
     job_to_proto,
@@ -155,7 +156,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.SubmitJobResponse:
         tenant = tenant_of(context)
         new = validate_job(spec_from_proto(request.job, "job"), self.clock())
-        [submitted] = await self.store.submit(tenant, [new])
+        [submitted] = await self.store.submit(tenant, [new], fields=["job"])
         self._announce([submitted])
         if submitted.created:
             self.hub.notify(submitted.job.id)
@@ -196,6 +197,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             job = await self.store.get(tenant, job_id)
             response = job_service_pb2.GetJobStatusResponse(job=job_to_proto(job))
         await self._explain_waiting(tenant, job, response.job)
+        dependencies = await self.store.dependencies(tenant, job_id)
+        response.job.depends_on.extend(d.job_id for d in dependencies)
+        response.dependencies.extend(dependency_to_proto(d) for d in dependencies)
         return response
 
     async def _explain_waiting(self, tenant: str, job: JobRecord, message: job_pb2.Job) -> None:
@@ -445,7 +449,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if request.after_sequence < 0:
             raise InvalidArgument([FieldViolation("after_sequence", "must not be negative")])
         last_seq = request.after_sequence
-        wake = self.hub.subscribe(job_id)
+        watch = self.hub.subscribe(job_id)
         try:
             # Log lines: from the start of the job's current attempt, then as they come (later
             # attempts' too), read in the same snapshot as the events they are merged with.
@@ -475,7 +479,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                         )
                         last_seq = item.seq
                 if lines_complete:
-                    if job.state is JobState.RUNNING and job.progress.updated_at != last_progress:
+                    if job.state is JobState.RUNNING and _newer(
+                        job.progress.updated_at, last_progress
+                    ):
                         last_progress = job.progress.updated_at
                         yield job_service_pb2.WatchJobResponse(
                             sequence=last_seq, progress=progress_to_proto(job.progress)
@@ -484,13 +490,29 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                         return  # the terminal event has been sent
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(WATCH_POLL_SECONDS):
-                            await wake.wait()
-                    wake.clear()
+                            await watch.wake.wait()
+                    woken = watch.wake.is_set()
+                    watch.wake.clear()
+                    if woken and not watch.take_changed():
+                        # Live progress only: from memory, no read of the store.
+                        live = self.hub.live_progress(job_id)
+                        if (
+                            live is not None
+                            and job.state is JobState.RUNNING
+                            and live.attempt == job.attempt
+                            and _newer(live.progress.updated_at, last_progress)
+                        ):
+                            last_progress = live.progress.updated_at
+                            yield job_service_pb2.WatchJobResponse(
+                                sequence=last_seq, progress=progress_to_proto(live.progress)
+                            )
+                        events, lines = [], []
+                        continue
                 job, events, lines = await self.logs.get_with_events_and_lines(
                     tenant, job_id, last_seq, line_cursor, WATCH_LOG_BATCH
                 )
         finally:
-            self.hub.unsubscribe(job_id, wake)
+            self.hub.unsubscribe(job_id, watch)
 
     def _announce(self, submitted: Sequence[Submitted]) -> None:
         """Wake the dispatcher for new QUEUED jobs, and set its timer for new SCHEDULED ones."""
@@ -539,6 +561,10 @@ def _in_watch_order(
             return
         yield event
     yield from lines[i:]
+
+
+def _newer(candidate: datetime | None, seen: datetime | None) -> bool:
+    return candidate is not None and (seen is None or candidate > seen)
 
 
 def _finish_window(

@@ -417,6 +417,7 @@ class Dispatcher:
         job = session.in_flight.get(job_id)
         if job is not None and job.attempt == attempt:
             self._progress[job_id] = ProgressUpdate(job_id, attempt, progress)
+            self.hub.publish_progress(job_id, attempt, progress)  # watchers here: at once
 
     def record_logs(
         self,
