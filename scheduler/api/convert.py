@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobsched.v1 import job_pb2, job_service_pb2
 from scheduler.domain.errors import FieldViolation, InvalidArgument
-from scheduler.domain.jobs import JobEventRecord, JobRecord, Progress
+from scheduler.domain.jobs import Dependency, JobEventRecord, JobRecord, Progress
 from scheduler.domain.log_lines import LogLine
 from scheduler.domain.retry import RetryOverrides, RetryPolicy
 from scheduler.domain.states import JobState
@@ -86,6 +86,9 @@ def spec_from_proto(spec: job_pb2.JobSpec, path: str) -> JobSpecInput:
         retry=retry_from_proto(spec.retry_policy, f"{path}.retry_policy")
         if spec.HasField("retry_policy")
         else RetryOverrides(),
+        depends_on=tuple(spec.depends_on),
+        ref=spec.ref,
+        depends_on_refs=tuple(spec.depends_on_refs),
     )
 
 
@@ -149,7 +152,13 @@ def job_to_proto(job: JobRecord) -> job_pb2.Job:
         timeout=duration(job.timeout),
         update_time=timestamp(job.updated_at),
         retry_policy=retry_to_proto(job.retry_policy),
+        depends_on=job.depends_on,
+        pending_dependencies=job.pending_dependencies,
     )
+
+
+def dependency_to_proto(dependency: Dependency) -> job_service_pb2.Dependency:
+    return job_service_pb2.Dependency(id=dependency.job_id, state=state_to_proto(dependency.state))
 
 
 def event_to_proto(event: JobEventRecord) -> job_pb2.JobEvent:

@@ -56,6 +56,7 @@ from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.dispatch")
 PROMOTE_BATCH = 1000
+_BATCH_RETRIES = 3  # runs of a batch of successes that lost a deadlock
 
 
 def _attempt(job: JobRecord) -> pb.JobAttempt:
@@ -583,10 +584,21 @@ class Dispatcher:
         for pending in batch:
             logs.update(await self._take_logs(pending.success.job_id, pending.success.attempt))
         try:
-            async with self.db.transaction() as conn:
-                # The attempts' last lines commit with their outcomes: watchers see them first.
-                await insert_log_lines(conn, _log_lines(logs))
-                succeeded = await succeed_attempts(conn, [p.success for p in batch], self.clock())
+            for remaining in range(_BATCH_RETRIES, 0, -1):
+                try:
+                    async with self.db.transaction() as conn:
+                        # The attempts' last lines commit with their outcomes: watchers see
+                        # them first.
+                        await insert_log_lines(conn, _log_lines(logs))
+                        successes = [p.success for p in batch]
+                        succeeded = await succeed_attempts(conn, successes, self.clock())
+                    break
+                except ConcurrentModification as lost:
+                    # A deadlock or serialization failure (a stale attempt is not an error
+                    # here): the whole batch was rolled back, so run it again; if it keeps
+                    # losing, leave it unanswered like an outage: the executors re-send.
+                    if remaining == 1:
+                        raise Unavailable(f"outcomes not recorded: {lost.message}") from lost
         except (JobschedError, asyncio.CancelledError) as exc:
             self._restore_logs(logs)
             for pending in batch:

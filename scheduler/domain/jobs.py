@@ -24,6 +24,11 @@ class NewJob:
     idempotency_key: str | None = None
     timeout: timedelta | None = None  # None: the queue's default, else none
     retry: RetryOverrides = field(default_factory=RetryOverrides)
+    # Dependencies (domain/dependencies.py): ids of stored jobs, and positions of jobs of the
+    # same batch; pending_dependencies is set at submit, once their states are known.
+    depends_on: tuple[str, ...] = ()
+    depends_on_refs: tuple[int, ...] = ()
+    pending_dependencies: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,9 @@ class JobRecord:
     payload: bytes = b""
     result: bytes | None = None
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    pending_dependencies: int = 0  # dependencies that have not succeeded yet
+    # Ids of the jobs it depends on: filled by submits and GetJobStatus, empty in lists.
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,14 @@ class JobEventRecord:
     reason: str
     actor: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A job another job depends on, and its current state."""
+
+    job_id: str
+    state: JobState
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ Rules (documented in the proto and README):
 - at most MAX_LABELS labels, keys matching NAME_PATTERN, values at most MAX_LABEL_VALUE chars;
 - idempotency key at most MAX_IDEMPOTENCY_KEY chars of printable text;
 - timeout, if given, in (0, MAX_TIMEOUT]; unset means the queue's default, if any;
-- retry policy fields within the bounds of scheduler/domain/retry.py.
+- retry policy fields within the bounds of scheduler/domain/retry.py;
+- dependencies (depends_on ids, ref, depends_on_refs): see scheduler/domain/dependencies.py.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from scheduler.domain.dependencies import (
+    MAX_BATCH_DEPENDENCIES,
+    check_dependency_lists,
+    check_ref,
+    count_edges,
+    resolve_refs,
+)
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import NewJob
 from scheduler.domain.retry import RetryOverrides
@@ -52,6 +60,9 @@ class JobSpecInput:
     idempotency_key: str = ""
     timeout: timedelta | None = None
     retry: RetryOverrides = field(default_factory=RetryOverrides)
+    depends_on: tuple[str, ...] = ()  # ids of stored jobs
+    ref: str = ""  # a name for depends_on_refs of other jobs of the same batch
+    depends_on_refs: tuple[str, ...] = ()
 
 
 def normalise_name(value: str) -> str:
@@ -130,6 +141,14 @@ def _check_spec(
         )
     for name, description in spec.retry.problems():
         violations.append(FieldViolation(f"{path}.retry_policy.{name}", description))
+    depends_on: list[str] = []
+    for k, value in enumerate(spec.depends_on):
+        try:
+            depends_on.append(validate_job_id(value, f"{path}.depends_on[{k}]"))
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+    check_ref(spec.ref, path, violations)
+    check_dependency_lists(depends_on, spec.depends_on_refs, path, violations)
     return NewJob(
         queue=queue,
         type=job_type,
@@ -142,6 +161,7 @@ def _check_spec(
         idempotency_key=key or None,
         timeout=spec.timeout,
         retry=spec.retry,
+        depends_on=tuple(depends_on),
     )
 
 
@@ -151,6 +171,9 @@ def validate_job(spec: JobSpecInput, now: datetime, path: str = "job") -> NewJob
     job = _check_spec(spec, now, path, violations)
     if violations:
         raise InvalidArgument(violations)
+    if spec.depends_on_refs:  # a batch of one: a ref can only name the job itself
+        [refs] = resolve_refs([spec.ref], [spec.depends_on_refs], [path])
+        job = replace(job, depends_on_refs=refs)
     return job
 
 
@@ -177,6 +200,19 @@ def validate_batch(specs: Sequence[JobSpecInput], now: datetime) -> list[NewJob]
         seen.setdefault(job.idempotency_key, i)
     if violations:
         raise InvalidArgument(violations)
+    if any(s.ref or s.depends_on_refs for s in specs):
+        positions = resolve_refs(
+            [s.ref for s in specs],
+            [s.depends_on_refs for s in specs],
+            [f"jobs[{i}]" for i in range(len(specs))],
+        )
+        jobs = [
+            replace(j, depends_on_refs=p) if p else j for j, p in zip(jobs, positions, strict=True)
+        ]
+    if count_edges(jobs) > MAX_BATCH_DEPENDENCIES:
+        raise InvalidArgument(
+            [FieldViolation("jobs", f"at most {MAX_BATCH_DEPENDENCIES} dependencies per batch")]
+        )
     return jobs
 
 

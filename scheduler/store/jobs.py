@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,13 +19,21 @@ from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scheduler.domain.dependencies import StoredJob, plan_dependencies
 from scheduler.domain.errors import (
     ConcurrentModification,
     FailedPrecondition,
     IdempotencyKeyReused,
     JobNotFound,
 )
-from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Progress, Submitted
+from scheduler.domain.jobs import (
+    Dependency,
+    JobEventRecord,
+    JobRecord,
+    NewJob,
+    Progress,
+    Submitted,
+)
 from scheduler.domain.pagination import Cursor
 from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from scheduler.domain.states import Event, JobState, check_deletable, check_transition
@@ -38,7 +46,7 @@ LIST_COLUMNS = """
     updated_at, started_at, finished_at, progress_percent, progress_step, progress_message,
     progress_eta, progress_updated_at, last_error, executor, labels, idempotency_key,
     cancel_requested_at, timeout, event_seq, retry_initial_backoff, retry_multiplier,
-    retry_max_backoff, retry_jitter
+    retry_max_backoff, retry_jitter, pending_dependencies
 """
 FULL_COLUMNS = LIST_COLUMNS + ", payload, result"
 
@@ -84,6 +92,7 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
             maximum=m["retry_max_backoff"],
             jitter=m["retry_jitter"],
         ),
+        pending_dependencies=m.get("pending_dependencies", 0),
     )
 
 
@@ -112,10 +121,11 @@ WITH input AS (
         CAST(:max_attempts AS integer[]), CAST(:run_ats AS timestamptz[]),
         CAST(:labels AS text[]), CAST(:keys AS text[]), CAST(:timeouts AS interval[]),
         CAST(:retry_initials AS interval[]), CAST(:retry_multipliers AS double precision[]),
-        CAST(:retry_maximums AS interval[]), CAST(:retry_jitters AS double precision[])
+        CAST(:retry_maximums AS interval[]), CAST(:retry_jitters AS double precision[]),
+        CAST(:pending AS integer[])
     ) AS t(id, queue, type, payload, priority, state, max_attempts, run_at, labels,
            idempotency_key, timeout, retry_initial, retry_multiplier, retry_maximum,
-           retry_jitter)
+           retry_jitter, pending_dependencies)
 ), resolved AS (
     -- What the job leaves unset, its queue's settings decide, then the global defaults.
     SELECT input.*,
@@ -126,7 +136,8 @@ WITH input AS (
 ), inserted AS (
     INSERT INTO jobs (id, tenant, queue, type, payload, priority, state, max_attempts, run_at,
                       labels, idempotency_key, timeout, retry_initial_backoff, retry_multiplier,
-                      retry_max_backoff, retry_jitter, event_seq, created_at, updated_at)
+                      retry_max_backoff, retry_jitter, pending_dependencies, event_seq,
+                      created_at, updated_at)
     SELECT r.id, :tenant, r.queue, r.type, r.payload, r.priority, CAST(r.state AS job_state),
            COALESCE(r.max_attempts, q.default_max_attempts, :default_max_attempts),
            r.run_at, CAST(r.labels AS jsonb), r.idempotency_key,
@@ -136,7 +147,7 @@ WITH input AS (
            GREATEST(r.initial, COALESCE(r.retry_maximum, q.retry_max_backoff,
                                         CAST(:default_maximum AS interval))),
            COALESCE(r.retry_jitter, q.retry_jitter, :default_jitter),
-           1, now(), now()
+           r.pending_dependencies, 1, now(), now()
     FROM resolved r
     LEFT JOIN queues q ON q.tenant = :tenant AND q.name = r.queue
     -- A fixed lock order: batches sharing idempotency keys must not deadlock each other.
@@ -177,6 +188,7 @@ async def insert_jobs(
             "retry_multipliers": [j.retry.multiplier for j in jobs],
             "retry_maximums": [j.retry.maximum for j in jobs],
             "retry_jitters": [j.retry.jitter for j in jobs],
+            "pending": [j.pending_dependencies for j in jobs],
             "default_max_attempts": DEFAULT_MAX_ATTEMPTS,
             "default_initial": DEFAULT_RETRY_POLICY.initial,
             "default_multiplier": DEFAULT_RETRY_POLICY.multiplier,
@@ -201,6 +213,133 @@ async def select_jobs_by_idempotency_keys(
     result = await conn.execute(_SELECT_BY_KEYS, {"tenant": tenant, "keys": list(keys)})
     jobs = [row_to_job(r, full=True) for r in result]
     return {j.idempotency_key: j for j in jobs if j.idempotency_key is not None}
+
+
+# --- dependencies ---------------------------------------------------------------------------
+# Resolving dependents when a job ends is the jobs_resolve_dependents trigger (migration 0006),
+# so every path that ends a job does it in its own transaction.
+
+# The dependencies a batch names by id, and the jobs its idempotency keys already name, locked
+# FOR SHARE until the submit commits: a dependency cannot end (nor be deleted) between the
+# moment its state is read here and the moment the new edges are visible to its trigger.
+# Locked roughly in dependency order (a job is created no later than its dependents, and within
+# a batch a job that runs has no pending dependency while its WAITING dependents have some), the
+# order in which an ending job's trigger locks its dependents, so that the two rarely deadlock.
+_LOCK_SUBMIT_DEPENDENCIES = text("""
+SELECT id, state, idempotency_key, created_at FROM jobs
+WHERE tenant = :tenant
+  AND (id = ANY(CAST(:ids AS uuid[])) OR idempotency_key = ANY(CAST(:keys AS text[])))
+ORDER BY created_at, pending_dependencies, id
+FOR SHARE
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class LockedJobs:
+    by_id: dict[str, StoredJob]
+    by_key: dict[str, StoredJob]
+    created_at: dict[str, datetime]
+
+
+async def lock_submit_dependencies(
+    conn: AsyncConnection, tenant: str, ids: Sequence[str], keys: Sequence[str]
+) -> LockedJobs:
+    rows = (
+        await conn.execute(
+            _LOCK_SUBMIT_DEPENDENCIES, {"tenant": tenant, "ids": list(ids), "keys": list(keys)}
+        )
+    ).all()
+    wanted = set(ids)
+    locked = LockedJobs({}, {}, {})
+    for row in rows:
+        job = StoredJob(str(row[0]), JobState(row[1]))
+        locked.created_at[job.id] = row[3]
+        if job.id in wanted:
+            locked.by_id[job.id] = job
+        if row[2] is not None:
+            locked.by_key[row[2]] = job
+    return locked
+
+
+_INSERT_DEPENDENCIES = text("""
+INSERT INTO job_dependencies (job_id, depends_on)
+SELECT * FROM unnest(CAST(:job_ids AS uuid[]), CAST(:depends_on AS uuid[]))
+""")
+
+
+async def insert_dependencies(conn: AsyncConnection, edges: Sequence[tuple[str, str]]) -> None:
+    """Every (job, dependency) edge of a batch with one statement."""
+    if edges:
+        await conn.execute(
+            _INSERT_DEPENDENCIES,
+            {"job_ids": [e[0] for e in edges], "depends_on": [e[1] for e in edges]},
+        )
+
+
+_SELECT_DEPENDS_ON = text("""
+SELECT d.job_id, d.depends_on FROM job_dependencies d JOIN jobs j ON j.id = d.depends_on
+WHERE d.job_id = ANY(CAST(:ids AS uuid[]))
+ORDER BY d.job_id, j.created_at, j.id
+""")
+
+
+async def select_depends_on(
+    conn: AsyncConnection, job_ids: Sequence[str]
+) -> dict[str, tuple[str, ...]]:
+    """The dependency ids of many jobs (in creation order), by job id."""
+    found: dict[str, list[str]] = {}
+    for row in await conn.execute(_SELECT_DEPENDS_ON, {"ids": list(job_ids)}):
+        found.setdefault(str(row[0]), []).append(str(row[1]))
+    return {job_id: tuple(ids) for job_id, ids in found.items()}
+
+
+_SELECT_DEPENDENCIES = text("""
+SELECT d.depends_on, j.state FROM job_dependencies d JOIN jobs j ON j.id = d.depends_on
+WHERE d.job_id = :id AND j.tenant = :tenant
+ORDER BY j.created_at, j.id
+""")
+
+
+async def select_dependencies(conn: AsyncConnection, tenant: str, job_id: str) -> list[Dependency]:
+    """The jobs one job depends on, with their current states, in creation order."""
+    result = await conn.execute(_SELECT_DEPENDENCIES, {"tenant": tenant, "id": job_id})
+    return [Dependency(str(row[0]), JobState(row[1])) for row in result]
+
+
+_LOCK_FOR_DELETE = text("""
+SELECT id FROM jobs
+WHERE tenant = :tenant AND id = :id AND state = CAST(:expected_state AS job_state)
+  AND attempt = :expected_attempt
+FOR UPDATE
+""")
+
+# Run after _LOCK_FOR_DELETE, as its own statement: its snapshot then includes the edges of any
+# submit that held the job FOR SHARE while the lock waited.
+_WAITING_DEPENDENTS = text("""
+SELECT count(*), min(CAST(d.job_id AS text))
+FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+WHERE d.depends_on = :id AND j.state = 'waiting'
+""")
+
+
+async def check_no_waiting_dependents(conn: AsyncConnection, guard: Guard) -> None:
+    """Refuse (FailedPrecondition) to delete a job that WAITING jobs still count on: it could
+    never succeed, and they would wait forever. Locks the job for the delete that follows."""
+    params = {
+        "tenant": guard.tenant,
+        "id": guard.job_id,
+        "expected_state": guard.state.value,
+        "expected_attempt": guard.attempt,
+    }
+    if (await conn.execute(_LOCK_FOR_DELETE, params)).first() is None:
+        raise ConcurrentModification(f"job {guard.job_id} changed while being deleted")
+    count, example = (await conn.execute(_WAITING_DEPENDENTS, {"id": guard.job_id})).one()
+    if count:
+        raise FailedPrecondition(
+            f"job {guard.job_id} has {count} dependent job(s) waiting for it to succeed "
+            f"(for example {example}): cancel it instead, which cancels them, or delete them "
+            "first"
+        )
 
 
 _SELECT_JOB = text(f"SELECT {FULL_COLUMNS} FROM jobs WHERE tenant = :tenant AND id = :id")
@@ -575,6 +714,65 @@ def _same_job(existing: JobRecord, new: NewJob) -> bool:
     return (existing.queue, existing.type, existing.payload) == (new.queue, new.type, new.payload)
 
 
+@dataclass(frozen=True, slots=True)
+class _DependencyPlan:
+    jobs: list[NewJob]  # with their initial state and pending count
+    locked: LockedJobs
+    existing: dict[int, StoredJob]  # positions whose idempotency key names a stored job
+    checked: frozenset[int]  # positions whose being inserted or not the plan relied on
+
+
+async def _plan_dependencies(
+    conn: AsyncConnection, tenant: str, jobs: Sequence[NewJob], paths: Sequence[str]
+) -> _DependencyPlan:
+    """Read and lock the dependencies named by id and the jobs the batch's relevant idempotency
+    keys already name (one statement), and decide each job's initial state."""
+    targets = {p for j in jobs for p in j.depends_on_refs}
+    checked = frozenset(
+        i for i, j in enumerate(jobs) if j.depends_on or j.depends_on_refs or i in targets
+    )
+    ids = sorted({d for j in jobs for d in j.depends_on})
+    keys = sorted({k for i in checked if (k := jobs[i].idempotency_key) is not None})
+    locked = await lock_submit_dependencies(conn, tenant, ids, keys)
+    existing = {
+        i: locked.by_key[j.idempotency_key]
+        for i, j in enumerate(jobs)
+        if j.idempotency_key is not None and j.idempotency_key in locked.by_key
+    }
+    planned = plan_dependencies(jobs, paths, locked.by_id, existing)
+    return _DependencyPlan(planned, locked, existing, checked)
+
+
+async def _link_dependencies(
+    conn: AsyncConnection, plan: _DependencyPlan, results: list[Submitted]
+) -> list[Submitted]:
+    """Insert the edges of the jobs just inserted (one statement) and fill their depends_on."""
+    for i in plan.checked:
+        if results[i].created == (i in plan.existing):
+            # A job with the same idempotency key was stored concurrently (after the plan read
+            # the keys): the plan does not hold; the client submits again.
+            raise ConcurrentModification(
+                f"job with idempotency key {results[i].job.idempotency_key!r} was submitted "
+                "concurrently; submit again"
+            )
+    created_at = dict(plan.locked.created_at)
+    created_at.update((r.job.id, r.job.created_at) for r in results)
+    edges: list[tuple[str, str]] = []
+    linked = list(results)
+    for i, job in enumerate(plan.jobs):
+        if not results[i].created or not (job.depends_on or job.depends_on_refs):
+            continue
+        record = results[i].job
+        targets = dict.fromkeys(
+            [*job.depends_on, *(results[p].job.id for p in job.depends_on_refs)]
+        )
+        depends_on = sorted(targets, key=lambda d: (created_at[d], d))
+        edges.extend((record.id, d) for d in depends_on)
+        linked[i] = Submitted(replace(record, depends_on=tuple(depends_on)), True)
+    await insert_dependencies(conn, edges)
+    return linked
+
+
 class JobStore:
     """Transactions over the statements above. Raises domain errors only. Writes re-check the
     state machine for the guarded state, so a caller cannot ask for a transition it forbids."""
@@ -583,11 +781,29 @@ class JobStore:
         self.db = db
 
     async def submit(
-        self, tenant: str, jobs: Sequence[NewJob], actor: str = "client"
+        self,
+        tenant: str,
+        jobs: Sequence[NewJob],
+        actor: str = "client",
+        *,
+        fields: Sequence[str] | None = None,
     ) -> list[Submitted]:
         """Store the jobs atomically (all or none), in order. A repeated idempotency key yields the
-        existing job, unless that job differs (queue, type or payload): IdempotencyKeyReused."""
+        existing job, unless that job differs (queue, type or payload): IdempotencyKeyReused.
+
+        Dependencies: the ones named by id are read and locked in one statement and checked
+        (InvalidArgument naming the field, `fields[i]` or `jobs[i]`, for an unknown, other
+        tenant's, DEAD or CANCELLED one); jobs with unmet ones are inserted WAITING with their
+        count, and the edges with one more statement."""
+        with_dependencies = any(j.depends_on or j.depends_on_refs for j in jobs)
         async with self.db.transaction() as conn:
+            plan: _DependencyPlan | None = None
+            if with_dependencies:
+                paths = (
+                    list(fields) if fields is not None else [f"jobs[{i}]" for i in range(len(jobs))]
+                )
+                plan = await _plan_dependencies(conn, tenant, jobs, paths)
+                jobs = plan.jobs
             inserted = await insert_jobs(conn, tenant, jobs, actor)
             by_position: list[JobRecord | None] = [None] * len(jobs)
             leftover = iter(inserted.values())
@@ -622,7 +838,23 @@ class JobStore:
                         "with a different queue, type or payload"
                     )
                 results.append(Submitted(job=found, created=False))
+            if plan is not None:
+                results = await _link_dependencies(conn, plan, results)
+            repeated = [r.job.id for r in results if not r.created]
+            if repeated:
+                depends_on = await select_depends_on(conn, repeated)
+                results = [
+                    r
+                    if r.created
+                    else Submitted(replace(r.job, depends_on=depends_on.get(r.job.id, ())), False)
+                    for r in results
+                ]
             return results
+
+    async def dependencies(self, tenant: str, job_id: str) -> list[Dependency]:
+        """The jobs `job_id` depends on and their current states (one statement)."""
+        async with self.db.read() as conn:
+            return await select_dependencies(conn, tenant, job_id)
 
     async def get(self, tenant: str, job_id: str) -> JobRecord:
         async with self.db.read() as conn:
@@ -684,7 +916,7 @@ class JobStore:
                 return row_to_job(row, full=True), True
             job = await select_job(conn, tenant, job_id)
         if job is None:
-            raise JobNotFound(f"job {job_id} not found")
+            raise JobNotFound(job_id)
         if job.state not in PRIORITY_STATES:
             raise FailedPrecondition(
                 f"job {job_id} is {job.state.name}: only WAITING, SCHEDULED or QUEUED jobs "
@@ -716,6 +948,10 @@ class JobStore:
             )
 
     async def delete(self, guard: Guard) -> None:
+        """Delete a job and its history. A job that has not succeeded and that WAITING jobs
+        depend on is refused (FailedPrecondition): they would wait forever."""
         check_deletable(guard.state)
         async with self.db.transaction() as conn:
+            if guard.state is not JobState.SUCCEEDED:
+                await check_no_waiting_dependents(conn, guard)
             await delete_job(conn, guard)

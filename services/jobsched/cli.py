@@ -6,8 +6,9 @@
     dev [ARGS...]        a scheduler and an executor for local development (`make run`)
     migrate [ARGS...]    apply the database migrations and exit
     executor [ARGS...]   run an executor (`python -m executor`; --scheduler ADDR, --capacity N)
-    submit --type T      submit a job; prints its id (the job with --json)
-    status ID            show a job (--events: with its history)
+    submit --type T      submit a job; prints its id (the job with --json); --after ID
+                         (repeatable): run it once that job has succeeded
+    status ID            show a job and its dependencies (--events: with its history)
     watch ID             a live progress bar and log lines until the job ends (submit --watch)
     logs ID              a job's log lines, by attempt (--attempt N: only that one)
     ls                   list active jobs (default) or finished ones (--history); --watch:
@@ -331,6 +332,7 @@ async def _submit(client: JobschedClient, args: argparse.Namespace) -> int:
             "idempotency_key": args.idempotency_key,
             "timeout": args.timeout_job,
             "retry_policy": _retry_policy_of(args),
+            "depends_on": args.after,
         }
     )
     if args.json:
@@ -408,11 +410,8 @@ async def _logs(client: JobschedClient, args: argparse.Namespace) -> int:
 
 
 async def _status(client: JobschedClient, args: argparse.Namespace) -> int:
-    events: list[job_pb2.JobEvent] = []
-    if args.events:
-        job, events = await client.get(args.id, include_events=True)
-    else:
-        job = await client.get(args.id)
+    response = await client.status(args.id, include_events=args.events)
+    job, events = response.job, list(response.events)
     if args.json:
         if args.events:
             _print_json({"job": _to_dict(job), "events": [_to_dict(e) for e in events]})
@@ -421,9 +420,23 @@ async def _status(client: JobschedClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     console = _console()
     _print_job(console, job)
+    if response.dependencies:
+        _print_dependencies(console, job, response.dependencies)
     if args.events:
         _print_events(console, events)
     return EXIT_OK
+
+
+def _print_dependencies(
+    console: Console, job: job_pb2.Job, dependencies: Sequence[job_service_pb2.Dependency]
+) -> None:
+    title = f"depends on ({job.pending_dependencies} of {len(dependencies)} not succeeded yet)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("state")
+    for dependency in dependencies:
+        table.add_row(dependency.id, _state_name(dependency.state))
+    console.print(table)
 
 
 async def _ls(client: JobschedClient, args: argparse.Namespace) -> int:
@@ -836,6 +849,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label (repeatable)",
     )
     submit.add_argument("--idempotency-key", default="", help="submit at most once per key")
+    submit.add_argument(
+        "--after",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only after this job succeeded (repeatable); cancelled if it ends DEAD or "
+        "CANCELLED",
+    )
     submit.add_argument(
         "--job-timeout",
         dest="timeout_job",

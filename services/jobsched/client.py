@@ -114,12 +114,25 @@ def job_spec(
     idempotency_key: str = "",
     timeout: timedelta | None = None,
     retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+    depends_on: Iterable[str] = (),
+    ref: str = "",
+    depends_on_refs: Iterable[str] = (),
 ) -> job_pb2.JobSpec:
     """Build a JobSpec. Payload: bytes as is, str as UTF-8, a mapping as compact JSON.
 
     None leaves a field unset so the server default applies (priority 50, 3 attempts, now; the
     queue's settings first for max_attempts, timeout and the retry policy). `retry_policy` is a
     RetryPolicy or a mapping of `retry_policy()` arguments.
+
+    Dependencies: `depends_on` are ids of stored jobs that must succeed first (the job waits,
+    WAITING, until then, and is cancelled if one ends DEAD or CANCELLED). Within one
+    `submit_jobs` batch, `ref` names this job and `depends_on_refs` names other jobs of the
+    batch by their refs, so a whole DAG goes in one call:
+
+        await client.submit_jobs([
+            job_spec("extract", ref="extract"),
+            job_spec("load", ref="load", depends_on_refs=["extract"]),
+        ])
     """
     spec = job_pb2.JobSpec(
         type=type,
@@ -127,6 +140,9 @@ def job_spec(
         payload=payloads.encode(payload),
         labels=dict(labels or {}),
         idempotency_key=idempotency_key,
+        depends_on=list(depends_on),
+        ref=ref,
+        depends_on_refs=list(depends_on_refs),
     )
     # priority and max_attempts are proto3 `optional`: only set them when given, so that an
     # explicit 0 still reaches the server (and is rejected there) instead of meaning "default".
@@ -381,6 +397,7 @@ class JobschedClient:
         idempotency_key: str = "",
         # The job's execution timeout (a JobSpec field), not a deadline for this call.
         timeout: timedelta | None = None,  # noqa: ASYNC109
+        depends_on: Iterable[str] = (),
     ) -> job_pb2.Job:
         """Submit one job and return it (see `job_spec` for the arguments).
 
@@ -397,6 +414,7 @@ class JobschedClient:
             labels=labels,
             idempotency_key=idempotency_key,
             timeout=timeout,
+            depends_on=depends_on,
         )
         return (await self.submit_job(spec)).job
 
@@ -415,6 +433,17 @@ class JobschedClient:
         return [result.job for result in await self.submit_jobs(specs)]
 
     # -- read ------------------------------------------------------------------------------
+
+    async def status(
+        self, job_id: str, include_events: bool = False
+    ) -> job_service_pb2.GetJobStatusResponse:
+        """The whole GetJobStatus answer: the job, its history when include_events is True,
+        and the jobs it depends on with their current states (`dependencies`)."""
+        request = job_service_pb2.GetJobStatusRequest(id=job_id, include_events=include_events)
+        response: job_service_pb2.GetJobStatusResponse = await self._call(
+            lambda stub: stub.GetJobStatus, request, safe_to_repeat=True
+        )
+        return response
 
     @overload
     async def get(self, job_id: str, include_events: Literal[False] = False) -> job_pb2.Job: ...
