@@ -94,6 +94,6 @@ def reason_of(
         settings=settings,
         running_in_queue=running,
         executors=executors,
-        pending_dependencies=getattr(job, "pending_dependencies", 0),
+        pending_dependencies=job.pending_dependencies,
         run_at_text=job.run_at.isoformat(),
     )
