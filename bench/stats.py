@@ -58,7 +58,7 @@ class Figure:
 
     @property
     def verdict(self) -> str:
-        """"met" / "NOT met" against the target; empty without one."""
+        """ "met" / "NOT met" against the target; empty without one."""
         if self.target is None:
             return ""
         return "met" if self.target.met(self.median) else "NOT met"
