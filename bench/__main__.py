@@ -1,9 +1,19 @@
-"""`python -m bench [--quick]`: measure the client API of a scheduler running in a subprocess.
+"""`python -m bench [--quick]`: measure jobsched as its users see it (issue 6).
 
-1. SubmitJobs throughput (batches), 2. SubmitJob throughput and latency (concurrent callers),
-3. GetJobStatus latency, 4. ListActiveJobs latency on the first and a deep page, 5. database
-commits per submitted job, 6. the scheduler's memory. Every measurement is repeated and the
-median reported; the table is printed and appended to bench/RESULTS.md.
+Against a throw-away PostgreSQL database, with the scheduler (and, where said, the executors) in
+their own processes:
+
+ 1. end-to-end throughput of no-op jobs: 1 scheduler + 1 executor, 1 + 4, 2 replicas + 4;
+ 2. submit throughput: SubmitJobs in batches, SubmitJob from concurrent callers;
+ 3. enqueue-to-start latency at a steady rate (an in-process executor times its handler);
+ 4. progress latency, executor report to WatchJob subscriber, with 1 and with many subscribers;
+ 5. the read path at scale: GetJobStatus, ListActiveJobs and GetJobHistory pages (first and deep,
+    under each filter) on a million jobs, and the same pages with OFFSET;
+ 6. database cost: commits per job at saturation (in 1), statements per second of an idle replica;
+ 7. scheduler memory with many executor streams and watchers connected.
+
+Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the
+issue's target; the table is printed and appended to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -11,53 +21,106 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import random
+import resource
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import asyncpg
-import grpc
 
 from bench import report
-from bench.commits import CommitCounter, autovacuum_paused
+from bench.console import progress
+from bench.latency import measure_start_latency
+from bench.memory import measure_memory
 from bench.postgres import BenchDatabase, asyncpg_dsn, provisioned_database
-from bench.scheduler_process import LOG_LEVEL, SchedulerProcess, running_scheduler
+from bench.progress import measure_progress_latency
+from bench.read_path import measure_read_path
+from bench.scheduler_process import LOG_LEVEL
 from bench.settings import FULL, QUICK, Sizes
-from bench.stats import Figures, percentile
-from bench.workloads import (
-    batch_count,
-    get_statuses,
-    list_page,
-    submit_in_batches,
-    submit_one_by_one,
-    token_for_page,
-    warm_up,
-)
-from jobsched.v1 import job_service_pb2_grpc
-
-if TYPE_CHECKING:  # a typing-only class of the generated stubs
-    from jobsched.v1.job_service_pb2_grpc import JobServiceAsyncStub
-
-SEED = 20_240_601
+from bench.statements import measure_statements
+from bench.stats import Figures
+from bench.submits import measure_submits
+from bench.throughput import measure_throughput
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Context:
+    database: BenchDatabase
+    conn: asyncpg.Connection  # the benchmark's own session: counters, clean-ups, SQL mirrors
+    sizes: Sizes
     figures: Figures
-    postgres_version: str
-    jobs_stored: int
+    notes: list[str]
+    profile_dir: Path | None
+
+
+Measurement = Callable[[Context], Awaitable[None]]
+
+
+async def _statements(c: Context) -> None:
+    c.notes.extend(await measure_statements(c.database.url, c.conn, c.sizes, c.figures))
+
+
+async def _submits(c: Context) -> None:
+    await measure_submits(c.database.url, c.conn, c.sizes, c.figures)
+
+
+async def _throughput(c: Context) -> None:
+    c.notes.extend(await measure_throughput(c.database, c.conn, c.sizes, c.figures, c.profile_dir))
+
+
+async def _start_latency(c: Context) -> None:
+    await measure_start_latency(c.database.url, c.conn, c.sizes, c.figures)
+
+
+async def _progress(c: Context) -> None:
+    c.notes.extend(await measure_progress_latency(c.database.url, c.conn, c.sizes, c.figures))
+
+
+async def _memory(c: Context) -> None:
+    c.notes.extend(await measure_memory(c.database.url, c.conn, c.sizes, c.figures))
+
+
+async def _read_path(c: Context) -> None:
+    c.notes.extend(await measure_read_path(c.database, c.conn, c.sizes, c.figures))
+
+
+# In running order. The read path goes last: its million rows would sit in every other
+# measurement's claim path.
+MEASUREMENTS: dict[str, Measurement] = {
+    "throughput": _throughput,
+    "submit": _submits,
+    "start-latency": _start_latency,
+    "progress": _progress,
+    "statements": _statements,
+    "memory": _memory,
+    "read-path": _read_path,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smaller sizes, one repetition (a smoke run)"
     )
     parser.add_argument(
         "--repetitions", type=int, help="override how often each measurement is repeated"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(MEASUREMENTS),
+        help="run only this measurement (repeatable); a partial run is not recorded",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy the scheduler and the executor during the first 1 + 1 throughput run; "
+        "collapsed stacks go to DIR, a summary to the notes (needs py-spy)",
     )
     parser.add_argument(
         "--results",
@@ -78,131 +141,80 @@ def chosen_sizes(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
-def progress(message: str) -> None:
-    print(f"bench: {message}", flush=True)
-
-
-async def measure_batch_submits(
-    stub: JobServiceAsyncStub, counter: CommitCounter, sizes: Sizes, figures: Figures
-) -> list[str]:
-    """1. SubmitJobs throughput, and 5. the database commits it costs per job."""
-    name = f"SubmitJobs: {sizes.batch_jobs:,} jobs in batches of {sizes.batch_size:,}"
-    progress(f"{name} (waiting for PostgreSQL's statistics to settle around each run)")
-    job_ids: list[str] = []
-    async with autovacuum_paused(counter.conn):
-        await counter.calibrate()
-        for _ in range(sizes.repetitions):
-            before = await counter.read()
-            result = await submit_in_batches(stub, sizes.batch_jobs, sizes.batch_size)
-            commits = await counter.since(before)
-            job_ids += result.job_ids
-            figures.add(name, "throughput", "jobs/s", result.items_per_second)
-            figures.add(name, "DB commits per job", "commits/job", commits / len(result.job_ids))
-            calls = batch_count(sizes.batch_jobs, sizes.batch_size)
-            figures.add(name, "DB commits per SubmitJobs call", "commits/call", commits / calls)
-    return job_ids
-
-
-async def measure_single_submits(stub: JobServiceAsyncStub, sizes: Sizes, figures: Figures) -> None:
-    """2. SubmitJob one job per call from concurrent callers."""
-    name = f"SubmitJob: {sizes.single_jobs:,} calls from {sizes.single_callers} concurrent callers"
-    progress(name)
-    for _ in range(sizes.repetitions):
-        run = await submit_one_by_one(stub, sizes.single_jobs, sizes.single_callers)
-        figures.add(name, "throughput", "jobs/s", run.calls_per_second)
-        figures.add(name, "latency p50", "ms", percentile(run.samples_ms, 50))
-        figures.add(name, "latency p99", "ms", percentile(run.samples_ms, 99))
-
-
-async def measure_status_reads(
-    stub: JobServiceAsyncStub, job_ids: list[str], sizes: Sizes, figures: Figures
-) -> None:
-    """3. GetJobStatus latency, one caller, random existing ids."""
-    name = f"GetJobStatus: {sizes.status_calls:,} sequential calls on random ids"
-    progress(name)
-    rng = random.Random(SEED)
-    for _ in range(sizes.repetitions):
-        run = await get_statuses(stub, job_ids, sizes.status_calls, rng)
-        figures.add(name, "latency p50", "ms", percentile(run.samples_ms, 50))
-        figures.add(name, "latency p99", "ms", percentile(run.samples_ms, 99))
-
-
-async def measure_active_lists(stub: JobServiceAsyncStub, sizes: Sizes, figures: Figures) -> None:
-    """4. ListActiveJobs latency on the first page and on a deep page (reached by its token)."""
-    size, deep = sizes.list_page_size, sizes.deep_page
-    first_name = f"ListActiveJobs: page 1 (page_size {size}), {sizes.list_calls} calls"
-    deep_name = f"ListActiveJobs: page {deep} (page_size {size}), {sizes.list_calls} calls"
-    progress(f"ListActiveJobs: pages 1 and {deep}")
-    deep_token = await token_for_page(stub, deep, size)
-    for _ in range(sizes.repetitions):
-        for name, token in ((first_name, ""), (deep_name, deep_token)):
-            run = await list_page(stub, size, token, sizes.list_calls)
-            figures.add(name, "latency p50", "ms", percentile(run.samples_ms, 50))
-            figures.add(name, "latency p95", "ms", percentile(run.samples_ms, 95))
-
-
-def record_memory(scheduler: SchedulerProcess, figures: Figures) -> None:
-    """6. The scheduler's resident memory after the runs, and its peak."""
-    name = "Scheduler process after the runs"
-    figures.add(name, "RSS (VmRSS)", "MiB", scheduler.memory_kib("VmRSS") / 1024)
-    figures.add(name, "peak RSS (VmHWM)", "MiB", scheduler.memory_kib("VmHWM") / 1024)
+def raise_open_files_limit() -> None:
+    """A thousand streams each way need a few thousand descriptors (inherited by the
+    scheduler processes)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16_384 if hard == resource.RLIM_INFINITY else min(hard, 16_384)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 async def run_measurements(
-    database: BenchDatabase, scheduler: SchedulerProcess, sizes: Sizes
-) -> Outcome:
-    figures = Figures()
-    stats = await asyncpg.connect(asyncpg_dsn(database.url))
+    database: BenchDatabase, sizes: Sizes, chosen: list[str], profile_dir: Path | None
+) -> tuple[Figures, list[str], str]:
+    figures, notes = Figures(), []
+    conn = await asyncpg.connect(asyncpg_dsn(database.url))
     try:
-        async with grpc.aio.insecure_channel(scheduler.address) as channel:
-            stub: JobServiceAsyncStub = job_service_pb2_grpc.JobServiceStub(channel)
-            progress("warming up")
-            job_ids = await warm_up(stub, sizes.single_callers)
-            job_ids += await measure_batch_submits(stub, CommitCounter(stats), sizes, figures)
-            await measure_single_submits(stub, sizes, figures)
-            await measure_status_reads(stub, job_ids, sizes, figures)
-            await measure_active_lists(stub, sizes, figures)
-        record_memory(scheduler, figures)
-        version = str(await stats.fetchval("SELECT version()"))
-        jobs_stored = int(await stats.fetchval("SELECT count(*) FROM jobs"))
+        version = str(await conn.fetchval("SELECT version()"))
+        settings = await conn.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('synchronous_commit', 'fsync', 'shared_buffers', 'max_connections') ORDER BY name"
+        )
+        notes.append(
+            "PostgreSQL settings: " + ", ".join(f"{r['name']}={r['setting']}" for r in settings)
+        )
+        context = Context(database, conn, sizes, figures, notes, profile_dir)
+        for name in chosen:
+            started = time.monotonic()
+            await MEASUREMENTS[name](context)
+            progress(f"{name}: {time.monotonic() - started:.0f} s")
     finally:
-        await stats.close()
-    return Outcome(figures, version, jobs_stored)
+        await conn.close()
+    return figures, notes, version
 
 
-def run_notes(sizes: Sizes, outcome: Outcome, wall_seconds: float) -> list[str]:
+def run_notes(sizes: Sizes, wall_seconds: float, load_before: str) -> list[str]:
     return [
         f"Repetitions: {sizes.repetitions} per measurement; wall time {wall_seconds:.0f} s "
-        "(setup, statistics waits and teardown included)",
-        f"Scheduler: `python -m scheduler` subprocess, --log-level {LOG_LEVEL} "
-        "(one access-log line per RPC, written to a file); client: one grpc.aio channel "
-        "in the benchmark process",
-        f"Jobs stored at the end: {outcome.jobs_stored:,} (all QUEUED: no executors yet)",
+        "(setup, data loading and teardown included)",
+        f"Load average (1 min) before the run {load_before}, after it {report.load_average()} "
+        "(work outside the benchmark skews every figure: see the whole-machine CPU rows)",
+        f"Processes: `python -m scheduler` subprocesses (--log-level {LOG_LEVEL}, logs to a file), "
+        "one fresh per measurement; `python -m executor` subprocesses for throughput; the load, "
+        "the in-process executors of measurements 3-4 and the subscribers run in the benchmark "
+        "process (grpc.aio)",
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = chosen_sizes(args)
-    started, clock = datetime.now(UTC), time.monotonic()
-    progress(f"{sizes.mode} mode; starting PostgreSQL and the scheduler")
-    with provisioned_database() as database, running_scheduler(database.url) as scheduler:
-        outcome = asyncio.run(run_measurements(database, scheduler, sizes))
+    chosen = [name for name in MEASUREMENTS if args.only is None or name in args.only]
+    raise_open_files_limit()
+    started, clock, load_before = datetime.now(UTC), time.monotonic(), report.load_average()
+    progress(f"{sizes.mode} mode: {', '.join(chosen)}; starting PostgreSQL")
+    with provisioned_database() as database:
+        figures, notes, version = asyncio.run(
+            run_measurements(database, sizes, chosen, args.profile)
+        )
     context = report.RunContext(
         started=started,
-        mode=sizes.mode,
+        mode=sizes.mode if args.only is None else f"{sizes.mode}, partial: {', '.join(chosen)}",
         commit=report.git_commit(),
         command=report.invoked_command(),
         machine=report.machine_description(),
-        postgres=outcome.postgres_version,
+        postgres=version,
         database=database.origin,
-        notes=run_notes(sizes, outcome, time.monotonic() - clock),
+        notes=[*run_notes(sizes, time.monotonic() - clock, load_before), *notes],
     )
-    figures = list(outcome.figures)
+    table = list(figures)
     print()
-    print(report.terminal_table(figures))
-    if not args.no_record:
-        report.append_results(report.results_section(context, figures), args.results)
+    print(report.terminal_table(table))
+    for note in notes:
+        print(f"- {note}")
+    if not args.no_record and args.only is None:
+        report.append_results(report.results_section(context, table), args.results)
         print(f"\nappended to {args.results}")
     return 0
 

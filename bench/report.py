@@ -22,9 +22,11 @@ RESULTS_HEADER = """# Benchmark results
 
 Appended by `make bench` (`python -m bench`; `--quick` for a smaller smoke run). Each section is one
 run: when, on which commit ("-dirty": uncommitted changes) and machine, with what command, and the
-median of each figure over the repetitions (every repetition's value in the last column). The
-scheduler runs as a subprocess on a throw-away database; the load comes from another process.
-Compare runs only on the same machine. Older sections are history: never edit them.
+median of each figure over the repetitions (every repetition's value in the last column), next to
+the target of issue 6 it is judged against. The scheduler (and, for throughput, the executors) run
+as subprocesses on a throw-away database; the load comes from another process. The machine is
+shared: each section gives its load average and the whole machine's CPU during the throughput
+runs. Compare runs only on the same machine. Older sections are history: never edit them.
 """
 
 
@@ -72,6 +74,14 @@ def machine_description() -> str:
     return f"{platform.platform()}; {cpu}; {cpus} CPUs (nproc); {gib}"
 
 
+def load_average() -> str:
+    """The 1-minute load average: other work on a shared machine skews every figure."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
 def invoked_command() -> str:
     """How this run was started, e.g. `.venv/bin/python -m bench --quick`."""
     python = Path(sys.executable)
@@ -96,13 +106,15 @@ def table_rows(figures: list[Figure]) -> list[list[str]]:
             f.measurement,
             f.name,
             f"{format_value(f.median)} {f.unit}",
+            f.target.describe(f.unit) if f.target is not None else "",
+            f.verdict,
             " / ".join(format_value(v) for v in f.runs),
         ]
         for f in figures
     ]
 
 
-TABLE_HEADER = ["Measurement", "Figure", "Median", "Runs"]
+TABLE_HEADER = ["Measurement", "Figure", "Median", "Target (issue 6)", "Met?", "Runs"]
 
 
 def terminal_table(figures: list[Figure]) -> str:
@@ -119,7 +131,7 @@ def terminal_table(figures: list[Figure]) -> str:
 def markdown_table(figures: list[Figure]) -> str:
     lines = [
         "| " + " | ".join(TABLE_HEADER) + " |",
-        "|---|---|--:|---|",
+        "|---|---|--:|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in table_rows(figures)),
     ]
     return "\n".join(lines)

@@ -1,17 +1,23 @@
-"""The scheduler under test, in its own process so that the client load does not share its event
-loop. Its stdout (JSON logs, one access-log line per RPC) goes to a file, never a pipe that could
-fill up; the file is polled for the line announcing the listening address."""
+"""The processes under test: `python -m scheduler` replicas and `python -m executor` executors,
+each in its own process so that the load does not share their event loops.
+
+Their stdout (JSON logs: one access-log line per RPC, two lines per job for an executor) goes to a
+file, never a pipe that could fill up; a scheduler's file is polled for the line announcing its
+listening address. Everything here is async so that the benchmark's own event loop (a proxy, an
+in-process executor) keeps running while a process starts or stops.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +26,12 @@ LISTENING_EVENT = "scheduler.listening"
 LOG_LEVEL = "INFO"  # the production default; WARNING would also hide the listening line
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+EXECUTOR_GRACE = 1.0  # seconds an executor's running jobs get when it is stopped
 
 
 @dataclass(frozen=True, slots=True)
-class SchedulerProcess:
+class Process:
     process: subprocess.Popen[bytes]
-    address: str
     log_path: Path
 
     @property
@@ -39,8 +45,24 @@ class SchedulerProcess:
                 return int(line.split()[1])
         raise RuntimeError(f"{field} not in /proc/{self.pid}/status")
 
+    def rss_mb(self) -> float:
+        """Resident memory now, in MB (10^6 bytes, the unit of the issue's target)."""
+        return self.memory_kib("VmRSS") * 1024 / 1e6
 
-def scheduler_command(database_url: str) -> list[str]:
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far (from /proc/<pid>/stat)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerProcess(Process):
+    address: str
+
+
+def scheduler_command(database_url: str, extra_args: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -50,6 +72,25 @@ def scheduler_command(database_url: str) -> list[str]:
         "--database-url",
         database_url,
         "--no-migrate",
+        "--log-level",
+        LOG_LEVEL,
+        *extra_args,
+    ]
+
+
+def executor_command(address: str, name: str, capacity: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "executor",
+        "--scheduler",
+        address,
+        "--name",
+        name,
+        "--capacity",
+        str(capacity),
+        "--grace",
+        str(EXECUTOR_GRACE),
         "--log-level",
         LOG_LEVEL,
     ]
@@ -64,51 +105,92 @@ def _listening_address(log_path: Path) -> str | None:
     return None
 
 
-def _log_tail(log_path: Path, lines: int = 20) -> str:
+def log_tail(log_path: Path, lines: int = 20) -> str:
     return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_until_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+async def _wait_until_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT
+    while loop.time() < deadline:
         address = _listening_address(log_path)
         if address is not None:
             return address
         if process.poll() is not None:
             raise RuntimeError(
                 f"the scheduler exited with {process.returncode} before listening:\n"
-                + _log_tail(log_path)
+                + log_tail(log_path)
             )
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     raise RuntimeError(f"the scheduler did not listen within {START_TIMEOUT:.0f} s")
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+async def _terminate(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM them all, wait for them together, SIGKILL whatever is left after STOP_TIMEOUT."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_TIMEOUT
+    while loop.time() < deadline:
+        if all(p.poll() is not None for p in processes):
+            break
+        await asyncio.sleep(0.05)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            await asyncio.to_thread(process.wait)
 
 
-@contextlib.contextmanager
-def running_scheduler(database_url: str) -> Iterator[SchedulerProcess]:
+def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(
+    database_url: str, *, name: str = "scheduler", extra_args: Sequence[str] = ()
+) -> AsyncIterator[SchedulerProcess]:
     """Start `python -m scheduler` on a free port; SIGTERM it (and wait) on exit."""
     with tempfile.TemporaryDirectory(prefix="jobsched-bench-log-") as tmp:
-        log_path = Path(tmp) / "scheduler.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                scheduler_command(database_url),
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        log_path = Path(tmp) / f"{name}.log"
+        process = _spawn(scheduler_command(database_url, extra_args), log_path)
         try:
-            address = _wait_until_listening(process, log_path)
-            yield SchedulerProcess(process, address, log_path)
+            address = await _wait_until_listening(process, log_path)
+            yield SchedulerProcess(process, log_path, address)
         finally:
-            _terminate(process)
+            await _terminate([process])
+
+
+@contextlib.asynccontextmanager
+async def running_schedulers(
+    database_url: str, count: int
+) -> AsyncIterator[list[SchedulerProcess]]:
+    """`count` scheduler replicas on the same database."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(running_scheduler(database_url, name=f"scheduler-{i}"))
+            for i in range(count)
+        ]
+
+
+@contextlib.asynccontextmanager
+async def running_executors(
+    addresses: Sequence[str], count: int, capacity: int
+) -> AsyncIterator[list[Process]]:
+    """`count` `python -m executor` processes (built-in handlers), executor i connected to
+    addresses[i % len(addresses)]: spread evenly over the replicas. Stopped together on exit."""
+    with tempfile.TemporaryDirectory(prefix="jobsched-bench-log-") as tmp:
+        executors: list[Process] = []
+        try:
+            for i in range(count):
+                log_path = Path(tmp) / f"executor-{i}.log"
+                command = executor_command(
+                    addresses[i % len(addresses)], f"bench-executor-{i}", capacity
+                )
+                executors.append(Process(_spawn(command, log_path), log_path))
+            yield executors
+        finally:
+            await _terminate([e.process for e in executors])

@@ -58,7 +58,7 @@ class Figure:
 
     @property
     def verdict(self) -> str:
-        """ "met" / "NOT met" against the target; empty without one."""
+        """Whether the median meets the target ("met" or "NOT met"); empty without one."""
         if self.target is None:
             return ""
         return "met" if self.target.met(self.median) else "NOT met"
@@ -79,7 +79,9 @@ class Figures:
         self._by_key[key].runs.append(value)
 
     def __iter__(self) -> Iterator[Figure]:
-        return iter(self._by_key.values())
+        """Grouped by measurement (in the order measurements first appear), then in order."""
+        order = {m: i for i, m in enumerate(dict.fromkeys(k[0] for k in self._by_key))}
+        return iter(sorted(self._by_key.values(), key=lambda f: order[f.measurement]))
 
     def __len__(self) -> int:
         return len(self._by_key)

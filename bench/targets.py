@@ -22,4 +22,4 @@ LIST_PAGE_P95_MS = at_most(10)
 COMMITS_PER_JOB = at_most(0.05)
 IDLE_STATEMENTS_PER_S = at_most(2)
 # Scheduler memory with 1,000 executors and 1,000 watchers connected.
-SCHEDULER_RSS_MIB = at_most(200)
+SCHEDULER_RSS_MB = at_most(200)
