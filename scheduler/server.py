@@ -21,6 +21,8 @@ from jobsched.v1 import (
     job_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
 )
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
@@ -28,17 +30,20 @@ from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
 from scheduler.api.queue_service import QueueService
+from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector
+from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
+from scheduler.store.schedules import Fired, ScheduleStore
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
@@ -64,6 +69,9 @@ class ServerSettings:
     ack_timeout: timedelta = timedelta(seconds=10)
     reconnect_grace: timedelta = timedelta(seconds=10)
     poll_interval: float = 1.0
+    # The cron loop's safety poll while leading: schedules created or resumed on any replica
+    # wake it at once (jobsched_schedules), so this only bounds a lost signal.
+    cron_poll_interval: float = 30.0
     # How often the latest progress of each running job is written to the store (watchers on
     # this replica get it at once, from memory).
     progress_interval: float = 0.5
@@ -121,6 +129,7 @@ class SchedulerServer:
             self.replica_id,
             tick=settings.leader_tick,
             renew_timeout=settings.leader_renew_timeout,
+            on_change=lambda role: self.cron.wake(),  # a new leader fires what is due at once
         )
         self.rescuer = LeaseRescuer(
             db,
@@ -129,6 +138,25 @@ class SchedulerServer:
             interval=settings.rescue_interval,
             timeout_grace=settings.timeout_grace,
             on_rescued=self._rescued,
+        )
+        # Leader-only cron firing (scheduler/maintenance/cron.py).
+        self.cron = CronFirer(
+            db,
+            self.leader,
+            clock,
+            job_from_template,
+            poll_interval=(
+                settings.cron_poll_interval if self.notifier is not None else settings.poll_interval
+            ),
+            on_fired=self._fired,
+        )
+        if self.notifier is not None:
+            self.notifier.on_schedules = self.cron.wake
+        schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleService(
+                ScheduleStore(db), clock, on_change=self._schedules_changed, on_fired=self._fired
+            ),
+            self.server,
         )
         self.presence = ReplicaPresence(
             db, self.replica_id, self.dispatcher, clock, interval=settings.presence_interval
@@ -180,6 +208,7 @@ class SchedulerServer:
                 executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
                 cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+                schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -200,6 +229,7 @@ class SchedulerServer:
         await self.presence.start(self.address)
         await self.leader.start()
         await self.rescuer.start()
+        await self.cron.start()
         log.info(
             "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
         )
@@ -212,9 +242,31 @@ class SchedulerServer:
             if job.state is JobState.SCHEDULED:
                 self.dispatcher.wake_at(job.run_at)
 
+    def _schedules_changed(self) -> None:
+        """A schedule was created or resumed here: the cron loop of the leader, wherever it
+        runs, looks at the next fire times again."""
+        self.cron.wake()
+        if self.notifier is not None:
+            self.notifier.schedules_changed()
+
+    def _fired(self, fired: Sequence[Fired]) -> None:
+        """Schedule fires (the cron loop, TriggerSchedule): dispatch their jobs at once, tell
+        the watchers, and forward the cancels of CANCEL_PREVIOUS to the executors."""
+        submitted = [f.job for f in fired if f.job is not None]
+        for job in submitted:
+            self.hub.notify(job.id)
+        if submitted:
+            self.dispatcher.new_work()
+        for f in fired:
+            if f.cancelled is not None:
+                self.hub.notify(f.cancelled.id)
+                if f.cancelled.state is JobState.RUNNING:
+                    self.dispatcher.request_cancel(f.cancelled)
+
     async def stop(self, grace: float | None = None) -> None:
         # Resign first, so that a follower takes over at its next tick, not after a timeout.
         await self.rescuer.stop()
+        await self.cron.stop()
         await self.leader.stop()
         await self.presence.stop()
         await self.probe.stop()

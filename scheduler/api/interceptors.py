@@ -30,6 +30,7 @@ _CODES: dict[type[errors.JobschedError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Conflict: grpc.StatusCode.ABORTED,
     errors.IdempotencyKeyReused: grpc.StatusCode.ALREADY_EXISTS,
+    errors.ScheduleNameTaken: grpc.StatusCode.ALREADY_EXISTS,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -11,6 +11,8 @@ executor connected to B. Two channels carry that:
     jobsched_jobs     payload: comma-separated ids of jobs that changed here (for the watchers
                       on other replicas); collected for `debounce` seconds, at most
                       JOB_IDS_PER_NOTIFY ids per NOTIFY
+    jobsched_schedules payload-less: a schedule was created or resumed (the leader's cron loop
+                      looks at the next fire times again)
 
 One dedicated connection outside the pool LISTENs and sends (NOTIFY is delivered only on commit of
 its own autocommit statement, so a signal never precedes the commit of the change it announces:
@@ -35,6 +37,7 @@ log = logging.getLogger("jobsched.notify")
 WORK_CHANNEL = "jobsched_work"
 CANCEL_CHANNEL = "jobsched_cancel"
 JOBS_CHANNEL = "jobsched_jobs"
+SCHEDULES_CHANNEL = "jobsched_schedules"
 JOB_IDS_PER_NOTIFY = 200  # 200 x 37 bytes, within NOTIFY's 8000-byte payload limit
 
 _CONNECTION_ERRORS = (
@@ -61,6 +64,7 @@ class Notifier:
         self.on_work: Callable[[], None] = lambda: None
         self.on_cancel: Callable[[str], object] = lambda job_id: None
         self.on_jobs: Callable[[list[str]], object] = lambda job_ids: None
+        self.on_schedules: Callable[[], None] = lambda: None
         self._changed: set[str] = set()
         self._jobs_sender: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -114,6 +118,12 @@ class Notifier:
         self._senders.add(task)
         task.add_done_callback(self._senders.discard)
 
+    def schedules_changed(self) -> None:
+        """Tell the other replicas (the leader) a schedule was created or resumed."""
+        task = asyncio.create_task(self._notify(SCHEDULES_CHANNEL, ""), name="notify-schedules")
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
     def jobs_changed(self, job_id: str) -> None:
         """Tell the other replicas this job changed (collected, then sent in batches)."""
         self._changed.add(job_id)
@@ -148,6 +158,8 @@ class Notifier:
             self.on_cancel(payload)
         elif channel == JOBS_CHANNEL and isinstance(payload, str) and payload:
             self.on_jobs(payload.split(","))
+        elif channel == SCHEDULES_CHANNEL:
+            self.on_schedules()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -164,11 +176,14 @@ class Notifier:
                 await conn.add_listener(WORK_CHANNEL, self._received)
                 await conn.add_listener(CANCEL_CHANNEL, self._received)
                 await conn.add_listener(JOBS_CHANNEL, self._received)
+                await conn.add_listener(SCHEDULES_CHANNEL, self._received)
                 self._pid = conn.get_server_pid()
                 self._conn = conn
                 self.connected.set()
                 delay = 0.1
-                self.on_work()  # signals may have been missed while we were not listening
+                # Signals may have been missed while we were not listening.
+                self.on_work()
+                self.on_schedules()
                 await self._watch(conn, lost)
             except _CONNECTION_ERRORS as exc:
                 log.warning("notify connection failed", extra={"fields": {"error": str(exc)}})

@@ -3,12 +3,14 @@
     JobschedError                    root; anything unexpected maps to INTERNAL
     ├── InvalidArgument              bad input, with one FieldViolation per offending field
     ├── NotFound
-    │   └── JobNotFound
+    │   ├── JobNotFound
+    │   └── ScheduleNotFound
     ├── FailedPrecondition
     │   └── InvalidTransition        the state machine forbids the change (with the reason)
     ├── Conflict
     │   ├── ConcurrentModification   a guarded UPDATE matched no row: the caller lost a race
     │   ├── IdempotencyKeyReused     same idempotency key, different job
+    │   ├── ScheduleNameTaken        a schedule of that name exists (ALREADY_EXISTS)
     │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
     └── Unavailable
         └── DatabaseUnavailable      the store cannot be reached
@@ -67,6 +69,16 @@ class JobNotFound(NotFound):
         super().__init__(f"job {job_id} not found")
 
 
+class ScheduleNotFound(NotFound):
+    """No such schedule."""
+
+    reason = "SCHEDULE_NOT_FOUND"
+
+    def __init__(self, schedule: str) -> None:
+        self.schedule = schedule
+        super().__init__(f"schedule {schedule} not found")
+
+
 class FailedPrecondition(JobschedError):
     """The operation is not allowed in the current state."""
 
@@ -95,6 +107,16 @@ class IdempotencyKeyReused(Conflict):
     """The idempotency key was already used for a different job."""
 
     reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class ScheduleNameTaken(Conflict):
+    """A schedule of that name already exists."""
+
+    reason = "SCHEDULE_ALREADY_EXISTS"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a schedule named {name!r} already exists")
 
 
 class LeadershipLost(Conflict):

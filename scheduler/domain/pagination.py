@@ -126,3 +126,23 @@ def _int32(value: object, path: str) -> int:
     if type(value) is not int or not 0 <= value <= _MAX_INT32:
         raise InvalidArgument([FieldViolation(path, "is not a valid page token")])
     return value
+
+
+def encode_name_token(name: str, filters_fingerprint: str) -> str:
+    """A page token of a list ordered by name (schedules): the page's last name."""
+    return _pack({"n": name, "f": filters_fingerprint})
+
+
+def decode_name_token(token: str, filters_fingerprint: str, path: str = "page_token") -> str | None:
+    """The last name of the previous page, or None for an empty token (the first page)."""
+    if not token:
+        return None
+    body = _unpack(token, path)
+    name = body.get("n")
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_CHARS:
+        raise InvalidArgument([FieldViolation(path, "is not a valid page token")])
+    _check_fingerprint(body.get("f"), filters_fingerprint, path)
+    return name
+
+
+_MAX_NAME_CHARS = 64  # names match NAME_PATTERN

@@ -31,6 +31,8 @@ from jobsched.v1 import (
     job_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
 )
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "SubmitResult",
     "job_spec",
     "make_retry_policy",
+    "parse_catchup",
+    "parse_overlap",
     "parse_state",
 ]
 
@@ -190,6 +194,40 @@ def make_retry_policy(
     return policy
 
 
+OverlapLike: TypeAlias = "schedule_service_pb2.OverlapPolicy.ValueType | str"
+CatchupLike: TypeAlias = "schedule_service_pb2.CatchupPolicy.ValueType | str"
+
+
+def _enum_value(value: Any, enum: Any, prefix: str, what: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper().replace("-", "_")
+    if not name.startswith(prefix):
+        name = prefix + name
+    if name == prefix + "UNSPECIFIED":
+        raise ValueError(f"{value!r} is not {what}")
+    try:
+        return enum.Value(name)
+    except ValueError:
+        raise ValueError(f"{value!r} is not {what}") from None
+
+
+def parse_overlap(value: OverlapLike) -> schedule_service_pb2.OverlapPolicy.ValueType:
+    """An OverlapPolicy value or a case-insensitive name: allow, skip, cancel-previous."""
+    result: schedule_service_pb2.OverlapPolicy.ValueType = _enum_value(
+        value, schedule_service_pb2.OverlapPolicy, "OVERLAP_POLICY_", "an overlap policy"
+    )
+    return result
+
+
+def parse_catchup(value: CatchupLike) -> schedule_service_pb2.CatchupPolicy.ValueType:
+    """A CatchupPolicy value or a case-insensitive name: none, latest, all."""
+    result: schedule_service_pb2.CatchupPolicy.ValueType = _enum_value(
+        value, schedule_service_pb2.CatchupPolicy, "CATCHUP_POLICY_", "a catch-up policy"
+    )
+    return result
+
+
 def _as_spec(spec: JobSpecLike) -> job_pb2.JobSpec:
     if isinstance(spec, job_pb2.JobSpec):
         return spec
@@ -249,6 +287,9 @@ class JobschedClient:
         self._queue_stubs: list[queue_service_pb2_grpc.QueueServiceAsyncStub] = [
             queue_service_pb2_grpc.QueueServiceStub(channel) for channel in self._channels
         ]
+        self._schedule_stubs: list[schedule_service_pb2_grpc.ScheduleServiceAsyncStub] = [
+            schedule_service_pb2_grpc.ScheduleServiceStub(channel) for channel in self._channels
+        ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
         )
@@ -301,6 +342,18 @@ class JobschedClient:
         safe_to_repeat: bool = False,
     ) -> _Response:
         return await self._invoke(self._queue_stubs, rpc, request, safe_to_repeat)
+
+    async def _call_schedules(
+        self,
+        rpc: Callable[
+            [schedule_service_pb2_grpc.ScheduleServiceAsyncStub],
+            grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        ],
+        request: _Request,
+        *,
+        safe_to_repeat: bool = False,
+    ) -> _Response:
+        return await self._invoke(self._schedule_stubs, rpc, request, safe_to_repeat)
 
     async def _invoke(
         self,
@@ -714,3 +767,95 @@ class JobschedClient:
             safe_to_repeat=True,  # setting values twice is the same as once
         )
         return response.queue
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        job: JobSpecLike,
+        *,
+        time_zone: str = "",
+        overlap: OverlapLike = "allow",
+        catchup: CatchupLike = "none",
+        catchup_window: timedelta | None = None,
+    ) -> schedule_service_pb2.Schedule:
+        """Create a cron schedule submitting `job` (a JobSpec or `job_spec()` arguments; its
+        run_at and idempotency_key are ignored) at each fire time of the five-field `cron`,
+        evaluated in the IANA `time_zone` (empty: UTC). `overlap`: "allow", "skip" or
+        "cancel-previous"; `catchup`: "none", "latest" or "all" (within `catchup_window`,
+        one day when None)."""
+        schedule = schedule_service_pb2.Schedule(
+            name=name,
+            cron=cron,
+            time_zone=time_zone,
+            job_template=_as_spec(job),
+            overlap_policy=parse_overlap(overlap),
+            catchup_policy=parse_catchup(catchup),
+        )
+        if catchup_window is not None:
+            schedule.catchup_window.CopyFrom(_duration(catchup_window))
+        response = await self._call_schedules(
+            lambda stub: stub.CreateSchedule,
+            schedule_service_pb2.CreateScheduleRequest(schedule=schedule),
+        )
+        return response.schedule
+
+    async def get_schedule(self, schedule: str) -> schedule_service_pb2.Schedule:
+        """A schedule by id or name, with its next 5 fire times (none while paused)."""
+        response = await self._call_schedules(
+            lambda stub: stub.GetSchedule,
+            schedule_service_pb2.GetScheduleRequest(id=schedule),
+            safe_to_repeat=True,
+        )
+        return response.schedule
+
+    async def list_schedules_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[schedule_service_pb2.Schedule], str]:
+        """One page of schedules by name, and the token of the next ("" on the last)."""
+        response = await self._call_schedules(
+            lambda stub: stub.ListSchedules,
+            schedule_service_pb2.ListSchedulesRequest(page_size=page_size, page_token=page_token),
+            safe_to_repeat=True,
+        )
+        return list(response.schedules), response.next_page_token
+
+    async def list_schedules(
+        self, page_size: int = 0
+    ) -> AsyncGenerator[schedule_service_pb2.Schedule, None]:
+        """Every schedule of the tenant, by name."""
+        async for schedule in _every_page(lambda token: self.list_schedules_page(page_size, token)):
+            yield schedule
+
+    async def pause_schedule(self, schedule: str) -> schedule_service_pb2.Schedule:
+        response = await self._call_schedules(
+            lambda stub: stub.PauseSchedule,
+            schedule_service_pb2.PauseScheduleRequest(id=schedule),
+            safe_to_repeat=True,  # idempotent
+        )
+        return response.schedule
+
+    async def resume_schedule(self, schedule: str) -> schedule_service_pb2.Schedule:
+        response = await self._call_schedules(
+            lambda stub: stub.ResumeSchedule,
+            schedule_service_pb2.ResumeScheduleRequest(id=schedule),
+            safe_to_repeat=True,  # idempotent
+        )
+        return response.schedule
+
+    async def delete_schedule(self, schedule: str) -> None:
+        """Delete a schedule; the jobs it submitted stay."""
+        await self._call_schedules(
+            lambda stub: stub.DeleteSchedule,
+            schedule_service_pb2.DeleteScheduleRequest(id=schedule),
+        )
+
+    async def trigger_schedule(self, schedule: str) -> tuple[job_pb2.Job | None, bool]:
+        """Submit the schedule's job now (its overlap policy applies): (job, skipped)."""
+        response = await self._call_schedules(
+            lambda stub: stub.TriggerSchedule,
+            schedule_service_pb2.TriggerScheduleRequest(id=schedule),
+        )
+        return (response.job if response.HasField("job") else None), response.skipped
