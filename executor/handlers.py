@@ -113,6 +113,9 @@ class JobContext:
         self.dropped_log_lines = 0
         self._progress: ProgressUpdate | None = None
         self._progress_taken = True
+        # Set by the executor: told of each report, so that it goes out at once when the job's
+        # rate allows (the executor's progress_interval), not on the next tick.
+        self.on_progress: Callable[[], None] = lambda: None
         self._logs: collections.deque[str] = collections.deque(maxlen=max_log_lines)
         self._next_line_number = 1  # lines are numbered per attempt, from 1
 
@@ -131,11 +134,14 @@ class JobContext:
     def progress(
         self, percent: float, step: str = "", message: str = "", eta: datetime | None = None
     ) -> None:
-        """Record the latest progress; only the last value before the next send is forwarded."""
+        """Report progress. It is sent at once unless this job sent one less than the
+        executor's progress_interval ago; then the latest value goes out when the interval
+        ends (values reported in between are replaced)."""
         self._progress = ProgressUpdate(
             percent=min(100.0, max(0.0, float(percent))), step=step, message=message, eta=eta
         )
         self._progress_taken = False
+        self.on_progress()
 
     def log(self, line: str) -> None:
         """Queue a log line; when the buffer is full the oldest line is dropped (its number is

@@ -61,6 +61,9 @@ class _Run:
     timed_out: bool = False
     kill_handle: asyncio.TimerHandle | None = None
     timeout_handle: asyncio.TimerHandle | None = None
+    # Progress goes out at once unless sent less than progress_interval ago (loop time).
+    progress_sent_at: float = float("-inf")
+    progress_handle: asyncio.TimerHandle | None = None
 
     @property
     def key(self) -> AttemptKey:
@@ -121,7 +124,7 @@ class Executor:
         queues: Iterable[str] = (),
         labels: dict[str, str] | None = None,
         cancel_grace: float = 5.0,
-        progress_interval: float = 0.2,
+        progress_interval: float = 0.05,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         register_timeout: float = 10.0,
@@ -386,17 +389,36 @@ class Executor:
         )
 
     async def _progress_loop(self) -> None:
-        # One tick for all jobs: each job's progress goes out at most once per interval.
+        # One tick for all jobs: log lines go out in batches; progress normally went out when
+        # reported (_progress_reported), the tick catches what waited for a stream.
         while True:
             await asyncio.sleep(self.progress_interval)
             for run in list(self._runs.values()):
                 self._flush_reports(run)
 
-    def _flush_reports(self, run: _Run) -> None:
+    def _progress_reported(self, run: _Run) -> None:
+        """A handler reported progress: send it now if the job's last one went out at least
+        progress_interval ago, else once that interval ends (the latest value then)."""
+        if run.progress_handle is not None:
+            return  # a send is due already and will carry this value
+        loop = asyncio.get_running_loop()
+        due = run.progress_sent_at + self.progress_interval
+        if loop.time() >= due:
+            self._flush_progress(run)
+        else:
+            run.progress_handle = loop.call_at(due, self._progress_due, run)
+
+    def _progress_due(self, run: _Run) -> None:
+        run.progress_handle = None
+        if self._runs.get(run.key) is run:
+            self._flush_progress(run)
+
+    def _flush_progress(self, run: _Run) -> None:
         if self._outbox is None:
-            return  # keep them for the next stream
+            return  # kept for the next stream
         update = run.ctx.take_progress()
         if update is not None:
+            run.progress_sent_at = asyncio.get_running_loop().time()
             self._send(
                 pb.ConnectRequest(
                     progress=pb.ProgressReport(
@@ -404,6 +426,12 @@ class Executor:
                     )
                 )
             )
+
+    def _flush_reports(self, run: _Run) -> None:
+        if self._outbox is None:
+            return  # keep them for the next stream
+        if run.progress_handle is None:
+            self._flush_progress(run)
         logs = run.ctx.take_logs()
         if logs.lines:
             self._send(
@@ -480,6 +508,7 @@ class Executor:
             timeout=timeout if timeout > 0 else None,
         )
         self._runs[key] = run
+        ctx.on_progress = lambda: self._progress_reported(run)
         if run.timeout is not None:
             run.timeout_handle = asyncio.get_running_loop().call_later(
                 run.timeout, self._expire, run
@@ -545,9 +574,10 @@ class Executor:
         else:
             result = pb.JobResult(result=payload)
         finally:
-            for handle in (run.kill_handle, run.timeout_handle):
+            for handle in (run.kill_handle, run.timeout_handle, run.progress_handle):
                 if handle is not None:
                     handle.cancel()
+            run.progress_handle = None
         self._flush_reports(run)
         self._runs.pop(run.key, None)
         self._finish(run.key, result)

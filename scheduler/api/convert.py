@@ -37,12 +37,16 @@ def states_from_proto(values: Iterable[int], path: str) -> list[JobState]:
     return states
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
+    """As Timestamp.FromDatetime (a naive value is UTC), in a quarter of its time: every job in
+    a response has five of them."""
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    delta = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def from_timestamp(ts: Timestamp, path: str) -> datetime:

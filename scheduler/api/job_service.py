@@ -69,9 +69,12 @@ from scheduler.store.queues import QueueReads
 from scheduler.watch import JobWatchHub
 
 TENANT_METADATA_KEY = "x-jobsched-tenant"
-# Watchers are woken in-process on every change made by this replica; this poll is the safety net
-# (changes made through another replica, until cross-replica notifications exist).
-WATCH_POLL_SECONDS = 1.0
+# Watchers are woken in-process on every change made by this replica, and through jobsched_jobs
+# notifications on changes made by the others; this poll is only the safety net for a lost signal
+# (a replica's first seconds, before it knows its peers; a notify connection being re-made). Each
+# poll is a read of the store per watcher: at 1 s, a thousand watchers were a thousand reads a
+# second and starved the pool.
+WATCH_POLL_SECONDS = 10.0
 # Log lines a WatchJob reads at a time: a whole attempt's (with the truncation marker).
 WATCH_LOG_BATCH = MAX_LOG_LINES_PER_ATTEMPT + 1
 # WatchJobs reads the changed jobs this many ids per statement, and remembers what it last read of
