@@ -96,12 +96,67 @@ def _progress_message(update: ProgressUpdate) -> job_pb2.Progress:
     return message
 
 
+# At most this many queued messages are merged into the ones sent next.
+MAX_BATCH = 1000
+
+
+def _merged(run: list[pb.ConnectRequest]) -> pb.ConnectRequest:
+    """One message for a run of acks or results (the message itself if alone)."""
+    if len(run) == 1:
+        return run[0]
+    if run[0].WhichOneof("message") == "ack":
+        return pb.ConnectRequest(acks=pb.AssignmentAckBatch(acks=[m.ack for m in run]))
+    return pb.ConnectRequest(results=pb.JobResultBatch(results=[m.result for m in run]))
+
+
+def take_batch(
+    first: pb.ConnectRequest, outbox: asyncio.Queue[pb.ConnectRequest | None]
+) -> tuple[list[pb.ConnectRequest], bool]:
+    """`first` and whatever else the outbox holds now (up to MAX_BATCH), consecutive acks and
+    consecutive results merged into one message each, the order kept; and whether the outbox
+    was closed (None) meanwhile. Every message costs a round of gRPC's Python machinery on
+    both sides; under load acks and results come in runs."""
+    out: list[pb.ConnectRequest] = []
+    run: list[pb.ConnectRequest] = []
+    closed = False
+    message: pb.ConnectRequest | None = first
+    taken = 1
+    while message is not None:
+        kind = message.WhichOneof("message")
+        if kind in ("ack", "result"):
+            if run and run[0].WhichOneof("message") != kind:
+                out.append(_merged(run))
+                run = []
+            run.append(message)
+        else:
+            if run:
+                out.append(_merged(run))
+                run = []
+            out.append(message)
+        if taken >= MAX_BATCH or outbox.empty():
+            break
+        message = outbox.get_nowait()
+        taken += 1
+        closed = message is None
+    if run:
+        out.append(_merged(run))
+    return out, closed
+
+
 async def _requests(
     outbox: asyncio.Queue[pb.ConnectRequest | None],
 ) -> AsyncIterator[pb.ConnectRequest]:
-    """The request side of a Connect stream; None half-closes it."""
+    """The request side of a Connect stream; None half-closes it. What is queued together goes
+    out together (`take_batch`)."""
     while (item := await outbox.get()) is not None:
-        yield item
+        if outbox.empty():
+            yield item
+            continue
+        batch, closed = take_batch(item, outbox)
+        for each in batch:
+            yield each
+        if closed:
+            return
 
 
 class Executor:
@@ -269,6 +324,7 @@ class Executor:
                 queues=self.queues,
                 labels=self.labels,
                 in_flight=[_attempt(k) for k in in_flight],
+                accepts_batches=True,
             )
         )
 
@@ -449,7 +505,13 @@ class Executor:
 
     def _handle(self, message: pb.ConnectResponse) -> None:
         kind = message.WhichOneof("message")
-        if kind == "assignment":
+        if kind == "assignments":
+            for assignment in message.assignments.assignments:
+                self._on_assignment(assignment)
+        elif kind == "result_acks":
+            for ack in message.result_acks.acks:
+                self._on_result_ack(ack)
+        elif kind == "assignment":
             self._on_assignment(message.assignment)
         elif kind == "cancel":
             self._on_cancel(message.cancel)

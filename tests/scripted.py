@@ -31,8 +31,10 @@ class ScriptedExecutor:
         capacity: int,
         auto_ack: bool = True,
         in_flight: Sequence[pb.JobAttempt] = (),
+        accepts_batches: bool = False,
     ) -> None:
         self.name = name
+        self.accepts_batches = accepts_batches
         self.in_flight = list(in_flight)  # attempts to re-attach, sent with Register
         self.capacity = capacity
         self.auto_ack = auto_ack  # acknowledge each assignment on receipt, as executors do
@@ -49,6 +51,7 @@ class ScriptedExecutor:
                 capacity=self.capacity,
                 job_types=["Work"],
                 in_flight=self.in_flight,
+                accepts_batches=self.accepts_batches,
             )
         )
         while (request := await self.outgoing.get()) is not None:
@@ -60,6 +63,11 @@ class ScriptedExecutor:
             assert kind is not None
             if kind == "assignment" and self.auto_ack:
                 self.send(ack=pb.AssignmentAck(attempt=response.assignment.attempt))
+            if kind == "assignments" and self.auto_ack:
+                acks = [
+                    pb.AssignmentAck(attempt=a.attempt) for a in response.assignments.assignments
+                ]
+                self.send(acks=pb.AssignmentAckBatch(acks=acks))
             await self.incoming[kind].put(getattr(response, kind))
 
     async def next(self, kind: str, within: float = 10.0) -> Any:
@@ -84,8 +92,9 @@ async def connect(
     capacity: int,
     auto_ack: bool = True,
     in_flight: Sequence[pb.JobAttempt] = (),
+    accepts_batches: bool = False,
 ) -> ScriptedExecutor:
-    executor = ScriptedExecutor(channel, name, capacity, auto_ack, in_flight)
+    executor = ScriptedExecutor(channel, name, capacity, auto_ack, in_flight, accepts_batches)
     executors.append(executor)
     registered = await executor.next("registered")
     assert registered.lease_duration.ToTimedelta().total_seconds() > 0

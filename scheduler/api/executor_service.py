@@ -76,7 +76,58 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
         capacity=register.capacity,
         job_types=tuple(sorted(set(types))),
         queues=tuple(sorted(set(queues))),
+        accepts_batches=register.accepts_batches,
     )
+
+
+# At most this many queued messages are merged into the ones sent next.
+MAX_BATCH = 1000
+
+
+def _merged(run: list[pb.ConnectResponse]) -> pb.ConnectResponse:
+    """One message for a run of assignments or result acks (the message itself if alone)."""
+    if len(run) == 1:
+        return run[0]
+    if run[0].WhichOneof("message") == "assignment":
+        return pb.ConnectResponse(
+            assignments=pb.AssignmentBatch(assignments=[m.assignment for m in run])
+        )
+    return pb.ConnectResponse(result_acks=pb.ResultAckBatch(acks=[m.result_ack for m in run]))
+
+
+def take_batch(
+    first: pb.ConnectResponse, outbox: asyncio.Queue[pb.ConnectResponse | None]
+) -> tuple[list[pb.ConnectResponse], bool]:
+    """`first` and whatever else the outbox holds now (up to MAX_BATCH), consecutive
+    assignments and consecutive result acks merged into one message each, the order kept;
+    and whether the outbox was closed (None) meanwhile. Each message on the stream costs a
+    round of gRPC's Python machinery on both sides; under load most of them come in runs (a
+    claim's assignments, a group commit's acks)."""
+    out: list[pb.ConnectResponse] = []
+    run: list[pb.ConnectResponse] = []
+    closed = False
+    message: pb.ConnectResponse | None = first
+    taken = 1
+    while message is not None:
+        kind = message.WhichOneof("message")
+        if kind in ("assignment", "result_ack"):
+            if run and run[0].WhichOneof("message") != kind:
+                out.append(_merged(run))
+                run = []
+            run.append(message)
+        else:
+            if run:
+                out.append(_merged(run))
+                run = []
+            out.append(message)
+        if taken >= MAX_BATCH or outbox.empty():
+            break
+        message = outbox.get_nowait()
+        taken += 1
+        closed = message is None
+    if run:
+        out.append(_merged(run))
+    return out, closed
 
 
 def in_flight_of(register: pb.Register) -> list[tuple[str, int]]:
@@ -123,7 +174,14 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 )
             )
             while (message := await session.outbox.get()) is not None:
-                yield message
+                if not session.accepts_batches or session.outbox.empty():
+                    yield message
+                    continue
+                batch, closed = take_batch(message, session.outbox)
+                for each in batch:
+                    yield each
+                if closed:
+                    break
         finally:
             for task in tasks:
                 task.cancel()
@@ -145,16 +203,20 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         try:
             async for request in request_iterator:
                 kind = request.WhichOneof("message")
-                if kind == "heartbeat":
+                if kind == "results":
+                    for result in request.results.results:
+                        self._record(session, result)
+                elif kind == "acks":
+                    for ack in request.acks.acks:
+                        self.dispatcher.acknowledge(
+                            session, ack.attempt.job_id, ack.attempt.attempt
+                        )
+                elif kind == "heartbeat":
                     session.draining = session.draining or request.heartbeat.draining
                     with contextlib.suppress(JobschedError):
                         await self.dispatcher.heartbeat(session)
                 elif kind == "result":
-                    # Not awaited here: results of one stream are recorded concurrently, so
-                    # that they can share a transaction (see Dispatcher.record_success).
-                    task = asyncio.create_task(self._result(session, request.result))
-                    self._recording.add(task)
-                    task.add_done_callback(self._recording.discard)
+                    self._record(session, request.result)
                 elif kind == "progress":
                     report = request.progress
                     self.dispatcher.record_progress(
@@ -179,6 +241,13 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     )
         finally:
             session.close()
+
+    def _record(self, session: ExecutorSession, result: pb.JobResult) -> None:
+        # Not awaited here: results of one stream are recorded concurrently, so that they can
+        # share a transaction (see Dispatcher.record_success).
+        task = asyncio.create_task(self._result(session, result))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     def _progress(self, progress: job_pb2.Progress) -> Progress:
         return Progress(

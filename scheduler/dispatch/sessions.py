@@ -26,6 +26,8 @@ class ExecutorSession:
     closed: bool = False
     # The executor is shutting down (Heartbeat.draining): no more assignments.
     draining: bool = False
+    # Register.accepts_batches: consecutive assignments or result acks go out as one message.
+    accepts_batches: bool = False
 
     @property
     def credits(self) -> int:

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobsched.v1 import job_pb2 as jobsched_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"jobsched/v1/executor_service.proto\x12\x0bjobsched.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15jobsched/v1/job.proto\"-\n\nJobAttempt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\xdb\x01\n\x08Register\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x11\n\tjob_types\x18\x03 \x03(\t\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x31\n\x06labels\x18\x05 \x03(\x0b\x32!.jobsched.v1.Register.LabelsEntry\x12*\n\tin_flight\x18\x06 \x03(\x0b\x32\x17.jobsched.v1.JobAttempt\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\tHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07running\x18\x02 \x03(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"9\n\rAssignmentAck\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\"c\n\x0eProgressReport\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\'\n\x08progress\x18\x02 \x01(\x0b\x32\x15.jobsched.v1.Progress\"_\n\tLogReport\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\r\n\x05lines\x18\x02 \x03(\t\x12\x19\n\x11\x66irst_line_number\x18\x03 \x01(\x05\"0\n\nJobFailure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\"\xa7\x01\n\tJobResult\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x10\n\x06result\x18\x02 \x01(\x0cH\x00\x12*\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x17.jobsched.v1.JobFailureH\x00\x12\x13\n\tcancelled\x18\x04 \x01(\x08H\x00\x12\x12\n\x08released\x18\x05 \x01(\x08H\x00\x42\t\n\x07outcome\"\xa0\x02\n\x0e\x43onnectRequest\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.jobsched.v1.RegisterH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.jobsched.v1.HeartbeatH\x00\x12)\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x1a.jobsched.v1.AssignmentAckH\x00\x12/\n\x08progress\x18\x04 \x01(\x0b\x32\x1b.jobsched.v1.ProgressReportH\x00\x12%\n\x03log\x18\x05 \x01(\x0b\x32\x16.jobsched.v1.LogReportH\x00\x12(\n\x06result\x18\x06 \x01(\x0b\x32\x16.jobsched.v1.JobResultH\x00\x42\t\n\x07message\"\x8a\x01\n\nRegistered\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xab\x02\n\nAssignment\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x33\n\x06labels\x18\x05 \x03(\x0b\x32#.jobsched.v1.Assignment.LabelsEntry\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11lease_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\x10\x43\x61ncelAssignment\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x0e\n\x06reason\x18\x02 \x01(\t\"W\n\tResultAck\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"5\n\x04Ping\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x01\n\x0f\x43onnectResponse\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.RegisteredH\x00\x12-\n\nassignment\x18\x02 \x01(\x0b\x32\x17.jobsched.v1.AssignmentH\x00\x12/\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1d.jobsched.v1.CancelAssignmentH\x00\x12,\n\nresult_ack\x18\x04 \x01(\x0b\x32\x16.jobsched.v1.ResultAckH\x00\x12!\n\x04ping\x18\x05 \x01(\x0b\x32\x11.jobsched.v1.PingH\x00\x42\t\n\x07message2[\n\x0f\x45xecutorService\x12H\n\x07\x43onnect\x12\x1b.jobsched.v1.ConnectRequest\x1a\x1c.jobsched.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"jobsched/v1/executor_service.proto\x12\x0bjobsched.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15jobsched/v1/job.proto\"-\n\nJobAttempt\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\xf4\x01\n\x08Register\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x11\n\tjob_types\x18\x03 \x03(\t\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x31\n\x06labels\x18\x05 \x03(\x0b\x32!.jobsched.v1.Register.LabelsEntry\x12*\n\tin_flight\x18\x06 \x03(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\tHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07running\x18\x02 \x03(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"9\n\rAssignmentAck\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\"c\n\x0eProgressReport\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\'\n\x08progress\x18\x02 \x01(\x0b\x32\x15.jobsched.v1.Progress\"_\n\tLogReport\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\r\n\x05lines\x18\x02 \x03(\t\x12\x19\n\x11\x66irst_line_number\x18\x03 \x01(\x05\"0\n\nJobFailure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\"\xa7\x01\n\tJobResult\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x10\n\x06result\x18\x02 \x01(\x0cH\x00\x12*\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x17.jobsched.v1.JobFailureH\x00\x12\x13\n\tcancelled\x18\x04 \x01(\x08H\x00\x12\x12\n\x08released\x18\x05 \x01(\x08H\x00\x42\t\n\x07outcome\"\x81\x03\n\x0e\x43onnectRequest\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.jobsched.v1.RegisterH\x00\x12+\n\theartbeat\x18\x02 \x01(\x0b\x32\x16.jobsched.v1.HeartbeatH\x00\x12)\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x1a.jobsched.v1.AssignmentAckH\x00\x12/\n\x08progress\x18\x04 \x01(\x0b\x32\x1b.jobsched.v1.ProgressReportH\x00\x12%\n\x03log\x18\x05 \x01(\x0b\x32\x16.jobsched.v1.LogReportH\x00\x12(\n\x06result\x18\x06 \x01(\x0b\x32\x16.jobsched.v1.JobResultH\x00\x12/\n\x04\x61\x63ks\x18\x07 \x01(\x0b\x32\x1f.jobsched.v1.AssignmentAckBatchH\x00\x12.\n\x07results\x18\x08 \x01(\x0b\x32\x1b.jobsched.v1.JobResultBatchH\x00\x42\t\n\x07message\">\n\x12\x41ssignmentAckBatch\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.jobsched.v1.AssignmentAck\"9\n\x0eJobResultBatch\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.jobsched.v1.JobResult\"\x8a\x01\n\nRegistered\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xab\x02\n\nAssignment\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x33\n\x06labels\x18\x05 \x03(\x0b\x32#.jobsched.v1.Assignment.LabelsEntry\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x11lease_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\x10\x43\x61ncelAssignment\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x0e\n\x06reason\x18\x02 \x01(\t\"W\n\tResultAck\x12(\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.JobAttempt\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"5\n\x04Ping\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x02\n\x0f\x43onnectResponse\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.jobsched.v1.RegisteredH\x00\x12-\n\nassignment\x18\x02 \x01(\x0b\x32\x17.jobsched.v1.AssignmentH\x00\x12/\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1d.jobsched.v1.CancelAssignmentH\x00\x12,\n\nresult_ack\x18\x04 \x01(\x0b\x32\x16.jobsched.v1.ResultAckH\x00\x12!\n\x04ping\x18\x05 \x01(\x0b\x32\x11.jobsched.v1.PingH\x00\x12\x33\n\x0b\x61ssignments\x18\x06 \x01(\x0b\x32\x1c.jobsched.v1.AssignmentBatchH\x00\x12\x32\n\x0bresult_acks\x18\x07 \x01(\x0b\x32\x1b.jobsched.v1.ResultAckBatchH\x00\x42\t\n\x07message\"?\n\x0f\x41ssignmentBatch\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.jobsched.v1.Assignment\"6\n\x0eResultAckBatch\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.jobsched.v1.ResultAck2[\n\x0f\x45xecutorService\x12H\n\x07\x43onnect\x12\x1b.jobsched.v1.ConnectRequest\x1a\x1c.jobsched.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,37 +41,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBATTEMPT']._serialized_start=139
   _globals['_JOBATTEMPT']._serialized_end=184
   _globals['_REGISTER']._serialized_start=187
-  _globals['_REGISTER']._serialized_end=406
-  _globals['_REGISTER_LABELSENTRY']._serialized_start=361
-  _globals['_REGISTER_LABELSENTRY']._serialized_end=406
-  _globals['_HEARTBEAT']._serialized_start=408
-  _globals['_HEARTBEAT']._serialized_end=526
-  _globals['_ASSIGNMENTACK']._serialized_start=528
-  _globals['_ASSIGNMENTACK']._serialized_end=585
-  _globals['_PROGRESSREPORT']._serialized_start=587
-  _globals['_PROGRESSREPORT']._serialized_end=686
-  _globals['_LOGREPORT']._serialized_start=688
-  _globals['_LOGREPORT']._serialized_end=783
-  _globals['_JOBFAILURE']._serialized_start=785
-  _globals['_JOBFAILURE']._serialized_end=833
-  _globals['_JOBRESULT']._serialized_start=836
-  _globals['_JOBRESULT']._serialized_end=1003
-  _globals['_CONNECTREQUEST']._serialized_start=1006
-  _globals['_CONNECTREQUEST']._serialized_end=1294
-  _globals['_REGISTERED']._serialized_start=1297
-  _globals['_REGISTERED']._serialized_end=1435
-  _globals['_ASSIGNMENT']._serialized_start=1438
-  _globals['_ASSIGNMENT']._serialized_end=1737
-  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_start=361
-  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_end=406
-  _globals['_CANCELASSIGNMENT']._serialized_start=1739
-  _globals['_CANCELASSIGNMENT']._serialized_end=1815
-  _globals['_RESULTACK']._serialized_start=1817
-  _globals['_RESULTACK']._serialized_end=1904
-  _globals['_PING']._serialized_start=1906
-  _globals['_PING']._serialized_end=1959
-  _globals['_CONNECTRESPONSE']._serialized_start=1962
-  _globals['_CONNECTRESPONSE']._serialized_end=2214
-  _globals['_EXECUTORSERVICE']._serialized_start=2216
-  _globals['_EXECUTORSERVICE']._serialized_end=2307
+  _globals['_REGISTER']._serialized_end=431
+  _globals['_REGISTER_LABELSENTRY']._serialized_start=386
+  _globals['_REGISTER_LABELSENTRY']._serialized_end=431
+  _globals['_HEARTBEAT']._serialized_start=433
+  _globals['_HEARTBEAT']._serialized_end=551
+  _globals['_ASSIGNMENTACK']._serialized_start=553
+  _globals['_ASSIGNMENTACK']._serialized_end=610
+  _globals['_PROGRESSREPORT']._serialized_start=612
+  _globals['_PROGRESSREPORT']._serialized_end=711
+  _globals['_LOGREPORT']._serialized_start=713
+  _globals['_LOGREPORT']._serialized_end=808
+  _globals['_JOBFAILURE']._serialized_start=810
+  _globals['_JOBFAILURE']._serialized_end=858
+  _globals['_JOBRESULT']._serialized_start=861
+  _globals['_JOBRESULT']._serialized_end=1028
+  _globals['_CONNECTREQUEST']._serialized_start=1031
+  _globals['_CONNECTREQUEST']._serialized_end=1416
+  _globals['_ASSIGNMENTACKBATCH']._serialized_start=1418
+  _globals['_ASSIGNMENTACKBATCH']._serialized_end=1480
+  _globals['_JOBRESULTBATCH']._serialized_start=1482
+  _globals['_JOBRESULTBATCH']._serialized_end=1539
+  _globals['_REGISTERED']._serialized_start=1542
+  _globals['_REGISTERED']._serialized_end=1680
+  _globals['_ASSIGNMENT']._serialized_start=1683
+  _globals['_ASSIGNMENT']._serialized_end=1982
+  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_start=386
+  _globals['_ASSIGNMENT_LABELSENTRY']._serialized_end=431
+  _globals['_CANCELASSIGNMENT']._serialized_start=1984
+  _globals['_CANCELASSIGNMENT']._serialized_end=2060
+  _globals['_RESULTACK']._serialized_start=2062
+  _globals['_RESULTACK']._serialized_end=2149
+  _globals['_PING']._serialized_start=2151
+  _globals['_PING']._serialized_end=2204
+  _globals['_CONNECTRESPONSE']._serialized_start=2207
+  _globals['_CONNECTRESPONSE']._serialized_end=2564
+  _globals['_ASSIGNMENTBATCH']._serialized_start=2566
+  _globals['_ASSIGNMENTBATCH']._serialized_end=2629
+  _globals['_RESULTACKBATCH']._serialized_start=2631
+  _globals['_RESULTACKBATCH']._serialized_end=2685
+  _globals['_EXECUTORSERVICE']._serialized_start=2687
+  _globals['_EXECUTORSERVICE']._serialized_end=2778
 # @@protoc_insertion_point(module_scope)

@@ -79,10 +79,16 @@ class Register(_message.Message):
     QUEUES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Executor name, unique among connected executors (for example host:pid)."""
     capacity: _builtins.int
     """Maximum number of jobs run at once."""
+    accepts_batches: _builtins.bool
+    """The executor reads batched messages (ConnectResponse.assignments and .result_acks); the
+    scheduler then puts consecutive assignments or result acks into one message. An executor
+    that does not set it gets them one per message.
+    """
     @_builtins.property
     def job_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Job types this executor handles (case-insensitive)."""
@@ -108,10 +114,11 @@ class Register(_message.Message):
         queues: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         in_flight: _abc.Iterable[Global___JobAttempt] | None = ...,
+        accepts_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "in_flight", b"in_flight", "job_types", b"job_types", "labels", b"labels", "name", b"name", "queues", b"queues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "capacity", b"capacity", "in_flight", b"in_flight", "job_types", b"job_types", "labels", b"labels", "name", b"name", "queues", b"queues"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,6 +334,8 @@ class ConnectRequest(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     LOG_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register:
         """First message: who the executor is."""
@@ -351,6 +360,14 @@ class ConnectRequest(_message.Message):
     def result(self) -> Global___JobResult:
         """Outcome of an attempt."""
 
+    @_builtins.property
+    def acks(self) -> Global___AssignmentAckBatch:
+        """Several acks, in order (as many `ack` messages)."""
+
+    @_builtins.property
+    def results(self) -> Global___JobResultBatch:
+        """Several outcomes, in order (as many `result` messages)."""
+
     def __init__(
         self,
         *,
@@ -360,16 +377,66 @@ class ConnectRequest(_message.Message):
         progress: Global___ProgressReport | None = ...,
         log: Global___LogReport | None = ...,
         result: Global___JobResult | None = ...,
+        acks: Global___AssignmentAckBatch | None = ...,
+        results: Global___JobResultBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "heartbeat", b"heartbeat", "log", b"log", "message", b"message", "progress", b"progress", "register", b"register", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "acks", b"acks", "heartbeat", b"heartbeat", "log", b"log", "message", b"message", "progress", b"progress", "register", b"register", "result", b"result", "results", b"results"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "heartbeat", b"heartbeat", "log", b"log", "message", b"message", "progress", b"progress", "register", b"register", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "acks", b"acks", "heartbeat", b"heartbeat", "log", b"log", "message", b"message", "progress", b"progress", "register", b"register", "result", b"result", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["register", "heartbeat", "ack", "progress", "log", "result"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["register", "heartbeat", "ack", "progress", "log", "result", "acks", "results"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class AssignmentAckBatch(_message.Message):
+    """AssignmentAckBatch acknowledges several assignments in one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssignmentAck]:
+        """The acks, in order."""
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___AssignmentAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentAckBatch: _TypeAlias = AssignmentAckBatch  # noqa: Y015
+
+@_typing.final
+class JobResultBatch(_message.Message):
+    """JobResultBatch carries several outcomes in one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobResult]:
+        """The results, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___JobResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResultBatch: _TypeAlias = JobResultBatch  # noqa: Y015
 
 @_typing.final
 class Registered(_message.Message):
@@ -574,6 +641,8 @@ class ConnectResponse(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     RESULT_ACK_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    RESULT_ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered:
         """Registration accepted."""
@@ -594,6 +663,14 @@ class ConnectResponse(_message.Message):
     def ping(self) -> Global___Ping:
         """Scheduler heartbeat."""
 
+    @_builtins.property
+    def assignments(self) -> Global___AssignmentBatch:
+        """Several assignments, in order (only to executors that registered accepts_batches)."""
+
+    @_builtins.property
+    def result_acks(self) -> Global___ResultAckBatch:
+        """Several result acks, in order (only to executors that registered accepts_batches)."""
+
     def __init__(
         self,
         *,
@@ -602,13 +679,63 @@ class ConnectResponse(_message.Message):
         cancel: Global___CancelAssignment | None = ...,
         result_ack: Global___ResultAck | None = ...,
         ping: Global___Ping | None = ...,
+        assignments: Global___AssignmentBatch | None = ...,
+        result_acks: Global___ResultAckBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "cancel", b"cancel", "message", b"message", "ping", b"ping", "registered", b"registered", "result_ack", b"result_ack"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "assignments", b"assignments", "cancel", b"cancel", "message", b"message", "ping", b"ping", "registered", b"registered", "result_ack", b"result_ack", "result_acks", b"result_acks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "cancel", b"cancel", "message", b"message", "ping", b"ping", "registered", b"registered", "result_ack", b"result_ack"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "assignments", b"assignments", "cancel", b"cancel", "message", b"message", "ping", b"ping", "registered", b"registered", "result_ack", b"result_ack", "result_acks", b"result_acks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["registered", "assignment", "cancel", "result_ack", "ping"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["registered", "assignment", "cancel", "result_ack", "ping", "assignments", "result_acks"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class AssignmentBatch(_message.Message):
+    """AssignmentBatch hands out several attempts in one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """The assignments, in order."""
+
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___Assignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentBatch: _TypeAlias = AssignmentBatch  # noqa: Y015
+
+@_typing.final
+class ResultAckBatch(_message.Message):
+    """ResultAckBatch answers several results in one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResultAck]:
+        """The acks, in order."""
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___ResultAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultAckBatch: _TypeAlias = ResultAckBatch  # noqa: Y015
