@@ -191,28 +191,28 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.GetJobStatusResponse:
         tenant = tenant_of(context)
         job_id = validate_job_id(request.id)
-        if request.include_events:
-            job, events = await self.store.get_with_events(tenant, job_id)
-            response = job_service_pb2.GetJobStatusResponse(
-                job=job_to_proto(job), events=[event_to_proto(e) for e in events]
-            )
-        else:
-            job = await self.store.get(tenant, job_id)
-            response = job_service_pb2.GetJobStatusResponse(job=job_to_proto(job))
+        # One statement for the job and its dependencies (the events in the same snapshot when
+        # asked for), plus one for a QUEUED job's waiting reason.
+        job, dependencies, events = await self.store.get_with_dependencies(
+            tenant, job_id, events=request.include_events
+        )
+        response = job_service_pb2.GetJobStatusResponse(
+            job=job_to_proto(job), events=[event_to_proto(e) for e in events]
+        )
         await self._explain_waiting(tenant, job, response.job)
-        dependencies = await self.store.dependencies(tenant, job_id)
         response.job.depends_on.extend(d.job_id for d in dependencies)
         response.dependencies.extend(dependency_to_proto(d) for d in dependencies)
         return response
 
     async def _explain_waiting(self, tenant: str, job: JobRecord, message: job_pb2.Job) -> None:
         """Fill waiting_reason/detail of a job that has not started (one more statement, for
-        QUEUED jobs only: their queue's settings and running count, and the executors)."""
+        QUEUED jobs only: their queue's settings, its running count if it has a concurrency
+        limit, and the executors)."""
         if job.state is JobState.QUEUED and self.queue_reads is not None:
             facts = await self.queue_reads.waiting_facts(tenant, job.queue, self.clock())
             waiting = reason_of(job, facts.settings, facts.running, facts.executors)
         elif job.state in (JobState.WAITING, JobState.SCHEDULED):
-            waiting = reason_of(job, QueueSettings(name=job.queue), 0, ())
+            waiting = reason_of(job, QueueSettings(name=job.queue), None, ())
         else:
             return
         if waiting.reason is not None:

@@ -1,5 +1,6 @@
 """Why a job that is not running waits. Pure: the caller gathers the facts (the job, its queue's
-settings and running count, the connected executors) and this decides."""
+settings and, for a queue with a concurrency limit, its running count, the connected executors)
+and this decides."""
 
 from __future__ import annotations
 
@@ -48,12 +49,16 @@ def waiting_reason(
     queue: str,
     job_type: str,
     settings: QueueSettings,
-    running_in_queue: int,
+    running_in_queue: int | None,
     executors: Sequence[ExecutorView],
     pending_dependencies: int = 0,
     run_at_text: str = "",
 ) -> Waiting:
-    """The first reason that holds, in the order a job meets them on its way to running."""
+    """The first reason that holds, in the order a job meets them on its way to running.
+
+    `running_in_queue` is only needed when the queue has a max_concurrency (None: not counted);
+    the caller may stop counting at max_concurrency + 1, so a count above the limit is shown as
+    "more than" the limit, never as a number of running jobs that may be wrong."""
     if state is JobState.WAITING:
         return Waiting(
             WaitingReason.DEPENDENCIES, f"{pending_dependencies} dependencies not succeeded yet"
@@ -65,10 +70,11 @@ def waiting_reason(
     if settings.paused:
         return Waiting(WaitingReason.QUEUE_PAUSED, f"queue {queue} is paused")
     limit = settings.max_concurrency
-    if limit is not None and running_in_queue >= limit:
+    if limit is not None and running_in_queue is not None and running_in_queue >= limit:
+        running = str(limit) if running_in_queue == limit else f"more than {limit}"
         return Waiting(
             WaitingReason.QUEUE_AT_CONCURRENCY_LIMIT,
-            f"{running_in_queue} of at most {limit} jobs of queue {queue} are running",
+            f"{running} of at most {limit} jobs of queue {queue} are running",
         )
     able = [e for e in executors if e.takes(queue, job_type)]
     if not able:
@@ -85,7 +91,10 @@ def waiting_reason(
 
 
 def reason_of(
-    job: JobRecord, settings: QueueSettings, running: int, executors: Sequence[ExecutorView]
+    job: JobRecord,
+    settings: QueueSettings,
+    running: int | None,
+    executors: Sequence[ExecutorView],
 ) -> Waiting:
     return waiting_reason(
         state=job.state,

@@ -19,6 +19,7 @@ from scheduler.domain.jobs import JobRecord, ProgressUpdate
 from scheduler.domain.retry import FailureOutcome, RetryPolicy, after_failure
 from scheduler.domain.states import Event, JobState, check_transition
 from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, transition_statement
+from scheduler.store.schema import TIMEOUT_DEADLINE_SQL
 
 # Queues with a concurrency limit that are not paused, locked for the rest of the claim: claims
 # touching them are serialised across all replicas, so the running count read next cannot go
@@ -49,6 +50,16 @@ _ELIGIBLE = """
 _UNLIMITED = """AND NOT EXISTS (
         SELECT 1 FROM queues q WHERE q.tenant = jobs.tenant AND q.name = jobs.queue
           AND (q.paused OR q.max_concurrency IS NOT NULL))"""
+
+_PRIORITY_ORDER = "priority DESC, run_at, id"
+_STARVED = " AND run_at <= :starved_before"
+_STARVED_ORDER = "run_at, id"
+# The ranked order (see _CLAIM) over one limited queue's two parts, cut to its free slots.
+_LIMITED = """
+    SELECT * FROM (SELECT * FROM {priority} UNION SELECT * FROM {starved}) AS both_parts
+    ORDER BY starved DESC, CASE WHEN starved THEN run_at END, priority DESC, run_at, candidate_id
+    LIMIT {limit}
+"""
 
 _CLAIM = f"""
 WITH {{parts}},
@@ -141,36 +152,40 @@ async def claim_jobs(
             for r in limited
             if int(r[2]) > running.get((r[0], r[1]), 0)
         ]
-    parts = [
-        _ELIGIBLE.format(
-            queues=queue_filter,
-            where=_UNLIMITED,
-            order="priority DESC, run_at, id",
-            limit=":limit",
+    # Every part is an ordered scan of an index that stops after its LIMIT: the unlimited queues
+    # through ix_jobs_claim_priority (priority DESC, run_at, id), the starved ones through
+    # ix_jobs_claim_starved (run_at, id), a limited queue through ix_jobs_claim (queue, ...).
+    parts = {
+        "part0": _ELIGIBLE.format(
+            queues=queue_filter, where=_UNLIMITED, order=_PRIORITY_ORDER, limit=":limit"
         ),
         # The starved ones, oldest first (they may repeat rows of the part above).
-        _ELIGIBLE.format(
-            queues=queue_filter,
-            where=_UNLIMITED + " AND run_at <= :starved_before",
-            order="run_at, id",
-            limit=":limit",
+        "part1": _ELIGIBLE.format(
+            queues=queue_filter, where=_UNLIMITED + _STARVED, order=_STARVED_ORDER, limit=":limit"
         ),
-    ]
+    }
+    union = ["part0", "part1"]
     for i, (tenant, name, slots) in enumerate(free):
         params[f"lt{i}"], params[f"lq{i}"], params[f"ln{i}"] = tenant, name, min(slots, limit)
-        parts.append(
-            _ELIGIBLE.format(
-                queues=queue_filter,
-                where=f"AND tenant = :lt{i} AND queue = :lq{i}",
-                order="run_at <= :starved_before DESC, "
-                "CASE WHEN run_at <= :starved_before THEN run_at END, priority DESC, run_at, id",
-                limit=f":ln{i}",
-            )
+        where = f"AND tenant = :lt{i} AND queue = :lq{i}"
+        # A limited queue gets at most its free slots: its best ones in the ranked order
+        # (starved first, oldest first, then priority order), which are among its first ones
+        # in priority order and its oldest starved ones. Both are locked, as in the unlimited
+        # parts; the ones beyond its slots are not claimed.
+        parts[f"limited{i}_priority"] = _ELIGIBLE.format(
+            queues=queue_filter, where=where, order=_PRIORITY_ORDER, limit=f":ln{i}"
         )
+        parts[f"limited{i}_starved"] = _ELIGIBLE.format(
+            queues=queue_filter, where=where + _STARVED, order=_STARVED_ORDER, limit=f":ln{i}"
+        )
+        parts[f"limited{i}"] = _LIMITED.format(
+            priority=f"limited{i}_priority", starved=f"limited{i}_starved", limit=f":ln{i}"
+        )
+        union.append(f"limited{i}")
     # Each part locks its rows in its own CTE: FOR UPDATE is not allowed in a UNION.
     sql = _CLAIM.format(
-        parts=",\n".join(f"part{i} AS ({p})" for i, p in enumerate(parts)),
-        union="\n    UNION ALL ".join(f"SELECT * FROM part{i}" for i in range(len(parts))),
+        parts=",\n".join(f"{name} AS ({p})" for name, p in parts.items()),
+        union="\n    UNION ALL ".join(f"SELECT * FROM {name}" for name in union),
     )
     result = await conn.execute(text(sql), params)
     return [row_to_job(r, full=True) for r in result]
@@ -467,8 +482,12 @@ async def release_attempt(
 
 # Why a RUNNING attempt is rescued: its lease expired (the executor vanished or stalled), or it
 # outlived its timeout plus a grace (the executor failed to stop it: the scheduler's backstop).
+# Both are range scans of a partial index on RUNNING jobs (ix_jobs_lease_expiry,
+# ix_jobs_timeout_deadline), in the index's order, that stop after the batch: the deadline is
+# written exactly as the index expression (computed in UTC, see TIMEOUT_DEADLINE_SQL) and
+# compared with now - grace, computed by the caller.
 _LEASE_EXPIRED = "lease_expires_at < :now"
-_TIMED_OUT = "timeout IS NOT NULL AND started_at + timeout + CAST(:grace AS interval) < :now"
+_TIMED_OUT = f"timeout IS NOT NULL AND {TIMEOUT_DEADLINE_SQL} < :timed_out_before"
 
 _SELECT_RESCUE = """
 SELECT id, attempt, max_attempts, timeout, retry_initial_backoff, retry_multiplier,
@@ -511,7 +530,7 @@ SELECT id, state, run_at FROM updated
 """
 _CONDITIONS = {
     "lease": (_LEASE_EXPIRED, "lease_expires_at"),
-    "timeout": (_TIMED_OUT, "started_at"),
+    "timeout": (_TIMED_OUT, TIMEOUT_DEADLINE_SQL),
 }
 _STATEMENTS = {
     kind: (
@@ -538,7 +557,9 @@ async def _rescue(
     actor: str,
 ) -> list[Rescued]:
     select, update = _STATEMENTS[kind]
-    params: dict[str, Any] = {"now": now, "limit": limit, "grace": grace}
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    if kind == "timeout":
+        params["timed_out_before"] = now - grace
     rows = (await conn.execute(select, params)).all()
     if not rows:
         return []

@@ -350,6 +350,39 @@ async def select_job(conn: AsyncConnection, tenant: str, job_id: str) -> JobReco
     return row_to_job(row, full=True) if row is not None else None
 
 
+# The job and, in the same statement, the jobs it depends on with their states in creation
+# order (GetJobStatus). A job without dependencies costs one probe of pk_job_dependencies.
+_SELECT_JOB_WITH_DEPENDENCIES = text(f"""
+SELECT {FULL_COLUMNS}, deps.ids AS dependency_ids, deps.states AS dependency_states
+FROM jobs CROSS JOIN LATERAL (
+    SELECT array_agg(d.depends_on ORDER BY j.created_at, j.id) AS ids,
+           array_agg(CAST(j.state AS text) ORDER BY j.created_at, j.id) AS states
+    FROM job_dependencies d JOIN jobs j ON j.id = d.depends_on
+    WHERE d.job_id = jobs.id AND j.tenant = jobs.tenant
+) AS deps
+WHERE jobs.tenant = :tenant AND jobs.id = :id
+""")
+
+
+async def select_job_with_dependencies(
+    conn: AsyncConnection, tenant: str, job_id: str
+) -> tuple[JobRecord, list[Dependency]] | None:
+    """The job and what select_dependencies returns for it, in one statement."""
+    row = (
+        await conn.execute(_SELECT_JOB_WITH_DEPENDENCIES, {"tenant": tenant, "id": job_id})
+    ).first()
+    if row is None:
+        return None
+    m = row._mapping
+    dependencies = [
+        Dependency(str(dep_id), JobState(state))
+        for dep_id, state in zip(
+            m["dependency_ids"] or (), m["dependency_states"] or (), strict=True
+        )
+    ]
+    return row_to_job(row, full=True), dependencies
+
+
 _SELECT_EVENTS = text("""
 SELECT job_id, seq, from_state, to_state, attempt, executor, reason, actor, created_at
 FROM job_events WHERE job_id = :id AND seq > :after ORDER BY seq
@@ -862,6 +895,24 @@ class JobStore:
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    async def get_with_dependencies(
+        self, tenant: str, job_id: str, *, events: bool = False
+    ) -> tuple[JobRecord, list[Dependency], list[JobEventRecord]]:
+        """The job with its dependencies (as `dependencies` returns them), read by one
+        statement; with `events`, also all its events, read in the same snapshot."""
+        if not events:
+            async with self.db.read() as conn:
+                found = await select_job_with_dependencies(conn, tenant, job_id)
+            if found is None:
+                raise JobNotFound(job_id)
+            return found[0], found[1], []
+        async with self.db.transaction() as conn:
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            found = await select_job_with_dependencies(conn, tenant, job_id)
+            if found is None:
+                raise JobNotFound(job_id)
+            return found[0], found[1], await select_events(conn, job_id)
 
     async def get_with_events(
         self, tenant: str, job_id: str, after_seq: int = 0

@@ -110,12 +110,19 @@ async def _update(
 
 
 # Facts for the waiting reasons of one job: its queue's settings, how many of the queue's jobs
-# run, and the executors of every live replica. One statement.
+# run, and the executors of every live replica. One statement. The running jobs matter only
+# against a concurrency limit: they are counted for a limited queue only, and at most limit + 1
+# of them (enough to tell "at the limit" from "over it"), through ix_jobs_running_queue, so the
+# cost is bounded by the limit, not by the queue's running jobs.
 _WAITING_FACTS = text(f"""
 SELECT (SELECT row_to_json(q) FROM (SELECT {_COLUMNS} FROM queues
                                     WHERE tenant = :tenant AND name = :name) q) AS settings,
-       (SELECT count(*) FROM jobs WHERE state = 'running' AND tenant = :tenant
-                                    AND queue = :name) AS running,
+       (SELECT CASE WHEN q.max_concurrency IS NOT NULL THEN
+                 (SELECT count(*) FROM (SELECT FROM jobs
+                                        WHERE state = 'running' AND tenant = :tenant
+                                          AND queue = :name
+                                        LIMIT q.max_concurrency + 1) AS counted) END
+          FROM queues q WHERE q.tenant = :tenant AND q.name = :name) AS running,
        (SELECT coalesce(jsonb_agg(e), '[]'::jsonb)
           FROM scheduler_replicas r, jsonb_array_elements(r.executors) e
          WHERE r.last_seen_at >= :live_since) AS executors
@@ -186,7 +193,9 @@ def _parse_interval(value: str) -> timedelta:
 @dataclass(frozen=True, slots=True)
 class WaitingFacts:
     settings: QueueSettings
-    running: int
+    # The queue's RUNNING jobs, counted only when it has a max_concurrency (None otherwise), and
+    # then only up to max_concurrency + 1: a value above the limit means "more than the limit".
+    running: int | None
     executors: list[ExecutorView]
 
 
@@ -216,7 +225,7 @@ class QueueReads:
             ).one()
         return WaitingFacts(
             settings=_settings_from_json(queue, row[0]),
-            running=int(row[1]),
+            running=None if row[1] is None else int(row[1]),
             executors=_executor_views(row[2]),
         )
 

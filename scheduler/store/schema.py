@@ -47,6 +47,8 @@ job_state = Enum(
 
 TERMINAL_SQL = "state IN ('succeeded', 'dead', 'cancelled')"
 ACTIVE_SQL = "state IN ('waiting', 'scheduled', 'queued', 'running')"
+# When a running job's timeout ends (ix_jobs_timeout_deadline, the timeout backstop).
+TIMEOUT_DEADLINE_SQL = "timezone('UTC', timezone('UTC', started_at) + timeout)"
 
 jobs = Table(
     "jobs",
@@ -132,6 +134,24 @@ jobs = Table(
     Index("ix_jobs_running_executor", "executor", postgresql_where=text("state = 'running'")),
     Index("ix_jobs_lease_expiry", "lease_expires_at", postgresql_where=text("state = 'running'")),
     Index("ix_jobs_scheduled_run_at", "run_at", postgresql_where=text("state = 'scheduled'")),
+    # The claim across queues: queued jobs in its order, and the starved ones oldest first.
+    Index(
+        "ix_jobs_claim_priority",
+        text("priority DESC"),
+        "run_at",
+        "id",
+        postgresql_where=text("state = 'queued'"),
+    ),
+    Index("ix_jobs_claim_starved", "run_at", "id", postgresql_where=text("state = 'queued'")),
+    # The running jobs of a queue (concurrency limits, waiting reasons).
+    Index("ix_jobs_running_queue", "tenant", "queue", postgresql_where=text("state = 'running'")),
+    # The timeout backstop: the deadline of running jobs with a timeout, computed in UTC (the
+    # expression must be IMMUTABLE; timestamptz + interval is not).
+    Index(
+        "ix_jobs_timeout_deadline",
+        text(f"({TIMEOUT_DEADLINE_SQL})"),
+        postgresql_where=text("state = 'running' AND timeout IS NOT NULL"),
+    ),
 )
 
 job_events = Table(
