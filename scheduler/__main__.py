@@ -71,15 +71,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("--lease", defaults.lease.total_seconds(), "lease of a running attempt"),
         ("--ack-timeout", defaults.ack_timeout.total_seconds(), "to acknowledge an assignment"),
         ("--reconnect-grace", defaults.reconnect_grace.total_seconds(), "for a lost executor"),
-        ("--poll-interval", defaults.poll_interval, "the dispatcher's safety poll"),
         ("--cron-poll-interval", defaults.cron_poll_interval, "the leader's cron safety poll"),
-        ("--leader-tick", defaults.leader_tick, "leader election probe interval"),
+        ("--leader-tick", defaults.leader_tick, "followers' leader election probe interval"),
         ("--leader-renew-timeout", defaults.leader_renew_timeout, "a leader steps down after"),
-        ("--rescue-interval", defaults.rescue_interval, "lease rescue and timeout backstop"),
+        (
+            "--rescue-interval",
+            defaults.rescue_interval,
+            "longest sleep of the lease rescue and timeout backstop (it wakes at the earliest "
+            "deadline)",
+        ),
         ("--timeout-grace", defaults.timeout_grace.total_seconds(), "backstop after a timeout"),
         ("--presence-interval", defaults.presence_interval, "replica presence reports"),
+        ("--health-interval", defaults.health_interval, "database health checks"),
     ):
         timing.add_argument(flag, type=float, default=value, help=f"{text} (default {value:g})")
+    timing.add_argument(
+        "--poll-interval",
+        type=float,
+        default=defaults.poll_interval,
+        help="the dispatcher's safety poll (default 5 with LISTEN/NOTIFY, which the scheduler "
+        "always uses; 1 without)",
+    )
+    timing.add_argument(
+        "--leader-renew-interval",
+        type=float,
+        default=defaults.leader_renew_interval,
+        help="how often the leader renews (default max(leader tick, renew timeout / 3))",
+    )
     return parser.parse_args(argv)
 
 
@@ -94,9 +112,11 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         cron_poll_interval=args.cron_poll_interval,
         leader_tick=args.leader_tick,
         leader_renew_timeout=args.leader_renew_timeout,
+        leader_renew_interval=args.leader_renew_interval,
         rescue_interval=args.rescue_interval,
         timeout_grace=timedelta(seconds=args.timeout_grace),
         presence_interval=args.presence_interval,
+        health_interval=args.health_interval,
     )
 
 

@@ -1,6 +1,8 @@
 """Replica presence (a start/stop service): every `interval` seconds this replica records itself
 (id, address, connected executors) in scheduler_replicas, for GetClusterStatus; stopping removes
-the row. A replica not seen for three intervals is reported as gone."""
+the row. A replica not seen for three intervals is reported as gone. Each report is one
+statement in autocommit (the upsert and the count of the other live replicas together), so no
+BEGIN and COMMIT around it."""
 
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ class ReplicaPresence:
                 await self._task
             self._task = None
         with contextlib.suppress(JobschedError):
-            async with self.db.transaction() as conn:
+            async with self.db.read() as conn:  # one statement: autocommit
                 await delete_replica(conn, self.replica_id)
 
     def executors(self) -> list[ExecutorPresence]:
@@ -75,7 +77,7 @@ class ReplicaPresence:
 
     async def report(self) -> None:
         now = self.clock()
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:  # one statement: autocommit
             self.peers = await upsert_replica(
                 conn,
                 self.replica_id,

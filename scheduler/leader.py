@@ -6,14 +6,16 @@ transaction-mode pooler: the lock belongs to the session), with TCP keepalives a
 statement timeout set on the server side of that session.
 
     start ──► FOLLOWER ──── tick: pg_try_advisory_lock(KEY) ─── false ──► leadership.renewed_at
-                 ▲              │ true                                   older than takeover_after?
-                 │              ▼                                         yes: pg_terminate_backend
-                 │          bump leadership.epoch (same connection)       (the holder's session,
-                 │              │ epoch = E, deadline = now + renew_timeout  so its lock goes);
-                 │              ▼                                          retry next tick
-                 │           LEADER ── tick: probe = renew renewed_at where epoch is still E,
-                 │              │              and check this backend still holds the lock
-                 │              │              ── ok ──► deadline = now + renew_timeout
+                 ▲              │ true           (one statement with       older than takeover_after?
+                 │              │                 the stale check)         yes: pg_terminate_backend
+                 │              ▼                                         (the holder's session,
+                 │          bump leadership.epoch (same connection)        so its lock goes);
+                 │              │ epoch = E, deadline = now + renew_timeout  retry next tick
+                 │              ▼
+                 │           LEADER ── every renew_interval: probe = renew renewed_at where epoch
+                 │              │        is still E, and check this backend still holds the lock
+                 │              │        (one autocommit statement)
+                 │              │              ── ok ──► deadline = probe start + renew_timeout
                  │              │
                  │              │ probe error or timeout, lock or epoch not ours,
                  │              │ local deadline passed (e.g. the process was stopped), stop()
@@ -33,11 +35,21 @@ keep the lock forever: every probe therefore renews leadership.renewed_at (datab
 a follower that finds it older than takeover_after (2 x renew_timeout: by then the old leader has
 stopped acting on its own deadline, if it runs at all) terminates the holder's session.
 
+The leader probes every renew_interval (default max(tick, renew_timeout / 3): 1.67 s), not
+every tick, to keep an idle leader's statements down: a probe that errors steps down at once, so
+the spare time before the deadline only absorbs slow probes (the statement timeout is 2 s) and
+event-loop lag. A lost lock connection (killed session, server restart) wakes the loop at once
+(asyncpg's termination listener), so the leader steps down without waiting for its next probe.
+Followers keep probing every tick: that is what bounds the takeover time.
+
 Takeover time: when the leader's process dies or resigns, the server ends its session at once
 and a follower takes the lock at its next tick (<= tick). When the leader freezes, or its host
 or link dies, a follower takes over after takeover_after + tick (server-side TCP keepalives,
 idle 5 s then 3 probes 1 s apart, would end a dead link's session too). Defaults: tick 1 s,
 renew_timeout 5 s, so <= 1 s and about 11 s.
+
+`answered_at` is the time.monotonic() of the last statement this connection completed: the
+health probe takes it as proof that the database answers (scheduler/api/health.py).
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -87,14 +100,24 @@ WHERE id = 1 AND epoch = $2 AND backend_pid = pg_backend_pid()
 RETURNING {_HOLDS_LOCK}
 """
 
-# A follower's check: terminate the session of a holder that stopped renewing.
-_TERMINATE_STALE = """
-SELECT pg_terminate_backend(l.backend_pid) FROM leadership l
-WHERE l.id = 1 AND l.renewed_at < now() - make_interval(secs => $1)
-  AND EXISTS (SELECT 1 FROM pg_locks
-              WHERE locktype = 'advisory' AND pid = l.backend_pid AND granted
-                AND ((classid::bigint << 32) | objid::bigint) = $2)
+# A follower's tick, one statement: try the lock and, only when that fails, terminate the
+# session of a holder that stopped renewing (the subquery is correlated with the attempt, so it
+# never runs once the lock is ours). Returns (got the lock, terminated a stale holder).
+_CAMPAIGN = """
+WITH attempt AS MATERIALIZED (SELECT pg_try_advisory_lock($2) AS got)
+SELECT attempt.got,
+       COALESCE((SELECT bool_or(pg_terminate_backend(l.backend_pid)) FROM leadership l
+                 WHERE NOT attempt.got
+                   AND l.id = 1 AND l.renewed_at < now() - make_interval(secs => $1)
+                   AND EXISTS (SELECT 1 FROM pg_locks
+                               WHERE locktype = 'advisory' AND pid = l.backend_pid AND granted
+                                 AND ((classid::bigint << 32) | objid::bigint) = $2)),
+                false)
+FROM attempt
 """
+
+# A leader woken this much before its renew is due probes anyway (timer granularity).
+_EARLY = 0.01
 
 _CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -112,12 +135,20 @@ class LeaderElector:
         *,
         tick: float = 1.0,
         renew_timeout: float = 5.0,
+        renew_interval: float | None = None,
         connect_timeout: float = 5.0,
         on_change: Callable[[Role], None] = lambda role: None,
     ) -> None:
         if renew_timeout <= tick:
             raise ValueError("renew_timeout must be longer than tick")
+        if renew_interval is None:
+            renew_interval = max(tick, renew_timeout / 3)
+        if not 0 < renew_interval < renew_timeout:
+            raise ValueError("renew_interval must be positive and shorter than renew_timeout")
+        # Followers terminate a holder whose renewed_at is older than this: far longer than the
+        # leader's renew interval, and than its own renew deadline (it stops acting by then).
         self.takeover_after = 2 * renew_timeout
+        self.renew_interval = renew_interval
         self.dsn = dsn
         self.replica_id = replica_id
         self.tick = tick
@@ -131,6 +162,8 @@ class LeaderElector:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._renewed_at = 0.0  # time.monotonic() at the start of the last good probe
+        self.answered_at = -math.inf  # time.monotonic() of the last completed statement
 
     @property
     def is_leader(self) -> bool:
@@ -162,7 +195,22 @@ class LeaderElector:
                 await self._step_down(f"database error: {exc}")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick)
+                await asyncio.wait_for(self._wake.wait(), self._sleep())
+
+    def _sleep(self) -> float:
+        """Until the next tick: a follower campaigns every tick; a leader renews every
+        renew_interval after its last good probe started (and never past its deadline)."""
+        if self.role is not Role.LEADER:
+            return self.tick
+        now = time.monotonic()
+        next_probe = self._renewed_at + self.renew_interval
+        return max(0.0, min(next_probe, self._deadline) - now)
+
+    def _connection_lost(self, conn: object) -> None:
+        """asyncpg's termination listener: the lock connection closed (killed, the server went
+        away): look at it now rather than at the next probe."""
+        if conn is self._conn:
+            self._wake.set()
 
     async def _tick(self) -> None:
         if self.role is Role.LEADER and time.monotonic() >= self._deadline:
@@ -171,22 +219,32 @@ class LeaderElector:
             await self._step_down("renew deadline passed")
             return
         conn = self._conn
+        if self.role is Role.LEADER and (conn is None or conn.is_closed()):
+            # The session held the lock: it is gone with the session.
+            await self._step_down("lost the lock connection")
+            return
         if conn is None or conn.is_closed():
             conn = self._conn = await asyncpg.connect(
                 self.dsn, timeout=self.connect_timeout, server_settings=_SESSION_SETTINGS
             )
+            conn.add_termination_listener(self._connection_lost)
         if self.role is Role.FOLLOWER:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
-                terminated = await conn.fetchval(_TERMINATE_STALE, self.takeover_after, LOCK_KEY)
-                if terminated:
+            row = await conn.fetchrow(_CAMPAIGN, self.takeover_after, LOCK_KEY)
+            self.answered_at = time.monotonic()
+            assert row is not None
+            if not row[0]:
+                if row[1]:
                     log.warning(
                         "terminated the session of a leader that stopped renewing",
                         extra={"fields": {"event": "leader.stale_leader_terminated"}},
                     )
                 return
+            started = time.monotonic()
             row = await conn.fetchrow(_BUMP_EPOCH, self.replica_id)
             assert row is not None
-            self._deadline = time.monotonic() + self.renew_timeout
+            self.answered_at = time.monotonic()
+            self._renewed_at = started
+            self._deadline = started + self.renew_timeout
             self.epoch, self.since = int(row[0]), row[1]
             self._set_role(Role.LEADER)
             log.info(
@@ -194,10 +252,14 @@ class LeaderElector:
             )
             return
         started = time.monotonic()
+        if started < self._renewed_at + self.renew_interval - _EARLY:
+            return  # woken early (a spurious wake-up): the renew is not due yet
         holds_lock = await conn.fetchval(_PROBE, LOCK_KEY, self.epoch)
+        self.answered_at = time.monotonic()
         if not holds_lock:
             await self._step_down("lost the lock or the epoch")
             return
+        self._renewed_at = started
         self._deadline = started + self.renew_timeout
 
     async def _step_down(self, reason: str, *, unlock: bool = False) -> None:

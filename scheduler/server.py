@@ -35,7 +35,7 @@ from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
 from scheduler.domain.states import JobState
-from scheduler.leader import LeaderElector
+from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
@@ -63,12 +63,17 @@ SERVER_OPTIONS = [
 class ServerSettings:
     listen: str = DEFAULT_LISTEN
     shutdown_grace: float = 5.0
-    health_interval: float = 1.0
+    # The health probe's period; it pings only when the leader-election connection has not had
+    # an answer within it (scheduler/api/health.py).
+    health_interval: float = 2.0
     heartbeat_interval: float = 3.0
     lease: timedelta = timedelta(seconds=30)
     ack_timeout: timedelta = timedelta(seconds=10)
     reconnect_grace: timedelta = timedelta(seconds=10)
-    poll_interval: float = 1.0
+    # The dispatcher's safety poll (claims and promotion of SCHEDULED jobs; wake-ups are event
+    # driven: local signals, NOTIFY jobsched_work, wake_at timers). None: 5 s with LISTEN/NOTIFY,
+    # 1 s without (then the poll is the only way work submitted elsewhere is noticed).
+    poll_interval: float | None = None
     # The cron loop's safety poll while leading: schedules created or resumed on any replica
     # wake it at once (jobsched_schedules), so this only bounds a lost signal.
     cron_poll_interval: float = 30.0
@@ -78,9 +83,14 @@ class ServerSettings:
     # LISTEN/NOTIFY between replicas; off only for tests that want one replica in isolation
     notify: bool = True
     # Leader election (scheduler/leader.py) and the leader-only lease rescue.
+    # Followers campaign every tick; the leader renews every leader_renew_interval (None:
+    # max(tick, renew timeout / 3)) and stops acting renew timeout after its last good renew.
     leader_tick: float = 1.0
     leader_renew_timeout: float = 5.0
-    rescue_interval: float = 1.0
+    leader_renew_interval: float | None = None
+    # The longest the leader's rescue loop sleeps: it wakes at the earliest lease expiry or
+    # timeout deadline of the RUNNING jobs, and at most this long after its last look.
+    rescue_interval: float = 5.0
     # The scheduler fails a RUNNING job this long after started_at + timeout (the executor's own
     # cancel grace is 5 s by default, so it normally reports first).
     timeout_grace: timedelta = timedelta(seconds=10)
@@ -88,6 +98,12 @@ class ServerSettings:
     presence_interval: float = 5.0
     # A job QUEUED this long is claimed before younger ones, whatever their priority.
     starvation_after: timedelta = DEFAULT_STARVATION_AFTER
+
+    @property
+    def dispatch_poll_interval(self) -> float:
+        if self.poll_interval is not None:
+            return self.poll_interval
+        return 5.0 if self.notify else 1.0
 
 
 class SchedulerServer:
@@ -117,7 +133,7 @@ class SchedulerServer:
             lease=settings.lease,
             ack_timeout=settings.ack_timeout,
             reconnect_grace=settings.reconnect_grace,
-            poll_interval=settings.poll_interval,
+            poll_interval=settings.dispatch_poll_interval,
             progress_interval=settings.progress_interval,
             starvation_after=settings.starvation_after,
             hub=self.hub,
@@ -129,7 +145,8 @@ class SchedulerServer:
             self.replica_id,
             tick=settings.leader_tick,
             renew_timeout=settings.leader_renew_timeout,
-            on_change=lambda role: self.cron.wake(),  # a new leader fires what is due at once
+            renew_interval=settings.leader_renew_interval,
+            on_change=self._role_changed,
         )
         self.rescuer = LeaseRescuer(
             db,
@@ -137,6 +154,7 @@ class SchedulerServer:
             clock,
             interval=settings.rescue_interval,
             timeout_grace=settings.timeout_grace,
+            lease=settings.lease,
             on_rescued=self._rescued,
         )
         # Leader-only cron firing (scheduler/maintenance/cron.py).
@@ -146,7 +164,9 @@ class SchedulerServer:
             clock,
             job_from_template,
             poll_interval=(
-                settings.cron_poll_interval if self.notifier is not None else settings.poll_interval
+                settings.cron_poll_interval
+                if self.notifier is not None
+                else settings.dispatch_poll_interval
             ),
             on_fired=self._fired,
         )
@@ -214,7 +234,14 @@ class SchedulerServer:
             ],
             self.server,
         )
-        self.probe = DatabaseHealthProbe(db, self.health, interval=settings.health_interval)
+        # The leader-election connection answers every tick or renew: while it does, the health
+        # probe has its answer without a ping of its own.
+        self.probe = DatabaseHealthProbe(
+            db,
+            self.health,
+            interval=settings.health_interval,
+            answered_at=lambda: self.leader.answered_at,
+        )
         self.address = ""
 
     async def start(self) -> str:
@@ -234,6 +261,11 @@ class SchedulerServer:
             "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
         )
         return self.address
+
+    def _role_changed(self, role: Role) -> None:
+        # A new leader fires what is due and looks at the rescue deadlines at once.
+        self.cron.wake()
+        self.rescuer.wake()
 
     def _rescued(self, rescued: list[Rescued]) -> None:
         for job in rescued:

@@ -1,10 +1,19 @@
-"""gRPC health (grpc.health.v1): SERVING while the job store answers, NOT_SERVING otherwise."""
+"""gRPC health (grpc.health.v1): SERVING while the job store answers, NOT_SERVING otherwise.
+
+Every `interval` the probe decides: if the database answered another statement of this replica
+within the interval (`answered_at`: the leader-election connection, which sends one every tick
+or renew), that is the answer and no ping is sent; otherwise it pings (`SELECT 1` through the
+pool). So an outage turns the status to NOT_SERVING within about interval + timeout either way,
+and an idle replica sends no pings of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
+import time
+from collections.abc import Callable
 
 from grpc_health.v1 import health, health_pb2
 
@@ -17,25 +26,34 @@ SERVICES = ("", "jobsched.v1.JobService")
 
 
 class DatabaseHealthProbe:
-    """Pings the database every `interval` seconds and publishes the result (start/stop service)."""
+    """Checks the database every `interval` seconds and publishes the result (start/stop
+    service). `answered_at` returns the time.monotonic() at which another statement last got an
+    answer from the database; a ping is sent only when that is older than the interval."""
 
     def __init__(
         self,
         db: Database,
         servicer: health.aio.HealthServicer,
         *,
-        interval: float = 1.0,
+        interval: float = 2.0,
         timeout: float = 2.0,
+        answered_at: Callable[[], float] = lambda: -math.inf,
     ) -> None:
         self.db = db
         self.servicer = servicer
         self.interval = interval
         self.timeout = timeout
+        self.answered_at = answered_at
+        self.pings = 0  # pings sent (the others were answered by recent statements)
         self._task: asyncio.Task[None] | None = None
         self._serving: bool | None = None
 
-    async def check_once(self) -> bool:
+    async def check_once(self, *, ping: bool = False) -> bool:
+        """Publish whether the database answers; `ping` forces a ping."""
+        if not ping and time.monotonic() - self.answered_at() < self.interval:
+            return await self._publish(True)
         try:
+            self.pings += 1
             async with asyncio.timeout(self.timeout):
                 await self.db.ping()
             ok = True
@@ -43,6 +61,9 @@ class DatabaseHealthProbe:
             ok = False
             if self._serving is not False:
                 log.warning("database unreachable", extra={"fields": {"error": str(exc)}})
+        return await self._publish(ok)
+
+    async def _publish(self, ok: bool) -> bool:
         if ok != self._serving:
             status = (
                 health_pb2.HealthCheckResponse.SERVING
@@ -55,7 +76,7 @@ class DatabaseHealthProbe:
         return ok
 
     async def start(self) -> None:
-        await self.check_once()
+        await self.check_once(ping=True)
         self._task = asyncio.create_task(self._run(), name="db-health-probe")
 
     async def _run(self) -> None:

@@ -3,15 +3,27 @@
 RUNNING jobs whose lease expired — their executor vanished without the stream noticing, or
 stalled past its lease — fail as retryable ("lease expired"), and so do RUNNING jobs still
 running `timeout_grace` after started_at + timeout — their executor did not stop them ("timed
-out after Ns"): SCHEDULED after backoff, or DEAD after the last attempt. Runs every `interval`
-seconds while this replica leads; one transaction per round: the epoch check, then the guarded
-set-based rescues (scheduler/store/attempts.py)."""
+out after Ns"): SCHEDULED after backoff, or DEAD after the last attempt.
+
+While this replica leads, the loop sleeps until the earliest deadline among the RUNNING jobs
+(lease expiry, or started_at + timeout + grace), read by one autocommit statement without the
+epoch check (it writes nothing), and at most `interval` seconds (a safety net). Only when a
+deadline has passed does it run a rescue round: one transaction, the epoch check, then the
+guarded set-based rescues (scheduler/store/attempts.py). An idle leader so costs one statement
+per `interval`.
+
+Nothing is late for it: a job that starts running after the read has a lease of at least
+`lease` (this replica's setting) and a timeout deadline at least `timeout_grace` away, so the
+loop never sleeps longer than the shorter of the two. (A replica configured with a shorter
+lease than the leader's can see its jobs rescued up to `interval` late.) `wake()` cuts the sleep
+short; the server calls it when this replica becomes the leader."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -19,9 +31,12 @@ from scheduler.domain.errors import JobschedError
 from scheduler.leader import LeaderElector
 from scheduler.store.attempts import Rescued, rescue_expired_leases, rescue_timed_out
 from scheduler.store.database import Database
-from scheduler.store.leadership import check_epoch
+from scheduler.store.leadership import check_epoch, rescue_deadlines
 
 log = logging.getLogger("jobsched.rescue")
+
+_AFTER_DEADLINE = 0.005  # seconds past a deadline at which the loop wakes
+_RETRY_LOCKED = 0.1  # seconds before looking again at due jobs that a round could not take
 
 
 class LeaseRescuer:
@@ -31,8 +46,9 @@ class LeaseRescuer:
         leader: LeaderElector,
         clock: Callable[[], datetime],
         *,
-        interval: float = 1.0,
+        interval: float = 5.0,
         timeout_grace: timedelta = timedelta(seconds=10),
+        lease: timedelta | None = None,
         batch: int = 1000,
         on_rescued: Callable[[list[Rescued]], None] = lambda rescued: None,
     ) -> None:
@@ -41,10 +57,19 @@ class LeaseRescuer:
         self.clock = clock
         self.interval = interval
         self.timeout_grace = timeout_grace
+        # How far ahead the earliest deadline of a job that starts running after a read can be.
+        horizon = timeout_grace if lease is None else min(lease, timeout_grace)
+        self.horizon = horizon.total_seconds()
         self.batch = batch
         self.on_rescued = on_rescued
         self.rescued_total = 0
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._fruitless = 0  # rounds in a row that found due jobs but rescued none
+
+    def wake(self) -> None:
+        """Look at the deadlines now (e.g. this replica just became the leader)."""
+        self._wake.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="lease-rescue")
@@ -58,12 +83,48 @@ class LeaseRescuer:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()
+            delay = self.interval
             try:
-                while len(await self.rescue_once()) == self.batch:
-                    pass  # a full batch: there may be more
+                delay = await self.round()
             except JobschedError as exc:
                 log.warning("lease rescue failed", extra={"fields": {"error": str(exc)}})
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    async def round(self) -> float:
+        """Rescue what is due, if this replica leads; returns how long to sleep (seconds)."""
+        if not self.leader.is_leader:
+            return self.interval
+        while True:
+            async with self.db.read() as conn:
+                deadlines = await rescue_deadlines(conn)
+            now = self.clock()
+            due = [
+                d
+                for d in (
+                    deadlines.lease_expires_at,
+                    None
+                    if deadlines.timeout_at is None
+                    else deadlines.timeout_at + self.timeout_grace,
+                )
+                if d is not None
+            ]
+            wait = min([(d - now).total_seconds() for d in due], default=math.inf)
+            if wait > 0:
+                self._fruitless = 0
+                # The rescue's conditions are strict (deadline < now): wake just after.
+                return min(self.interval, self.horizon, wait + _AFTER_DEADLINE)
+            if not await self.rescue_once():
+                if not self.leader.is_leader:
+                    return self.interval
+                # Due, yet nothing rescued: a completion in flight holds the rows (SKIP LOCKED).
+                # Look again shortly, backing off rather than spinning.
+                self._fruitless += 1
+                return min(self.interval, _RETRY_LOCKED * 2.0 ** min(self._fruitless, 10))
+            self._fruitless = 0
+            # Rescued some (a full batch: there may be more): read the deadlines again.
 
     async def rescue_once(self) -> list[Rescued]:
         """One round, if this replica leads: [] otherwise."""

@@ -19,20 +19,48 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scheduler.domain.errors import LeadershipLost
 from scheduler.store.database import Database
+from scheduler.store.schema import TIMEOUT_DEADLINE_SQL
 
-_CHECK_EPOCH = text("SELECT epoch FROM leadership WHERE id = 1 FOR SHARE")
-_IDLE_LIMIT = text("SET LOCAL idle_in_transaction_session_timeout = 2000")
+# One statement: the epoch, share-locked, and (set_config(..., true) is SET LOCAL) the idle limit
+# of this transaction. A leader frozen mid-transaction (SIGSTOP, a pause) must not hold the share
+# lock, and so block its successor's epoch bump, for longer than this: the server ends the
+# session. The limit applies from the statement on, so before the transaction can idle holding
+# the lock. Without a leadership row nothing is locked and the check fails anyway.
+_CHECK_EPOCH = text(
+    "SELECT epoch, set_config('idle_in_transaction_session_timeout', '2000', true) "
+    "FROM leadership WHERE id = 1 FOR SHARE"
+)
 
 
 async def check_epoch(conn: AsyncConnection, epoch: int | None) -> None:
     """Raise LeadershipLost unless `epoch` is the current leader's (call first in the
     transaction; the row stays share-locked until it ends)."""
-    # A leader frozen mid-transaction (SIGSTOP, a pause) must not hold the share lock, and so
-    # block its successor's epoch bump, for longer than this: the server ends the session.
-    await conn.execute(_IDLE_LIMIT)
-    current = (await conn.execute(_CHECK_EPOCH)).scalar_one_or_none()
+    row = (await conn.execute(_CHECK_EPOCH)).first()
+    current = None if row is None else row[0]
     if epoch is None or current != epoch:
         raise LeadershipLost(f"epoch {epoch} is over (the current epoch is {current})")
+
+
+# The leader's rescue loop sleeps until the earliest of these (scheduler/maintenance/rescue.py):
+# a read, outside any transaction and without the epoch check (it writes nothing). Each minimum
+# is served by a partial index on the running jobs (ix_jobs_lease_expiry; ix_jobs_timeout_deadline,
+# whose expression TIMEOUT_DEADLINE_SQL is: the deadline in UTC, before the grace).
+_RESCUE_DEADLINES = text(f"""
+SELECT (SELECT min(lease_expires_at) FROM jobs WHERE state = 'running'),
+       (SELECT min({TIMEOUT_DEADLINE_SQL}) FROM jobs
+        WHERE state = 'running' AND timeout IS NOT NULL)
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class RescueDeadlines:
+    lease_expires_at: datetime | None  # the earliest lease of a RUNNING job
+    timeout_at: datetime | None  # the earliest started_at + timeout (no grace) of one
+
+
+async def rescue_deadlines(conn: AsyncConnection) -> RescueDeadlines:
+    row = (await conn.execute(_RESCUE_DEADLINES)).one()
+    return RescueDeadlines(row[0], row[1])
 
 
 @dataclass(frozen=True, slots=True)
