@@ -189,6 +189,7 @@ class SchedulerServer:
             self.hub.forward = lambda job_id: (
                 notifier.jobs_changed(job_id) if self.presence.peers else None
             )
+            self.dispatcher.has_peers = lambda: self.presence.peers > 0
         self.queue_reads = QueueReads(db, timedelta(seconds=3 * settings.presence_interval))
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(
             QueueService(

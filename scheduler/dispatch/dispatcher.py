@@ -151,9 +151,13 @@ class Dispatcher:
         self.starvation_after = starvation_after
         self.detached: dict[str, Detached] = {}  # job id -> attempt of a lost stream
         self._due_at: float | None = None  # time.monotonic() when the next SCHEDULED job is due
+        self.rounds = 0  # dispatch rounds completed (for tests and benchmarks)
+        # Whether other replicas are alive (set by the server from ReplicaPresence).
+        self.has_peers: Callable[[], bool] = lambda: False
         self.notifier = notifier
         if notifier is not None:
             notifier.on_work = self.wake
+            notifier.on_scheduled = self.promote_soon
             notifier.on_cancel = self.forward_cancel
         # Progress is coalesced: only the latest report per job waits for the next flush, so
         # each job's row is written at most once per progress_interval however often it reports.
@@ -203,6 +207,12 @@ class Dispatcher:
         self.wake()
         if self.notifier is not None:
             self.notifier.work()
+
+    def promote_soon(self) -> None:
+        """SCHEDULED jobs appeared that no timer here knows of (the dependency trigger, on any
+        replica): promote at the next round, which sets the timer for the earliest."""
+        self._due_at = time.monotonic()
+        self.wake()
 
     def wake_at(self, when: datetime) -> None:
         """Promote and dispatch at `when` (the run_at of a SCHEDULED job), without polling."""
@@ -353,6 +363,7 @@ class Dispatcher:
             self._wake.clear()
             try:
                 await self.dispatch_once()
+                self.rounds += 1
                 backoff = 0.0
             except JobschedError as exc:
                 backoff = min(self.poll_interval, max(0.05, backoff * 2))
@@ -545,6 +556,10 @@ class Dispatcher:
         session.unacked.pop(job_id, None)
         self._progress.pop(job_id, None)  # the outcome's own write is final
         self.wake()  # a credit is free
+        # A running job fewer: a limited queue may take one more, also through executors of
+        # the other replicas (debounced; only while there are any).
+        if self.notifier is not None and self.has_peers():
+            self.notifier.work()
 
     def _settle(self, session: ExecutorSession, job_id: str, exc: BaseException) -> None:
         """Recording an outcome failed. A lost race (stale attempt) or bad request settles it:

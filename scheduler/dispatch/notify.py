@@ -4,9 +4,11 @@ Every scheduler replica dispatches to the executors connected to it, so a job su
 replica A must wake the dispatcher of replica B, and a cancel requested on A must reach the
 executor connected to B. Two channels carry that:
 
-    jobsched_work     payload-less: "there may be new work"; debounced: the first signal of a
-                      burst goes out at once, the rest of the burst as one more at the end of the
-                      window (at most two NOTIFYs per window however many jobs are submitted)
+    jobsched_work     "there may be new work"; debounced: the first signal of a burst goes out
+                      at once, the rest of the burst as one more at the end of the window (at
+                      most two NOTIFYs per window however many jobs are submitted). The payload
+                      'scheduled' (sent by the dependency trigger, migration 0008) also says a
+                      job became SCHEDULED there: promote now, which sets the timer for it
     jobsched_cancel   payload: a job id whose cancellation was requested
     jobsched_jobs     payload: comma-separated ids of jobs that changed here (for the watchers
                       on other replicas); collected for `debounce` seconds, at most
@@ -62,6 +64,7 @@ class Notifier:
         self.liveness_interval = liveness_interval
         self.reconnect_max = reconnect_max
         self.on_work: Callable[[], None] = lambda: None
+        self.on_scheduled: Callable[[], None] = lambda: None
         self.on_cancel: Callable[[str], object] = lambda job_id: None
         self.on_jobs: Callable[[list[str]], object] = lambda job_ids: None
         self.on_schedules: Callable[[], None] = lambda: None
@@ -153,6 +156,8 @@ class Notifier:
         if pid == self._pid:
             return  # our own signal: this replica already acted on it
         if channel == WORK_CHANNEL:
+            if payload == "scheduled":
+                self.on_scheduled()
             self.on_work()
         elif channel == CANCEL_CHANNEL and isinstance(payload, str):
             self.on_cancel(payload)
