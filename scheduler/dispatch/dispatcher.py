@@ -40,6 +40,7 @@ from scheduler.store.attempts import (
     DEFAULT_STARVATION_AFTER,
     LostStream,
     Success,
+    any_queued,
     claim_jobs,
     fail_attempt,
     promote_due_jobs,
@@ -360,19 +361,24 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+            woken = self._wake.is_set()
             self._wake.clear()
             try:
-                await self.dispatch_once()
+                await self.dispatch_once(polled=not woken)
                 self.rounds += 1
                 backoff = 0.0
             except JobschedError as exc:
                 backoff = min(self.poll_interval, max(0.05, backoff * 2))
                 log.warning("dispatch failed", extra={"fields": {"error": str(exc)}})
 
-    async def dispatch_once(self) -> int:
+    async def dispatch_once(self, *, polled: bool = False) -> int:
         """Revert unacknowledged assignments, move on the attempts of streams lost beyond
         their grace, promote due jobs (when the timer says one is due, else at most once per
-        poll interval), then give every session with credits up to that many jobs."""
+        poll interval), then give every session with credits up to that many jobs.
+
+        `polled`: nothing woke this round, the safety poll did. Then the claims (a transaction
+        per session with credits) are made only if some job is QUEUED, which one statement
+        tells: idle executors cost nothing per poll."""
         now = self.clock()
         await self.revert_unacknowledged(now)
         if self.detached:
@@ -381,9 +387,14 @@ class Dispatcher:
         # must not pay for a scan of scheduled jobs.
         monotonic = time.monotonic()
         timer_due = self._due_at is not None and monotonic >= self._due_at
+        promoted = 0
         if timer_due or monotonic - self._promoted_at >= self.poll_interval:
-            await self.promote(now)
+            promoted = await self.promote(now)
         handed_out = 0
+        if polled and not promoted and any(s.credits for s in self.sessions.values()):
+            async with self.db.read() as conn:
+                if not await any_queued(conn):
+                    return 0
         for session in list(self.sessions.values()):
             credits = session.credits
             if credits == 0:
@@ -411,7 +422,7 @@ class Dispatcher:
         """SCHEDULED jobs whose run_at has come become QUEUED; the timer is set for the next."""
         self._promoted_at = time.monotonic()
         self._due_at = None
-        async with self.db.transaction() as conn:
+        async with self.db.read() as conn:  # one statement: autocommit, no BEGIN/COMMIT
             promotion = await promote_due_jobs(conn, now, limit=PROMOTE_BATCH)
         if promotion.promoted:
             self.new_work()

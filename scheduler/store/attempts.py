@@ -366,6 +366,14 @@ async def promote_due_jobs(conn: AsyncConnection, now: datetime, limit: int = 10
     return Promotion(tuple(str(job_id) for job_id in row[0]), row[1])
 
 
+_ANY_QUEUED = text("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued')")
+
+
+async def any_queued(conn: AsyncConnection) -> bool:
+    """Whether any job is QUEUED (one probe of a partial index on QUEUED jobs)."""
+    return bool((await conn.execute(_ANY_QUEUED)).scalar_one())
+
+
 _RENEW_LEASES = text("""
 WITH renewed AS (
     UPDATE jobs SET lease_expires_at = :lease_expires_at

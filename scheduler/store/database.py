@@ -121,7 +121,8 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection in autocommit mode, for single-statement reads (no BEGIN/COMMIT)."""
+        """A connection in autocommit mode, for single statements (no BEGIN/COMMIT): reads, and
+        writes that are one statement (a promotion, a presence report)."""
         async with self._connection(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 

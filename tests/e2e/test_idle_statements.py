@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 from bench.statement_proxy import StatementCounts, StatementProxy
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
-from tests.scripted import serving
+from tests.scripted import ScriptedExecutor, connect, serving
 
 STATEMENTS_PER_SECOND = 2.0
 # Start-up rounds (the first dispatch, presence report, rescue look, cron round) are over this
@@ -81,3 +82,28 @@ async def test_an_idle_leader_sends_at_most_two_statements_per_second(
         texts = " ".join(counts.by_text)
         assert "UPDATE leadership SET renewed_at" in texts
         assert server.leader.is_leader
+
+
+@pytest.mark.timeout(30)
+async def test_idle_executors_add_no_claims_while_nothing_is_queued(
+    proxied: tuple[Database, StatementCounts],
+) -> None:
+    """Connected executors with free capacity: the safety poll asks once whether anything is
+    QUEUED instead of running a claim transaction per executor."""
+    db, counts = proxied
+    async with (
+        serving(db) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        executors: list[ScriptedExecutor] = []
+        for i in range(3):
+            await connect(channel, executors, f"idle-{i}", 4)
+        try:
+            await leading(server)
+            await measure(server, counts)
+            texts = " ".join(counts.by_text)
+            # No claim ran in the window (each begins by locking the limited queues).
+            assert "FROM queues WHERE max_concurrency IS NOT NULL" not in texts
+        finally:
+            for executor in executors:
+                await executor.close()
