@@ -12,10 +12,11 @@ import grpc
 import pytest
 
 from bench.statement_proxy import StatementCounts, StatementProxy
+from jobsched.v1 import job_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
-from tests.scripted import ScriptedExecutor, connect, serving
+from tests.scripted import ScriptedExecutor, connect, serving, state_of, submit
 
 STATEMENTS_PER_SECOND = 2.0
 # Start-up rounds (the first dispatch, presence report, rescue look, cron round) are over this
@@ -104,6 +105,44 @@ async def test_idle_executors_add_no_claims_while_nothing_is_queued(
             texts = " ".join(counts.by_text)
             # No claim ran in the window (each begins by locking the limited queues).
             assert "FROM queues WHERE max_concurrency IS NOT NULL" not in texts
+        finally:
+            for executor in executors:
+                await executor.close()
+
+
+@pytest.mark.timeout(30)
+async def test_one_claim_per_round_for_idle_executors_with_the_same_filters(
+    proxied: tuple[Database, StatementCounts],
+) -> None:
+    """A submit wakes the dispatcher; the first claim finds fewer jobs than it asked for, so the
+    other executors with the same job types and queues are not asked about (one claim, not one
+    per idle executor)."""
+    db, counts = proxied
+    async with (
+        serving(db) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        executors: list[ScriptedExecutor] = []
+        for i in range(8):
+            await connect(channel, executors, f"idle-{i}", 4)
+        try:
+            await leading(server)
+            rounds = server.dispatcher.rounds
+            counts.reset()
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            [job_id] = await submit(stub, 1)
+
+            async def assigned() -> None:
+                assert (await state_of(stub, job_id)).state == job_pb2.JOB_STATE_RUNNING
+                assert server.dispatcher.rounds > rounds
+
+            await assert_eventually(assigned)
+            claims = sum(
+                n
+                for text, n in counts.by_text.items()
+                if "FROM queues WHERE max_concurrency IS NOT NULL" in text
+            )
+            assert 1 <= claims <= server.dispatcher.rounds - rounds, breakdown(counts)
         finally:
             for executor in executors:
                 await executor.close()
