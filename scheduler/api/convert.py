@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -68,9 +69,11 @@ def from_duration(d: Duration, path: str) -> timedelta:
 def duration(value: timedelta | None) -> Duration | None:
     if value is None:
         return None
-    d = Duration()
-    d.FromTimedelta(value)
-    return d
+    if value < timedelta(0):  # seconds and nanos must share the sign: protobuf's own way
+        d = Duration()
+        d.FromTimedelta(value)
+        return d
+    return Duration(seconds=value.days * 86_400 + value.seconds, nanos=value.microseconds * 1000)
 
 
 def spec_from_proto(spec: job_pb2.JobSpec, path: str) -> JobSpecInput:
@@ -110,7 +113,14 @@ def retry_from_proto(policy: job_pb2.RetryPolicy, path: str) -> RetryOverrides:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def retry_to_proto(policy: RetryPolicy | RetryOverrides) -> job_pb2.RetryPolicy:
+    """Cached: most jobs share a few policies. Callers copy it into their message (a message
+    field assigned by the constructor or CopyFrom is a copy) and never change it."""
+    return _retry_to_proto(policy)
+
+
+def _retry_to_proto(policy: RetryPolicy | RetryOverrides) -> job_pb2.RetryPolicy:
     message = job_pb2.RetryPolicy(
         initial_backoff=duration(policy.initial),
         max_backoff=duration(policy.maximum),

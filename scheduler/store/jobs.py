@@ -8,11 +8,12 @@ commit together or not at all. A guard that matches no row raises ConcurrentModi
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -70,12 +71,12 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
         updated_at=m["updated_at"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
-        progress=Progress(
-            percent=m["progress_percent"],
-            step=m["progress_step"],
-            message=m["progress_message"],
-            eta=m["progress_eta"],
-            updated_at=m["progress_updated_at"],
+        progress=_progress(
+            m["progress_percent"],
+            m["progress_step"],
+            m["progress_message"],
+            m["progress_eta"],
+            m["progress_updated_at"],
         ),
         last_error=m["last_error"],
         executor=m["executor"],
@@ -86,14 +87,38 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
         event_seq=m["event_seq"],
         payload=bytes(m["payload"]) if full else b"",
         result=bytes(m["result"]) if full and m["result"] is not None else None,
-        retry_policy=RetryPolicy(
-            initial=m["retry_initial_backoff"],
-            multiplier=m["retry_multiplier"],
-            maximum=m["retry_max_backoff"],
-            jitter=m["retry_jitter"],
+        retry_policy=_retry_policy(
+            m["retry_initial_backoff"],
+            m["retry_multiplier"],
+            m["retry_max_backoff"],
+            m["retry_jitter"],
         ),
         pending_dependencies=m.get("pending_dependencies", 0),
     )
+
+
+# Rows become records by the hundred in every list page: the parts most rows share are built
+# once (frozen dataclasses, so sharing them is safe).
+_NO_PROGRESS = Progress(percent=0.0, step="", message="", eta=None, updated_at=None)
+
+
+def _progress(
+    percent: float,
+    step: str,
+    message: str,
+    eta: datetime | None,
+    updated_at: datetime | None,
+) -> Progress:
+    if updated_at is None and not percent and not step and not message and eta is None:
+        return _NO_PROGRESS
+    return Progress(percent=percent, step=step, message=message, eta=eta, updated_at=updated_at)
+
+
+@functools.lru_cache(maxsize=1024)
+def _retry_policy(
+    initial: timedelta, multiplier: float, maximum: timedelta, jitter: float
+) -> RetryPolicy:
+    return RetryPolicy(initial=initial, multiplier=multiplier, maximum=maximum, jitter=jitter)
 
 
 def _to_event(row: Row[Any]) -> JobEventRecord:

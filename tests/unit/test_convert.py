@@ -1,4 +1,5 @@
-"""The hand-rolled datetime -> Timestamp conversion agrees with protobuf's own."""
+"""The hand-rolled datetime -> Timestamp and timedelta -> Duration conversions agree with
+protobuf's own."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scheduler.api.convert import timestamp
+from scheduler.api.convert import duration, timestamp
 
 
 @pytest.mark.parametrize(
@@ -32,3 +34,19 @@ def test_timestamp_matches_from_datetime(value: datetime) -> None:
 
 def test_none_stays_none() -> None:
     assert timestamp(None) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        timedelta(0),
+        timedelta(minutes=5),
+        timedelta(days=400, seconds=3, microseconds=7),
+        timedelta(microseconds=-1),  # negative: seconds and nanos share the sign
+        timedelta(days=-1, seconds=5),
+    ],
+)
+def test_duration_matches_from_timedelta(value: timedelta) -> None:
+    expected = Duration()
+    expected.FromTimedelta(value)
+    assert duration(value) == expected
