@@ -130,6 +130,16 @@ class JobWatchHub:
         if self.forward is not None:
             self.forward(job_id)
 
+    def progress_written(self, job_id: str) -> None:
+        """The progress of a job was written here. Its watchers here had it live already
+        (`publish_progress`): they are not woken to read it back (a thousand watchers of one
+        job would read the store a thousand times per write). WatchJobs streams and the other
+        replicas are told, as for any change."""
+        for subscription in self._subscriptions:
+            subscription.add(job_id)
+        if self.forward is not None:
+            self.forward(job_id)
+
     def notify_remote(self, job_ids: Iterable[str]) -> None:
         """Jobs changed on another replica: wake the watchers here (not forwarded again)."""
         for job_id in job_ids:

@@ -511,8 +511,12 @@ class Dispatcher:
                 if self._logs_writing.get(key) is done:
                     del self._logs_writing[key]
             done.set()
-        for job_id in {u.job_id for u in pending} | {job_id for job_id, _ in logs}:
+        # Log lines reach watchers only through the store: wake them. Progress they had live.
+        with_lines = {job_id for job_id, _ in logs}
+        for job_id in with_lines:
             self.hub.notify(job_id)
+        for job_id in {u.job_id for u in pending} - with_lines:
+            self.hub.progress_written(job_id)
         return written
 
     async def _flush_progress(self) -> None:

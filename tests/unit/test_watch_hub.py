@@ -51,3 +51,18 @@ def test_an_unsubscribed_or_closed_hub_holds_nothing() -> None:
     hub.notify("a")
     assert hub.subscription_count() == 0
     assert len(subscription) == 0
+
+
+def test_written_progress_wakes_no_job_watcher_but_tells_subscriptions_and_replicas() -> None:
+    hub = JobWatchHub()
+    forwarded: list[str] = []
+    hub.forward = forwarded.append
+    watch = hub.subscribe("job")
+    subscription = hub.subscribe_changes()
+    hub.progress_written("job")
+    assert not watch.wake.is_set()  # it had the progress live: no read of the store
+    assert subscription.take(10) == (["job"], False)
+    assert forwarded == ["job"]
+    hub.notify("job")  # any other change still wakes it, to read the store
+    assert watch.wake.is_set()
+    assert watch.take_changed()
