@@ -245,6 +245,10 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
     def _record(self, session: ExecutorSession, result: pb.JobResult) -> None:
         # Not awaited here: results of one stream are recorded concurrently, so that they can
         # share a transaction (see Dispatcher.record_success).
+        job_id = result.attempt.job_id
+        if job_id in session.in_flight and job_id not in session.recording:
+            session.recording.add(job_id)  # its slot is free: claim for it meanwhile
+            self.dispatcher.wake()
         task = asyncio.create_task(self._result(session, result))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
@@ -259,6 +263,12 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         )
 
     async def _result(self, session: ExecutorSession, result: pb.JobResult) -> None:
+        try:
+            await self._answer(session, result)
+        finally:
+            session.recording.discard(result.attempt.job_id)
+
+    async def _answer(self, session: ExecutorSession, result: pb.JobResult) -> None:
         job_id, attempt = result.attempt.job_id, result.attempt.attempt
         outcome = result.WhichOneof("outcome")
         reason = ""

@@ -58,6 +58,8 @@ from scheduler.watch import JobWatchHub
 log = logging.getLogger("jobsched.dispatch")
 PROMOTE_BATCH = 1000
 _BATCH_RETRIES = 3  # runs of a batch of successes that lost a deadlock
+# A deadline round runs this long after the deadline, so that the clock has passed it.
+_DEADLINE_SLACK = 0.01
 
 
 def _attempt(job: JobRecord) -> pb.JobAttempt:
@@ -152,6 +154,9 @@ class Dispatcher:
         self.starvation_after = starvation_after
         self.detached: dict[str, Detached] = {}  # job id -> attempt of a lost stream
         self._due_at: float | None = None  # time.monotonic() when the next SCHEDULED job is due
+        # time.monotonic() of the earliest ack deadline or reconnect grace: a round then
+        # reverts or moves on what is due, without waiting for the safety poll.
+        self._deadline_at: float | None = None
         self.rounds = 0  # dispatch rounds completed (for tests and benchmarks)
         # Whether other replicas are alive (set by the server from ReplicaPresence).
         self.has_peers: Callable[[], bool] = lambda: False
@@ -214,6 +219,12 @@ class Dispatcher:
         replica): promote at the next round, which sets the timer for the earliest."""
         self._due_at = time.monotonic()
         self.wake()
+
+    def _note_deadline(self, deadline: datetime, now: datetime) -> None:
+        """Make sure a round runs just after `deadline` (an ack timeout, a reconnect grace)."""
+        at = time.monotonic() + max(0.0, (deadline - now).total_seconds()) + _DEADLINE_SLACK
+        if self._deadline_at is None or at < self._deadline_at:
+            self._deadline_at = at
 
     def wake_at(self, when: datetime) -> None:
         """Promote and dispatch at `when` (the run_at of a SCHEDULED job), without polling."""
@@ -283,7 +294,11 @@ class Dispatcher:
                 deadline=now + self.reconnect_grace,
             )
         session.in_flight.clear()
+        session.recording.clear()
         session.unacked.clear()
+        if self.detached:
+            self._note_deadline(now + self.reconnect_grace, now)
+            self.wake()  # the loop recomputes how long to sleep
 
     async def expire_detached(self, now: datetime) -> int:
         """Attempts whose stream was lost more than `reconnect_grace` ago move on."""
@@ -356,8 +371,9 @@ class Dispatcher:
             if backoff:
                 await asyncio.sleep(backoff)  # the store is failing: do not spin on wake-ups
             timeout = self.poll_interval
-            if self._due_at is not None:
-                timeout = min(timeout, max(0.0, self._due_at - time.monotonic()))
+            for at in (self._due_at, self._deadline_at):
+                if at is not None:
+                    timeout = min(timeout, max(0.0, at - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
@@ -380,9 +396,15 @@ class Dispatcher:
         per session with credits) are made only if some job is QUEUED, which one statement
         tells: idle executors cost nothing per poll."""
         now = self.clock()
+        self._deadline_at = None
         await self.revert_unacknowledged(now)
         if self.detached:
             await self.expire_detached(now)
+        for session in self.sessions.values():
+            for deadline in session.unacked.values():
+                self._note_deadline(deadline, now)
+        for detached in self.detached.values():
+            self._note_deadline(detached.deadline, now)
         # Promotion runs at the poll's cadence or the timer's, not on every wake-up: a submit
         # must not pay for a scan of scheduled jobs.
         monotonic = time.monotonic()
@@ -404,6 +426,9 @@ class Dispatcher:
             filters = (session.job_types, session.queues)
             if credits == 0 or filters in drained:
                 continue
+            # Read the clock again: the round's start may be a while ago (a promotion, earlier
+            # claims), and a job submitted since must be eligible (run_at <= now) like the rest.
+            now = self.clock()
             async with self.db.transaction() as conn:
                 jobs = await claim_jobs(
                     conn,
@@ -417,6 +442,8 @@ class Dispatcher:
                 )
             if len(jobs) < credits:
                 drained.add(filters)
+            if jobs:
+                self._note_deadline(now + self.ack_timeout, now)
             for job in jobs:
                 session.in_flight[job.id] = job
                 session.unacked[job.id] = now + self.ack_timeout
@@ -575,6 +602,7 @@ class Dispatcher:
     def _finished(self, session: ExecutorSession, job_id: str) -> None:
         self.hub.notify(job_id)
         session.in_flight.pop(job_id, None)
+        session.recording.discard(job_id)  # never counted once it left in_flight
         session.unacked.pop(job_id, None)
         self._progress.pop(job_id, None)  # the outcome's own write is final
         self.wake()  # a credit is free

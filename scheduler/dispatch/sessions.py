@@ -29,11 +29,16 @@ class ExecutorSession:
     # Register.accepts_batches: consecutive assignments or result acks go out as one message.
     accepts_batches: bool = False
 
+    # In-flight attempts whose result arrived and is being recorded: the executor's slot is
+    # free already (it counts running handlers only), so they hold no credit and the next job
+    # can be claimed while the result commits.
+    recording: set[str] = field(default_factory=set)
+
     @property
     def credits(self) -> int:
         if self.closed or self.draining:
             return 0
-        return max(0, self.capacity - len(self.in_flight))
+        return max(0, self.capacity - len(self.in_flight) + len(self.recording))
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:

@@ -196,8 +196,12 @@ async def test_progress_is_stored_for_the_running_attempt_only(
 async def test_an_unacknowledged_assignment_is_reverted_without_burning_the_attempt(
     db: Database, executors: list[ScriptedExecutor]
 ) -> None:
+    # An hour's safety poll: the revert comes from the ack deadline's own timer.
     server = SchedulerServer(
-        db, ServerSettings(listen="127.0.0.1:0", ack_timeout=timedelta(seconds=0.5))
+        db,
+        ServerSettings(
+            listen="127.0.0.1:0", ack_timeout=timedelta(seconds=0.5), poll_interval=3600
+        ),
     )
     await server.start()
     try:

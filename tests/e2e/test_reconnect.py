@@ -77,7 +77,8 @@ async def test_after_the_grace_the_attempt_fails_and_a_late_executor_is_told_to_
 ) -> None:
     grace = timedelta(seconds=0.5)
     async with (
-        serving(db, reconnect_grace=grace) as server,
+        # An hour's safety poll: the attempt moves on at the grace's own timer.
+        serving(db, reconnect_grace=grace, poll_interval=3600) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
         stub = job_service_pb2_grpc.JobServiceStub(channel)
