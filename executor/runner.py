@@ -35,7 +35,7 @@ from executor.handlers import (
     UnknownJobTypeError,
     encode_result,
 )
-from jobsched import keepalive
+from jobsched import batching, keepalive
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -96,14 +96,8 @@ def _progress_message(update: ProgressUpdate) -> job_pb2.Progress:
     return message
 
 
-# At most this many queued messages are merged into the ones sent next.
-MAX_BATCH = 1000
-
-
 def _merged(run: list[pb.ConnectRequest]) -> pb.ConnectRequest:
-    """One message for a run of acks or results (the message itself if alone)."""
-    if len(run) == 1:
-        return run[0]
+    """One message for a run of acks or of results."""
     if run[0].WhichOneof("message") == "ack":
         return pb.ConnectRequest(acks=pb.AssignmentAckBatch(acks=[m.ack for m in run]))
     return pb.ConnectRequest(results=pb.JobResultBatch(results=[m.result for m in run]))
@@ -112,35 +106,11 @@ def _merged(run: list[pb.ConnectRequest]) -> pb.ConnectRequest:
 def take_batch(
     first: pb.ConnectRequest, outbox: asyncio.Queue[pb.ConnectRequest | None]
 ) -> tuple[list[pb.ConnectRequest], bool]:
-    """`first` and whatever else the outbox holds now (up to MAX_BATCH), consecutive acks and
-    consecutive results merged into one message each, the order kept; and whether the outbox
-    was closed (None) meanwhile. Every message costs a round of gRPC's Python machinery on
-    both sides; under load acks and results come in runs."""
-    out: list[pb.ConnectRequest] = []
-    run: list[pb.ConnectRequest] = []
-    closed = False
-    message: pb.ConnectRequest | None = first
-    taken = 1
-    while message is not None:
-        kind = message.WhichOneof("message")
-        if kind in ("ack", "result"):
-            if run and run[0].WhichOneof("message") != kind:
-                out.append(_merged(run))
-                run = []
-            run.append(message)
-        else:
-            if run:
-                out.append(_merged(run))
-                run = []
-            out.append(message)
-        if taken >= MAX_BATCH or outbox.empty():
-            break
-        message = outbox.get_nowait()
-        taken += 1
-        closed = message is None
-    if run:
-        out.append(_merged(run))
-    return out, closed
+    """What the outbox holds, consecutive acks and results merged; see jobsched.batching."""
+    return batching.take_batch(first, outbox, _MERGEABLE, _merged)
+
+
+_MERGEABLE = frozenset({"ack", "result"})
 
 
 async def _requests(

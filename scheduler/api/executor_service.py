@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from jobsched import batching
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 from scheduler.dispatch.dispatcher import Dispatcher
@@ -80,14 +81,8 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
     )
 
 
-# At most this many queued messages are merged into the ones sent next.
-MAX_BATCH = 1000
-
-
 def _merged(run: list[pb.ConnectResponse]) -> pb.ConnectResponse:
-    """One message for a run of assignments or result acks (the message itself if alone)."""
-    if len(run) == 1:
-        return run[0]
+    """One message for a run of assignments or of result acks."""
     if run[0].WhichOneof("message") == "assignment":
         return pb.ConnectResponse(
             assignments=pb.AssignmentBatch(assignments=[m.assignment for m in run])
@@ -98,36 +93,12 @@ def _merged(run: list[pb.ConnectResponse]) -> pb.ConnectResponse:
 def take_batch(
     first: pb.ConnectResponse, outbox: asyncio.Queue[pb.ConnectResponse | None]
 ) -> tuple[list[pb.ConnectResponse], bool]:
-    """`first` and whatever else the outbox holds now (up to MAX_BATCH), consecutive
-    assignments and consecutive result acks merged into one message each, the order kept;
-    and whether the outbox was closed (None) meanwhile. Each message on the stream costs a
-    round of gRPC's Python machinery on both sides; under load most of them come in runs (a
-    claim's assignments, a group commit's acks)."""
-    out: list[pb.ConnectResponse] = []
-    run: list[pb.ConnectResponse] = []
-    closed = False
-    message: pb.ConnectResponse | None = first
-    taken = 1
-    while message is not None:
-        kind = message.WhichOneof("message")
-        if kind in ("assignment", "result_ack"):
-            if run and run[0].WhichOneof("message") != kind:
-                out.append(_merged(run))
-                run = []
-            run.append(message)
-        else:
-            if run:
-                out.append(_merged(run))
-                run = []
-            out.append(message)
-        if taken >= MAX_BATCH or outbox.empty():
-            break
-        message = outbox.get_nowait()
-        taken += 1
-        closed = message is None
-    if run:
-        out.append(_merged(run))
-    return out, closed
+    """What the outbox holds, consecutive assignments and result acks merged (under load they
+    come in runs: a claim's assignments, a group commit's acks); see jobsched.batching."""
+    return batching.take_batch(first, outbox, _MERGEABLE, _merged)
+
+
+_MERGEABLE = frozenset({"assignment", "result_ack"})
 
 
 def in_flight_of(register: pb.Register) -> list[tuple[str, int]]:

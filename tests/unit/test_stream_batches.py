@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from executor import runner
+from jobsched import batching
 from jobsched.v1 import executor_service_pb2 as pb
 from scheduler.api import executor_service
 
@@ -58,12 +59,12 @@ def test_scheduler_side_sees_the_close_and_keeps_what_came_before() -> None:
 
 def test_scheduler_side_takes_at_most_max_batch() -> None:
     outbox: asyncio.Queue[pb.ConnectResponse | None] = asyncio.Queue()
-    total = executor_service.MAX_BATCH + 5
+    total = batching.MAX_BATCH + 5
     for n in range(1, total):
         outbox.put_nowait(pb.ConnectResponse(assignment=pb.Assignment(attempt=attempt(n))))
     first = pb.ConnectResponse(assignment=pb.Assignment(attempt=attempt(0)))
     out, _ = executor_service.take_batch(first, outbox)
-    assert len(out[0].assignments.assignments) == executor_service.MAX_BATCH
+    assert len(out[0].assignments.assignments) == batching.MAX_BATCH
     assert outbox.qsize() == 5
 
 
@@ -88,17 +89,17 @@ def test_executor_side_merges_acks_and_results() -> None:
 
 def test_executor_side_takes_at_most_max_batch_and_sees_the_close() -> None:
     outbox: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
-    for n in range(1, runner.MAX_BATCH + 3):
+    for n in range(1, batching.MAX_BATCH + 3):
         outbox.put_nowait(pb.ConnectRequest(ack=pb.AssignmentAck(attempt=attempt(n))))
     outbox.put_nowait(None)
     first = pb.ConnectRequest(ack=pb.AssignmentAck(attempt=attempt(0)))
     out, closed = runner.take_batch(first, outbox)
     assert not closed
-    assert len(out[0].acks.acks) == runner.MAX_BATCH
+    assert len(out[0].acks.acks) == batching.MAX_BATCH
     out, closed = runner.take_batch(outbox.get_nowait() or first, outbox)
     assert closed
     assert [a.attempt.job_id for a in out[0].acks.acks] == [
-        attempt(runner.MAX_BATCH).job_id,
-        attempt(runner.MAX_BATCH + 1).job_id,
-        attempt(runner.MAX_BATCH + 2).job_id,
+        attempt(batching.MAX_BATCH).job_id,
+        attempt(batching.MAX_BATCH + 1).job_id,
+        attempt(batching.MAX_BATCH + 2).job_id,
     ]
