@@ -318,19 +318,6 @@ async def select_depends_on(
     return {job_id: tuple(ids) for job_id, ids in found.items()}
 
 
-_SELECT_DEPENDENCIES = text("""
-SELECT d.depends_on, j.state FROM job_dependencies d JOIN jobs j ON j.id = d.depends_on
-WHERE d.job_id = :id AND j.tenant = :tenant
-ORDER BY j.created_at, j.id
-""")
-
-
-async def select_dependencies(conn: AsyncConnection, tenant: str, job_id: str) -> list[Dependency]:
-    """The jobs one job depends on, with their current states, in creation order."""
-    result = await conn.execute(_SELECT_DEPENDENCIES, {"tenant": tenant, "id": job_id})
-    return [Dependency(str(row[0]), JobState(row[1])) for row in result]
-
-
 _LOCK_FOR_DELETE = text("""
 SELECT id FROM jobs
 WHERE tenant = :tenant AND id = :id AND state = CAST(:expected_state AS job_state)
@@ -392,7 +379,7 @@ WHERE jobs.tenant = :tenant AND jobs.id = :id
 async def select_job_with_dependencies(
     conn: AsyncConnection, tenant: str, job_id: str
 ) -> tuple[JobRecord, list[Dependency]] | None:
-    """The job and what select_dependencies returns for it, in one statement."""
+    """The job and the jobs it depends on, with their current states in creation order."""
     row = (
         await conn.execute(_SELECT_JOB_WITH_DEPENDENCIES, {"tenant": tenant, "id": job_id})
     ).first()
@@ -909,11 +896,6 @@ class JobStore:
                 ]
             return results
 
-    async def dependencies(self, tenant: str, job_id: str) -> list[Dependency]:
-        """The jobs `job_id` depends on and their current states (one statement)."""
-        async with self.db.read() as conn:
-            return await select_dependencies(conn, tenant, job_id)
-
     async def get(self, tenant: str, job_id: str) -> JobRecord:
         async with self.db.read() as conn:
             job = await select_job(conn, tenant, job_id)
@@ -924,8 +906,8 @@ class JobStore:
     async def get_with_dependencies(
         self, tenant: str, job_id: str, *, events: bool = False
     ) -> tuple[JobRecord, list[Dependency], list[JobEventRecord]]:
-        """The job with its dependencies (as `dependencies` returns them), read by one
-        statement; with `events`, also all its events, read in the same snapshot."""
+        """The job with the jobs it depends on and their current states (creation order), read
+        by one statement; with `events`, also all its events, read in the same snapshot."""
         if not events:
             async with self.db.read() as conn:
                 found = await select_job_with_dependencies(conn, tenant, job_id)

@@ -444,20 +444,20 @@ async def test_get_job_status_reads_the_job_and_its_dependencies_at_once(
             ),
         )
     ]
-    for job_id in (first.id, second.id, third.id):
+    expected = {
+        first.id: [],
+        second.id: [Dependency(first.id, JobState.QUEUED)],
+        # In the dependencies' creation order.
+        third.id: [Dependency(first.id, JobState.QUEUED), Dependency(second.id, JobState.WAITING)],
+    }
+    for job_id, dependencies_expected in expected.items():
         job, dependencies, events = await store.get_with_dependencies(TENANT, job_id)
         assert job == await store.get(TENANT, job_id)
-        assert dependencies == await store.dependencies(TENANT, job_id)
+        assert dependencies == dependencies_expected
         assert events == []
         job, dependencies, events = await store.get_with_dependencies(TENANT, job_id, events=True)
         assert (job, events) == await store.get_with_events(TENANT, job_id)
-        assert dependencies == await store.dependencies(TENANT, job_id)
-    _, dependencies, _ = await store.get_with_dependencies(TENANT, third.id)
-    assert dependencies == [
-        Dependency(first.id, JobState.QUEUED),
-        Dependency(second.id, JobState.WAITING),
-    ]
-    assert (await store.get_with_dependencies(TENANT, first.id))[1] == []
+        assert dependencies == dependencies_expected
 
 
 def test_the_backstop_deadline_is_the_index_expression() -> None:
