@@ -4,37 +4,11 @@ retry policy and the timeout."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 
 from scheduler.server import SchedulerServer
-
-JOBSCHED = str(Path(sys.executable).with_name("jobsched"))
-
-
-async def run(address: str, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        JOBSCHED,
-        "--address",
-        address,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},  # tables are not wrapped
-    )
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def ok(address: str, *args: str) -> str:
-    code, out, err = await run(address, *args)
-    assert code == 0, f"exit {code}; stderr:\n{err}"
-    return out
+from tests.cli import cli_ok as ok
+from tests.cli import run_cli as run
 
 
 async def test_queue_commands(scheduler: SchedulerServer) -> None:

@@ -5,14 +5,10 @@ a clock moved to just before each minute, since cron has minute resolution), and
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,9 +20,9 @@ from jobsched.errors import ConflictError, InvalidArgumentError, NotFoundError
 from jobsched.v1 import job_pb2, schedule_service_pb2
 from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store.database import Database
+from tests.cli import cli_ok, run_cli
 from tests.helpers import assert_eventually
 
-JOBSCHED = str(Path(sys.executable).with_name("jobsched"))
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -384,27 +380,11 @@ async def test_a_schedule_created_on_a_follower_is_fired_by_the_leader_on_time(
 
 
 async def run(address: str, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        JOBSCHED,
-        "--address",
-        address,
-        "--tenant",
-        "acme",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_cli(address, "--tenant", "acme", *args)
 
 
 async def ok(address: str, *args: str) -> str:
-    code, out, err = await run(address, *args)
-    assert code == 0, f"exit {code}; stderr:\n{err}"
-    return out
+    return await cli_ok(address, "--tenant", "acme", *args)
 
 
 async def test_schedule_commands(server: SchedulerServer) -> None:
