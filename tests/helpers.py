@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,3 +23,16 @@ async def assert_eventually(
             if time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+def utc(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    microsecond: int = 0,
+) -> datetime:
+    """An aware UTC datetime."""
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)

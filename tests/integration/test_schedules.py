@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from scheduler.maintenance.cron import CronFirer
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch
 from scheduler.store.schedules import Fired, ScheduleStore
+from tests.helpers import assert_eventually, utc
 
 TENANT = "acme"
 pb = schedule_service_pb2
@@ -35,17 +36,9 @@ class Clock:
     def __call__(self) -> datetime:
         return self.now
 
-    def set(
-        self,
-        year: int,
-        month: int,
-        day: int,
-        hour: int = 0,
-        minute: int = 0,
-        second: int = 0,
-        microsecond: int = 0,
-    ) -> datetime:
-        self.now = datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
+    def set(self, *fields: int) -> datetime:
+        """Move to utc(*fields)."""
+        self.now = utc(*fields)
         return self.now
 
 
@@ -54,18 +47,6 @@ class FakeLeader:
     epoch: int | None = 1
     replica_id: str = "replica-a"
     is_leader: bool = True
-
-
-def utc(
-    year: int,
-    month: int,
-    day: int,
-    hour: int = 0,
-    minute: int = 0,
-    second: int = 0,
-    microsecond: int = 0,
-) -> datetime:
-    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -336,8 +317,20 @@ async def test_a_leader_change_mid_fire_fires_once(
             new_leader.epoch, new_leader.is_leader = 2, True
 
         election = asyncio.create_task(elect())
-        await asyncio.sleep(0.2)
-        assert not election.done()  # blocked by the old round's share lock
+
+        async def blocked() -> None:
+            # The election's UPDATE waits for a lock: the old round's share lock.
+            async with db.read() as probe:
+                waiting = await probe.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'UPDATE leadership SET epoch = 2%'"
+                    )
+                )
+            assert waiting == 1
+
+        await assert_eventually(blocked)
+        assert not election.done()
     await election
     assert (await new.fire_once()).fired == []
     with pytest.raises(LeadershipLost):

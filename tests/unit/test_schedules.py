@@ -32,20 +32,9 @@ from scheduler.domain.schedules import (
     wall_to_instant,
 )
 from scheduler.domain.states import JobState
+from tests.helpers import utc
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-def utc(
-    year: int,
-    month: int,
-    day: int,
-    hour: int = 0,
-    minute: int = 0,
-    second: int = 0,
-    microsecond: int = 0,
-) -> datetime:
-    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 def berlin(year: int, month: int, day: int, hour: int, minute: int, *, fold: int = 0) -> datetime:
