@@ -345,22 +345,14 @@ async def test_an_unlimited_queue_counts_nothing_and_keeps_its_waiting_reasons(
         )
 
 
-async def test_a_limited_queue_gets_its_starved_jobs_first_then_priority_within_its_slots(
-    db: Database,
-) -> None:
-    now = datetime.now(UTC)
-    await set_queue(db, "limited", max_concurrency=3)
-    ids: dict[str, str] = {}
+async def queued_jobs(
+    db: Database, now: datetime, *jobs: tuple[str, str, int, int]
+) -> dict[str, str]:
+    """QUEUED jobs of type work, each (name, queue, priority, age in seconds of its run_at);
+    returns their names by id."""
+    names: dict[str, str] = {}
     async with db.transaction() as conn:
-        for name, queue, priority, age in (
-            ("old_low", "limited", 10, 600),
-            ("older_low", "limited", 5, 900),
-            ("fresh_high", "limited", 90, 10),
-            ("fresh_mid", "limited", 50, 10),
-            ("fresh_low", "limited", 20, 10),
-            ("free_high", "free", 80, 10),
-            ("free_old", "free", 1, 1200),
-        ):
+        for name, queue, priority, age in jobs:
             row = await conn.execute(
                 text("""
                 INSERT INTO jobs (id, tenant, queue, type, priority, state, max_attempts, run_at)
@@ -370,7 +362,26 @@ async def test_a_limited_queue_gets_its_starved_jobs_first_then_priority_within_
                 """),
                 {"tenant": TENANT, "queue": queue, "priority": priority, "age": age, "now": now},
             )
-            ids[str(row.scalar_one())] = name
+            names[str(row.scalar_one())] = name
+    return names
+
+
+async def test_a_limited_queue_gets_its_starved_jobs_first_then_priority_within_its_slots(
+    db: Database,
+) -> None:
+    now = datetime.now(UTC)
+    await set_queue(db, "limited", max_concurrency=3)
+    ids = await queued_jobs(
+        db,
+        now,
+        ("old_low", "limited", 10, 600),
+        ("older_low", "limited", 5, 900),
+        ("fresh_high", "limited", 90, 10),
+        ("fresh_mid", "limited", 50, 10),
+        ("fresh_low", "limited", 20, 10),
+        ("free_high", "free", 80, 10),
+        ("free_old", "free", 1, 1200),
+    )
     async with db.transaction() as conn:
         claimed = await claim_jobs(
             conn, executor="ex-1", job_types=["work"], queues=[], limit=10, lease=LEASE, now=now
@@ -396,24 +407,14 @@ async def test_the_claim_with_a_small_limit_takes_the_starved_of_every_queue_fir
 ) -> None:
     now = datetime.now(UTC)
     await set_queue(db, "limited", max_concurrency=5)
-    names: dict[str, str] = {}
-    async with db.transaction() as conn:
-        for name, queue, priority, age in (
-            ("limited_starved", "limited", 0, 1000),
-            ("limited_fresh", "limited", 100, 1),
-            ("free_starved", "free", 0, 700),
-            ("free_fresh", "free", 99, 1),
-        ):
-            row = await conn.execute(
-                text("""
-                INSERT INTO jobs (id, tenant, queue, type, priority, state, max_attempts, run_at)
-                VALUES (gen_random_uuid(), :tenant, :queue, 'work', :priority, 'queued', 3,
-                        CAST(:now AS timestamptz) - :age * interval '1 second')
-                RETURNING id
-                """),
-                {"tenant": TENANT, "queue": queue, "priority": priority, "age": age, "now": now},
-            )
-            names[str(row.scalar_one())] = name
+    names = await queued_jobs(
+        db,
+        now,
+        ("limited_starved", "limited", 0, 1000),
+        ("limited_fresh", "limited", 100, 1),
+        ("free_starved", "free", 0, 700),
+        ("free_fresh", "free", 99, 1),
+    )
     taken: list[str] = []
     for _ in range(4):
         async with db.transaction() as conn:
