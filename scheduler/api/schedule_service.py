@@ -40,27 +40,27 @@ pb = schedule_service_pb2
 
 TEMPLATE_PATH = "schedule.job_template"
 
-_OVERLAP_FROM_PROTO: dict[int, OverlapPolicy] = {
+_OVERLAP_FROM_PROTO: dict[pb.OverlapPolicy.ValueType, OverlapPolicy] = {
     pb.OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ALLOW,
     pb.OVERLAP_POLICY_ALLOW: OverlapPolicy.ALLOW,
     pb.OVERLAP_POLICY_SKIP: OverlapPolicy.SKIP,
     pb.OVERLAP_POLICY_CANCEL_PREVIOUS: OverlapPolicy.CANCEL_PREVIOUS,
 }
 _OVERLAP_TO_PROTO = {
-    OverlapPolicy.ALLOW: pb.OVERLAP_POLICY_ALLOW,
-    OverlapPolicy.SKIP: pb.OVERLAP_POLICY_SKIP,
-    OverlapPolicy.CANCEL_PREVIOUS: pb.OVERLAP_POLICY_CANCEL_PREVIOUS,
+    policy: value
+    for value, policy in _OVERLAP_FROM_PROTO.items()
+    if value != pb.OVERLAP_POLICY_UNSPECIFIED
 }
-_CATCHUP_FROM_PROTO: dict[int, CatchupPolicy] = {
+_CATCHUP_FROM_PROTO: dict[pb.CatchupPolicy.ValueType, CatchupPolicy] = {
     pb.CATCHUP_POLICY_UNSPECIFIED: CatchupPolicy.NONE,
     pb.CATCHUP_POLICY_NONE: CatchupPolicy.NONE,
     pb.CATCHUP_POLICY_LATEST: CatchupPolicy.LATEST,
     pb.CATCHUP_POLICY_ALL: CatchupPolicy.ALL,
 }
 _CATCHUP_TO_PROTO = {
-    CatchupPolicy.NONE: pb.CATCHUP_POLICY_NONE,
-    CatchupPolicy.LATEST: pb.CATCHUP_POLICY_LATEST,
-    CatchupPolicy.ALL: pb.CATCHUP_POLICY_ALL,
+    policy: value
+    for value, policy in _CATCHUP_FROM_PROTO.items()
+    if value != pb.CATCHUP_POLICY_UNSPECIFIED
 }
 
 
