@@ -85,6 +85,11 @@ async def test_after_the_grace_the_attempt_fails_and_a_late_executor_is_told_to_
         [job_id] = await submit(stub, 1)
         first = await connect(channel, executors, "exec-a", 1)
         assignment = await first.next("assignment")
+
+        async def acknowledged() -> None:  # an unacknowledged one would be released instead
+            assert job_id not in server.dispatcher.sessions["exec-a"].unacked
+
+        await assert_eventually(acknowledged)
         await first.close()
 
         async def failed() -> None:
