@@ -119,8 +119,6 @@ jobs = Table(
         "id",
         postgresql_where=text("state = 'queued'"),
     ),
-    Index("ix_jobs_state_created_at", "state", "created_at"),
-    Index("ix_jobs_tenant_created_at", "tenant", "created_at", "id"),
     # ListActiveJobs: keyset over (created_at, id) among active jobs only.
     Index("ix_jobs_active", "tenant", "created_at", "id", postgresql_where=text(ACTIVE_SQL)),
     # GetJobHistory: keyset over (finished_at, id) descending among terminal jobs.
