@@ -31,6 +31,13 @@ ORDER BY tenant, name
 FOR UPDATE
 """
 
+# The claim must read its indexes in order and stop after its LIMIT. With statistics taken while
+# the table was small (a new database, or a burst of submits before autoanalyze catches up), the
+# planner may instead expect a handful of QUEUED rows and read them all through a bitmap, then
+# sort them: 20,000 QUEUED jobs took a claim of 100 from 15 to 85 ms (PostgreSQL 15). Bitmaps
+# are off for the claim's transaction only; nothing in it gains from one.
+_CLAIM_PLANNER = text("SELECT set_config('enable_bitmapscan', 'off', true)")
+
 _RUNNING_IN = text("""
 SELECT q.tenant, q.name, count(j.id)
 FROM unnest(CAST(:tenants AS text[]), CAST(:names AS text[])) AS q(tenant, name)
@@ -112,7 +119,8 @@ async def claim_jobs(
     Paused queues are skipped. A queue with max_concurrency gets at most its free slots, counted
     under a lock on its settings row, so concurrent claimers on any replica never overshoot.
     SKIP LOCKED: concurrent claimers take disjoint jobs instead of waiting for each other. An
-    empty `queues` means every queue. Two or three statements per call."""
+    empty `queues` means every queue. Three or four statements per call, in the caller's
+    transaction (which keeps bitmap scans off until it ends)."""
     if limit <= 0 or not job_types:
         return []
     params: dict[str, Any] = {
@@ -128,6 +136,7 @@ async def claim_jobs(
     if queues:
         queue_filter = "AND queue = ANY(CAST(:queues AS text[]))"
         params["queues"] = list(queues)
+    await conn.execute(_CLAIM_PLANNER)
     limited = (
         await conn.execute(
             text(

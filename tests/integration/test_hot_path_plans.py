@@ -211,6 +211,24 @@ async def test_the_claim_reads_its_indexes_in_order_and_sorts_no_queued_rows(db:
     assert sorts_over_jobs(subplan(plan, "CTE part0")) == []
 
 
+async def test_the_claim_reads_its_index_in_order_with_statistics_of_an_empty_table(
+    db: Database,
+) -> None:
+    """A burst of submits into a table last analyzed while empty (a new database; autoanalyze
+    comes later): the planner expects a few QUEUED rows, and would read them all through a
+    bitmap and sort them. The claim still reads ix_jobs_claim_priority in order."""
+    async with db.read() as conn:
+        await conn.execute(text("VACUUM ANALYZE jobs"))
+    now = datetime.now(UTC)
+    await bulk(db, "queued", 20_000, now, 0)
+    plan = await claim_plan(db, now)
+    unlimited = subplan(plan, "CTE part0")
+    assert {n.get("Index Name") for n in jobs_scans(unlimited)} == {"ix_jobs_claim_priority"}
+    assert {n["Node Type"] for n in jobs_scans(unlimited)} == {"Index Scan"}
+    assert sorts_over_jobs(unlimited) == []
+    assert all(n["Node Type"] != "Bitmap Index Scan" for n in nodes(plan))
+
+
 async def test_the_rescues_read_only_due_rows_through_their_indexes(db: Database) -> None:
     now = datetime.now(UTC)
     await populate(db, now)
