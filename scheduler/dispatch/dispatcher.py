@@ -443,14 +443,32 @@ class Dispatcher:
             if len(jobs) < credits:
                 drained.add(filters)
             if jobs:
-                self._note_deadline(now + self.ack_timeout, now)
-            for job in jobs:
-                session.in_flight[job.id] = job
-                session.unacked[job.id] = now + self.ack_timeout
-                session.send(assignment(job, self.lease, now))
-                self.hub.notify(job.id)
+                self._hand_out(session, jobs, now)
             handed_out += len(jobs)
         return handed_out
+
+    def _hand_out(self, session: ExecutorSession, jobs: list[JobRecord], now: datetime) -> None:
+        """Send claimed jobs to their executor; when its stream ended during the claim, hold
+        them for `reconnect_grace` like the other attempts of a lost stream (never
+        acknowledged: released then, without burning an attempt)."""
+        if session.closed:
+            for job in jobs:
+                self.detached[job.id] = Detached(
+                    job=job,
+                    executor=session.name,
+                    acknowledged=False,
+                    lost_at=now,
+                    deadline=now + self.reconnect_grace,
+                )
+                self.hub.notify(job.id)
+            self._note_deadline(now + self.reconnect_grace, now)
+            return
+        self._note_deadline(now + self.ack_timeout, now)
+        for job in jobs:
+            session.in_flight[job.id] = job
+            session.unacked[job.id] = now + self.ack_timeout
+            session.send(assignment(job, self.lease, now))
+            self.hub.notify(job.id)
 
     async def promote(self, now: datetime) -> int:
         """SCHEDULED jobs whose run_at has come become QUEUED; the timer is set for the next."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from sqlalchemy import text
 
 from executor.handlers import JobContext, builtin_registry
 from executor.runner import Executor
@@ -142,6 +143,64 @@ async def test_an_unacknowledged_assignment_of_a_lost_stream_is_released_after_t
         ]
         assert [e.reason for e in released] == ["executor disconnected before acknowledging"]
         assert released[0].attempt == first.attempt.attempt
+
+
+async def test_jobs_claimed_while_their_stream_ends_are_released_after_the_grace(
+    db: Database, executors: list[ScriptedExecutor]
+) -> None:
+    """The stream ends while a claim for it runs: the jobs it claimed are held like the other
+    attempts of a lost stream and, never assigned, released after the grace without burning an
+    attempt (not left RUNNING until their lease expires)."""
+    async with (
+        serving(db, reconnect_grace=timedelta(seconds=0.3), poll_interval=3600) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        [job_id] = await submit(stub, 1)
+        # A claim begins by locking the settings rows of the limited queues: holding one here
+        # keeps the claim waiting while the stream ends.
+        async with db.transaction() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO queues (tenant, name, updated_at, max_concurrency) "
+                    "VALUES ('default', 'held', now(), 1)"
+                )
+            )
+        async with db.transaction() as holder:
+            await holder.execute(text("SELECT 1 FROM queues WHERE name = 'held' FOR UPDATE"))
+            leaving = await connect(channel, executors, "leaving", 1)
+
+            async def claim_waits() -> None:
+                async with db.read() as conn:
+                    waiting = await conn.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND query LIKE '%WHERE max_concurrency IS NOT NULL AND NOT paused%'"
+                        )
+                    )
+                assert waiting == 1
+
+            await assert_eventually(claim_waits)
+            await leaving.close()
+
+            async def gone() -> None:
+                assert "leaving" not in server.dispatcher.sessions
+
+            await assert_eventually(gone)
+        await detached(server, job_id)
+
+        async def released() -> None:
+            assert (await state_of(stub, job_id)).state == job_pb2.JOB_STATE_QUEUED
+
+        await assert_eventually(released)
+        job = await state_of(stub, job_id)
+        assert job.max_attempts == 4  # the released attempt is not burned
+        left = [
+            e for e in await events_of(stub, job_id) if e.from_state == job_pb2.JOB_STATE_RUNNING
+        ]
+        assert [(e.reason, e.attempt) for e in left] == [
+            ("executor disconnected before acknowledging", 1)
+        ]
 
 
 async def test_a_cancel_requested_while_disconnected_reaches_the_reattached_executor(
