@@ -100,6 +100,13 @@ class ServerSettings:
     starvation_after: timedelta = DEFAULT_STARVATION_AFTER
 
     @property
+    def lease_renew_within(self) -> timedelta:
+        """A heartbeat renews the leases that end within this: half the lease, and at least
+        three heartbeat intervals, so that a lease never runs low between heartbeats (each
+        renewal rewrites the job's row and its index entries; every heartbeat did before)."""
+        return max(self.lease / 2, timedelta(seconds=3 * self.heartbeat_interval))
+
+    @property
     def dispatch_poll_interval(self) -> float:
         if self.poll_interval is not None:
             return self.poll_interval
@@ -138,6 +145,7 @@ class SchedulerServer:
             starvation_after=settings.starvation_after,
             hub=self.hub,
             notifier=self.notifier,
+            lease_renew_within=settings.lease_renew_within,
         )
         self.replica_id = new_replica_id()
         self.leader = LeaderElector(

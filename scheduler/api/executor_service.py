@@ -2,7 +2,8 @@
 
 The executor registers first; from then on the scheduler pushes assignments (never more than the
 executor's free credits), cancels and pings, and the executor sends heartbeats (which renew its
-leases, one UPDATE per heartbeat) and results (recorded only for the attempt it was given).
+leases that run low, one statement per heartbeat) and results (recorded only for the attempt it
+was given).
 """
 
 from __future__ import annotations

@@ -136,10 +136,13 @@ class Dispatcher:
         reconnect_grace: timedelta = timedelta(seconds=10),
         starvation_after: timedelta = DEFAULT_STARVATION_AFTER,
         notifier: Notifier | None = None,
+        lease_renew_within: timedelta | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.lease = lease
+        # A heartbeat renews the leases that end within this (None: every lease, every time).
+        self.lease_renew_within = lease_renew_within
         self.ack_timeout = ack_timeout
         self.poll_interval = poll_interval
         self.sessions: dict[str, ExecutorSession] = {}
@@ -158,6 +161,7 @@ class Dispatcher:
         # reverts or moves on what is due, without waiting for the safety poll.
         self._deadline_at: float | None = None
         self.rounds = 0  # dispatch rounds completed (for tests and benchmarks)
+        self.heartbeats = 0  # executor heartbeats handled (for tests)
         # Whether other replicas are alive (set by the server from ReplicaPresence).
         self.has_peers: Callable[[], bool] = lambda: False
         self.notifier = notifier
@@ -596,13 +600,19 @@ class Dispatcher:
         return reverted
 
     async def heartbeat(self, session: ExecutorSession) -> None:
-        """Renew the leases of all the executor's running attempts (one statement), and forward
-        the cancels requested meanwhile for any of them (through any replica)."""
+        """Renew the leases of the executor's running attempts that run low (one statement),
+        and forward the cancels requested meanwhile for any of them (through any replica)."""
+        self.heartbeats += 1
         if not session.in_flight:
             return
         async with self.db.transaction() as conn:
             cancelling = await renew_leases(
-                conn, session.name, list(session.in_flight), self.lease, self.clock()
+                conn,
+                session.name,
+                list(session.in_flight),
+                self.lease,
+                self.clock(),
+                self.lease_renew_within,
             )
         for job_id, attempt in cancelling:
             running = session.in_flight.get(job_id)

@@ -387,23 +387,37 @@ _RENEW_LEASES = text("""
 WITH renewed AS (
     UPDATE jobs SET lease_expires_at = :lease_expires_at
     WHERE state = 'running' AND executor = :executor AND id = ANY(CAST(:ids AS uuid[]))
-    RETURNING id, attempt, cancel_requested_at
+      AND lease_expires_at < :renew_before
 )
-SELECT id, attempt FROM renewed WHERE cancel_requested_at IS NOT NULL
+SELECT id, attempt FROM jobs
+WHERE state = 'running' AND executor = :executor AND id = ANY(CAST(:ids AS uuid[]))
+  AND cancel_requested_at IS NOT NULL
 """)
 
 
 async def renew_leases(
-    conn: AsyncConnection, executor: str, job_ids: Sequence[str], lease: timedelta, now: datetime
+    conn: AsyncConnection,
+    executor: str,
+    job_ids: Sequence[str],
+    lease: timedelta,
+    now: datetime,
+    renew_within: timedelta | None = None,
 ) -> list[tuple[str, int]]:
     """One statement per executor per heartbeat renews the leases of the running jobs its
     stream holds (`job_ids`: a job the scheduler let go of keeps no lease, so rescue can move it
-    on, even if the executor still heartbeats); it returns the (job id, attempt) pairs among them whose cancellation was requested, so that a
-    cancel requested through another replica reaches the executor at the latest by its next
-    heartbeat."""
+    on, even if the executor still heartbeats) that end within `renew_within` (None: all of
+    them). Each renewal rewrites the row and an entry in every index of `jobs` (the lease is
+    indexed), so a lease is renewed when it runs low, not at every heartbeat. Returns the (job
+    id, attempt) pairs among them whose cancellation was requested, so that a cancel requested
+    through another replica reaches the executor at the latest by its next heartbeat."""
     result = await conn.execute(
         _RENEW_LEASES,
-        {"executor": executor, "ids": list(job_ids), "lease_expires_at": now + lease},
+        {
+            "executor": executor,
+            "ids": list(job_ids),
+            "lease_expires_at": now + lease,
+            "renew_before": now + (lease if renew_within is None else renew_within),
+        },
     )
     return [(str(row[0]), int(row[1])) for row in result]
 

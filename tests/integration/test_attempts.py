@@ -316,6 +316,30 @@ async def test_lease_renewal_covers_the_streams_attempts_and_reports_requested_c
     assert await lease_of(db, c.id) == now + LEASE
 
 
+async def test_a_heartbeat_renews_only_the_leases_that_run_low(
+    store: JobStore, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    await submit(store, now, *(JobSpecInput(type="work") for _ in range(2)))
+    early, late = await claim(db, now, limit=2)
+    async with db.transaction() as conn:  # `late` was renewed since: its lease ends later
+        await conn.execute(
+            text("UPDATE jobs SET lease_expires_at = :at WHERE id = :id"),
+            {"at": now + timedelta(seconds=20) + LEASE, "id": late.id},
+        )
+    await store.request_cancel(guard(late), now)
+    # 20 s on, `early` has 10 s left and `late` 30 s: only `early` is within the 15 s.
+    heartbeat = now + timedelta(seconds=20)
+    async with db.transaction() as conn:
+        cancelling = await renew_leases(
+            conn, "ex-1", [early.id, late.id], LEASE, heartbeat, timedelta(seconds=15)
+        )
+    assert await lease_of(db, early.id) == heartbeat + LEASE
+    assert await lease_of(db, late.id) == now + timedelta(seconds=20) + LEASE
+    # A cancel is reported whether or not the job's lease was renewed.
+    assert cancelling == [(late.id, 1)]
+
+
 async def test_promotion_reports_the_next_run_at_to_come(store: JobStore, db: Database) -> None:
     now = datetime.now(UTC)
     soon, later = now + timedelta(seconds=2), now + timedelta(seconds=9)
