@@ -16,6 +16,7 @@ from executor.runner import Executor
 
 START_TYPE = "bench.start"
 PROGRESS_TYPE = "bench.progress"
+HOLD_TYPE = "bench.hold"
 STOP_GRACE = 5.0
 EXECUTOR_LOGGER = "jobsched.executor"
 REJECTED = "executor.result_rejected"
@@ -39,6 +40,28 @@ class StartRecorder:
 
     async def wait_for(self, job_ids: set[str]) -> None:
         while not job_ids <= self.started.keys():
+            self.changed.clear()
+            await self.changed.wait()
+
+
+class Holder:
+    """The `bench.hold` handler: runs until `release` is set (a long job that reports nothing)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.running = 0
+        self.changed = asyncio.Event()
+
+    async def handler(self, ctx: JobContext) -> None:
+        self.running += 1
+        self.changed.set()
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+
+    async def wait_running(self, count: int) -> None:
+        while self.running < count:
             self.changed.clear()
             await self.changed.wait()
 

@@ -38,6 +38,8 @@ class Sizes:
     # 6. Statements: an idle replica, then jobs submitted and run through the counting proxy.
     idle_seconds: float
     statement_jobs: int
+    held_seconds: float  # the window while `held_jobs` long jobs run (a lease lasts 30 s)
+    held_jobs: int
     # 7. Memory.
     memory_executors: int
     memory_settle_seconds: float  # after connecting them, before RSS and CPU are read
@@ -66,6 +68,8 @@ FULL = Sizes(
     sql_calls=3,
     idle_seconds=20.0,
     statement_jobs=1_000,
+    held_seconds=25.0,
+    held_jobs=100,
     memory_executors=1_000,
     memory_settle_seconds=5.0,
 )
@@ -93,6 +97,8 @@ QUICK = Sizes(
     sql_calls=3,
     idle_seconds=5.0,
     statement_jobs=200,
+    held_seconds=5.0,
+    held_jobs=100,
     memory_executors=100,
     memory_settle_seconds=2.0,
 )

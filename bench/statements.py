@@ -1,7 +1,9 @@
 """6b. Statements sent to PostgreSQL, counted by a wire-protocol proxy between one scheduler
 replica and the server (bench/statement_proxy.py): per second while the replica idles (alone,
 so it is the leader and runs the leader-only loops too), then per SubmitJobs call and per job
-run. The proxy sits in the benchmark process, so nothing here is timed: these are counts.
+run, then per second while long jobs run (their heartbeats; and the lease renewals, each a row
+update, seen by reading the leases every LEASE_POLL seconds). The proxy sits in the benchmark
+process, so nothing here is timed: these are counts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import grpc
 from bench import targets
 from bench.console import progress
 from bench.dataset import clear_jobs
-from bench.in_process import START_TYPE, StartRecorder, running_executor
+from bench.in_process import HOLD_TYPE, START_TYPE, Holder, StartRecorder, running_executor
 from bench.scheduler_process import running_scheduler
 from bench.settings import Sizes
 from bench.statement_proxy import StatementCounts, StatementProxy
@@ -46,6 +48,26 @@ async def _wait_until_finished(conn: asyncpg.Connection, jobs: int) -> None:
             if await conn.fetchval("SELECT count(finished_at) FROM jobs") >= jobs:
                 return
             await asyncio.sleep(0.1)
+
+
+LEASE_POLL = 0.5  # seconds; a lease is renewed at most once per heartbeat (3 s)
+_LEASES = "SELECT id, lease_expires_at FROM jobs WHERE state = 'running'"
+
+
+async def _count_renewals(conn: asyncpg.Connection, seconds: float) -> int:
+    """Lease renewals of the RUNNING jobs over `seconds`: changes of lease_expires_at between
+    reads LEASE_POLL apart."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    seen = {row[0]: row[1] for row in await conn.fetch(_LEASES)}
+    renewals = 0
+    while loop.time() < end:
+        await asyncio.sleep(min(LEASE_POLL, max(0.0, end - loop.time())))
+        for job_id, lease in await conn.fetch(_LEASES):
+            if job_id in seen and seen[job_id] != lease:
+                renewals += 1
+            seen[job_id] = lease
+    return renewals
 
 
 async def measure_statements(
@@ -117,5 +139,40 @@ async def measure_statements(
                 f"{sizes.executor_capacity}), statements per job, most frequent first: "
                 f"{breakdown(counts, jobs, '')}"
             )
+            notes.append(await _held(conn, stub, scheduler.address, counts, sizes, figures))
     await clear_jobs(conn)
     return notes
+
+
+async def _held(
+    conn: asyncpg.Connection,
+    stub: JobServiceAsyncStub,
+    address: str,
+    counts: StatementCounts,
+    sizes: Sizes,
+    figures: Figures,
+) -> str:
+    """Long jobs running (default heartbeat and lease): what keeping them costs the store."""
+    name = f"{sizes.held_jobs} long jobs running, {sizes.held_seconds:.0f} s (untimed)"
+    progress(name)
+    holder = Holder()
+    registry = HandlerRegistry({HOLD_TYPE: holder.handler})
+    async with running_executor(address, registry, name="bench-held", capacity=sizes.held_jobs):
+        await stub.SubmitJobs(
+            job_service_pb2.SubmitJobsRequest(
+                jobs=[job_pb2.JobSpec(type=HOLD_TYPE) for _ in range(sizes.held_jobs)]
+            )
+        )
+        async with asyncio.timeout(RUN_TIMEOUT):
+            await holder.wait_running(sizes.held_jobs)
+        counts.reset()
+        seconds = sizes.held_seconds
+        renewals = await _count_renewals(conn, seconds)
+        figures.add(name, "statements sent", "statements/s", counts.statements / seconds)
+        figures.add(name, "lease renewals (row updates)", "rows/s", renewals / seconds)
+        note = (
+            f"{name}, statements per second, most frequent first: "
+            f"{breakdown(counts, seconds, '/s')}"
+        )
+        holder.release.set()
+    return note
