@@ -546,7 +546,9 @@ class Executor:
                 run.timeout, self._expire, run
             )
         run.supervisor = asyncio.create_task(self._supervise(run))
-        log.info("job started", extra={"fields": {"event": "executor.job_started", **fields}})
+        # Per job at DEBUG (the job's events record it anyway): two INFO lines per job were half
+        # of this executor's CPU with no-op jobs (bench/RESULTS.md, 2026-12-02).
+        log.debug("job started", extra={"fields": {"event": "executor.job_started", **fields}})
 
     def _on_cancel(self, cancel: pb.CancelAssignment) -> None:
         run = self._runs.get((cancel.attempt.job_id, cancel.attempt.attempt))
@@ -643,4 +645,6 @@ class Executor:
         if outcome == "failure":
             fields["error"] = result.failure.message
             fields["retryable"] = result.failure.retryable
-        log.info("job finished", extra={"fields": fields})
+        # Successes at DEBUG, like starts; failures, cancels and hand-backs at INFO.
+        level = logging.DEBUG if outcome == "result" else logging.INFO
+        log.log(level, "job finished", extra={"fields": fields})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from executor.handlers import builtin_registry
+from executor.handlers import JobContext, builtin_registry
 from executor.runner import Executor
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
@@ -279,3 +280,44 @@ async def test_an_executor_killed_mid_job_has_its_job_finished_by_another(
             await doomed.wait()
         if survivor is not None:
             await survivor.stop(grace=1.0)
+
+
+async def test_an_executor_logs_each_job_at_debug_and_what_went_wrong_at_info(
+    scheduler: SchedulerServer, channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobsched.executor")
+
+    async def fails(ctx: JobContext) -> None:
+        raise RuntimeError("boom")
+
+    registry = builtin_registry(extra=[("fails", fails)])
+    executor = Executor([scheduler.address], name="logging", capacity=2, registry=registry)
+    await executor.start()
+    try:
+        await executor.wait_registered()
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        ids = {}
+        for job_type in ("noop", "fails"):
+            request = job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type=job_type))
+            ids[job_type] = (await stub.SubmitJob(request)).job.id
+
+        def levels() -> dict[tuple[str, str], int]:
+            found = {}
+            for record in caplog.records:
+                fields = getattr(record, "fields", None)
+                if isinstance(fields, dict) and "job_id" in fields:
+                    found[(fields["job_id"], fields["event"])] = record.levelno
+            return found
+
+        async def both_finished() -> None:
+            seen = levels()
+            assert (ids["noop"], "executor.job_finished") in seen
+            assert (ids["fails"], "executor.job_finished") in seen
+
+        await assert_eventually(both_finished)
+        seen = levels()
+        assert seen[(ids["noop"], "executor.job_started")] == logging.DEBUG
+        assert seen[(ids["noop"], "executor.job_finished")] == logging.DEBUG
+        assert seen[(ids["fails"], "executor.job_finished")] == logging.INFO
+    finally:
+        await executor.stop()
