@@ -104,9 +104,14 @@ class Detached:
     deadline: datetime
 
 
-def assignment(job: JobRecord, lease: timedelta, now: datetime) -> pb.ConnectResponse:
+def lease_end(lease: timedelta, now: datetime) -> Timestamp:
+    """The lease_expire_time of the assignments of a claim made at `now` (one for them all)."""
     expires = Timestamp()
     expires.FromDatetime(now + lease)
+    return expires
+
+
+def assignment(job: JobRecord, expires: Timestamp) -> pb.ConnectResponse:
     message = pb.Assignment(
         attempt=_attempt(job),
         type=job.type,
@@ -468,10 +473,12 @@ class Dispatcher:
             self._note_deadline(now + self.reconnect_grace, now)
             return
         self._note_deadline(now + self.ack_timeout, now)
+        expires = lease_end(self.lease, now)
+        ack_by = now + self.ack_timeout
         for job in jobs:
             session.in_flight[job.id] = job
-            session.unacked[job.id] = now + self.ack_timeout
-            session.send(assignment(job, self.lease, now))
+            session.unacked[job.id] = ack_by
+            session.send(assignment(job, expires))
             self.hub.notify(job.id)
 
     async def promote(self, now: datetime) -> int:
