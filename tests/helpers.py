@@ -6,7 +6,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from scheduler.store.database import Database
 
 T = TypeVar("T")
 
@@ -36,3 +41,21 @@ def utc(
 ) -> datetime:
     """An aware UTC datetime."""
     return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
+
+
+async def waiting_on_a_lock(db: Database, statement_like: str = "%") -> None:
+    """Until a session of this test's database whose statement is LIKE `statement_like` waits
+    for a lock."""
+
+    async def blocked() -> None:
+        async with db.read() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE :statement"
+                ),
+                {"statement": statement_like},
+            )
+        assert waiting
+
+    await assert_eventually(blocked, within=5)

@@ -20,7 +20,7 @@ from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
-from tests.helpers import assert_eventually
+from tests.helpers import assert_eventually, waiting_on_a_lock
 from tests.scripted import ScriptedExecutor, connect, serving, state_of, submit
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
@@ -169,18 +169,7 @@ async def test_jobs_claimed_while_their_stream_ends_are_released_after_the_grace
         async with db.transaction() as holder:
             await holder.execute(text("SELECT 1 FROM queues WHERE name = 'held' FOR UPDATE"))
             leaving = await connect(channel, executors, "leaving", 1)
-
-            async def claim_waits() -> None:
-                async with db.read() as conn:
-                    waiting = await conn.scalar(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                            "'Lock' AND query LIKE '%WHERE max_concurrency IS NOT NULL AND NOT paused%'"
-                        )
-                    )
-                assert waiting == 1
-
-            await assert_eventually(claim_waits)
+            await waiting_on_a_lock(db, "%WHERE max_concurrency IS NOT NULL AND NOT paused%")
             await leaving.close()
 
             async def gone() -> None:

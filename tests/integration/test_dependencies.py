@@ -33,7 +33,7 @@ from scheduler.store.attempts import (
 )
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, JobStore
-from tests.helpers import assert_eventually
+from tests.helpers import waiting_on_a_lock
 
 TENANT = "default"
 LEASE = timedelta(seconds=30)
@@ -105,22 +105,6 @@ async def history(db: Database, job_id: str) -> list[tuple[int, str | None, str,
             {"id": job_id},
         )
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-
-async def waiting_on_a_lock(db: Database) -> None:
-    """Until a session of this test's database waits for a row lock."""
-
-    async def blocked() -> None:
-        async with db.read() as conn:
-            waiting = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        assert waiting
-
-    await assert_eventually(blocked, within=5)
 
 
 async def count(db: Database, table: str) -> int:

@@ -23,7 +23,7 @@ from scheduler.maintenance.cron import CronFirer
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch
 from scheduler.store.schedules import Fired, ScheduleStore
-from tests.helpers import assert_eventually, utc
+from tests.helpers import utc, waiting_on_a_lock
 
 TENANT = "acme"
 pb = schedule_service_pb2
@@ -318,18 +318,8 @@ async def test_a_leader_change_mid_fire_fires_once(
 
         election = asyncio.create_task(elect())
 
-        async def blocked() -> None:
-            # The election's UPDATE waits for a lock: the old round's share lock.
-            async with db.read() as probe:
-                waiting = await probe.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'UPDATE leadership SET epoch = 2%'"
-                    )
-                )
-            assert waiting == 1
-
-        await assert_eventually(blocked)
+        # The election's UPDATE waits for a lock: the old round's share lock.
+        await waiting_on_a_lock(db, "UPDATE leadership SET epoch = 2%")
         assert not election.done()
     await election
     assert (await new.fire_once()).fired == []
