@@ -295,19 +295,23 @@ class Dispatcher:
         for job in session.in_flight.values():
             if current is not None and job.id in current.in_flight:
                 continue  # already re-attached by the executor's new stream
-            self.detached[job.id] = Detached(
-                job=job,
-                executor=session.name,
-                acknowledged=job.id not in session.unacked,
-                lost_at=now,
-                deadline=now + self.reconnect_grace,
-            )
+            self._detach(job, session.name, job.id not in session.unacked, now)
         session.in_flight.clear()
         session.recording.clear()
         session.unacked.clear()
         if self.detached:
             self._note_deadline(now + self.reconnect_grace, now)
             self.wake()  # the loop recomputes how long to sleep
+
+    def _detach(self, job: JobRecord, executor: str, acknowledged: bool, now: datetime) -> None:
+        """Hold an attempt of a lost stream for `reconnect_grace` (see the module docstring)."""
+        self.detached[job.id] = Detached(
+            job=job,
+            executor=executor,
+            acknowledged=acknowledged,
+            lost_at=now,
+            deadline=now + self.reconnect_grace,
+        )
 
     async def expire_detached(self, now: datetime) -> int:
         """Attempts whose stream was lost more than `reconnect_grace` ago move on."""
@@ -462,19 +466,13 @@ class Dispatcher:
         acknowledged: released then, without burning an attempt)."""
         if session.closed:
             for job in jobs:
-                self.detached[job.id] = Detached(
-                    job=job,
-                    executor=session.name,
-                    acknowledged=False,
-                    lost_at=now,
-                    deadline=now + self.reconnect_grace,
-                )
+                self._detach(job, session.name, False, now)
                 self.hub.notify(job.id)
             self._note_deadline(now + self.reconnect_grace, now)
             return
-        self._note_deadline(now + self.ack_timeout, now)
-        expires = lease_end(self.lease, now)
         ack_by = now + self.ack_timeout
+        self._note_deadline(ack_by, now)
+        expires = lease_end(self.lease, now)
         for job in jobs:
             session.in_flight[job.id] = job
             session.unacked[job.id] = ack_by
