@@ -101,16 +101,9 @@ class LeaseRescuer:
             async with self.db.read() as conn:
                 deadlines = await rescue_deadlines(conn)
             now = self.clock()
-            due = [
-                d
-                for d in (
-                    deadlines.lease_expires_at,
-                    None
-                    if deadlines.timeout_at is None
-                    else deadlines.timeout_at + self.timeout_grace,
-                )
-                if d is not None
-            ]
+            due = [] if deadlines.lease_expires_at is None else [deadlines.lease_expires_at]
+            if deadlines.timeout_at is not None:
+                due.append(deadlines.timeout_at + self.timeout_grace)
             wait = min([(d - now).total_seconds() for d in due], default=math.inf)
             if wait > 0:
                 self._fruitless = 0
