@@ -87,7 +87,7 @@ async def test_an_idle_leader_sends_at_most_two_statements_per_second(
 
 @pytest.mark.timeout(30)
 async def test_idle_executors_add_no_claims_while_nothing_is_queued(
-    proxied: tuple[Database, StatementCounts],
+    proxied: tuple[Database, StatementCounts], executors: list[ScriptedExecutor]
 ) -> None:
     """Connected executors with free capacity: the safety poll asks once whether anything is
     QUEUED instead of running a claim transaction per executor."""
@@ -96,23 +96,18 @@ async def test_idle_executors_add_no_claims_while_nothing_is_queued(
         serving(db) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
-        executors: list[ScriptedExecutor] = []
         for i in range(3):
             await connect(channel, executors, f"idle-{i}", 4)
-        try:
-            await leading(server)
-            await measure(server, counts)
-            texts = " ".join(counts.by_text)
-            # No claim ran in the window (each begins by locking the limited queues).
-            assert "FROM queues WHERE max_concurrency IS NOT NULL" not in texts
-        finally:
-            for executor in executors:
-                await executor.close()
+        await leading(server)
+        await measure(server, counts)
+        texts = " ".join(counts.by_text)
+        # No claim ran in the window (each begins by locking the limited queues).
+        assert "FROM queues WHERE max_concurrency IS NOT NULL" not in texts
 
 
 @pytest.mark.timeout(30)
 async def test_one_claim_per_round_for_idle_executors_with_the_same_filters(
-    proxied: tuple[Database, StatementCounts],
+    proxied: tuple[Database, StatementCounts], executors: list[ScriptedExecutor]
 ) -> None:
     """A submit wakes the dispatcher; the first claim finds fewer jobs than it asked for, so the
     other executors with the same job types and queues are not asked about (one claim, not one
@@ -122,27 +117,22 @@ async def test_one_claim_per_round_for_idle_executors_with_the_same_filters(
         serving(db) as server,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
-        executors: list[ScriptedExecutor] = []
         for i in range(8):
             await connect(channel, executors, f"idle-{i}", 4)
-        try:
-            await leading(server)
-            rounds = server.dispatcher.rounds
-            counts.reset()
-            stub = job_service_pb2_grpc.JobServiceStub(channel)
-            [job_id] = await submit(stub, 1)
+        await leading(server)
+        rounds = server.dispatcher.rounds
+        counts.reset()
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        [job_id] = await submit(stub, 1)
 
-            async def assigned() -> None:
-                assert (await state_of(stub, job_id)).state == job_pb2.JOB_STATE_RUNNING
-                assert server.dispatcher.rounds > rounds
+        async def assigned() -> None:
+            assert (await state_of(stub, job_id)).state == job_pb2.JOB_STATE_RUNNING
+            assert server.dispatcher.rounds > rounds
 
-            await assert_eventually(assigned)
-            claims = sum(
-                n
-                for text, n in counts.by_text.items()
-                if "FROM queues WHERE max_concurrency IS NOT NULL" in text
-            )
-            assert 1 <= claims <= server.dispatcher.rounds - rounds, breakdown(counts)
-        finally:
-            for executor in executors:
-                await executor.close()
+        await assert_eventually(assigned)
+        claims = sum(
+            n
+            for text, n in counts.by_text.items()
+            if "FROM queues WHERE max_concurrency IS NOT NULL" in text
+        )
+        assert 1 <= claims <= server.dispatcher.rounds - rounds, breakdown(counts)
