@@ -49,7 +49,9 @@ Global___JobAttempt: _TypeAlias = JobAttempt  # noqa: Y015
 
 @_typing.final
 class Register(_message.Message):
-    """Register is the first message of a Connect stream."""
+    """Register is the first message of a Connect stream, and only the first: a second Register on
+    a registered stream ends it with FAILED_PRECONDITION (reason ALREADY_REGISTERED).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -80,14 +82,24 @@ class Register(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
     ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Executor name, unique among connected executors (for example host:pid)."""
+    """Executor name (1 to 200 characters), unique among connected executors (for example
+    host:pid). While a session of that name is alive on any replica, another Register with it
+    is refused with ALREADY_EXISTS (reason EXECUTOR_NAME_TAKEN), unless it carries that
+    session's `session_token`: then it is the same executor reconnecting and takes over.
+    """
     capacity: _builtins.int
-    """Maximum number of jobs run at once."""
+    """Maximum number of jobs run at once, 1 to 10000."""
     accepts_batches: _builtins.bool
     """The executor reads batched messages (ConnectResponse.assignments and .result_acks); the
     scheduler then puts consecutive assignments or result acks into one message. An executor
     that does not set it gets them one per message.
+    """
+    session_token: _builtins.str
+    """The `Registered.session_token` of this executor's previous stream, when it reconnects; empty
+    on a first start. It proves that this is the same executor: it may take over a session of
+    the same name that still looks alive, and re-attach `in_flight`.
     """
     @_builtins.property
     def job_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -103,7 +115,11 @@ class Register(_message.Message):
 
     @_builtins.property
     def in_flight(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobAttempt]:
-        """Attempts still running from before a reconnect, to re-attach."""
+        """Attempts still running (or with results not yet acknowledged) from before a reconnect, to
+        re-attach. They are re-attached only with the `session_token` of the session they were
+        assigned in; the scheduler answers every other one with a CancelAssignment (its result
+        would be refused as stale).
+        """
 
     def __init__(
         self,
@@ -115,10 +131,11 @@ class Register(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         in_flight: _abc.Iterable[Global___JobAttempt] | None = ...,
         accepts_batches: _builtins.bool = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "capacity", b"capacity", "in_flight", b"in_flight", "job_types", b"job_types", "labels", b"labels", "name", b"name", "queues", b"queues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "capacity", b"capacity", "in_flight", b"in_flight", "job_types", b"job_types", "labels", b"labels", "name", b"name", "queues", b"queues", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -126,7 +143,12 @@ Global___Register: _TypeAlias = Register  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
-    """Heartbeat tells the scheduler the executor is alive and what it runs; it renews the leases."""
+    """Heartbeat tells the scheduler the executor is alive and what it runs; it renews the leases.
+    Send one every `Registered.heartbeat_interval`, whatever the handlers do. An executor silent
+    for two intervals gets no new assignments; one silent for `Registered.heartbeat_timeout` has
+    its stream ended (UNAVAILABLE) and its attempts wait the reconnect grace like those of any
+    lost stream.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -143,7 +165,10 @@ class Heartbeat(_message.Message):
 
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobAttempt]:
-        """Attempts currently running."""
+        """Attempts currently running. An acknowledged attempt that the scheduler holds for this
+        executor, that is missing from the heartbeats for `Registered.heartbeat_timeout` and whose
+        result has not arrived, is failed as retryable ("the executor no longer runs it").
+        """
 
     def __init__(
         self,
@@ -162,7 +187,11 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
 class AssignmentAck(_message.Message):
-    """AssignmentAck confirms an assignment was received and started."""
+    """AssignmentAck confirms an assignment was received and started. It must arrive within
+    `Registered.ack_timeout`; otherwise the assignment is reverted (the job goes back to QUEUED
+    without burning an attempt) and offered to other executors first. A job reverted or released
+    more than a bounded number of times (10 by default) ends DEAD with an error saying so.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -288,12 +317,17 @@ class JobResult(_message.Message):
     CANCELLED_FIELD_NUMBER: _builtins.int
     RELEASED_FIELD_NUMBER: _builtins.int
     result: _builtins.bytes
-    """The handler succeeded with this result."""
+    """The handler succeeded with this result: bytes, JSON by convention, at most
+    `Registered.max_result_bytes` (1 MiB). A larger result is refused (ResultAck.accepted is
+    false) and the attempt fails without retry: larger output belongs in artifacts.
+    """
     cancelled: _builtins.bool
     """The handler stopped because the job was cancelled."""
     released: _builtins.bool
     """Always true: the executor gives the attempt back unfinished (it is shutting down and the
-    handler did not finish within its grace). The job is requeued without burning an attempt.
+    handler did not finish within its grace). The job is requeued without burning an attempt
+    (its max_attempts grows by one); releases and ack reverts together are bounded (see
+    AssignmentAck).
     """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
@@ -447,8 +481,16 @@ class Registered(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    ACK_TIMEOUT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    MAX_RESULT_BYTES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Identifier the scheduler gave this session."""
+    session_token: _builtins.str
+    """Secret of this session: send it as `Register.session_token` when reconnecting. Never log it."""
+    max_result_bytes: _builtins.int
+    """The largest JobResult.result accepted, in bytes."""
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
         """How often the executor should send heartbeats."""
@@ -457,16 +499,28 @@ class Registered(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """How long a lease lasts without renewal."""
 
+    @_builtins.property
+    def ack_timeout(self) -> _duration_pb2.Duration:
+        """How long an assignment may wait for its AssignmentAck before it is reverted."""
+
+    @_builtins.property
+    def heartbeat_timeout(self) -> _duration_pb2.Duration:
+        """How long the scheduler waits without a Heartbeat before it ends the stream."""
+
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        session_token: _builtins.str = ...,
+        ack_timeout: _duration_pb2.Duration | None = ...,
+        heartbeat_timeout: _duration_pb2.Duration | None = ...,
+        max_result_bytes: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_duration", b"lease_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_duration", b"lease_duration", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_timeout", b"ack_timeout", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "lease_duration", b"lease_duration", "max_result_bytes", b"max_result_bytes", "session_id", b"session_id", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
