@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,6 +87,15 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # time.monotonic() of the last time the store was found unreachable (any statement of
+        # this replica, or `note_unavailable` from a connection outside the pool); None: never.
+        # The lease rescue waits until the store has answered for a while after an outage.
+        self.unavailable_at: float | None = None
+
+    def note_unavailable(self) -> None:
+        """Record that the store could not be reached (also called for connections outside the
+        pool: the leader election's, the notifier's)."""
+        self.unavailable_at = time.monotonic()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:
@@ -99,6 +109,7 @@ class Database:
         except Exception as exc:
             # Whatever stops a connection from opening (refused, shut down, database not
             # accepting connections, too many clients) means the store is unavailable.
+            self.note_unavailable()
             raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
         try:
             if options:
@@ -106,6 +117,7 @@ class Database:
             yield conn
         except Exception as exc:
             if is_connection_error(exc):
+                self.note_unavailable()
                 raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
             if sqlstate(exc) in _CONFLICT_SQLSTATES:
                 raise ConcurrentModification(f"lost to a concurrent transaction: {exc}") from exc

@@ -96,7 +96,10 @@ jobs = Table(
     Column("pending_dependencies", Integer, nullable=False, server_default=text("0")),
     # Per-job sequence of the last event; the next event takes event_seq + 1 in the same UPDATE.
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
+    # Attempts handed back without running (ack reverts, releases); bounded, then DEAD (0010).
+    Column("releases", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+    CheckConstraint("releases >= 0", name="releases_non_negative"),
     CheckConstraint("pending_dependencies >= 0", name="pending_dependencies_non_negative"),
     CheckConstraint(
         "retry_initial_backoff > interval '0' AND retry_max_backoff >= retry_initial_backoff "
@@ -300,4 +303,14 @@ schedule_fires = Table(
     Column("outcome", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("outcome IN ('submitted', 'skipped', 'triggered')", name="outcome_known"),
+)
+
+# Random keys shared by the replicas, made by the migrations (0010): `executor_session` signs the
+# session tokens of executors.
+cluster_secrets = Table(
+    "cluster_secrets",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("secret", LargeBinary, nullable=False),
+    CheckConstraint("length(secret) >= 32", name="long_enough"),
 )
