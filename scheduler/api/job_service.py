@@ -313,10 +313,16 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     left_states=left_states,
                     since=since,
                 )
-                for job, left in changed:
+                for change in changed:
+                    job = change.job
                     is_new = seen.update(job)
-                    if (is_new and job.state in states) or left:
-                        yield job_service_pb2.WatchJobsResponse(job=job_to_proto(job))
+                    if (is_new and job.state in states) or change.left_states:
+                        if change.truncated:
+                            yield job_service_pb2.WatchJobsResponse(changes_dropped=True)
+                        yield job_service_pb2.WatchJobsResponse(
+                            job=job_to_proto(job),
+                            transitions=[event_to_proto(e) for e in change.transitions],
+                        )
             raise Unavailable("the scheduler is shutting down; subscribe again")
         finally:
             self.hub.unsubscribe_changes(subscription)

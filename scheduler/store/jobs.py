@@ -493,6 +493,38 @@ async def select_history_page(
     return await _select_page(conn, where, params, "finished_at DESC, id DESC")
 
 
+# A WatchJobs item lists at most this many transitions of its job; the stream says
+# changes_dropped when a job had more since it was last read.
+MAX_CHANGE_TRANSITIONS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedJob:
+    """A job WatchJobs read: its projected row, its transitions since the stream last read it
+    (oldest first, the latest MAX_CHANGE_TRANSITIONS), whether older ones were cut, and whether
+    one of them left a watched state."""
+
+    job: JobRecord
+    transitions: tuple[JobEventRecord, ...]
+    truncated: bool
+    left_states: bool
+
+
+def _event_from_json(job_id: str, item: Sequence[Any]) -> JobEventRecord:
+    seq, from_state, to_state, attempt, executor, reason, actor, created_at = item
+    return JobEventRecord(
+        job_id=job_id,
+        seq=int(seq),
+        from_state=JobState(from_state) if from_state is not None else None,
+        to_state=JobState(to_state),
+        attempt=int(attempt),
+        executor=executor,
+        reason=reason,
+        actor=actor,
+        created_at=datetime.fromisoformat(created_at),
+    )
+
+
 async def select_changed_jobs(
     conn: AsyncConnection,
     tenant: str,
@@ -502,24 +534,19 @@ async def select_changed_jobs(
     job_type: str | None,
     left_states: Sequence[JobState],
     since: datetime,
-) -> list[tuple[JobRecord, bool]]:
+) -> list[ChangedJob]:
     """The projected rows of the jobs in `seen` (job id -> the event_seq last seen of it, 0 for
-    none) that belong to the tenant, queue and type, in one statement. With each: whether it left
-    one of `left_states` since it was last seen (a transition from one of them with a higher seq,
-    made at or after `since`), which a state-filtered WatchJobs must report."""
+    none) that belong to the tenant, queue and type, with their transitions made since (seq
+    above the one seen, at or after `since`, the subscription's start), in one statement: one
+    range scan of uq_job_events_job_id_seq per job, backwards from its latest event."""
     columns = ", ".join(f"j.{c}" for c in LIST_COLUMN_NAMES)
-    left = "FALSE"
-    if left_states:
-        left = f"""EXISTS (
-            SELECT 1 FROM job_events e
-            WHERE e.job_id = j.id AND e.seq > t.after_seq AND e.created_at >= :since
-              AND e.from_state IN ({_states_sql(left_states)}))"""
     where = ["j.tenant = :tenant"]
     params: dict[str, Any] = {
         "tenant": tenant,
         "ids": list(seen),
         "after": list(seen.values()),
         "since": since,
+        "cap": MAX_CHANGE_TRANSITIONS + 1,
     }
     if queue is not None:
         where.append("j.queue = :queue")
@@ -528,14 +555,33 @@ async def select_changed_jobs(
         where.append("j.type = :type")
         params["type"] = job_type
     sql = f"""
-SELECT {columns}, {left} AS left_states
+SELECT {columns}, ev.transitions
 FROM unnest(CAST(:ids AS uuid[]), CAST(:after AS bigint[])) AS t(id, after_seq)
 JOIN jobs j ON j.id = t.id
+LEFT JOIN LATERAL (
+    SELECT json_agg(json_build_array(e.seq, e.from_state, e.to_state, e.attempt, e.executor,
+                                     e.reason, e.actor, e.created_at) ORDER BY e.seq)
+           AS transitions
+    FROM (SELECT * FROM job_events e
+          WHERE e.job_id = j.id AND e.seq > t.after_seq AND e.created_at >= :since
+          ORDER BY e.seq DESC LIMIT :cap) AS e
+) AS ev ON TRUE
 WHERE {" AND ".join(where)}
 ORDER BY j.updated_at, j.id
 """
-    result = await conn.execute(text(sql), params)
-    return [(row_to_job(r, full=False), bool(r._mapping["left_states"])) for r in result]
+    watched = frozenset(JobState(s) for s in left_states)
+    changed = []
+    for row in await conn.execute(text(sql), params):
+        job = row_to_job(row, full=False)
+        raw = row._mapping["transitions"]
+        items = (json.loads(raw) if isinstance(raw, str) else raw) or []
+        transitions = [_event_from_json(job.id, item) for item in items]
+        truncated = len(transitions) > MAX_CHANGE_TRANSITIONS
+        if truncated:
+            transitions = transitions[-MAX_CHANGE_TRANSITIONS:]
+        left = any(t.from_state in watched for t in transitions)
+        changed.append(ChangedJob(job, tuple(transitions), truncated, left))
+    return changed
 
 
 def transition_statement(assignments: str, condition: str = "") -> Any:
@@ -941,7 +987,7 @@ class JobStore:
 
     async def get_changed(
         self, tenant: str, seen: Mapping[str, int], **filters: Any
-    ) -> list[tuple[JobRecord, bool]]:
+    ) -> list[ChangedJob]:
         """See select_changed_jobs: many jobs by id, for WatchJobs, in one read."""
         if not seen:
             return []

@@ -408,9 +408,11 @@ class JobschedClient:
     ) -> AsyncGenerator[job_service_pb2.WatchJobsResponse, None]:
         """Changes of many jobs, for dashboards: first an item with `subscribed` set (changes from
         then on are delivered), then the current row (without payload and result) of each matching
-        job that changed; with `states`, a job is also sent once when it leaves them. An item
-        with `changes_dropped` means this subscriber fell behind: list again (`list_active`) to
-        resynchronise. The stream does not end by itself; no deadline applies."""
+        job that changed, with `transitions`: every state transition since the job's previous
+        item (changes close together arrive as one item); with `states`, a job is also sent once
+        when it leaves them. An item with `changes_dropped` means this subscriber fell behind:
+        list again (`list_active`) to resynchronise. The stream does not end by itself; no
+        deadline applies."""
         call = self._stub.WatchJobs(
             job_service_pb2.WatchJobsRequest(
                 queue=queue or "", type=type or "", states=[parse_state(s) for s in states or ()]

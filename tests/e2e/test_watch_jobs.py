@@ -13,6 +13,7 @@ import signal
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,12 @@ from executor.handlers import HandlerRegistry, JobContext, RetryableError, built
 from executor.runner import Executor
 from jobsched.client import JobschedClient
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from scheduler.api.job_service import utcnow
+from scheduler.domain.states import JobState
 from scheduler.server import SchedulerServer, ServerSettings
+from scheduler.store.attempts import Success, claim_jobs, succeed_attempts
 from scheduler.store.database import Database
+from scheduler.store.jobs import MAX_CHANGE_TRANSITIONS, Guard, JobStore
 from tests.helpers import assert_eventually
 
 if TYPE_CHECKING:  # the async stub type exists only in the generated .pyi
@@ -284,6 +289,94 @@ async def test_progress_of_a_running_job_is_sent(
             assert item.progress.HasField("update_time")
         steering.send(job.id, "finish")
         await until(lambda j: j.state == S.JOB_STATE_SUCCEEDED)
+    finally:
+        call.cancel()
+
+
+# --- every transition -----------------------------------------------------------------------
+
+
+def moves(item: job_service_pb2.WatchJobsResponse) -> list[tuple[int, int]]:
+    return [(t.from_state, t.to_state) for t in item.transitions]
+
+
+async def test_transitions_read_together_are_all_listed_with_the_latest_row(
+    jobs_stub: Stub, scheduler: SchedulerServer, db: Database
+) -> None:
+    call = await watch_jobs(jobs_stub)
+    try:
+        job = await submit(jobs_stub, type="work")
+        first = await next_item(call)
+        assert first.job.state == S.JOB_STATE_QUEUED
+        assert moves(first) == [(S.JOB_STATE_UNSPECIFIED, S.JOB_STATE_QUEUED)]
+
+        # Claimed and succeeded before the stream looks again: one read sees both.
+        now = utcnow()
+        async with db.transaction() as conn:
+            [claimed] = await claim_jobs(
+                conn, executor="x", job_types=["work"], queues=[], limit=1,
+                lease=timedelta(seconds=30), now=now,
+            )  # fmt: skip
+            await succeed_attempts(conn, [Success(job.id, claimed.attempt, b"", "test")], now)
+        scheduler.hub.notify(job.id)
+
+        item = await next_item(call)
+        assert (item.job.id, item.job.state) == (job.id, S.JOB_STATE_SUCCEEDED)
+        assert moves(item) == [
+            (S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING),
+            (S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED),
+        ]
+        assert [t.sequence for t in item.transitions] == [2, 3]
+    finally:
+        call.cancel()
+
+
+async def test_every_transition_of_fast_jobs_reaches_the_subscriber(
+    jobs_stub: Stub, start_executor: Any
+) -> None:
+    """The probe of the hardening issue: of 20 noop jobs, half arrived QUEUED then SUCCEEDED."""
+    call = await watch_jobs(jobs_stub)
+    try:
+        await start_executor()
+        ids = {(await submit(jobs_stub, type="noop")).id for _ in range(20)}
+        seen: defaultdict[str, list[int]] = defaultdict(list)
+        finished: set[str] = set()
+        while finished != ids:
+            item = await next_item(call)
+            assert item.WhichOneof("item") == "job", item
+            seen[item.job.id].extend(t.to_state for t in item.transitions)
+            if item.job.state == S.JOB_STATE_SUCCEEDED:
+                finished.add(item.job.id)
+        for job_id in ids:
+            assert seen[job_id] == [S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED]
+    finally:
+        call.cancel()
+
+
+async def test_more_transitions_than_an_item_holds_are_announced_as_dropped(
+    jobs_stub: Stub, scheduler: SchedulerServer, store: JobStore
+) -> None:
+    call = await watch_jobs(jobs_stub)
+    try:
+        job = await submit(jobs_stub, type="work")
+        await next_item(call)
+        # Cancel and retry it over and over without the stream being told.
+        cycles = MAX_CHANGE_TRANSITIONS // 2 + 1
+        for _ in range(cycles):
+            now = utcnow()
+            await store.cancel(Guard("default", job.id, JobState.QUEUED, 0), now, "t", "test")
+            await store.retry(Guard("default", job.id, JobState.CANCELLED, 0), now, "t", "test")
+        scheduler.hub.notify(job.id)
+
+        dropped = await next_item(call)
+        assert dropped.WhichOneof("item") == "changes_dropped"
+        item = await next_item(call)
+        assert item.job.id == job.id
+        assert len(item.transitions) == MAX_CHANGE_TRANSITIONS
+        # The latest ones, in order, ending with the retry back to QUEUED.
+        sequences = [t.sequence for t in item.transitions]
+        assert sequences == list(range(2 * cycles + 2 - MAX_CHANGE_TRANSITIONS, 2 * cycles + 2))
+        assert item.transitions[-1].to_state == S.JOB_STATE_QUEUED
     finally:
         call.cancel()
 

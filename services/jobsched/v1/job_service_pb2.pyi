@@ -467,6 +467,7 @@ class WatchJobsResponse(_message.Message):
     SUBSCRIBED_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
     CHANGES_DROPPED_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
     subscribed: _builtins.bool
     """Always true: the subscription is active; changes from here on are delivered."""
     changes_dropped: _builtins.bool
@@ -475,16 +476,24 @@ class WatchJobsResponse(_message.Message):
     def job(self) -> _job_pb2.Job:
         """The current state of a matching job that changed (without payload and result)."""
 
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]:
+        """With `job`: the job's state transitions since its previous item on this stream (since the
+        subscription for its first one), oldest first, at most 100 (when there were more, the
+        stream sends `changes_dropped` first). Empty when only progress or other fields changed.
+        """
+
     def __init__(
         self,
         *,
         subscribed: _builtins.bool = ...,
         job: _job_pb2.Job | None = ...,
         changes_dropped: _builtins.bool = ...,
+        transitions: _abc.Iterable[_job_pb2.JobEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changes_dropped", b"changes_dropped", "item", b"item", "job", b"job", "subscribed", b"subscribed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes_dropped", b"changes_dropped", "item", b"item", "job", b"job", "subscribed", b"subscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes_dropped", b"changes_dropped", "item", b"item", "job", b"job", "subscribed", b"subscribed", "transitions", b"transitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["subscribed", "job", "changes_dropped"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015

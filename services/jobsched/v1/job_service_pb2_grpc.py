@@ -170,10 +170,13 @@ class JobServiceServicer:
 
     def WatchJobs(self, request, context):
         """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
-        The first item is `subscribed`; from then on every change (a state transition or new
-        progress) of a matching job is sent as the job's current row. With a state filter, a job is
-        also sent once when it leaves those states. A subscriber that falls too far behind gets
-        `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+        The first item is `subscribed`; from then on each change of a matching job (a state
+        transition or new progress) is sent as the job's current row. Changes that follow each
+        other quickly may arrive as one item: its row is the latest, and `transitions` lists every
+        state transition since the job's previous item, so no transition is ever missed silently.
+        With a state filter, a job is sent when it is in, enters or leaves those states. A
+        subscriber that falls too far behind gets `changes_dropped` and should re-list
+        (ListActiveJobs) to resynchronise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,10 +64,13 @@ class JobServiceStub:
     """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_job_service_pb2.WatchJobsRequest, _job_service_pb2.WatchJobsResponse]
     """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
-    The first item is `subscribed`; from then on every change (a state transition or new
-    progress) of a matching job is sent as the job's current row. With a state filter, a job is
-    also sent once when it leaves those states. A subscriber that falls too far behind gets
-    `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+    The first item is `subscribed`; from then on each change of a matching job (a state
+    transition or new progress) is sent as the job's current row. Changes that follow each
+    other quickly may arrive as one item: its row is the latest, and `transitions` lists every
+    state transition since the job's previous item, so no transition is ever missed silently.
+    With a state filter, a job is sent when it is in, enters or leaves those states. A
+    subscriber that falls too far behind gets `changes_dropped` and should re-list
+    (ListActiveJobs) to resynchronise.
     """
     ListJobLogs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobLogsRequest, _job_service_pb2.ListJobLogsResponse]
     """ListJobLogs pages through the log lines a job's handlers reported, by attempt, then line
@@ -133,10 +136,13 @@ class JobServiceAsyncStub(JobServiceStub):
     """
     WatchJobs: _aio.UnaryStreamMultiCallable[_job_service_pb2.WatchJobsRequest, _job_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
     """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
-    The first item is `subscribed`; from then on every change (a state transition or new
-    progress) of a matching job is sent as the job's current row. With a state filter, a job is
-    also sent once when it leaves those states. A subscriber that falls too far behind gets
-    `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+    The first item is `subscribed`; from then on each change of a matching job (a state
+    transition or new progress) is sent as the job's current row. Changes that follow each
+    other quickly may arrive as one item: its row is the latest, and `transitions` lists every
+    state transition since the job's previous item, so no transition is ever missed silently.
+    With a state filter, a job is sent when it is in, enters or leaves those states. A
+    subscriber that falls too far behind gets `changes_dropped` and should re-list
+    (ListActiveJobs) to resynchronise.
     """
     ListJobLogs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobLogsRequest, _job_service_pb2.ListJobLogsResponse]  # type: ignore[assignment]
     """ListJobLogs pages through the log lines a job's handlers reported, by attempt, then line
@@ -241,10 +247,13 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobsResponse]]:
         """WatchJobs streams changes of many jobs, filtered by queue, type and state, for dashboards.
-        The first item is `subscribed`; from then on every change (a state transition or new
-        progress) of a matching job is sent as the job's current row. With a state filter, a job is
-        also sent once when it leaves those states. A subscriber that falls too far behind gets
-        `changes_dropped` and should re-list (ListActiveJobs) to resynchronise.
+        The first item is `subscribed`; from then on each change of a matching job (a state
+        transition or new progress) is sent as the job's current row. Changes that follow each
+        other quickly may arrive as one item: its row is the latest, and `transitions` lists every
+        state transition since the job's previous item, so no transition is ever missed silently.
+        With a state filter, a job is sent when it is in, enters or leaves those states. A
+        subscriber that falls too far behind gets `changes_dropped` and should re-list
+        (ListActiveJobs) to resynchronise.
         """
 
     @_abc_1.abstractmethod
