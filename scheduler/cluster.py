@@ -70,6 +70,7 @@ class ReplicaPresence:
                 running=len(session.in_flight),
                 job_types=session.job_types,
                 queues=session.queues,
+                draining=session.draining,
             )
             for session in self.dispatcher.sessions.values()
             if not session.closed

@@ -57,6 +57,7 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
                             running=e.running,
                             job_types=e.job_types,
                             queues=e.queues,
+                            draining=e.draining,
                         )
                         for e in replica.executors
                     ],

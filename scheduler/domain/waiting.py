@@ -22,6 +22,7 @@ class WaitingReason(enum.StrEnum):
     QUEUE_AT_CONCURRENCY_LIMIT = "QUEUE_AT_CONCURRENCY_LIMIT"
     NO_EXECUTOR_FOR_TYPE = "NO_EXECUTOR_FOR_TYPE"
     NO_FREE_CAPACITY = "NO_FREE_CAPACITY"
+    EXECUTORS_DRAINING = "EXECUTORS_DRAINING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class ExecutorView:
     queues: tuple[str, ...]  # empty: every queue
     capacity: int
     running: int
+    draining: bool = False  # shutting down: takes no new work
 
     def takes(self, queue: str, job_type: str) -> bool:
         return job_type in self.job_types and (not self.queues or queue in self.queues)
@@ -82,10 +84,17 @@ def waiting_reason(
             WaitingReason.NO_EXECUTOR_FOR_TYPE,
             f"no connected executor runs {job_type} jobs of queue {queue}",
         )
-    if all(e.running >= e.capacity for e in able):
+    taking = [e for e in able if not e.draining]
+    if not taking:
+        return Waiting(
+            WaitingReason.EXECUTORS_DRAINING,
+            f"the {len(able)} connected executors that run {job_type} jobs of queue {queue} "
+            "are shutting down",
+        )
+    if all(e.running >= e.capacity for e in taking):
         return Waiting(
             WaitingReason.NO_FREE_CAPACITY,
-            f"the {len(able)} executors that run it have no free slot",
+            f"the {len(taking)} executors that run it have no free slot",
         )
     return Waiting(None, "being dispatched")
 

@@ -82,6 +82,7 @@ class ExecutorPresence:
     running: int
     job_types: tuple[str, ...]
     queues: tuple[str, ...]
+    draining: bool = False  # shutting down: takes no new work
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ def _executor_json(executor: ExecutorPresence) -> dict[str, Any]:
         "running": executor.running,
         "job_types": list(executor.job_types),
         "queues": list(executor.queues),
+        "draining": executor.draining,
     }
 
 
@@ -168,6 +170,7 @@ async def list_replicas(conn: AsyncConnection, seen_since: datetime) -> list[Rep
                         running=int(e["running"]),
                         job_types=tuple(e["job_types"]),
                         queues=tuple(e["queues"]),
+                        draining=bool(e.get("draining", False)),
                     )
                     for e in executors
                 ),

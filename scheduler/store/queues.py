@@ -150,6 +150,7 @@ def _executor_views(value: Any) -> list[ExecutorView]:
             queues=tuple(e["queues"]),
             capacity=int(e["capacity"]),
             running=int(e["running"]),
+            draining=bool(e.get("draining", False)),
         )
         for e in items or []
     ]

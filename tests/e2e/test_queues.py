@@ -15,6 +15,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from executor.handlers import JobContext, builtin_registry
 from executor.runner import Executor
 from jobsched.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
+    executor_service_pb2,
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
@@ -211,6 +214,34 @@ async def test_every_waiting_job_says_why(db: Database, executors: list[Scripted
             assert (await state_of(stub, job_id)).waiting_reason == (
                 job_pb2.WAITING_REASON_UNSPECIFIED
             )
+
+
+async def test_a_job_only_a_draining_executor_could_run_says_so(
+    db: Database, executors: list[ScriptedExecutor]
+) -> None:
+    async with (
+        serving(db, **FAST) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        clusters = cluster_service_pb2_grpc.ClusterServiceStub(channel)
+        executor = await connect(channel, executors, "leaving", 5)
+        executor.send(heartbeat=executor_service_pb2.Heartbeat(draining=True))
+
+        async def reported_draining() -> None:
+            status = await clusters.GetClusterStatus(cluster_service_pb2.GetClusterStatusRequest())
+            [replica] = status.replicas
+            assert [(e.name, e.draining) for e in replica.executors] == [("leaving", True)]
+
+        await assert_eventually(reported_draining)
+        job = await submit(stub)
+        reason, detail = await waiting(stub, job.id)
+        assert reason == job_pb2.WAITING_REASON_EXECUTORS_DRAINING
+        assert "shutting down" in detail
+        queues = queue_service_pb2_grpc.QueueServiceStub(channel)
+        listed = await queues.ListQueues(queue_service_pb2.ListQueuesRequest())
+        [default] = [q for q in listed.queues if q.name == "default"]
+        assert dict(default.stats.waiting_by_reason) == {"WAITING_REASON_EXECUTORS_DRAINING": 1}
 
 
 async def test_update_job_priority_reorders_waiting_jobs_and_writes_nothing_when_equal(

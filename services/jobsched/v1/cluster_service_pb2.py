@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!jobsched/v1/cluster_service.proto\x12\x0bjobsched.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n\x17GetClusterStatusRequest\"\x9f\x01\n\x18GetClusterStatusResponse\x12/\n\x08replicas\x18\x01 \x03(\x0b\x32\x1d.jobsched.v1.SchedulerReplica\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x30\n\x0cleader_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x10SchedulerReplica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\texecutors\x18\x06 \x03(\x0b\x32\x1e.jobsched.v1.ConnectedExecutor\"g\n\x11\x43onnectedExecutor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x11\n\tjob_types\x18\x04 \x03(\t\x12\x0e\n\x06queues\x18\x05 \x03(\t2q\n\x0e\x43lusterService\x12_\n\x10GetClusterStatus\x12$.jobsched.v1.GetClusterStatusRequest\x1a%.jobsched.v1.GetClusterStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!jobsched/v1/cluster_service.proto\x12\x0bjobsched.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n\x17GetClusterStatusRequest\"\x9f\x01\n\x18GetClusterStatusResponse\x12/\n\x08replicas\x18\x01 \x03(\x0b\x32\x1d.jobsched.v1.SchedulerReplica\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12\x30\n\x0cleader_since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x10SchedulerReplica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06leader\x18\x03 \x01(\x08\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\texecutors\x18\x06 \x03(\x0b\x32\x1e.jobsched.v1.ConnectedExecutor\"y\n\x11\x43onnectedExecutor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x11\n\tjob_types\x18\x04 \x03(\t\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x32q\n\x0e\x43lusterService\x12_\n\x10GetClusterStatus\x12$.jobsched.v1.GetClusterStatusRequest\x1a%.jobsched.v1.GetClusterStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULERREPLICA']._serialized_start=273
   _globals['_SCHEDULERREPLICA']._serialized_end=487
   _globals['_CONNECTEDEXECUTOR']._serialized_start=489
-  _globals['_CONNECTEDEXECUTOR']._serialized_end=592
-  _globals['_CLUSTERSERVICE']._serialized_start=594
-  _globals['_CLUSTERSERVICE']._serialized_end=707
+  _globals['_CONNECTEDEXECUTOR']._serialized_end=610
+  _globals['_CLUSTERSERVICE']._serialized_start=612
+  _globals['_CLUSTERSERVICE']._serialized_end=725
 # @@protoc_insertion_point(module_scope)

@@ -133,12 +133,15 @@ class ConnectedExecutor(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     JOB_TYPES_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Executor name."""
     capacity: _builtins.int
     """Maximum number of jobs it runs at once."""
     running: _builtins.int
     """Attempts it runs now."""
+    draining: _builtins.bool
+    """True while it shuts down: it takes no new work."""
     @_builtins.property
     def job_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Job types it runs."""
@@ -155,10 +158,11 @@ class ConnectedExecutor(_message.Message):
         running: _builtins.int = ...,
         job_types: _abc.Iterable[_builtins.str] | None = ...,
         queues: _abc.Iterable[_builtins.str] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "job_types", b"job_types", "name", b"name", "queues", b"queues", "running", b"running"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "draining", b"draining", "job_types", b"job_types", "name", b"name", "queues", b"queues", "running", b"running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

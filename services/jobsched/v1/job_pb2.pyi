@@ -121,6 +121,10 @@ class _WaitingReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Waiting
     """No connected executor runs its job type (on its queue)."""
     WAITING_REASON_NO_FREE_CAPACITY: _WaitingReason.ValueType  # 6
     """Executors for it are connected, but none has a free slot."""
+    WAITING_REASON_EXECUTORS_DRAINING: _WaitingReason.ValueType  # 7
+    """The only connected executors that run it are shutting down (draining): they take no new
+    work, so it waits for another executor.
+    """
 
 class WaitingReason(_WaitingReason, metaclass=_WaitingReasonEnumTypeWrapper):
     """WaitingReason says why a job that is not running has not started."""
@@ -139,6 +143,10 @@ WAITING_REASON_NO_EXECUTOR_FOR_TYPE: WaitingReason.ValueType  # 5
 """No connected executor runs its job type (on its queue)."""
 WAITING_REASON_NO_FREE_CAPACITY: WaitingReason.ValueType  # 6
 """Executors for it are connected, but none has a free slot."""
+WAITING_REASON_EXECUTORS_DRAINING: WaitingReason.ValueType  # 7
+"""The only connected executors that run it are shutting down (draining): they take no new
+work, so it waits for another executor.
+"""
 Global___WaitingReason: _TypeAlias = WaitingReason  # noqa: Y015
 
 @_typing.final
