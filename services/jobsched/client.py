@@ -22,6 +22,7 @@ from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched import payloads
 from jobsched.errors import from_rpc_error
@@ -313,6 +314,21 @@ class JobschedClient:
     @property
     def _stub(self) -> job_service_pb2_grpc.JobServiceAsyncStub:
         return self._stubs[self._current]
+
+    async def health(self, service: str = "", *, address: str | None = None) -> str:
+        """The grpc.health.v1 status of one scheduler (`address`, default the current one) for
+        `service` ("" for the server as a whole): "SERVING", "NOT_SERVING" (its database is
+        unreachable), ...; raises like any call when the scheduler cannot be reached. No
+        failover: a health check is about that one scheduler."""
+        index = self.addresses.index(address) if address is not None else self._current
+        stub = health_pb2_grpc.HealthStub(self._channels[index])
+        try:
+            response = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     async def close(self) -> None:
         """Close the channels; calls still in flight are cancelled."""

@@ -20,14 +20,16 @@
     delete ID            delete a job and its history
     schedules ACTION     cron schedules: create NAME --cron EXPR --type T [--tz ZONE ...],
                          ls, show NAME, pause NAME, resume NAME, delete NAME, trigger NAME
+    queues ACTION        ls, show NAME, pause NAME, resume NAME, set-concurrency NAME N, set NAME
+    health               exit 0 when the scheduler answers SERVING (container health checks)
 
 --address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT.
 --json prints protobuf JSON with the proto field names (bytes fields are base64).
 
 Exit codes: see jobsched.cli.exits (`jobsched --help` prints them).
 
-One module per command group: jobs (submit ... priority), queues, schedules, services (the
-server commands); arguments, output and exits are what they share.
+One module per command group: jobs (submit ... priority), queues, schedules, health, services
+(the server commands); arguments, output and exits are what they share.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import asyncio
 import os
 import sys
 
-from jobsched.cli import jobs, queues, schedules, services
+from jobsched.cli import health, jobs, queues, schedules, services
 from jobsched.cli.arguments import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Handler
 from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, report
 from jobsched.client import JobschedClient
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_commands(commands)
     queues.add_commands(commands)
     schedules.add_commands(commands)
+    health.add_commands(commands)
     return parser
 
 
