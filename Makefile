@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 PROTO_FILES := $(wildcard protos/jobsched/v1/*.proto)
+# The protos of the latest release: `buf breaking` refuses wire-incompatible changes to them.
+PROTO_RELEASE := releases/0.1.0/protos
 # The PostgreSQL 15 server that CI machines run; integration tests also run against it when reachable.
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
@@ -44,11 +46,11 @@ test-pg: $(STAMP) ## Run the integration tests against $(LOCAL_PG_URL) when it i
 		DATABASE_URL=$(LOCAL_PG_URL) $(BIN)/pytest tests/integration; \
 	else echo "== skipping the extra PostgreSQL run (DATABASE_URL set, or nothing on 127.0.0.1:5432)"; fi
 
-lint: $(STAMP) $(BUF) ## ruff (lint + format check), mypy (strict), buf lint
+lint: $(STAMP) $(BUF) ## ruff (lint + format check), mypy (strict), buf lint, buf breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	cd protos && ../$(BUF) lint
+	cd protos && ../$(BUF) lint && ../$(BUF) breaking --against ../$(PROTO_RELEASE)
 
 format: $(STAMP) ## Reformat the code and apply safe ruff fixes
 	$(BIN)/ruff format .
