@@ -153,6 +153,14 @@ jobs = Table(
         text(f"({TIMEOUT_DEADLINE_SQL})"),
         postgresql_where=text("state = 'running' AND timeout IS NOT NULL"),
     ),
+    # The retention sweep: each queue's finished jobs, oldest first (0011).
+    Index(
+        "ix_jobs_retention",
+        "tenant",
+        "queue",
+        "finished_at",
+        postgresql_where=text("finished_at IS NOT NULL"),
+    ),
 )
 
 job_events = Table(
@@ -236,12 +244,17 @@ queues = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
     Column("max_concurrency", Integer),
+    # How long finished jobs are kept: NULL the global default, 0 forever (0011).
+    Column("retention", Interval),
     CheckConstraint(
         "default_max_attempts IS NULL OR default_max_attempts BETWEEN 1 AND 100",
         name="default_max_attempts_range",
     ),
     CheckConstraint(
         "max_concurrency IS NULL OR max_concurrency >= 1", name="max_concurrency_positive"
+    ),
+    CheckConstraint(
+        "retention IS NULL OR retention >= interval '0'", name="retention_non_negative"
     ),
 )
 
