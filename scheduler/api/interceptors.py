@@ -31,6 +31,7 @@ _CODES: dict[type[errors.JobschedError], grpc.StatusCode] = {
     errors.Conflict: grpc.StatusCode.ABORTED,
     errors.IdempotencyKeyReused: grpc.StatusCode.ALREADY_EXISTS,
     errors.ScheduleNameTaken: grpc.StatusCode.ALREADY_EXISTS,
+    errors.ExecutorNameTaken: grpc.StatusCode.ALREADY_EXISTS,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -6,11 +6,13 @@
     │   ├── JobNotFound
     │   └── ScheduleNotFound
     ├── FailedPrecondition
-    │   └── InvalidTransition        the state machine forbids the change (with the reason)
+    │   ├── InvalidTransition        the state machine forbids the change (with the reason)
+    │   └── AlreadyRegistered        a second Register on an executor stream
     ├── Conflict
     │   ├── ConcurrentModification   a guarded UPDATE matched no row: the caller lost a race
     │   ├── IdempotencyKeyReused     same idempotency key, different job
     │   ├── ScheduleNameTaken        a schedule of that name exists (ALREADY_EXISTS)
+    │   ├── ExecutorNameTaken        an executor of that name is alive (ALREADY_EXISTS)
     │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
     └── Unavailable
         └── DatabaseUnavailable      the store cannot be reached
@@ -91,6 +93,12 @@ class InvalidTransition(FailedPrecondition):
     reason = "INVALID_TRANSITION"
 
 
+class AlreadyRegistered(FailedPrecondition):
+    """This stream is registered already: Register is only its first message."""
+
+    reason = "ALREADY_REGISTERED"
+
+
 class Conflict(JobschedError):
     """The operation conflicts with another one."""
 
@@ -117,6 +125,19 @@ class ScheduleNameTaken(Conflict):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"a schedule named {name!r} already exists")
+
+
+class ExecutorNameTaken(Conflict):
+    """An executor of that name is connected; a reconnect of it must carry its session token."""
+
+    reason = "EXECUTOR_NAME_TAKEN"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"an executor named {name!r} is connected; names are unique among live executors "
+            "(a reconnect of that executor sends Register.session_token)"
+        )
 
 
 class LeadershipLost(Conflict):

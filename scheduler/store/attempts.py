@@ -15,10 +15,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scheduler.domain.jobs import JobRecord, ProgressUpdate
+from scheduler.domain.jobs import JobRecord, Progress, ProgressUpdate
 from scheduler.domain.retry import FailureOutcome, RetryPolicy, after_failure
 from scheduler.domain.states import Event, JobState, check_transition
-from scheduler.store.jobs import FULL_COLUMNS, Guard, row_to_job, run_guarded, transition_statement
+from scheduler.store.jobs import (
+    FULL_COLUMNS,
+    Guard,
+    row_to_job,
+    run_guarded,
+    transition_statement,
+)
 from scheduler.store.schema import TIMEOUT_DEADLINE_SQL
 
 # Queues with a concurrency limit that are not paused, locked for the rest of the claim: claims
@@ -111,6 +117,7 @@ async def claim_jobs(
     lease: timedelta,
     now: datetime,
     starvation_after: timedelta = DEFAULT_STARVATION_AFTER,
+    avoid: Sequence[str] = (),
 ) -> list[JobRecord]:
     """Claim up to `limit` eligible QUEUED jobs and start their next attempt, in priority, run_at,
     id order — except that jobs QUEUED since `starvation_after` or longer go first, oldest first
@@ -119,8 +126,9 @@ async def claim_jobs(
     Paused queues are skipped. A queue with max_concurrency gets at most its free slots, counted
     under a lock on its settings row, so concurrent claimers on any replica never overshoot.
     SKIP LOCKED: concurrent claimers take disjoint jobs instead of waiting for each other. An
-    empty `queues` means every queue. Three or four statements per call, in the caller's
-    transaction (which keeps bitmap scans off until it ends)."""
+    empty `queues` means every queue; `avoid` lists job ids not to claim (jobs this executor
+    failed to acknowledge, while others can take them). Three or four statements per call, in
+    the caller's transaction (which keeps bitmap scans off until it ends)."""
     if limit <= 0 or not job_types:
         return []
     params: dict[str, Any] = {
@@ -136,6 +144,10 @@ async def claim_jobs(
     if queues:
         queue_filter = "AND queue = ANY(CAST(:queues AS text[]))"
         params["queues"] = list(queues)
+    if avoid:
+        # Only then: the usual claim's text (and plan) stays the same.
+        queue_filter += " AND id <> ALL(CAST(:avoid AS uuid[]))"
+        params["avoid"] = list(avoid)
     await conn.execute(_CLAIM_PLANNER)
     limited = (
         await conn.execute(
@@ -242,11 +254,15 @@ _SUCCEED_MANY = text("""
 WITH t AS (
     SELECT * FROM unnest(
         CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS bytea[]),
-        CAST(:actors AS text[])
-    ) AS t(job_id, job_attempt, result, actor)
+        CAST(:actors AS text[]), CAST(:reported AS boolean[]), CAST(:steps AS text[]),
+        CAST(:messages AS text[]), CAST(:etas AS timestamptz[])
+    ) AS t(job_id, job_attempt, result, actor, reported, step, message, eta)
 ), updated AS (
     UPDATE jobs SET state = 'succeeded', finished_at = :now, lease_expires_at = NULL,
         result = t.result, progress_percent = 100, progress_updated_at = :now,
+        progress_step = CASE WHEN t.reported THEN t.step ELSE jobs.progress_step END,
+        progress_message = CASE WHEN t.reported THEN t.message ELSE jobs.progress_message END,
+        progress_eta = CASE WHEN t.reported THEN t.eta ELSE jobs.progress_eta END,
         updated_at = :now, event_seq = jobs.event_seq + 1
     FROM t
     WHERE jobs.id = t.job_id AND jobs.state = 'running' AND jobs.attempt = t.job_attempt
@@ -268,6 +284,9 @@ class Success:
     attempt: int
     result: bytes
     actor: str
+    # The last progress the attempt reported and that may not be stored yet: its step, message
+    # and eta are kept (at 100 %); None keeps the stored ones.
+    progress: Progress | None = None
 
 
 async def succeed_attempts(
@@ -285,6 +304,10 @@ async def succeed_attempts(
             "attempts": [s.attempt for s in successes],
             "results": [s.result for s in successes],
             "actors": [s.actor for s in successes],
+            "reported": [s.progress is not None for s in successes],
+            "steps": [s.progress.step if s.progress else None for s in successes],
+            "messages": [s.progress.message if s.progress else None for s in successes],
+            "etas": [s.progress.eta if s.progress else None for s in successes],
             "now": now,
         },
     )
@@ -486,12 +509,49 @@ async def write_progress(conn: AsyncConnection, updates: Sequence[ProgressUpdate
     return int(getattr(result, "rowcount", 0))
 
 
-_RELEASE_SET = (
-    f"state = {_UNLESS_CANCELLING.format(state='queued')}, {_FINISHED_IF_CANCELLING}, "
-    "max_attempts = max_attempts + 1, started_at = NULL, lease_expires_at = NULL"
+DEFAULT_MAX_RELEASES = 10
+
+# A release (RUNNING -> QUEUED, handed back without running) grows max_attempts by one instead of
+# burning the attempt, and counts in `releases`; the release past `max_releases` ends the job DEAD
+# instead, with an error saying why (without the bound an executor that never acknowledges kept a
+# job alive forever). A job whose cancel was requested ends CANCELLED, as for a failure. SET
+# expressions all read the row as it was, so `releases` below is the count before this one.
+_HANDED_BACK_TOO_OFTEN = "cancel_requested_at IS NULL AND releases >= :max_releases"
+_RELEASE_SET = f"""
+    state = CASE WHEN cancel_requested_at IS NOT NULL THEN CAST('cancelled' AS job_state)
+                 WHEN releases >= :max_releases THEN CAST('dead' AS job_state)
+                 ELSE CAST('queued' AS job_state) END,
+    finished_at = CASE WHEN cancel_requested_at IS NOT NULL OR releases >= :max_releases
+                       THEN CAST(:now AS timestamptz) END,
+    last_error = CASE WHEN {_HANDED_BACK_TOO_OFTEN}
+        THEN format('handed back %s times without running (ack timeouts or releases); limit %s',
+                    releases + 1, CAST(:max_releases AS integer))
+        ELSE last_error END,
+    max_attempts = CASE WHEN {_HANDED_BACK_TOO_OFTEN} THEN max_attempts
+                        ELSE max_attempts + 1 END,
+    releases = releases + 1, started_at = NULL, lease_expires_at = NULL"""
+# transition_statement's shape, with the event's reason saying why a release ended the job DEAD.
+_RELEASE_STATEMENT = """
+WITH updated AS (
+    UPDATE jobs SET {assignments}, updated_at = :now, event_seq = event_seq + 1
+    WHERE tenant = :tenant AND id = :id
+      AND state = CAST(:expected_state AS job_state) AND attempt = :expected_attempt{extra}
+    RETURNING {columns}
+), events AS (
+    INSERT INTO job_events (job_id, seq, from_state, to_state, attempt, executor, reason, actor,
+                            created_at)
+    SELECT id, event_seq, CAST(:expected_state AS job_state), state, attempt, executor,
+           CASE WHEN state = 'dead' THEN 'dead: ' || last_error ELSE :reason END, :actor, :now
+    FROM updated
 )
-_RELEASE = transition_statement(_RELEASE_SET)
-_RELEASE_LOST = transition_statement(_RELEASE_SET, _LOST_CONDITION)
+SELECT {columns} FROM updated
+"""
+_RELEASE = text(_RELEASE_STATEMENT.format(assignments=_RELEASE_SET, extra="", columns=FULL_COLUMNS))
+_RELEASE_LOST = text(
+    _RELEASE_STATEMENT.format(
+        assignments=_RELEASE_SET, extra=f" AND {_LOST_CONDITION}", columns=FULL_COLUMNS
+    )
+)
 
 
 async def release_attempt(
@@ -501,14 +561,18 @@ async def release_attempt(
     reason: str,
     actor: str,
     lost: LostStream | None = None,
+    max_releases: int = DEFAULT_MAX_RELEASES,
 ) -> JobRecord:
     """RUNNING -> QUEUED for an attempt that never started (its assignment was not
-    acknowledged): the attempt is not burned. The attempt number is the fencing token of a run
-    and never goes back; instead max_attempts grows by one, so the released attempt does not
-    count against the limit."""
+    acknowledged, or its executor handed it back): the attempt is not burned. The attempt
+    number is the fencing token of a run and never goes back; instead max_attempts grows by
+    one, so the released attempt does not count against the limit. The release after
+    `max_releases` of them ends the job DEAD (the returned record says which)."""
     check_transition(guard.state, Event.RELEASE, JobState.QUEUED)
+    check_transition(guard.state, Event.FAIL_FINAL, JobState.DEAD)
     statement = _RELEASE if lost is None else _RELEASE_LOST
-    return await run_guarded(conn, statement, guard, now, reason, actor, extra=_lost_params(lost))
+    extra = {"max_releases": max_releases, **_lost_params(lost)}
+    return await run_guarded(conn, statement, guard, now, reason, actor, extra=extra)
 
 
 # Why a RUNNING attempt is rescued: its lease expired (the executor vanished or stalled), or it
