@@ -93,6 +93,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "always uses; 1 without)",
     )
     timing.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=None,
+        help="an executor silent this long has its stream ended, and an attempt missing from "
+        "its heartbeats this long is failed (default 4 x heartbeat interval; it gets no "
+        "assignments after 2 silent intervals already)",
+    )
+    timing.add_argument(
+        "--rescue-recovery-grace",
+        type=float,
+        default=None,
+        help="after the database was unreachable, the lease rescue waits this long for "
+        "executors to renew leases and re-send results (default 3 x heartbeat interval + 1)",
+    )
+    parser.add_argument(
+        "--max-releases",
+        type=int,
+        default=defaults.max_releases,
+        help="hand-backs without running (ack timeouts, releases) a job survives; the next "
+        f"ends it DEAD (default {defaults.max_releases})",
+    )
+    timing.add_argument(
         "--leader-renew-interval",
         type=float,
         default=defaults.leader_renew_interval,
@@ -117,7 +139,14 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         timeout_grace=timedelta(seconds=args.timeout_grace),
         presence_interval=args.presence_interval,
         health_interval=args.health_interval,
+        heartbeat_timeout=_seconds(args.heartbeat_timeout),
+        rescue_recovery_grace=_seconds(args.rescue_recovery_grace),
+        max_releases=args.max_releases,
     )
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
 
 
 def database_url(args: argparse.Namespace) -> str:

@@ -138,7 +138,10 @@ class LeaderElector:
         renew_interval: float | None = None,
         connect_timeout: float = 5.0,
         on_change: Callable[[Role], None] = lambda role: None,
+        on_database_error: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_database_error` is called when the lock connection fails (the lease rescue waits
+        for the store to have answered a while: Database.note_unavailable)."""
         if renew_timeout <= tick:
             raise ValueError("renew_timeout must be longer than tick")
         if renew_interval is None:
@@ -155,6 +158,7 @@ class LeaderElector:
         self.renew_timeout = renew_timeout
         self.connect_timeout = connect_timeout
         self.on_change = on_change
+        self.on_database_error = on_database_error
         self.role = Role.FOLLOWER
         self.epoch: int | None = None
         self.since: datetime | None = None
@@ -192,6 +196,7 @@ class LeaderElector:
             try:
                 await self._tick()
             except _CONNECTION_ERRORS as exc:
+                self.on_database_error()
                 await self._step_down(f"database error: {exc}")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

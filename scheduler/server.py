@@ -34,6 +34,8 @@ from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
+from scheduler.dispatch.registration import Registrar
+from scheduler.dispatch.watchdog import HeartbeatWatchdog
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.cron import CronFirer
@@ -98,6 +100,45 @@ class ServerSettings:
     presence_interval: float = 5.0
     # A job QUEUED this long is claimed before younger ones, whatever their priority.
     starvation_after: timedelta = DEFAULT_STARVATION_AFTER
+    # A job handed back without running (its assignment not acknowledged in time, released by
+    # its executor, or never acknowledged by a lost stream) is requeued without burning an
+    # attempt up to this many times; the next hand-back ends it DEAD. Ten ack timeouts are
+    # minutes of a job bouncing: far past any honest executor's bad luck.
+    max_releases: int = 10
+    # An executor silent for this long (no Heartbeat) has its stream ended (UNAVAILABLE); after
+    # two heartbeat intervals it already gets no assignments. None: 4 heartbeat intervals (12 s
+    # by default): three heartbeats in a row lost before the stream goes, and with the
+    # reconnect grace (10 s) its attempts move on before their lease (30 s) could expire. An
+    # attempt missing from its heartbeats for as long is failed ("the executor no longer runs
+    # it").
+    heartbeat_timeout: timedelta | None = None
+    # After the store was unreachable, the lease rescue and the timeout backstop wait this long
+    # once it answers again: no lease could be renewed meanwhile, and the executors need a
+    # heartbeat to renew them and up to two to re-send the results they kept. None: 3 heartbeat
+    # intervals + 1 s (10 s by default).
+    rescue_recovery_grace: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
+            seconds=2 * self.heartbeat_interval
+        ):
+            raise ValueError("heartbeat_timeout must be longer than two heartbeat intervals")
+        if self.max_releases < 0:
+            raise ValueError("max_releases must not be negative")
+
+    @property
+    def executor_heartbeat_timeout(self) -> timedelta:
+        """heartbeat_timeout, or its default of four heartbeat intervals."""
+        if self.heartbeat_timeout is not None:
+            return self.heartbeat_timeout
+        return timedelta(seconds=4 * self.heartbeat_interval)
+
+    @property
+    def recovery_grace(self) -> timedelta:
+        """rescue_recovery_grace, or its default of three heartbeat intervals + 1 s."""
+        if self.rescue_recovery_grace is not None:
+            return self.rescue_recovery_grace
+        return timedelta(seconds=3 * self.heartbeat_interval + 1)
 
     @property
     def lease_renew_within(self) -> timedelta:
@@ -146,6 +187,14 @@ class SchedulerServer:
             hub=self.hub,
             notifier=self.notifier,
             lease_renew_within=settings.lease_renew_within,
+            max_releases=settings.max_releases,
+            heartbeat_timeout=settings.executor_heartbeat_timeout,
+        )
+        # One task ends the streams of silent executors (scheduler/dispatch/watchdog.py).
+        self.watchdog = HeartbeatWatchdog(
+            lambda: self.dispatcher.sessions.values(),
+            self.dispatcher.remove,
+            settings.executor_heartbeat_timeout.total_seconds(),
         )
         self.replica_id = new_replica_id()
         self.leader = LeaderElector(
@@ -155,6 +204,7 @@ class SchedulerServer:
             renew_timeout=settings.leader_renew_timeout,
             renew_interval=settings.leader_renew_interval,
             on_change=self._role_changed,
+            on_database_error=db.note_unavailable,
         )
         self.rescuer = LeaseRescuer(
             db,
@@ -164,6 +214,7 @@ class SchedulerServer:
             timeout_grace=settings.timeout_grace,
             lease=settings.lease,
             on_rescued=self._rescued,
+            recovery_grace=settings.recovery_grace,
         )
         # Leader-only cron firing (scheduler/maintenance/cron.py).
         self.cron = CronFirer(
@@ -226,8 +277,22 @@ class SchedulerServer:
             ),
             self.server,
         )
+        registrar = Registrar(
+            db,
+            self.dispatcher,
+            self.replica_id,
+            clock,
+            live_within=timedelta(seconds=3 * settings.presence_interval),
+            has_peers=lambda: self.presence.peers > 0,
+        )
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
-            ExecutorService(self.dispatcher, settings.heartbeat_interval), self.server
+            ExecutorService(
+                self.dispatcher,
+                registrar,
+                settings.heartbeat_interval,
+                settings.executor_heartbeat_timeout,
+            ),
+            self.server,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -262,6 +327,7 @@ class SchedulerServer:
         await self.server.start()
         await self.probe.start()
         await self.dispatcher.start()
+        await self.watchdog.start()
         await self.presence.start(self.address)
         await self.leader.start()
         await self.rescuer.start()
@@ -311,6 +377,7 @@ class SchedulerServer:
         await self.leader.stop()
         await self.presence.stop()
         await self.probe.stop()
+        await self.watchdog.stop()
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)

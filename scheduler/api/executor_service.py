@@ -1,15 +1,20 @@
 """ExecutorService.Connect: one bidirectional stream per executor.
 
-The executor registers first; from then on the scheduler pushes assignments (never more than the
-executor's free credits), cancels and pings, and the executor sends heartbeats (which renew its
-leases that run low, one statement per heartbeat) and results (recorded only for the attempt it
-was given).
+The executor registers first (only first: a second Register ends the stream with
+FAILED_PRECONDITION); its name must be free unless it proves with its session token that it is
+the same executor reconnecting (scheduler/dispatch/registration.py). From then on the scheduler
+pushes assignments (never more than the executor's free credits), cancels and pings, and the
+executor sends heartbeats (which keep the session alive and renew its leases that run low, one
+statement per heartbeat) and results (recorded only for the attempt it was given; a result over
+MAX_RESULT_BYTES is refused and fails the attempt without retry). A stream the scheduler ends
+(a silent executor, a second Register) ends with that error as its status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,8 +28,10 @@ from jobsched import batching
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.registration import Registrar
 from scheduler.dispatch.sessions import ExecutorSession
 from scheduler.domain.errors import (
+    AlreadyRegistered,
     ConcurrentModification,
     FailedPrecondition,
     FieldViolation,
@@ -33,6 +40,7 @@ from scheduler.domain.errors import (
     Unavailable,
 )
 from scheduler.domain.jobs import Progress
+from scheduler.domain.results import MAX_RESULT_BYTES, oversized_result
 from scheduler.domain.validation import check_name, validate_job_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -117,9 +125,17 @@ def _eta(progress: job_pb2.Progress) -> datetime | None:
 
 
 class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
-    def __init__(self, dispatcher: Dispatcher, heartbeat_interval: float = 3.0) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        registrar: Registrar,
+        heartbeat_interval: float = 3.0,
+        heartbeat_timeout: timedelta = timedelta(seconds=12),
+    ) -> None:
         self.dispatcher = dispatcher
+        self.registrar = registrar
         self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
         self._recording: set[asyncio.Task[None]] = set()  # results being recorded
 
     async def Connect(
@@ -131,8 +147,12 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 [FieldViolation("register", "the first message must be a Register")]
             )
         session = session_from_register(first.register)
-        await self.dispatcher.reattach(session, in_flight_of(first.register))
-        self.dispatcher.add(session)
+        session.session_id = str(uuid.uuid4())
+        # Two heartbeat intervals without one: no more assignments (see dispatch/watchdog.py).
+        session.silent_after = 2 * self.heartbeat_interval
+        token = await self.registrar.admit(
+            session, first.register.session_token, in_flight_of(first.register)
+        )
         tasks = [
             asyncio.create_task(self._read(request_iterator, session), name="executor-reader"),
             asyncio.create_task(self._ping(session), name="executor-pinger"),
@@ -140,9 +160,13 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         try:
             yield pb.ConnectResponse(
                 registered=pb.Registered(
-                    session_id=str(uuid.uuid4()),
+                    session_id=session.session_id,
                     heartbeat_interval=_duration(timedelta(seconds=self.heartbeat_interval)),
                     lease_duration=_duration(self.dispatcher.lease),
+                    session_token=token,
+                    ack_timeout=_duration(self.dispatcher.ack_timeout),
+                    heartbeat_timeout=_duration(self.heartbeat_timeout),
+                    max_result_bytes=MAX_RESULT_BYTES,
                 )
             )
             while (message := await session.outbox.get()) is not None:
@@ -154,6 +178,8 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     yield each
                 if closed:
                     break
+            if session.ended is not None:
+                raise session.ended  # the call's status says why the scheduler ended it
         finally:
             for task in tasks:
                 task.cancel()
@@ -184,9 +210,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                             session, ack.attempt.job_id, ack.attempt.attempt
                         )
                 elif kind == "heartbeat":
-                    session.draining = session.draining or request.heartbeat.draining
+                    heartbeat = request.heartbeat
+                    session.draining = session.draining or heartbeat.draining
+                    running = [(a.job_id, a.attempt) for a in heartbeat.running]
                     with contextlib.suppress(JobschedError):
-                        await self.dispatcher.heartbeat(session)
+                        await self.dispatcher.heartbeat(session, running)
                 elif kind == "result":
                     self._record(session, request.result)
                 elif kind == "progress":
@@ -211,6 +239,9 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                         logs.first_line_number,
                         logs.lines,
                     )
+                elif kind == "register":
+                    session.end(AlreadyRegistered())
+                    return
         finally:
             session.close()
 
@@ -218,6 +249,8 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         # Not awaited here: results of one stream are recorded concurrently, so that they can
         # share a transaction (see Dispatcher.record_success).
         job_id = result.attempt.job_id
+        if job_id in session.in_flight:
+            session.results_at[job_id] = time.monotonic()  # it still has the attempt
         if job_id in session.in_flight and job_id not in session.recording:
             session.recording.add(job_id)  # its slot is free: claim for it meanwhile
             self.dispatcher.wake()
@@ -245,7 +278,13 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         outcome = result.WhichOneof("outcome")
         reason = ""
         try:
-            if outcome == "result":
+            if outcome == "result" and (too_large := oversized_result(result.result)):
+                # Not retried: the handler would return as much again.
+                await self.dispatcher.record_failure(
+                    session, job_id, attempt, too_large, retryable=False
+                )
+                reason = too_large
+            elif outcome == "result":
                 await self.dispatcher.record_success(session, job_id, attempt, result.result)
             elif outcome == "failure":
                 await self.dispatcher.record_failure(

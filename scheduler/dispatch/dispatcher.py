@@ -30,13 +30,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobsched.v1 import executor_service_pb2 as pb
 from scheduler.dispatch.notify import Notifier
+from scheduler.dispatch.reports import AttemptKey, BufferedLines, Reports, log_lines
+from scheduler.dispatch.reverts import RecentReverts
 from scheduler.dispatch.sessions import ExecutorSession
+from scheduler.dispatch.watchdog import forgotten
 from scheduler.domain.errors import ConcurrentModification, JobschedError, Unavailable
-from scheduler.domain.jobs import JobRecord, Progress, ProgressUpdate
-from scheduler.domain.log_lines import LogLine, bound_lines
+from scheduler.domain.jobs import JobRecord, Progress
 from scheduler.domain.retry import after_failure
 from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
+    DEFAULT_MAX_RELEASES,
     DEFAULT_STARVATION_AFTER,
     LostStream,
     Success,
@@ -48,7 +51,6 @@ from scheduler.store.attempts import (
     release_attempt,
     renew_leases,
     succeed_attempts,
-    write_progress,
 )
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, cancel_job
@@ -57,6 +59,7 @@ from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.dispatch")
 PROMOTE_BATCH = 1000
+FORGOTTEN = "the executor no longer runs it"
 _BATCH_RETRIES = 3  # runs of a batch of successes that lost a deadlock
 # A deadline round runs this long after the deadline, so that the clock has passed it.
 _DEADLINE_SLACK = 0.01
@@ -64,18 +67,6 @@ _DEADLINE_SLACK = 0.01
 
 def _attempt(job: JobRecord) -> pb.JobAttempt:
     return pb.JobAttempt(job_id=job.id, attempt=job.attempt)
-
-
-AttemptKey = tuple[str, int]  # (job id, attempt)
-BufferedLines = dict[int, tuple[str, datetime]]  # line number -> (text, received at)
-
-
-def _log_lines(buffered: dict[AttemptKey, BufferedLines]) -> list[LogLine]:
-    return [
-        LogLine(job_id, attempt, number, line, received)
-        for (job_id, attempt), lines in buffered.items()
-        for number, (line, received) in lines.items()
-    ]
 
 
 def cancel_message(job_id: str, attempt: int, reason: str) -> pb.ConnectResponse:
@@ -142,6 +133,8 @@ class Dispatcher:
         starvation_after: timedelta = DEFAULT_STARVATION_AFTER,
         notifier: Notifier | None = None,
         lease_renew_within: timedelta | None = None,
+        max_releases: int = DEFAULT_MAX_RELEASES,
+        heartbeat_timeout: timedelta = timedelta(seconds=12),
     ) -> None:
         self.db = db
         self.clock = clock
@@ -149,6 +142,12 @@ class Dispatcher:
         # A heartbeat renews the leases that end within this (None: every lease, every time).
         self.lease_renew_within = lease_renew_within
         self.ack_timeout = ack_timeout
+        # Hand-backs without running, per job, before the next one ends it DEAD.
+        self.max_releases = max_releases
+        # An acknowledged attempt missing from its executor's heartbeats this long is failed.
+        self.heartbeat_timeout = heartbeat_timeout.total_seconds()
+        # Jobs each executor failed to acknowledge: claimed for others first.
+        self.reverts = RecentReverts()
         self.poll_interval = poll_interval
         self.sessions: dict[str, ExecutorSession] = {}
         self.hub = hub or JobWatchHub()
@@ -174,17 +173,8 @@ class Dispatcher:
             notifier.on_work = self.wake
             notifier.on_scheduled = self.promote_soon
             notifier.on_cancel = self.forward_cancel
-        # Progress is coalesced: only the latest report per job waits for the next flush, so
-        # each job's row is written at most once per progress_interval however often it reports.
-        self.progress_interval = progress_interval
-        self._progress: dict[str, ProgressUpdate] = {}
-        self._progress_task: asyncio.Task[None] | None = None
-        # Log lines wait for the same tick, bounded per attempt before they are buffered
-        # (domain/log_lines.py): (job id, attempt) -> line number -> (text, received at).
-        self._logs: dict[AttemptKey, BufferedLines] = {}
-        # Attempts whose lines a tick is writing: their outcome waits for that write, so that
-        # no watcher sees an outcome before the lines reported ahead of it.
-        self._logs_writing: dict[AttemptKey, asyncio.Event] = {}
+        # Progress and log lines of the running attempts, written on a tick or with outcomes.
+        self.reports = Reports(db, clock, self.hub, progress_interval)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -192,16 +182,16 @@ class Dispatcher:
         if self.notifier is not None:
             await self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
-        self._progress_task = asyncio.create_task(self._flush_progress(), name="progress-writer")
+        await self.reports.start()
         self._success_task = asyncio.create_task(self._write_successes(), name="success-writer")
 
     async def stop(self) -> None:
-        for task in (self._task, self._progress_task, self._success_task):
+        for task in (self._task, self._success_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._progress_task = self._success_task = None
+        self._task = self._success_task = None
         # Successes not written: not acknowledged, so their executors send them again.
         pending, self._successes = self._successes, []
         for item in pending:
@@ -209,8 +199,7 @@ class Dispatcher:
                 item.done.set_exception(Unavailable("the scheduler is stopping"))
         if self.notifier is not None:
             await self.notifier.stop()
-        with contextlib.suppress(JobschedError):
-            await self.flush_progress()
+        await self.reports.stop()
         for session in list(self.sessions.values()):
             session.close()
 
@@ -245,12 +234,15 @@ class Dispatcher:
 
     # --- sessions ----------------------------------------------------------------------------
 
-    def add(self, session: ExecutorSession) -> None:
+    def add(self, session: ExecutorSession) -> ExecutorSession | None:
+        """Serve `session`; returns the session of that name it replaces (closed), if any: the
+        caller hands that one's attempts to `remove`."""
         previous = self.sessions.get(session.name)
         if previous is not None:
             previous.close()  # a reconnect replaces the old stream
         self.sessions[session.name] = session
         self.wake()
+        return previous
 
     async def reattach(self, session: ExecutorSession, attempts: list[tuple[str, int]]) -> None:
         """A reconnecting executor still holds `attempts`: those that are still its own (RUNNING,
@@ -299,6 +291,8 @@ class Dispatcher:
         session.in_flight.clear()
         session.recording.clear()
         session.unacked.clear()
+        session.missing.clear()
+        session.results_at.clear()
         if self.detached:
             self._note_deadline(now + self.reconnect_grace, now)
             self.wake()  # the loop recomputes how long to sleep
@@ -347,6 +341,7 @@ class Dispatcher:
                             "executor disconnected before acknowledging",
                             "scheduler",
                             lost,
+                            self.max_releases,
                         )
                         self.new_work()
                 moved += 1
@@ -439,6 +434,7 @@ class Dispatcher:
             filters = (session.job_types, session.queues)
             if credits == 0 or filters in drained:
                 continue
+            avoid = self.reverts.avoid_for(session, self.sessions.values())
             # Read the clock again: the round's start may be a while ago (a promotion, earlier
             # claims), and a job submitted since must be eligible (run_at <= now) like the rest.
             now = self.clock()
@@ -452,8 +448,9 @@ class Dispatcher:
                     lease=self.lease,
                     now=now,
                     starvation_after=self.starvation_after,
+                    avoid=avoid,
                 )
-            if len(jobs) < credits:
+            if len(jobs) < credits and not avoid:  # with exclusions, others may find more
                 drained.add(filters)
             if jobs:
                 self._hand_out(session, jobs, now)
@@ -498,10 +495,10 @@ class Dispatcher:
     def record_progress(
         self, session: ExecutorSession, job_id: str, attempt: int, progress: Progress
     ) -> None:
+        """The latest progress of an attempt in flight on this stream (others are dropped)."""
         job = session.in_flight.get(job_id)
         if job is not None and job.attempt == attempt:
-            self._progress[job_id] = ProgressUpdate(job_id, attempt, progress)
-            self.hub.publish_progress(job_id, attempt, progress)  # watchers here: at once
+            self.reports.progress(job_id, attempt, progress)
 
     def record_logs(
         self,
@@ -511,76 +508,14 @@ class Dispatcher:
         first_line_number: int,
         lines: Sequence[str],
     ) -> None:
-        """Buffer the lines of a running attempt until the next tick or its outcome; lines of
-        any other attempt, and lines beyond the per-attempt bound, are dropped here."""
+        """Buffer the lines of an attempt in flight on this stream (others are dropped)."""
         job = session.in_flight.get(job_id)
-        if job is None or job.attempt != attempt:
-            return
-        kept = bound_lines(first_line_number, lines)
-        if not kept:
-            return
-        received = self.clock()
-        buffered = self._logs.setdefault((job_id, attempt), {})
-        for number, line in kept:
-            buffered.setdefault(number, (line, received))  # the first text of a number wins
-
-    async def _take_logs(self, job_id: str, attempt: int) -> dict[AttemptKey, BufferedLines]:
-        """The buffered lines of one attempt, once a tick writing some of them has finished."""
-        key = (job_id, attempt)
-        writing = self._logs_writing.get(key)
-        if writing is not None:
-            await writing.wait()
-        lines = self._logs.pop(key, None)
-        return {key: lines} if lines else {}
-
-    def _restore_logs(self, taken: dict[AttemptKey, BufferedLines]) -> None:
-        """Lines whose write failed wait for the next tick (received earlier, they win). Lines of
-        attempts that finished meanwhile are written by the tick too: they still belong there."""
-        for key, lines in taken.items():
-            self._logs[key] = {**self._logs.get(key, {}), **lines}
+        if job is not None and job.attempt == attempt:
+            self.reports.lines(job_id, attempt, first_line_number, lines)
 
     async def flush_progress(self) -> int:
-        """Write the pending progress reports and log lines: one transaction, one statement
-        each. Returns the number of progress reports written."""
-        pending, self._progress = list(self._progress.values()), {}
-        logs, self._logs = self._logs, {}
-        if not pending and not logs:
-            return 0
-        written = 0
-        done = asyncio.Event()
-        for key in logs:
-            self._logs_writing[key] = done
-        try:
-            async with self.db.transaction() as conn:
-                if pending:
-                    written = await write_progress(conn, pending)
-                await insert_log_lines(conn, _log_lines(logs))
-        except (JobschedError, asyncio.CancelledError):
-            # Unavailable, lost a race or stopped mid-write: the next tick (or the final flush
-            # of stop()) writes them again; lines already stored are ignored then.
-            self._restore_logs(logs)
-            raise
-        finally:
-            for key in logs:
-                if self._logs_writing.get(key) is done:
-                    del self._logs_writing[key]
-            done.set()
-        # Log lines reach watchers only through the store: wake them. Progress they had live.
-        with_lines = {job_id for job_id, _ in logs}
-        for job_id in with_lines:
-            self.hub.notify(job_id)
-        for job_id in {u.job_id for u in pending} - with_lines:
-            self.hub.progress_written(job_id)
-        return written
-
-    async def _flush_progress(self) -> None:
-        while True:
-            await asyncio.sleep(self.progress_interval)
-            try:
-                await self.flush_progress()
-            except JobschedError as exc:
-                # Progress is advisory and superseded by the next report; the outcome is not.
-                log.warning("progress not written", extra={"fields": {"error": str(exc)}})
+        """Write the buffered progress and log lines now (see Reports.flush)."""
+        return await self.reports.flush()
 
     def acknowledge(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
         job = session.in_flight.get(job_id)
@@ -594,20 +529,48 @@ class Dispatcher:
             for job_id, deadline in list(session.unacked.items()):
                 if deadline > now:
                     continue
-                guard = self._guard(session, job_id, session.in_flight[job_id].attempt)
+                job = session.in_flight[job_id]
+                guard = self._guard(session, job_id, job.attempt)
                 with contextlib.suppress(ConcurrentModification):
                     async with self.db.transaction() as conn:
-                        await release_attempt(
-                            conn, guard, now, "assignment not acknowledged", "scheduler"
+                        released = await release_attempt(
+                            conn,
+                            guard,
+                            now,
+                            "assignment not acknowledged",
+                            "scheduler",
+                            max_releases=self.max_releases,
                         )
                     reverted += 1
+                    if released.state is JobState.QUEUED:
+                        # Offered to the others first (see scheduler/dispatch/reverts.py).
+                        self.reverts.note(session.name, job_id, job.type, job.queue)
                 self._finished(session, job_id)
         return reverted
 
-    async def heartbeat(self, session: ExecutorSession) -> None:
-        """Renew the leases of the executor's running attempts that run low (one statement),
-        and forward the cancels requested meanwhile for any of them (through any replica)."""
+    async def heartbeat(
+        self, session: ExecutorSession, running: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """The executor is alive (a silent session gets credits again) and runs `running`:
+        fail the attempts it no longer runs (see watchdog.forgotten), renew the leases of its
+        running attempts that run low (one statement), and forward the cancels requested
+        meanwhile for any of them (through any replica)."""
         self.heartbeats += 1
+        was_silent = session.silent
+        session.heard_at = time.monotonic()
+        if was_silent:
+            self.wake()  # it has credits again
+        if not session.in_flight:
+            session.missing.clear()
+            return
+        listed = {
+            job_id
+            for job_id, attempt in running
+            if (job := session.in_flight.get(job_id)) is not None and job.attempt == attempt
+        }
+        for job_id in forgotten(session, listed, session.heard_at, self.heartbeat_timeout):
+            with contextlib.suppress(ConcurrentModification):
+                await self.fail_forgotten(session, job_id)
         if not session.in_flight:
             return
         async with self.db.transaction() as conn:
@@ -620,8 +583,8 @@ class Dispatcher:
                 self.lease_renew_within,
             )
         for job_id, attempt in cancelling:
-            running = session.in_flight.get(job_id)
-            if running is not None and running.attempt == attempt:
+            held = session.in_flight.get(job_id)
+            if held is not None and held.attempt == attempt:
                 session.send(cancel_message(job_id, attempt, "cancelled"))
 
     # --- outcomes ----------------------------------------------------------------------------
@@ -637,7 +600,9 @@ class Dispatcher:
         session.in_flight.pop(job_id, None)
         session.recording.discard(job_id)  # never counted once it left in_flight
         session.unacked.pop(job_id, None)
-        self._progress.pop(job_id, None)  # the outcome's own write is final
+        session.missing.pop(job_id, None)
+        session.results_at.pop(job_id, None)
+        self.reports.forget(job_id)  # the outcome stored what it reported
         self.wake()  # a credit is free
         # A running job fewer: a limited queue may take one more, also through executors of
         # the other replicas (debounced; only while there are any).
@@ -661,11 +626,15 @@ class Dispatcher:
         this one is committed; raises ConcurrentModification when its attempt was stale."""
         self._guard(session, job_id, attempt)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._successes.append(
-            _PendingSuccess(
-                session, Success(job_id, attempt, result, f"executor:{session.name}"), done
-            )
+        update = self.reports.last_progress(job_id, attempt)
+        success = Success(
+            job_id,
+            attempt,
+            result,
+            f"executor:{session.name}",
+            None if update is None else update.progress,
         )
+        self._successes.append(_PendingSuccess(session, success, done))
         self._successes_ready.set()
         await done
 
@@ -680,14 +649,16 @@ class Dispatcher:
     async def _write_success_batch(self, batch: list[_PendingSuccess]) -> None:
         logs: dict[AttemptKey, BufferedLines] = {}
         for pending in batch:
-            logs.update(await self._take_logs(pending.success.job_id, pending.success.attempt))
+            logs.update(
+                await self.reports.take_logs(pending.success.job_id, pending.success.attempt)
+            )
         try:
             for remaining in range(_BATCH_RETRIES, 0, -1):
                 try:
                     async with self.db.transaction() as conn:
                         # The attempts' last lines commit with their outcomes: watchers see
                         # them first.
-                        await insert_log_lines(conn, _log_lines(logs))
+                        await insert_log_lines(conn, log_lines(logs))
                         successes = [p.success for p in batch]
                         succeeded = await succeed_attempts(conn, successes, self.clock())
                     break
@@ -698,7 +669,7 @@ class Dispatcher:
                     if remaining == 1:
                         raise Unavailable(f"outcomes not recorded: {lost.message}") from lost
         except (JobschedError, asyncio.CancelledError) as exc:
-            self._restore_logs(logs)
+            self.reports.restore_logs(logs)
             for pending in batch:
                 self._settle(pending.session, pending.success.job_id, exc)
                 if not pending.done.done():
@@ -723,8 +694,17 @@ class Dispatcher:
                 )
 
     async def record_failure(
-        self, session: ExecutorSession, job_id: str, attempt: int, error: str, retryable: bool
+        self,
+        session: ExecutorSession,
+        job_id: str,
+        attempt: int,
+        error: str,
+        retryable: bool,
+        actor: str | None = None,
     ) -> None:
+        """Record a failure (retried after backoff, or DEAD); `actor` defaults to the
+        executor."""
+        actor = actor or f"executor:{session.name}"
         guard = self._guard(session, job_id, attempt)
         job = session.in_flight[job_id]
         now = self.clock()
@@ -735,13 +715,13 @@ class Dispatcher:
             now=now,
             policy=job.retry_policy,
         )
-        logs = await self._take_logs(job_id, attempt)
+        logs = await self.reports.take_logs(job_id, attempt)
         try:
             async with self.db.transaction() as conn:
-                await insert_log_lines(conn, _log_lines(logs))
-                await fail_attempt(conn, guard, outcome, error, now, f"executor:{session.name}")
+                await self.reports.write_for_outcome(conn, job_id, attempt, logs)
+                await fail_attempt(conn, guard, outcome, error, now, actor)
         except (JobschedError, asyncio.CancelledError) as exc:
-            self._restore_logs(logs)
+            self.reports.restore_logs(logs)
             self._settle(session, job_id, exc)
             raise
         self._finished(session, job_id)
@@ -760,6 +740,7 @@ class Dispatcher:
                     self.clock(),
                     "released by its executor (shutting down)",
                     f"executor:{session.name}",
+                    max_releases=self.max_releases,
                 )
         except (JobschedError, asyncio.CancelledError) as exc:
             self._settle(session, job_id, exc)
@@ -769,15 +750,35 @@ class Dispatcher:
 
     async def record_cancelled(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
         guard = self._guard(session, job_id, attempt)
-        logs = await self._take_logs(job_id, attempt)
+        logs = await self.reports.take_logs(job_id, attempt)
         try:
             async with self.db.transaction() as conn:
-                await insert_log_lines(conn, _log_lines(logs))
+                await self.reports.write_for_outcome(conn, job_id, attempt, logs)
                 await cancel_job(
                     conn, guard, self.clock(), "cancelled by client", f"executor:{session.name}"
                 )
         except (JobschedError, asyncio.CancelledError) as exc:
-            self._restore_logs(logs)
+            self.reports.restore_logs(logs)
             self._settle(session, job_id, exc)
             raise
         self._finished(session, job_id)
+
+    async def fail_forgotten(self, session: ExecutorSession, job_id: str) -> None:
+        """The executor no longer runs this acknowledged attempt (its heartbeats leave it out):
+        fail it as retryable and tell the executor to stop it, in case it still does."""
+        attempt = session.in_flight[job_id].attempt
+        log.warning(
+            "attempt missing from the executor's heartbeats",
+            extra={
+                "fields": {
+                    "event": "dispatch.attempt_forgotten",
+                    "executor": session.name,
+                    "job_id": job_id,
+                    "attempt": attempt,
+                }
+            },
+        )
+        await self.record_failure(
+            session, job_id, attempt, FORGOTTEN, retryable=True, actor="scheduler"
+        )
+        session.send(cancel_message(job_id, attempt, FORGOTTEN))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobsched.v1 import executor_service_pb2 as pb
+from scheduler.domain.errors import JobschedError
 from scheduler.domain.jobs import JobRecord
 
 
@@ -18,12 +21,15 @@ class ExecutorSession:
     capacity: int
     job_types: tuple[str, ...]
     queues: tuple[str, ...]
+    session_id: str = ""
     # Outgoing messages; None closes the stream. Assignments are bounded by credits.
     outbox: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     in_flight: dict[str, JobRecord] = field(default_factory=dict)
     # job id -> when its assignment is reverted unless the executor acknowledges it first
     unacked: dict[str, datetime] = field(default_factory=dict)
     closed: bool = False
+    # Why the scheduler ended the stream (the Connect call ends with it), if it did.
+    ended: JobschedError | None = None
     # The executor is shutting down (Heartbeat.draining): no more assignments.
     draining: bool = False
     # Register.accepts_batches: consecutive assignments or result acks go out as one message.
@@ -34,9 +40,26 @@ class ExecutorSession:
     # can be claimed while the result commits.
     recording: set[str] = field(default_factory=set)
 
+    # Liveness (scheduler/dispatch/watchdog.py): time.monotonic() of the registration or the
+    # last Heartbeat. Silent for longer than `silent_after` (two heartbeat intervals), the
+    # session gets no assignments; the watchdog ends it after the heartbeat timeout.
+    heard_at: float = field(default_factory=time.monotonic)
+    silent_after: float = math.inf
+    # In-flight attempts missing from its heartbeats: job id -> (time.monotonic() of the first
+    # heartbeat without it, heartbeats without it since).
+    missing: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # job id -> time.monotonic() when a result for its attempt last arrived (an unanswered one
+    # is re-sent by the executor while the store is unavailable: it still has the attempt).
+    results_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def silent(self) -> bool:
+        """No heartbeat for longer than `silent_after`: frozen, or its link is."""
+        return time.monotonic() - self.heard_at > self.silent_after
+
     @property
     def credits(self) -> int:
-        if self.closed or self.draining:
+        if self.closed or self.draining or self.silent:
             return 0
         return max(0, self.capacity - len(self.in_flight) + len(self.recording))
 
@@ -48,3 +71,9 @@ class ExecutorSession:
         if not self.closed:
             self.closed = True
             self.outbox.put_nowait(None)
+
+    def end(self, error: JobschedError) -> None:
+        """Close the stream with `error` as the call's status (the first reason wins)."""
+        if not self.closed:
+            self.ended = error
+        self.close()

@@ -16,7 +16,16 @@ Nothing is late for it: a job that starts running after the read has a lease of 
 `lease` (this replica's setting) and a timeout deadline at least `timeout_grace` away, so the
 loop never sleeps longer than the shorter of the two. (A replica configured with a shorter
 lease than the leader's can see its jobs rescued up to `interval` late.) `wake()` cuts the sleep
-short; the server calls it when this replica becomes the leader."""
+short; the server calls it when this replica becomes the leader.
+
+After the store was unreachable (`Database.unavailable_at`: any statement of this replica, or
+the leader election's connection), nothing is rescued until it has answered for
+`recovery_grace`: no executor could renew a lease meanwhile (nor could the leader have rescued),
+so every lease that ran out during the outage would otherwise be failed at once, and the
+results the executors kept and re-send would be refused as stale. The executors' next
+heartbeats renew their leases (expired ones too) and their re-sent results are recorded first;
+what is still due after the grace is rescued then. The timeout backstop waits likewise: an
+executor that stopped a timed-out handler during the outage reports that failure itself."""
 
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -51,6 +61,7 @@ class LeaseRescuer:
         lease: timedelta | None = None,
         batch: int = 1000,
         on_rescued: Callable[[list[Rescued]], None] = lambda rescued: None,
+        recovery_grace: timedelta = timedelta(seconds=10),
     ) -> None:
         self.db = db
         self.leader = leader
@@ -62,6 +73,7 @@ class LeaseRescuer:
         self.horizon = horizon.total_seconds()
         self.batch = batch
         self.on_rescued = on_rescued
+        self.recovery_grace = recovery_grace.total_seconds()
         self.rescued_total = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -97,6 +109,9 @@ class LeaseRescuer:
         """Rescue what is due, if this replica leads; returns how long to sleep (seconds)."""
         if not self.leader.is_leader:
             return self.interval
+        recovering = self.recovering()
+        if recovering > 0:
+            return recovering
         while True:
             async with self.db.read() as conn:
                 deadlines = await rescue_deadlines(conn)
@@ -118,6 +133,13 @@ class LeaseRescuer:
                 return min(self.interval, _RETRY_LOCKED * 2.0 ** min(self._fruitless, 10))
             self._fruitless = 0
             # Rescued some (a full batch: there may be more): read the deadlines again.
+
+    def recovering(self) -> float:
+        """Seconds until the store has answered for `recovery_grace` since it was last found
+        unreachable (0: rescue may go on)."""
+        if self.db.unavailable_at is None:
+            return 0.0
+        return max(0.0, self.db.unavailable_at + self.recovery_grace - time.monotonic())
 
     async def rescue_once(self) -> list[Rescued]:
         """One round, if this replica leads: [] otherwise."""

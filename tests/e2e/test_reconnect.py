@@ -34,6 +34,12 @@ async def events_of(stub: Stub, job_id: str) -> list[job_pb2.JobEvent]:
     return list(response.events)
 
 
+def token_of(executor: ScriptedExecutor) -> str:
+    """The session token a reconnect of this executor proves itself with."""
+    assert executor.registered is not None
+    return str(executor.registered.session_token)
+
+
 async def detached(server: SchedulerServer, job_id: str) -> None:
     async def check() -> None:
         assert job_id in server.dispatcher.detached
@@ -56,7 +62,14 @@ async def test_an_executor_that_reconnects_within_the_grace_keeps_its_attempt(
         await detached(server, job_id)
         [waiting_id] = await submit(stub, 1)
 
-        again = await connect(channel, executors, "exec-a", 1, in_flight=[assignment.attempt])
+        again = await connect(
+            channel,
+            executors,
+            "exec-a",
+            1,
+            in_flight=[assignment.attempt],
+            session_token=token_of(first),  # the same executor: its attempts are re-attached
+        )
         assert job_id not in server.dispatcher.detached
         # The re-attached attempt takes the only slot: nothing else is assigned meanwhile.
         again.send(result=pb.JobResult(attempt=assignment.attempt, result=b"done"))
@@ -105,7 +118,14 @@ async def test_after_the_grace_the_attempt_fails_and_a_late_executor_is_told_to_
         assert gone - claimed >= grace  # not before the grace
 
         # The executor comes back too late: told to stop, and its result is stale.
-        late = await connect(channel, executors, "exec-a", 1, in_flight=[assignment.attempt])
+        late = await connect(
+            channel,
+            executors,
+            "exec-a",
+            1,
+            in_flight=[assignment.attempt],
+            session_token=token_of(first),
+        )
         cancel = await late.next("cancel")
         assert cancel.attempt == assignment.attempt
         assert "no longer" in cancel.reason
@@ -207,7 +227,14 @@ async def test_a_cancel_requested_while_disconnected_reaches_the_reattached_exec
         await detached(server, job_id)
         await stub.CancelJob(job_service_pb2.CancelJobRequest(id=job_id))
 
-        again = await connect(channel, executors, "exec-a", 1, in_flight=[assignment.attempt])
+        again = await connect(
+            channel,
+            executors,
+            "exec-a",
+            1,
+            in_flight=[assignment.attempt],
+            session_token=token_of(first),
+        )
         cancel = await again.next("cancel")
         assert cancel.attempt == assignment.attempt
         again.send(result=pb.JobResult(attempt=assignment.attempt, cancelled=True))
