@@ -239,7 +239,8 @@ async def noop(ctx: JobContext) -> bytes:
 
 
 async def sleep(ctx: JobContext) -> dict[str, Any]:
-    """Sleeps for payload {"seconds": float}, reporting progress about ten times; stops when cancelled."""
+    """Sleeps for payload {"seconds": float}, reporting progress at each tenth of it (i tenths
+    done at i tenths of the time from the start); stops when cancelled."""
     body = ctx.json()
     seconds = 1.0 if body is None else body.get("seconds") if isinstance(body, dict) else None
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
@@ -249,11 +250,12 @@ async def sleep(ctx: JobContext) -> dict[str, Any]:
     started = datetime.now(UTC)
     eta = started + timedelta(seconds=total)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + total
+    start = loop.time()
     for i in range(steps):
         ctx.progress(100.0 * i / steps, step="sleeping", eta=eta)
-        step_end = loop.time() + total * (i + 1) / steps
-        remaining = min(step_end, deadline) - loop.time()
+        # Each step ends at its fraction of the total from the start, not from now: a late
+        # wake-up shortens the next wait instead of pushing every later step back.
+        remaining = start + total * (i + 1) / steps - loop.time()
         if remaining > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.cancelled.wait(), remaining)

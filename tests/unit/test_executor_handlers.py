@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,28 @@ async def test_sleep_stops_promptly_when_cancelled() -> None:
 async def test_sleep_rejects_a_bad_payload() -> None:
     with pytest.raises(NonRetryableError):
         await sleep(make_ctx(b'{"seconds": "soon"}'))
+
+
+# The built-in sleep handler.
+
+
+async def test_sleep_reports_each_tenth_at_its_fraction_of_the_total_from_the_start() -> None:
+    ctx = make_ctx(json.dumps({"seconds": 1.0}).encode())
+    loop = asyncio.get_running_loop()
+    reports: list[tuple[float, float]] = []
+    started = loop.time()
+    report = ctx.progress
+
+    def record(percent: float, step: str = "", message: str = "", eta: Any = None) -> None:
+        reports.append((percent, loop.time() - started))
+        report(percent, step, message, eta)
+
+    ctx.progress = record  # type: ignore[method-assign]
+    assert await sleep(ctx) == {"slept": 1.0}
+    elapsed = loop.time() - started
+    assert [percent for percent, _ in reports] == [10.0 * i for i in range(11)]
+    # The report of i tenths comes i tenths of a second after the start (not i tenths after the
+    # previous one), and the whole sleep takes its second.
+    for percent, at in reports:
+        assert at == pytest.approx(percent / 100, abs=0.09), reports
+    assert 1.0 - 0.01 <= elapsed < 1.2
