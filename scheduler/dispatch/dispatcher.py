@@ -347,6 +347,7 @@ class Dispatcher:
                 moved += 1
             except ConcurrentModification:
                 pass  # finished, re-attached or rescued meanwhile
+            self.reports.forget(job_id)  # its executor's stream is gone: no outcome will store it
             self.hub.notify(job_id)
         return moved
 
