@@ -4,7 +4,12 @@ Every `interval` the probe decides: if the database answered another statement o
 within the interval (`answered_at`: the leader-election connection, which sends one every tick
 or renew), that is the answer and no ping is sent; otherwise it pings (`SELECT 1` through the
 pool). So an outage turns the status to NOT_SERVING within about interval + timeout either way,
-and an idle replica sends no pings of its own."""
+and an idle replica sends no pings of its own.
+
+The probe also drives the store's circuit breaker (scheduler/store/circuit.py): a ping that
+does not answer within `timeout` opens it (later calls fail at once instead of each waiting for
+its own timeout), and while it is open the probe pings whatever the other connection says; the
+ping goes past the breaker and its answer closes it."""
 
 from __future__ import annotations
 
@@ -50,7 +55,8 @@ class DatabaseHealthProbe:
 
     async def check_once(self, *, ping: bool = False) -> bool:
         """Publish whether the database answers; `ping` forces a ping."""
-        if not ping and time.monotonic() - self.answered_at() < self.interval:
+        recent = time.monotonic() - self.answered_at() < self.interval
+        if not ping and recent and not self.db.circuit.is_open:
             return await self._publish(True)
         try:
             self.pings += 1
@@ -59,8 +65,11 @@ class DatabaseHealthProbe:
             ok = True
         except (DatabaseUnavailable, TimeoutError) as exc:
             ok = False
+            if isinstance(exc, TimeoutError):
+                self.db.mark_unreachable()
             if self._serving is not False:
-                log.warning("database unreachable", extra={"fields": {"error": str(exc)}})
+                error = str(exc.__cause__ or exc) or type(exc).__name__
+                log.warning("database unreachable", extra={"fields": {"error": error}})
         return await self._publish(ok)
 
     async def _publish(self, ok: bool) -> bool:

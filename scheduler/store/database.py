@@ -1,8 +1,21 @@
-"""The engine and the store's error boundary: driver errors never leave this package untranslated."""
+"""The engine and the store's error boundary: driver errors never leave this package untranslated.
+
+    connection failures (any failure to open one)  -> DatabaseUnavailable (and the circuit opens)
+    deadlock, serialization failure               -> ConcurrentModification
+    data exceptions (SQLSTATE class 22: NUL, a    -> InvalidArgument naming no SQL or driver text
+      string too long, a number out of range)        (the validation should have refused it)
+    anything else (a bug)                          -> passes through (INTERNAL)
+
+Every store call is bounded (CONNECT_TIMEOUT, COMMAND_TIMEOUT, POOL_TIMEOUT) below the usual
+client deadline, and while the store is known to be unreachable calls fail at once
+(scheduler/store/circuit.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +28,29 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from scheduler.domain.errors import ConcurrentModification, DatabaseUnavailable
+from scheduler.domain.errors import (
+    ConcurrentModification,
+    DatabaseUnavailable,
+    FieldViolation,
+    InvalidArgument,
+)
+from scheduler.store.circuit import Circuit
+
+log = logging.getLogger("jobsched.store")
+
+# Bounds of every store call. Clients' deadlines are typically 10-30 s (the CLI's is 30 s), and
+# a call must be answered UNAVAILABLE well within them so that a client fails over instead of
+# timing out: with the old 5 s connect + 30 s statement timeouts a partition held calls 32 s.
+# - connect: a TCP + TLS + auth handshake on a healthy network takes milliseconds; 3 s allows
+#   for a loaded server and still leaves time for a retry elsewhere;
+# - command (asyncpg's client-side timeout per statement): the slowest statements (a 5,000-job
+#   submit, a 10,000-job RetryJobs) take well under a second on the test machine; 10 s is ten
+#   times that and a third of the CLI's deadline;
+# - pool: waiting for a pooled connection longer than 5 s means the pool is exhausted by
+#   statements that are themselves stuck; the caller is better told UNAVAILABLE.
+CONNECT_TIMEOUT = 3.0
+COMMAND_TIMEOUT = 10.0
+POOL_TIMEOUT = 5.0
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; includes socket.gaierror
@@ -51,17 +86,24 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, application_name: str = "jobsched"
+    url: str,
+    *,
+    pool_size: int = 10,
+    application_name: str = "jobsched",
+    connect_timeout: float = CONNECT_TIMEOUT,
+    command_timeout: float = COMMAND_TIMEOUT,
+    pool_timeout: float = POOL_TIMEOUT,
 ) -> AsyncEngine:
+    """The pool of store connections; the timeouts bound every call (see CONNECT_TIMEOUT)."""
     return create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_timeout=10,
+        pool_timeout=pool_timeout,
         pool_recycle=600,
         connect_args={
-            "timeout": 5,
-            "command_timeout": 30,
+            "timeout": connect_timeout,
+            "command_timeout": command_timeout,
             "server_settings": {"application_name": application_name},
         },
     )
@@ -69,6 +111,28 @@ def create_engine(
 
 # SQLSTATEs that mean "this transaction lost to another one; running it again may work".
 _CONFLICT_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+# SQLSTATE class 22 (data exception): the value, not the database, is at fault.
+_DATA_EXCEPTION_CLASS = "22"
+_DATA_EXCEPTIONS = {
+    "22001": "a text value is too long",
+    "22003": "a number is out of range",
+    "22007": "a date or time is not valid",
+    "22008": "a date or time is out of range",
+    "22021": "a text value holds a character the database cannot store",
+    "22P05": "a text value holds a character the database cannot store (NUL?)",
+}
+
+
+def data_error(code: str) -> InvalidArgument:
+    """What a client is told of a data exception: the kind, never the statement or driver text
+    (the validation names the field; this is the backstop for what it missed)."""
+    kind = _DATA_EXCEPTIONS.get(code, "a value cannot be stored")
+    return InvalidArgument(
+        [FieldViolation("request", f"{kind} (SQLSTATE {code})")],
+        f"the job store refused a value of the request: {kind}",
+    )
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -85,8 +149,19 @@ class Database:
     open a connection) become DatabaseUnavailable, lost deadlocks and serialization failures
     become ConcurrentModification; everything else passes through."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        circuit: Circuit | None = None,
+        *,
+        trial_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
         self.engine = engine
+        # While the store is known to be unreachable, calls fail at once; a background ping
+        # (at most one per second while calls come, bounded by trial_timeout) closes it.
+        self.circuit = circuit or Circuit()
+        self.trial_timeout = trial_timeout
+        self._trial: asyncio.Task[None] | None = None
         # time.monotonic() of the last time the store was found unreachable (any statement of
         # this replica, or `note_unavailable` from a connection outside the pool); None: never.
         # The lease rescue waits until the store has answered for a while after an outage.
@@ -101,29 +176,69 @@ class Database:
     def from_url(cls, url: str, **kwargs: Any) -> Database:
         return cls(create_engine(url, **kwargs))
 
+    def _unreachable(self, exc: BaseException) -> DatabaseUnavailable:
+        """Record a connection-level failure; the error to raise for it. A pool timeout (every
+        connection busy) is overload, not a partition: it does not open the circuit."""
+        self.note_unavailable()
+        if not isinstance(exc, PoolTimeoutError) and not isinstance(
+            getattr(exc, "orig", None), PoolTimeoutError
+        ):
+            self.circuit.failed()
+        # No driver text: it reaches logs through the exception chain, never clients.
+        return DatabaseUnavailable("the job store is unreachable")
+
     @contextlib.asynccontextmanager
-    async def _connection(self, **options: Any) -> AsyncIterator[AsyncConnection]:
+    async def _connection(
+        self, *, past_circuit: bool = False, **options: Any
+    ) -> AsyncIterator[AsyncConnection]:
+        if self.circuit.is_open and not past_circuit:
+            if self.circuit.take_trial():
+                self._trial = asyncio.create_task(self._run_trial(), name="store-trial")
+            self.note_unavailable()
+            raise DatabaseUnavailable(
+                f"the job store is unreachable (since {self.circuit.open_for():.0f} s)"
+            )
         conn = self.engine.connect()
         try:
             await conn.start()
         except Exception as exc:
             # Whatever stops a connection from opening (refused, shut down, database not
             # accepting connections, too many clients) means the store is unavailable.
-            self.note_unavailable()
-            raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
         try:
             if options:
                 await conn.execution_options(**options)
             yield conn
         except Exception as exc:
             if is_connection_error(exc):
-                self.note_unavailable()
-                raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
-            if sqlstate(exc) in _CONFLICT_SQLSTATES:
-                raise ConcurrentModification(f"lost to a concurrent transaction: {exc}") from exc
+                raise self._unreachable(exc) from exc
+            self.circuit.succeeded()  # the store answered, if only with an error
+            code = sqlstate(exc)
+            if code in _CONFLICT_SQLSTATES:
+                raise ConcurrentModification("lost to a concurrent transaction") from exc
+            if code is not None and code.startswith(_DATA_EXCEPTION_CLASS):
+                log.warning(
+                    "the job store refused a value",
+                    extra={"fields": {"sqlstate": code, "error": str(exc).splitlines()[0]}},
+                )
+                raise data_error(code) from exc
             raise
+        else:
+            self.circuit.succeeded()
         finally:
             await conn.close()
+
+    async def _run_trial(self) -> None:
+        """A ping while the circuit is open; its answer closes it."""
+        try:
+            async with asyncio.timeout(self.trial_timeout):
+                await self.ping()
+        except TimeoutError:
+            self.mark_unreachable()
+        except DatabaseUnavailable:
+            pass  # recorded by the ping
+        finally:
+            self.circuit.trial_done()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -139,14 +254,21 @@ class Database:
             yield conn
 
     async def ping(self) -> None:
-        """Raise DatabaseUnavailable unless a trivial query answers (callers bound the wait)."""
+        """Raise DatabaseUnavailable unless a trivial query answers (callers bound the wait).
+        The ping goes past an open circuit, and its answer closes it: the health probe's way of
+        noticing that the store is back."""
         try:
-            async with self.read() as conn:
+            async with self._connection(past_circuit=True, isolation_level="AUTOCOMMIT") as conn:
                 await conn.execute(text("SELECT 1"))
         except DatabaseUnavailable:
             raise
         except Exception as exc:
-            raise DatabaseUnavailable(f"the job store is unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
+
+    def mark_unreachable(self) -> None:
+        """The store did not answer in time (a ping the caller gave up on): open the circuit."""
+        self.note_unavailable()
+        self.circuit.failed()
 
     @property
     def dsn(self) -> str:
@@ -155,4 +277,8 @@ class Database:
         return url.render_as_string(hide_password=False)
 
     async def dispose(self) -> None:
+        if self._trial is not None:
+            self._trial.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trial
         await self.engine.dispose()

@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2
 
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.domain.errors import DatabaseUnavailable
+from scheduler.store.circuit import Circuit
 from scheduler.store.database import Database
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -21,6 +22,10 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.up = True
         self.pings = 0
+        self.circuit = Circuit()
+
+    def mark_unreachable(self) -> None:
+        self.circuit.failed()
 
     async def ping(self) -> None:
         self.pings += 1
