@@ -29,6 +29,7 @@ from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
+from scheduler.api.limits import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_STREAMS, AdmissionLimiter
 from scheduler.api.queue_service import QueueService
 from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.cluster import ReplicaPresence, new_replica_id
@@ -53,10 +54,22 @@ log = logging.getLogger("jobsched.scheduler")
 DEFAULT_LISTEN = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a SubmitJobs batch of large payloads
 
-# Keepalive agreed with the executors and clients (jobsched.keepalive).
+# Keepalive agreed with the executors and clients (jobsched.keepalive). HTTP/2 streams per
+# connection: far above what one client multiplexes (its excess waits on its side, it is never
+# refused), so that the admission limiter (scheduler/api/limits.py), not the transport, decides
+# what is too much, and says so with RESOURCE_EXHAUSTED.
+MAX_STREAMS_PER_CONNECTION = 100_000
+# Calls gRPC core has received but the server's event loop has not picked up yet. Past core's
+# defaults (1,000, and at random up to 3,000) it cancels them silently: the excess of ~1,400
+# concurrent calls failed as bare CANCELLED with no log line. Far above the admission limits,
+# so that they are let in and refused RESOURCE_EXHAUSTED, logged and counted.
+MAX_PENDING_CALLS = 20_000
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
     *keepalive.server_options(),
 ]
 
@@ -117,6 +130,11 @@ class ServerSettings:
     # heartbeat to renew them and up to two to re-send the results they kept. None: 3 heartbeat
     # intervals + 1 s (10 s by default).
     rescue_recovery_grace: timedelta | None = None
+    # Admission limits (scheduler/api/limits.py): unary calls in progress, and long-lived
+    # streams (WatchJob, WatchJobs, Connect); past either, calls are RESOURCE_EXHAUSTED
+    # (reason OVERLOADED) at once.
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    max_streams: int = DEFAULT_MAX_STREAMS
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
@@ -165,12 +183,13 @@ class SchedulerServer:
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
-        """`interceptors` run inside the access log and the error mapping (tests inject faults
-        with them)."""
+        """`interceptors` run inside the access log, the error mapping and the admission
+        limits (tests inject faults with them)."""
         self.db = db
         self.settings = settings
+        self.limiter = AdmissionLimiter(settings.max_concurrent_rpcs, settings.max_streams)
         self.server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor(), ErrorInterceptor(), *interceptors],
+            interceptors=[AccessLogInterceptor(), ErrorInterceptor(), self.limiter, *interceptors],
             options=SERVER_OPTIONS,
         )
         self.hub = JobWatchHub()

@@ -26,15 +26,24 @@ def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
 
 
 def states_from_proto(values: Iterable[int], path: str) -> list[JobState]:
-    """Job states of a filter; JOB_STATE_UNSPECIFIED means "any" and adds no restriction."""
+    """Job states of a filter. JOB_STATE_UNSPECIFIED is refused like an unknown number: it is
+    what a client sends for a misspelled name (proto3 enums are open), and taking it as "any
+    state" would silently widen the filter; an empty list is how to ask for any."""
     states: list[JobState] = []
+    violations: list[FieldViolation] = []
     for i, value in enumerate(values):
-        if value == job_pb2.JOB_STATE_UNSPECIFIED:
-            continue
         state = _FROM_PROTO_STATE.get(value)
         if state is None:
-            raise InvalidArgument([FieldViolation(f"{path}[{i}]", f"{value} is not a job state")])
+            what = "JOB_STATE_UNSPECIFIED" if value == job_pb2.JOB_STATE_UNSPECIFIED else value
+            violations.append(
+                FieldViolation(
+                    f"{path}[{i}]", f"{what} is not a job state (leave the list empty for any)"
+                )
+            )
+            continue
         states.append(state)
+    if violations:
+        raise InvalidArgument(violations)
     return states
 
 
@@ -50,7 +59,17 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
+_NANOS = 1_000_000_000
+# google.protobuf.Duration's own range: about 10,000 years either way.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
 def from_timestamp(ts: Timestamp, path: str) -> datetime:
+    """A client's Timestamp, checked as google.protobuf.Timestamp defines it (nanos in
+    [0, 1e9), years 1 to 9999): protobuf's own conversion carries excess nanos over into
+    seconds instead of refusing them."""
+    if not 0 <= ts.nanos < _NANOS:
+        raise InvalidArgument([FieldViolation(path, "nanos must be in [0, 999999999]")])
     try:
         return ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
@@ -60,6 +79,15 @@ def from_timestamp(ts: Timestamp, path: str) -> datetime:
 
 
 def from_duration(d: Duration, path: str) -> timedelta:
+    """A client's Duration, checked as google.protobuf.Duration defines it: |nanos| < 1e9 with
+    the sign of seconds, |seconds| within about 10,000 years. (ToTimedelta took
+    {seconds: 1, nanos: 2000000000} as 3 s.) The field's own bounds are the caller's."""
+    if not -_NANOS < d.nanos < _NANOS:
+        raise InvalidArgument([FieldViolation(path, "nanos must be in (-1e9, 1e9)")])
+    if (d.seconds > 0 and d.nanos < 0) or (d.seconds < 0 and d.nanos > 0):
+        raise InvalidArgument([FieldViolation(path, "seconds and nanos must have the same sign")])
+    if abs(d.seconds) > _MAX_DURATION_SECONDS:
+        raise InvalidArgument([FieldViolation(path, "is not a valid duration")])
     try:
         return d.ToTimedelta()
     except (ValueError, OverflowError):

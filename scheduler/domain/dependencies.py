@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from scheduler.domain.echo import echo
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import NewJob
 from scheduler.domain.states import JobState
@@ -55,7 +56,7 @@ def check_dependency_lists(
             if value in first:
                 violations.append(
                     FieldViolation(
-                        f"{path}.{name}[{k}]", f"repeats {name}[{first[value]}] ({value!r})"
+                        f"{path}.{name}[{k}]", f"repeats {name}[{first[value]}] ({echo(value)})"
                     )
                 )
             first.setdefault(value, k)
@@ -84,7 +85,8 @@ def resolve_refs(
             if target is None:
                 violations.append(
                     FieldViolation(
-                        f"{paths[i]}.depends_on_refs[{k}]", f"no job of this batch has ref {ref!r}"
+                        f"{paths[i]}.depends_on_refs[{k}]",
+                        f"no job of this batch has ref {echo(ref)}",
                     )
                 )
                 continue
@@ -97,7 +99,7 @@ def resolve_refs(
         # The edge that closes the cycle: from the last job of it to the first.
         last, first = cycle[-1], cycle[0]
         k = resolved[last].index(first)
-        names = " -> ".join(repr(refs[i]) for i in [*cycle, first])
+        names = " -> ".join(echo(refs[i]) for i in [*cycle, first])
         raise InvalidArgument(
             [
                 FieldViolation(

@@ -14,8 +14,9 @@
     │   ├── ScheduleNameTaken        a schedule of that name exists (ALREADY_EXISTS)
     │   ├── ExecutorNameTaken        an executor of that name is alive (ALREADY_EXISTS)
     │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
-    └── Unavailable
-        └── DatabaseUnavailable      the store cannot be reached
+    ├── Unavailable
+    │   └── DatabaseUnavailable      the store cannot be reached
+    └── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
 
 Each class's docstring is its default message and `reason` is the ErrorInfo reason clients see.
 """
@@ -23,6 +24,8 @@ Each class's docstring is its default message and `reason` is the ErrorInfo reas
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from scheduler.domain.echo import echo, shorten
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +46,69 @@ class JobschedError(Exception):
         super().__init__(self.message)
 
 
+# An error about huge input must stay small: gRPC carries the message and the rich status in
+# trailing metadata, which clients limit (8 KiB by default: past it the call fails as
+# RESOURCE_EXHAUSTED "Stream removed"). Echoed values are shortened where they are quoted
+# (scheduler/domain/echo.py); these bound the rest, and the ErrorInterceptor bounds the bytes.
+MAX_VIOLATIONS = 100
+MAX_VIOLATION_CHARS = 300  # field path or description
+MAX_MESSAGE_CHARS = 1000
+
+
 class InvalidArgument(JobschedError):
     """The request is invalid."""
 
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
-        self.violations = list(violations)
+        # The first MAX_VIOLATIONS, each bounded; `omitted` more were left off, and
+        # `violations` ends with one saying so (named after the omitted fields' common root).
+        self.listed = [
+            FieldViolation(
+                shorten(v.field, MAX_VIOLATION_CHARS), shorten(v.description, MAX_VIOLATION_CHARS)
+            )
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        self.omitted = len(violations) - len(self.listed)
+        self.omitted_root = _common_root(violations[MAX_VIOLATIONS:])
+        self.violations = self.listed_with_summary(len(self.listed))
         if message is None and violations:
-            message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+            message = _summary(self.listed, len(violations))
+        if message is not None:
+            message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
+
+    def listed_with_summary(self, count: int) -> list[FieldViolation]:
+        """The first `count` listed violations, and one saying how many more there are."""
+        kept = self.listed[:count]
+        more = self.omitted + len(self.listed) - len(kept)
+        if more:
+            root = self.omitted_root if count == len(self.listed) else "request"
+            kept.append(
+                FieldViolation(root, f"and {more} more violations (the first {count} are listed)")
+            )
+        return kept
+
+
+def _common_root(violations: list[FieldViolation]) -> str:
+    roots = {v.field.split(".", 1)[0].split("[", 1)[0] for v in violations}
+    return shorten(roots.pop(), MAX_VIOLATION_CHARS) if len(roots) == 1 else "request"
+
+
+def _summary(listed: list[FieldViolation], total: int) -> str:
+    """'field: description; ...' of as many violations as fit in MAX_MESSAGE_CHARS, then how
+    many more there are."""
+    parts: list[str] = []
+    used = 0
+    for v in listed:
+        part = f"{v.field}: {v.description}"
+        if parts and used + len(part) > MAX_MESSAGE_CHARS - 40:
+            break
+        parts.append(part)
+        used += len(part) + 2
+    if total > len(parts):
+        parts.append(f"and {total - len(parts)} more")
+    return "; ".join(parts)
 
 
 class NotFound(JobschedError):
@@ -124,7 +180,7 @@ class ScheduleNameTaken(Conflict):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"a schedule named {name!r} already exists")
+        super().__init__(f"a schedule named {echo(name)} already exists")
 
 
 class ExecutorNameTaken(Conflict):
@@ -135,7 +191,7 @@ class ExecutorNameTaken(Conflict):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
-            f"an executor named {name!r} is connected; names are unique among live executors "
+            f"an executor named {echo(name)} is connected; names are unique among live executors "
             "(a reconnect of that executor sends Register.session_token)"
         )
 
@@ -156,3 +212,13 @@ class DatabaseUnavailable(Unavailable):
     """The job store is unreachable."""
 
     reason = "DATABASE_UNAVAILABLE"
+
+
+class Overloaded(JobschedError):
+    """The scheduler is serving as many calls as it allows; retry after a short delay."""
+
+    reason = "OVERLOADED"
+
+    def __init__(self, message: str | None = None, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

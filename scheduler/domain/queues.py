@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from scheduler.domain.echo import echo
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.retry import RetryOverrides
 from scheduler.domain.validation import MAX_ATTEMPTS_LIMIT, MAX_TIMEOUT
@@ -44,7 +45,9 @@ def apply_update(current: QueueSettings, given: QueueSettings, paths: list[str])
     """`current` with the fields named by `paths` taken from `given` (a cleared field goes back to
     None). Raises InvalidArgument for an unknown path or a value out of range."""
     violations = [
-        FieldViolation(f"update_mask.paths[{i}]", f"{path!r} is not one of {', '.join(MASK_PATHS)}")
+        FieldViolation(
+            f"update_mask.paths[{i}]", f"{echo(path)} is not one of {', '.join(MASK_PATHS)}"
+        )
         for i, path in enumerate(paths)
         if path not in MASK_PATHS
     ]

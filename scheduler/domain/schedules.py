@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterError, croniter
 
+from scheduler.domain.echo import echo, shorten
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import check_name
@@ -89,7 +90,7 @@ def check_time_zone(value: str, path: str, violations: list[FieldViolation]) -> 
     name = _zone_names().get(value.lower())
     if name is None:
         violations.append(
-            FieldViolation(path, f"{value!r} is not an IANA time zone (e.g. 'Europe/Berlin')")
+            FieldViolation(path, f"{echo(value)} is not an IANA time zone (e.g. 'Europe/Berlin')")
         )
         return DEFAULT_TIME_ZONE
     return name
@@ -105,23 +106,25 @@ def check_cron(value: str, path: str, violations: list[FieldViolation]) -> str:
         problem = f"is longer than {MAX_CRON_LENGTH} characters"
     elif len(fields) != 5:
         problem = (
-            f"{value!r} must have five fields: minute hour day-of-month month day-of-week "
+            f"{echo(value)} must have five fields: minute hour day-of-month month day-of-week "
             "(e.g. '30 2 * * *')"
         )
     elif not all(_FIELD_PATTERN.fullmatch(f) for f in fields) or any(
         _HASHED_OR_RANDOM.fullmatch(item) for f in fields for item in f.split(",")
     ):
-        problem = f"{value!r} is not a cron expression (hashed H and random R are not supported)"
+        problem = (
+            f"{echo(value)} is not a cron expression (hashed H and random R are not supported)"
+        )
     else:
         expression = " ".join(fields)
         try:
             croniter(expression, _PROBE_START).get_next(datetime)
         except CroniterError as exc:
-            problem = f"{value!r} is not a valid cron expression: {exc}"
+            problem = f"{echo(value)} is not a valid cron expression: {shorten(str(exc), 200)}"
             if "failed to find" in str(exc):
-                problem = f"{value!r} matches no date: it would never fire"
+                problem = f"{echo(value)} matches no date: it would never fire"
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            problem = f"{value!r} is not a valid cron expression: {exc}"
+            problem = f"{echo(value)} is not a valid cron expression: {shorten(str(exc), 200)}"
         else:
             return expression
     violations.append(FieldViolation(path, problem))

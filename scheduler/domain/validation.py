@@ -8,6 +8,8 @@ Rules (documented in the proto and README):
 - run_at at most MAX_SCHEDULE_AHEAD in the future; a past run_at means now;
 - at most MAX_LABELS labels, keys matching NAME_PATTERN, values at most MAX_LABEL_VALUE chars;
 - idempotency key at most MAX_IDEMPOTENCY_KEY chars of printable text;
+- no text a client sends may hold NUL (U+0000), which PostgreSQL's text and jsonb cannot store
+  (`check_text`); values quoted in violations are shortened (scheduler/domain/echo.py);
 - timeout, if given, in (0, MAX_TIMEOUT]; unset means the queue's default, if any;
 - retry policy fields within the bounds of scheduler/domain/retry.py;
 - dependencies (depends_on ids, ref, depends_on_refs): see scheduler/domain/dependencies.py.
@@ -28,6 +30,7 @@ from scheduler.domain.dependencies import (
     count_edges,
     resolve_refs,
 )
+from scheduler.domain.echo import echo
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import NewJob
 from scheduler.domain.retry import RetryOverrides
@@ -65,6 +68,13 @@ class JobSpecInput:
     depends_on_refs: tuple[str, ...] = ()
 
 
+def check_text(value: str, path: str, violations: list[FieldViolation]) -> None:
+    """Refuse text PostgreSQL cannot store: NUL (U+0000), in text and in jsonb alike. (Strings
+    decoded from protobuf are valid UTF-8, so NUL is the only such character.)"""
+    if "\x00" in value:
+        violations.append(FieldViolation(path, "must not contain NUL (U+0000)"))
+
+
 def normalise_name(value: str) -> str:
     return value.lower()
 
@@ -73,7 +83,9 @@ def check_name(value: str, path: str, violations: list[FieldViolation]) -> str:
     name = normalise_name(value)
     if not NAME_PATTERN.fullmatch(name):
         violations.append(
-            FieldViolation(path, f"{value!r} must match {NAME_PATTERN.pattern} (case-insensitive)")
+            FieldViolation(
+                path, f"{echo(value)} must match {NAME_PATTERN.pattern} (case-insensitive)"
+            )
         )
     return name
 
@@ -115,16 +127,15 @@ def _check_spec(
     if len(spec.labels) > MAX_LABELS:
         violations.append(FieldViolation(f"{path}.labels", f"at most {MAX_LABELS} labels"))
     for key, value in spec.labels.items():
+        label = f"{path}.labels[{echo(key)}]"
         if not NAME_PATTERN.fullmatch(key):
-            violations.append(
-                FieldViolation(f"{path}.labels[{key!r}]", f"key must match {NAME_PATTERN.pattern}")
-            )
+            violations.append(FieldViolation(label, f"key must match {NAME_PATTERN.pattern}"))
         if len(value) > MAX_LABEL_VALUE:
             violations.append(
-                FieldViolation(
-                    f"{path}.labels[{key!r}]", f"value is longer than {MAX_LABEL_VALUE} characters"
-                )
+                FieldViolation(label, f"value is longer than {MAX_LABEL_VALUE} characters")
             )
+        else:
+            check_text(value, label, violations)
     key = spec.idempotency_key
     if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
         violations.append(
@@ -225,18 +236,22 @@ def validate_job_id(value: str, path: str = "id") -> str:
     """Job ids are UUIDs; return the canonical text form."""
     # uuid.UUID alone also takes "0x" prefixes, signs, underscores and whitespace.
     if not isinstance(value, str) or not _UUID_PATTERN.fullmatch(value):
-        raise InvalidArgument([FieldViolation(path, f"{value!r} is not a job id (a UUID)")])
+        raise InvalidArgument([FieldViolation(path, f"{echo(value)} is not a job id (a UUID)")])
     try:
         return str(uuid.UUID(value))
     except ValueError:
         raise InvalidArgument(
-            [FieldViolation(path, f"{value!r} is not a job id (a UUID)")]
+            [FieldViolation(path, f"{echo(value)} is not a job id (a UUID)")]
         ) from None
 
 
 def validate_reason(value: str, path: str = "reason") -> str:
+    violations: list[FieldViolation] = []
     if len(value) > MAX_REASON:
-        raise InvalidArgument([FieldViolation(path, f"at most {MAX_REASON} characters")])
+        violations.append(FieldViolation(path, f"at most {MAX_REASON} characters"))
+    check_text(value, path, violations)
+    if violations:
+        raise InvalidArgument(violations)
     return value
 
 

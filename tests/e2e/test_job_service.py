@@ -785,11 +785,15 @@ async def test_list_active_filters_and_projection(jobs_stub: Stub, db: Database)
     assert await invalid(jobs_stub.ListActiveJobs(bad_names[1])) == ["type"]
 
 
-async def test_unspecified_state_filter_means_any(jobs_stub: Stub) -> None:
+async def test_unspecified_state_filter_is_refused_and_no_filter_means_any(jobs_stub: Stub) -> None:
+    # JOB_STATE_UNSPECIFIED is what a client sends for a misspelled state name: taking it as
+    # "any state" silently widened the filter. An empty list is how to ask for any.
     job = await submit(jobs_stub)
-    page = await jobs_stub.ListActiveJobs(
+    call = jobs_stub.ListActiveJobs(
         job_service_pb2.ListActiveJobsRequest(states=[S.JOB_STATE_UNSPECIFIED])
     )
+    assert await invalid(call) == ["states[0]"]
+    page = await jobs_stub.ListActiveJobs(job_service_pb2.ListActiveJobsRequest())
     assert [j.id for j in page.jobs] == [job.id]
 
 
