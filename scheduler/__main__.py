@@ -12,14 +12,18 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from jobsched.cli.arguments import DEFAULT_ADDRESS
 from scheduler import logs
 from scheduler.server import DEFAULT_LISTEN, SchedulerServer, ServerSettings
 from scheduler.store import embedded, migrate
+from scheduler.store.credentials import masked, with_password_file
 from scheduler.store.database import Database
+from scheduler.store.preflight import connection_problem
 
 log = logging.getLogger("jobsched.scheduler")
 
@@ -28,13 +32,23 @@ jobsched is running: a scheduler on {address} and one executor (job types noop, 
   PostgreSQL: {database}
 
 In another terminal (from this checkout), submit a demo job and read it back:
-  .venv/bin/jobsched submit --type sleep --payload '{{"seconds": 3}}'
-  .venv/bin/jobsched status <job id printed above>      # RUNNING, then SUCCEEDED
-  .venv/bin/jobsched ls --history
+  {jobsched} submit --type sleep --payload '{{"seconds": 3}}'
+  {jobsched} status <job id printed above>      # RUNNING, then SUCCEEDED
+  {jobsched} ls --history
 Any gRPC tool works too (server reflection is on), e.g. grpcurl -plaintext {address} list
 
 Press Ctrl-C to stop.
 """
+
+
+def dev_banner(address: str, database_url: str) -> str:
+    """What `jobsched dev` prints once serving: the commands name the address unless it is the
+    CLI's default (JOBSCHED_LISTEN=... make run otherwise printed commands that reached
+    nothing), and the database URL has its password masked."""
+    jobsched = ".venv/bin/jobsched"
+    if address != DEFAULT_ADDRESS:
+        jobsched += f" --address {address}"
+    return DEV_BANNER.format(address=address, database=masked(database_url), jobsched=jobsched)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,7 +62,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (env DATABASE_URL); embedded PostgreSQL when absent",
+        help="PostgreSQL URL (env DATABASE_URL); embedded PostgreSQL when absent. A password "
+        "in it is visible to other local users (ps): prefer DATABASE_URL or "
+        "--database-password-file",
+    )
+    parser.add_argument(
+        "--database-password-file",
+        type=Path,
+        default=os.environ.get("JOBSCHED_DATABASE_PASSWORD_FILE") or None,
+        help="a file whose content is the database password, replacing the URL's (env "
+        "JOBSCHED_DATABASE_PASSWORD_FILE)",
     )
     parser.add_argument(
         "--data-dir",
@@ -151,7 +174,10 @@ def _seconds(value: float | None) -> timedelta | None:
 
 def database_url(args: argparse.Namespace) -> str:
     if args.database_url:
-        return str(args.database_url)
+        url = str(args.database_url)
+        if args.database_password_file is not None:
+            url = with_password_file(url, Path(args.database_password_file))
+        return url
     pg = embedded.start(args.data_dir / "pgdata", persistent=True, database="jobsched")
     return pg.url("jobsched")
 
@@ -168,7 +194,7 @@ async def serve(url: str, settings: ServerSettings, *, dev: bool) -> None:
         address = await server.start()
         if dev:
             dev_executor = await start_dev_executor(address)
-            print(DEV_BANNER.format(address=address, database=url), flush=True)
+            print(dev_banner(address, url), flush=True)
         await stop.wait()
     finally:
         if dev_executor is not None:
@@ -188,15 +214,31 @@ async def start_dev_executor(address: str) -> Any:
     return executor
 
 
+def fail(line: str) -> int:
+    """One clear line on stderr and the exit status of a configuration error (no traceback)."""
+    print(f"jobsched: {line}", file=sys.stderr, flush=True)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
-    url = database_url(args)
+    try:
+        url = database_url(args)
+    except ValueError as exc:
+        return fail(str(exc))
+    # Once, before anything else: a wrong password, role or database does not get better.
+    problem = asyncio.run(connection_problem(url))
+    if problem is not None:
+        line, permanent = problem
+        if permanent or not args.no_migrate:  # migrations need the database now
+            return fail(line)
+        log.warning(line, extra={"fields": {"event": "scheduler.database_unreachable"}})
     if not args.no_migrate:
         migrate.upgrade(url)
         log.info("migrated", extra={"fields": {"event": "scheduler.migrated"}})
     if args.migrate_only:
-        print(f"database at {url} is at the latest migration", flush=True)
+        print(f"database at {masked(url)} is at the latest migration", flush=True)
         return 0
     asyncio.run(serve(url, settings_from(args), dev=args.dev))
     return 0
