@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from scheduler.api.request_ids import current_request_id
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -19,6 +21,10 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             body.update(fields)
+        # A line written while an RPC is handled carries its request id (the one its client
+        # was told of a failure), whoever logged it.
+        if "request_id" not in body and (request_id := current_request_id()):
+            body["request_id"] = request_id
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str)
