@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
 import time
@@ -158,7 +159,7 @@ class Database:
     ) -> None:
         self.engine = engine
         # While the store is known to be unreachable, calls fail at once; a background ping
-        # (at most one per second while calls come, bounded by trial_timeout) closes it.
+        # every trial interval (each bounded by trial_timeout) closes it.
         self.circuit = circuit or Circuit()
         self.trial_timeout = trial_timeout
         self._trial: asyncio.Task[None] | None = None
@@ -183,7 +184,7 @@ class Database:
         if not isinstance(exc, PoolTimeoutError) and not isinstance(
             getattr(exc, "orig", None), PoolTimeoutError
         ):
-            self.circuit.failed()
+            self._open_circuit()
         # No driver text: it reaches logs through the exception chain, never clients.
         return DatabaseUnavailable("the job store is unreachable")
 
@@ -192,8 +193,6 @@ class Database:
         self, *, past_circuit: bool = False, **options: Any
     ) -> AsyncIterator[AsyncConnection]:
         if self.circuit.is_open and not past_circuit:
-            if self.circuit.take_trial():
-                self._trial = asyncio.create_task(self._run_trial(), name="store-trial")
             self.note_unavailable()
             raise DatabaseUnavailable(
                 f"the job store is unreachable (since {self.circuit.open_for():.0f} s)"
@@ -228,17 +227,24 @@ class Database:
         finally:
             await conn.close()
 
-    async def _run_trial(self) -> None:
-        """A ping while the circuit is open; its answer closes it."""
-        try:
-            async with asyncio.timeout(self.trial_timeout):
-                await self.ping()
-        except TimeoutError:
-            self.mark_unreachable()
-        except DatabaseUnavailable:
-            pass  # recorded by the ping
-        finally:
-            self.circuit.trial_done()
+    def _open_circuit(self) -> None:
+        if self.circuit.failed() and (self._trial is None or self._trial.done()):
+            # A context of its own: not the request id of the call that found the store down.
+            self._trial = asyncio.get_running_loop().create_task(
+                self._recover(), name="store-recovery", context=contextvars.Context()
+            )
+
+    async def _recover(self) -> None:
+        """While the circuit is open: a ping every trial interval; the first answer closes it."""
+        while self.circuit.is_open:
+            await asyncio.sleep(self.circuit.trial_interval)
+            try:
+                async with asyncio.timeout(self.trial_timeout):
+                    await self.ping()
+            except TimeoutError:
+                self.note_unavailable()
+            except DatabaseUnavailable:
+                pass  # recorded by the ping
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -268,7 +274,7 @@ class Database:
     def mark_unreachable(self) -> None:
         """The store did not answer in time (a ping the caller gave up on): open the circuit."""
         self.note_unavailable()
-        self.circuit.failed()
+        self._open_circuit()
 
     @property
     def dsn(self) -> str:

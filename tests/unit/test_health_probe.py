@@ -25,7 +25,7 @@ class FakeDatabase:
         self.circuit = Circuit()
 
     def mark_unreachable(self) -> None:
-        self.circuit.failed()
+        self.circuit.failed()  # a real Database also starts its recovery pings
 
     async def ping(self) -> None:
         self.pings += 1
