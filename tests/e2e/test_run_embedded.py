@@ -98,8 +98,9 @@ async def test_dev_scheduler_on_embedded_postgres_serves_and_persists(data_dir: 
     finally:
         assert first.stop() == 0
     output = first.read_rest()
-    # The newcomer is told how to submit and read a job.
-    assert "jobsched submit --type sleep" in output
+    # The newcomer is told how to submit and read a job, at the address it listens on (not the
+    # CLI's default, here: port 0 picked another).
+    assert f"jobsched --address {first.address} submit --type sleep" in output
     assert (data_dir / "pgdata" / "PG_VERSION").exists()
     # Stopping the scheduler stops the embedded server it started.
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
