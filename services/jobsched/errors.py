@@ -10,6 +10,7 @@
     │   ├── ConcurrentModificationError  CONCURRENT_MODIFICATION: read the job again and retry
     │   └── IdempotencyKeyReusedError    IDEMPOTENCY_KEY_REUSED
     ├── UnavailableError                 UNAVAILABLE, DATABASE_UNAVAILABLE: retry later
+    │   └── OverloadedError              OVERLOADED (RESOURCE_EXHAUSTED): .retry_after seconds
     └── DeadlineExceededError            no answer within the call's timeout
 
 The ErrorInfo reason (domain "jobsched.dev") picks the class. A status without a known reason (a
@@ -42,6 +43,7 @@ __all__ = [
     "JobNotFoundError",
     "JobschedError",
     "NotFoundError",
+    "OverloadedError",
     "UnavailableError",
     "error_from_status",
     "from_rpc_error",
@@ -150,6 +152,26 @@ class UnavailableError(JobschedError):
     default_code = grpc.StatusCode.UNAVAILABLE
 
 
+class OverloadedError(UnavailableError):
+    """The scheduler is at its limit of concurrent calls; retry after `retry_after` seconds."""
+
+    default_reason = "OVERLOADED"
+    default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: float = 1.0,
+        code: grpc.StatusCode | None = None,
+        reason: str | None = None,
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.retry_after: float = retry_after  # seconds, from the status's RetryInfo
+        super().__init__(message, code=code, reason=reason, domain=domain, metadata=metadata)
+
+
 class DeadlineExceededError(JobschedError):
     """The scheduler did not answer in time."""
 
@@ -168,6 +190,7 @@ _BY_REASON: dict[str, type[JobschedError]] = {
     "IDEMPOTENCY_KEY_REUSED": IdempotencyKeyReusedError,
     "UNAVAILABLE": UnavailableError,
     "DATABASE_UNAVAILABLE": UnavailableError,
+    "OVERLOADED": OverloadedError,
     "INTERNAL": JobschedError,
 }
 
@@ -192,6 +215,7 @@ def error_from_status(
     """
     info: error_details_pb2.ErrorInfo | None = None
     violations: list[tuple[str, str]] = []
+    retry_after: float | None = None
     for detail in details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and info is None:
             info = error_details_pb2.ErrorInfo()
@@ -200,6 +224,10 @@ def error_from_status(
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
             violations.extend((v.field, v.description) for v in bad_request.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry_info = error_details_pb2.RetryInfo()
+            detail.Unpack(retry_info)
+            retry_after = retry_info.retry_delay.ToTimedelta().total_seconds()
 
     cls: type[JobschedError] | None = None
     # Another domain's reasons (a proxy, a gateway) may share our names but not our meaning.
@@ -215,6 +243,15 @@ def error_from_status(
         return cls(
             message,
             field_violations=violations,
+            code=code,
+            reason=reason,
+            domain=domain,
+            metadata=metadata,
+        )
+    if issubclass(cls, OverloadedError):
+        return cls(
+            message,
+            retry_after=1.0 if retry_after is None else retry_after,
             code=code,
             reason=reason,
             domain=domain,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 import pytest
 from google.protobuf import any_pb2, message
@@ -19,6 +21,7 @@ from jobsched.errors import (
     JobNotFoundError,
     JobschedError,
     NotFoundError,
+    OverloadedError,
     UnavailableError,
     error_from_status,
     from_rpc_error,
@@ -51,6 +54,7 @@ def info(reason: str, domain: str = ERROR_DOMAIN) -> error_details_pb2.ErrorInfo
         (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED", IdempotencyKeyReusedError),
         (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", UnavailableError),
         (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", UnavailableError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED", OverloadedError),
         (grpc.StatusCode.INTERNAL, "INTERNAL", JobschedError),
     ],
 )
@@ -214,3 +218,17 @@ def test_from_rpc_error_without_details():
 
     assert type(err) is UnavailableError
     assert err.reason == "UNAVAILABLE"
+
+
+def test_overloaded_carries_the_retry_delay() -> None:
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromTimedelta(timedelta(milliseconds=1500))
+    err = error_from_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls", pack(info("OVERLOADED"), retry)
+    )
+    assert isinstance(err, OverloadedError)
+    assert isinstance(err, UnavailableError)  # retry later, like an outage
+    assert err.retry_after == 1.5
+    bare = error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "x", pack(info("OVERLOADED")))
+    assert isinstance(bare, OverloadedError)
+    assert bare.retry_after == 1.0
