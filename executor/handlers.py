@@ -1,9 +1,22 @@
 """The handler SDK: what a job handler sees and how it reports back.
 
-A handler is ``async def handler(ctx: JobContext) -> bytes | str | dict | None``, registered in a
-`HandlerRegistry` under its job type. It may report progress and log lines through the context;
-those calls only enqueue (the latest progress wins, logs sit in a bounded buffer) and the executor
-forwards them in the background, so reporting never blocks the handler.
+A handler takes one `JobContext` and returns ``bytes | str | dict | None``; it is registered in a
+`HandlerRegistry` under its job type. It may be
+
+- ``async def handler(ctx)``: runs as a task on the event loop the executor was started from (so
+  it may use that loop's resources). It must not block: a blocking call there stalls every other
+  handler on the loop, and the executor logs a warning naming the job;
+- a plain ``def handler(ctx)``: runs in the executor's thread pool (as many threads as its
+  capacity), so it may block. It cannot be interrupted: it should look at ``ctx.cancelled`` (or
+  call ``ctx.raise_if_cancelled()``) now and then. One that ignores it has its attempt reported
+  stopped after the grace, but its thread runs on until the function returns.
+
+It may report progress and log lines through the context, from any thread; those calls only
+enqueue (the latest progress wins, logs sit in a bounded buffer) and the executor forwards them in
+the background, so reporting never blocks the handler.
+
+Whatever a handler does fails only its attempt: an exception, a value that cannot be encoded, a
+result over the scheduler's size limit, a plain function returning a coroutine.
 
 Exceptions a handler may raise::
 
@@ -20,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import json
 import re
-from collections.abc import Callable, Coroutine, Iterable
+import threading
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -30,7 +45,9 @@ from typing import Any, NamedTuple
 from jobsched import payloads
 
 HandlerResult = bytes | str | dict[str, Any] | None
-Handler = Callable[["JobContext"], Coroutine[Any, Any, HandlerResult]]
+AsyncHandler = Callable[["JobContext"], Awaitable[HandlerResult]]
+PlainHandler = Callable[["JobContext"], HandlerResult]
+Handler = AsyncHandler | PlainHandler
 
 DEFAULT_MAX_LOG_LINES = 1000
 _TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -85,11 +102,13 @@ class ProgressUpdate:
 class JobContext:
     """What a handler gets: the attempt it runs, its payload, and ways to report back.
 
-    `progress` and `log` only enqueue; they are safe to call as often as the handler likes.
-    `cancelled` is set when the scheduler asks to stop the attempt (a client cancelled the job,
-    its timeout passed, or the executor is shutting down); a handler should notice it and raise
-    `JobCancelledError` (see `raise_if_cancelled`). A handler that ignores it is cancelled
-    (``asyncio.CancelledError``) after a grace period.
+    `progress` and `log` only enqueue; they are safe to call as often as the handler likes, from
+    any thread. `cancelled` is set (on the executor's handler loop) when the scheduler asks to
+    stop the attempt (a client cancelled the job, its timeout passed, or the executor is shutting
+    down); a handler should notice it and raise `JobCancelledError` (see `raise_if_cancelled`;
+    a plain function reads ``ctx.cancelled.is_set()``). An async handler that ignores it is
+    cancelled (``asyncio.CancelledError``) after a grace period; a plain one cannot be, and its
+    attempt is reported as stopped while its thread runs on.
     """
 
     def __init__(
@@ -111,10 +130,15 @@ class JobContext:
         self.labels: dict[str, str] = dict(labels or {})
         self.cancelled = asyncio.Event()
         self.dropped_log_lines = 0
+        # Reports come from the handler's thread (the loop's or a pool worker) and are taken on
+        # the executor's stream thread.
+        self._lock = threading.Lock()
         self._progress: ProgressUpdate | None = None
         self._progress_taken = True
-        # Set by the executor: told of each report, so that it goes out at once when the job's
-        # rate allows (the executor's progress_interval), not on the next tick.
+        # Set by the executor: told of the first report since the last `take_progress`, so that
+        # it goes out at once when the job's rate allows (the executor's progress_interval), not
+        # on the next tick. Later reports only replace the value waiting to be taken. Called
+        # from the reporting thread, outside the lock.
         self.on_progress: Callable[[], None] = lambda: None
         self._logs: collections.deque[str] = collections.deque(maxlen=max_log_lines)
         self._next_line_number = 1  # lines are numbered per attempt, from 1
@@ -137,19 +161,24 @@ class JobContext:
         """Report progress. It is sent at once unless this job sent one less than the
         executor's progress_interval ago; then the latest value goes out when the interval
         ends (values reported in between are replaced)."""
-        self._progress = ProgressUpdate(
+        update = ProgressUpdate(
             percent=min(100.0, max(0.0, float(percent))), step=step, message=message, eta=eta
         )
-        self._progress_taken = False
-        self.on_progress()
+        with self._lock:
+            self._progress = update
+            first = self._progress_taken
+            self._progress_taken = False
+        if first:
+            self.on_progress()
 
     def log(self, line: str) -> None:
         """Queue a log line; when the buffer is full the oldest line is dropped (its number is
         not reused, so the scheduler sees a gap there)."""
-        if self._logs.maxlen is not None and len(self._logs) == self._logs.maxlen:
-            self.dropped_log_lines += 1
-        self._logs.append(line)
-        self._next_line_number += 1
+        with self._lock:
+            if self._logs.maxlen is not None and len(self._logs) == self._logs.maxlen:
+                self.dropped_log_lines += 1
+            self._logs.append(line)
+            self._next_line_number += 1
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled.is_set():
@@ -163,24 +192,62 @@ class JobContext:
 
     def take_progress(self) -> ProgressUpdate | None:
         """The latest progress if it changed since the last call, else None."""
-        if self._progress_taken:
-            return None
-        self._progress_taken = True
-        return self._progress
+        with self._lock:
+            if self._progress_taken:
+                return None
+            self._progress_taken = True
+            return self._progress
 
     def take_logs(self) -> LogLines:
         """All pending log lines, oldest first, with the number of the first; the buffer is
         emptied."""
         # Only the oldest lines are ever dropped, so the buffer holds consecutive numbers
         # ending with the last line logged.
-        first = self._next_line_number - len(self._logs)
-        lines = list(self._logs)
-        self._logs.clear()
+        with self._lock:
+            first = self._next_line_number - len(self._logs)
+            lines = list(self._logs)
+            self._logs.clear()
         return LogLines(first_line_number=first, lines=lines)
 
 
+def is_async_handler(handler: Handler) -> bool:
+    """Whether calling `handler` makes a coroutine (``async def``, also behind functools.partial
+    or as an object's ``async def __call__``); other handlers run in a thread."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 (the method itself is inspected)
+    )
+
+
+def check_handler(job_type: str, handler: object) -> None:
+    """Raise TypeError unless `handler` can be called with one JobContext: a mistake found when
+    it is registered, not as a failure of every job of the type."""
+    what = f"the handler for job type {job_type!r}"
+    if not callable(handler):
+        raise TypeError(f"{what} is not callable: {handler!r}")
+    call = getattr(handler, "__call__", None)  # noqa: B004
+    if any(
+        inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (handler, call)
+    ):
+        raise TypeError(
+            f"{what} is a generator function; a handler returns its result (async def or def)"
+        )
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # some builtins have no signature to check
+    try:
+        signature.bind(None)
+    except TypeError:
+        name = getattr(handler, "__qualname__", type(handler).__qualname__)
+        raise TypeError(
+            f"{what} must take exactly one positional argument (the JobContext); "
+            f"{name}{signature} cannot"
+        ) from None
+
+
 class HandlerRegistry:
-    """Handlers by job type (case-insensitive)."""
+    """Handlers by job type (case-insensitive): ``async def`` or plain functions (or other
+    callables) taking one JobContext."""
 
     def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
         self._handlers: dict[str, Handler] = {}
@@ -188,9 +255,12 @@ class HandlerRegistry:
             self.register(job_type, handler)
 
     def register(self, job_type: str, handler: Handler, *, replace: bool = False) -> None:
+        """Register `handler` for `job_type`. ValueError for an invalid or taken job type,
+        TypeError for a handler that cannot be called with one JobContext."""
         name = normalise_type(job_type)
         if not _TYPE_PATTERN.match(name):
             raise ValueError(f"invalid job type {job_type!r}: must match {_TYPE_PATTERN.pattern}")
+        check_handler(name, handler)
         if name in self._handlers and not replace:
             raise ValueError(f"a handler for job type {name!r} is already registered")
         self._handlers[name] = handler
@@ -223,11 +293,14 @@ class HandlerRegistry:
 
 
 def encode_result(value: HandlerResult) -> bytes:
-    """What a handler returned, as the bytes of JobResult.result (dicts become JSON)."""
+    """What a handler returned, as the bytes of JobResult.result (dicts become JSON). A value
+    that cannot be encoded raises NonRetryableError: a retry would return the same kind."""
     try:
         return payloads.encode(value)
     except TypeError as exc:
         raise NonRetryableError(f"handler returned {exc}") from None
+    except ValueError as exc:  # json: a circular reference, ...
+        raise NonRetryableError(f"handler returned a value that cannot be encoded: {exc}") from None
 
 
 # Built-in handlers.

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -166,6 +170,140 @@ async def test_sleep_stops_promptly_when_cancelled() -> None:
 async def test_sleep_rejects_a_bad_payload() -> None:
     with pytest.raises(NonRetryableError):
         await sleep(make_ctx(b'{"seconds": "soon"}'))
+
+
+# Handlers may be plain functions; register checks what it is given.
+
+
+def plain(ctx: JobContext) -> bytes:
+    return ctx.payload
+
+
+class CallableHandler:
+    def __call__(self, ctx: JobContext) -> str:
+        return "called"
+
+
+def test_registry_accepts_async_and_plain_functions_and_callables() -> None:
+    registry = HandlerRegistry()
+    registry.register("async", echo)
+    registry.register("plain", plain)
+    registry.register("lambda", lambda ctx: None)
+    registry.register("partial", functools.partial(lambda prefix, ctx: prefix, "x"))
+    registry.register("object", CallableHandler())
+    registry.register("optional", lambda ctx, retries=3: None)
+    registry.register("varargs", lambda *args: None)
+    assert registry.types == [
+        "async",
+        "lambda",
+        "object",
+        "optional",
+        "partial",
+        "plain",
+        "varargs",
+    ]
+
+
+def needs_two(ctx: JobContext, other: int) -> None:
+    pass
+
+
+def needs_a_keyword(ctx: JobContext, *, other: int) -> None:
+    pass
+
+
+def takes_none() -> None:
+    pass
+
+
+def generates(ctx: JobContext) -> Iterator[int]:
+    yield 1
+
+
+async def generates_async(ctx: JobContext) -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        ("not a function", "is not callable"),
+        (None, "is not callable"),
+        (takes_none, "exactly one positional argument"),
+        (needs_two, "exactly one positional argument"),
+        (needs_a_keyword, "exactly one positional argument"),
+        (generates, "generator"),
+        (generates_async, "generator"),
+    ],
+)
+def test_registry_refuses_what_cannot_be_called_with_a_context(handler: Any, message: str) -> None:
+    registry = HandlerRegistry()
+    with pytest.raises(TypeError, match=message) as raised:
+        registry.register("broken", handler)
+    assert "'broken'" in str(raised.value)  # names the job type
+    assert "broken" not in registry
+    with pytest.raises(TypeError, match=message):
+        HandlerRegistry({"broken": handler})
+    with pytest.raises(TypeError, match=message):
+        registry.handler("broken")(handler)
+
+
+# JobContext reporting is safe from any thread (plain handlers run in a thread pool).
+
+
+def test_log_lines_from_many_threads_are_numbered_without_gaps_or_repeats() -> None:
+    ctx = make_ctx(max_log_lines=100_000)
+    threads, lines = 8, 5000
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to expose a race
+    try:
+
+        def log_lines(n: int) -> None:
+            for i in range(lines):
+                ctx.log(f"{n}:{i}")
+
+        workers = [threading.Thread(target=log_lines, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        taken: list[str] = []
+        first_numbers: list[int] = []
+        while any(w.is_alive() for w in workers):
+            batch = ctx.take_logs()
+            if batch.lines:
+                first_numbers.append(batch.first_line_number)
+            taken.extend(batch.lines)
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(previous)
+    rest = ctx.take_logs()
+    taken.extend(rest.lines)
+    assert len(taken) == threads * lines
+    assert len(set(taken)) == threads * lines
+    # Each batch starts where the previous ended: numbering is consistent with what was taken.
+    assert ctx.take_logs().first_line_number == threads * lines + 1
+    assert first_numbers == sorted(first_numbers)
+
+
+def test_progress_from_another_thread_notifies_once_until_taken() -> None:
+    ctx = make_ctx()
+    notified: list[str] = []
+    ctx.on_progress = lambda: notified.append(threading.current_thread().name)
+
+    def report() -> None:
+        for percent in (10, 20, 30):
+            ctx.progress(percent)
+
+    worker = threading.Thread(target=report, name="worker")
+    worker.start()
+    worker.join()
+    # Told once of the first report; the later ones replaced it before it was taken.
+    assert notified == ["worker"]
+    latest = ctx.take_progress()
+    assert latest is not None
+    assert latest.percent == 30
+    ctx.progress(40)
+    assert notified == ["worker", "MainThread"]
 
 
 # The built-in sleep handler.
