@@ -321,3 +321,39 @@ async def test_an_executor_logs_each_job_at_debug_and_what_went_wrong_at_info(
         assert seen[(ids["fails"], "executor.job_finished")] == logging.INFO
     finally:
         await executor.stop()
+
+
+async def test_a_result_over_one_mebibyte_fails_the_job_without_retry(
+    scheduler: SchedulerServer, channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="jobsched.executor")
+
+    async def large(ctx: JobContext) -> bytes:
+        return b"x" * (2 * 1024 * 1024)
+
+    registry = builtin_registry(extra=[("large", large)])
+    executor = Executor([scheduler.address], name="large", capacity=1, registry=registry)
+    await executor.start()
+    try:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        request = job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type="large"))
+        job_id = (await stub.SubmitJob(request)).job.id
+        await wait_for_state(stub, job_id, job_pb2.JOB_STATE_DEAD)
+        job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
+        assert job.attempt == 1  # not retried: a retry would return as much
+        assert job.last_error == (
+            "result is 2097152 bytes; at most 1048576 are allowed "
+            "(store larger output as an artifact and return a reference)"
+        )
+        assert job.result == b""
+        # The executor failed the attempt itself: it never sent the 2 MiB.
+        finished = [
+            r.fields  # type: ignore[attr-defined]
+            for r in caplog.records
+            if getattr(r, "fields", {}).get("event") == "executor.job_finished"
+        ]
+        assert [(f["job_id"], f["outcome"], f.get("retryable")) for f in finished] == [
+            (job_id, "failure", False)
+        ]
+    finally:
+        await executor.stop(grace=1.0)
