@@ -2,14 +2,18 @@
 database) is one clear line and a non-zero exit, not a scheduler serving with every statement
 failing; passwords are never printed (masked URLs, or a password file instead of the URL).
 
-The local test server trusts 127.0.0.1 (pg_hba `trust`), so a wrong password cannot be
-provoked here: a role that does not exist and a database that does not exist stand in for it
-(asyncpg's InvalidPasswordError is handled by the same path)."""
+The local test server trusts 127.0.0.1 (pg_hba `trust`), so a wrong password is played by a
+small server speaking PostgreSQL's startup protocol that refuses the password (28P01); a role
+and a database that do not exist are asked of the real server."""
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -85,3 +89,49 @@ def test_a_missing_password_file_is_one_line(database_url: str, tmp_path: Path) 
         "--migrate-only",
     )
     assert_one_clear_line(result, "cannot read the database password file")
+
+
+class _RefusingPassword(socketserver.BaseRequestHandler):
+    """Plays a PostgreSQL server that asks for a password and refuses it (SQLSTATE 28P01), as a
+    server with password authentication does; the local server's `trust` cannot."""
+
+    def handle(self) -> None:
+        sock = self.request
+        while True:
+            (length,) = struct.unpack("!i", _read(sock, 4))
+            body = _read(sock, length - 4)
+            if struct.unpack("!i", body[:4])[0] == 80877103:  # SSLRequest: not here
+                sock.sendall(b"N")
+                continue
+            break  # the startup message
+        sock.sendall(b"R" + struct.pack("!ii", 8, 3))  # AuthenticationCleartextPassword
+        kind = _read(sock, 1)
+        (length,) = struct.unpack("!i", _read(sock, 4))
+        _read(sock, length - 4)
+        assert kind == b"p"
+        fields = b'SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "jobsched"\0\0'
+        sock.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
+
+
+def _read(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("client went away")
+        data += chunk
+    return data
+
+
+def test_a_wrong_password_is_one_line_and_exit_2() -> None:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RefusingPassword) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        try:
+            result = run_scheduler(
+                "--database-url", f"postgresql://jobsched:{PASSWORD}@127.0.0.1:{port}/jobsched"
+            )
+        finally:
+            server.shutdown()
+    line = assert_one_clear_line(result, f"127.0.0.1:{port}/jobsched as jobsched")
+    assert line.endswith("password authentication failed"), line
