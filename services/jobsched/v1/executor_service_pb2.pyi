@@ -88,6 +88,9 @@ class Register(_message.Message):
     host:pid). While a session of that name is alive on any replica, another Register with it
     is refused with ALREADY_EXISTS (reason EXECUTOR_NAME_TAKEN), unless it carries that
     session's `session_token`: then it is the same executor reconnecting and takes over.
+    Retry ALREADY_EXISTS with backoff: an executor restarted without its token is refused until
+    the old session is over (silent for two heartbeat intervals here; on another replica, until
+    its presence row drops it: up to `Registered.heartbeat_timeout` plus a presence interval).
     """
     capacity: _builtins.int
     """Maximum number of jobs run at once, 1 to 10000."""
@@ -167,7 +170,9 @@ class Heartbeat(_message.Message):
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobAttempt]:
         """Attempts currently running. An acknowledged attempt that the scheduler holds for this
         executor, that is missing from the heartbeats for `Registered.heartbeat_timeout` and whose
-        result has not arrived, is failed as retryable ("the executor no longer runs it").
+        result has not arrived, is failed as retryable ("the executor no longer runs it"). An
+        attempt whose result was sent but not yet acknowledged may be left out, as long as the
+        result is sent again within `Registered.heartbeat_timeout` (once per heartbeat interval).
         """
 
     def __init__(
