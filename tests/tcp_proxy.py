@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.pg_upstream import PgUpstream
+
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to (host, port) (start/stop service)."""
+    """Forwards 127.0.0.1:<port> to the server of a PostgreSQL URL (start/stop service)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.target_port = port
+    def __init__(self, database_url: str) -> None:
+        self.upstream = PgUpstream(database_url)
         self.port = 0
         self._open = asyncio.Event()
         self._open.set()
@@ -53,7 +54,7 @@ class TcpProxy:
         writers = [writer]
         try:
             await self._open.wait()  # a black hole answers no connection attempt
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+            up_reader, up_writer = await self.upstream.connect()
             writers.append(up_writer)
             await asyncio.gather(
                 self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True

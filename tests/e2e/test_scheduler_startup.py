@@ -48,7 +48,8 @@ def test_a_role_that_does_not_exist_is_one_line_and_exit_2(database_url: str) ->
     result = run_scheduler(
         "--database-url", url.render_as_string(hide_password=False), "--no-migrate"
     )
-    host = f"{url.host}:{url.port or 5432}/{url.database}"
+    # A TCP server names its host; the embedded one its socket directory (`?host=/dir`).
+    host = f"{url.host or url.query['host']}:{url.port or 5432}/{url.database}"
     assert_one_clear_line(
         result, f"cannot connect to PostgreSQL at {host} as no_such_role", "does not exist"
     )

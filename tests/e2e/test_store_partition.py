@@ -15,20 +15,19 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from sqlalchemy.engine import make_url
 
 from jobsched.v1 import job_service_pb2, job_service_pb2_grpc
 from scheduler.store.database import COMMAND_TIMEOUT, Database
 from tests.e2e.test_job_service import submit, wait_for_health
 from tests.helpers import assert_eventually
+from tests.pg_upstream import through
 from tests.scripted import serving
 from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    url = make_url(database_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(database_url)
     await proxy.start()
     yield proxy
     proxy.restore()
@@ -37,8 +36,7 @@ async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
 
 @pytest.fixture
 async def proxied_db(database_url: str, proxy: TcpProxy) -> AsyncIterator[Database]:
-    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
-    db = Database.from_url(url.render_as_string(hide_password=False), pool_size=5)
+    db = Database.from_url(through(database_url, proxy.port), pool_size=5)
     yield db
     await db.dispose()
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from sqlalchemy.engine import make_url
+from tests.pg_upstream import PgUpstream, through
 
 
 class CuttableProxy:
     def __init__(self, target_url: str) -> None:
-        url = make_url(target_url)
-        if not url.host or url.host.startswith("/"):
-            raise ValueError("the proxy forwards TCP only (DATABASE_URL with a host and port)")
-        self.target = (url.host, url.port or 5432)
+        self.upstream = PgUpstream(target_url)
         self.url = target_url
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -23,7 +20,7 @@ class CuttableProxy:
 
     def proxied(self, url: str) -> str:
         """`url` (same server) through the proxy."""
-        return make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(False)
+        return through(url, self.port)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -46,7 +43,7 @@ class CuttableProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            up_reader, up_writer = await self.upstream.connect()
         except OSError:
             writer.transport.abort()
             return
