@@ -31,7 +31,7 @@ _CATEGORIES = (
     ("asyncpg/", "asyncpg"),
     ("google/protobuf", "protobuf"),
     ("logging/", "logging"),
-    ("scheduler/logs.py", "logging"),
+    ("jobsched/logs.py", "logging"),
     ("json/", "logging"),
     ("scheduler/", "scheduler code"),
     ("executor/", "executor code"),

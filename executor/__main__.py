@@ -15,7 +15,7 @@ import socket
 
 from executor.handlers import builtin_registry
 from executor.runner import Executor
-from scheduler import logs
+from jobsched import logs
 
 log = logging.getLogger("jobsched.executor")
 

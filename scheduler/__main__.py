@@ -17,8 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from jobsched import logs
 from jobsched.cli.arguments import DEFAULT_ADDRESS
-from scheduler import logs
 from scheduler.server import DEFAULT_LISTEN, SchedulerServer, ServerSettings
 from scheduler.store import embedded, migrate
 from scheduler.store.credentials import masked, with_password_file

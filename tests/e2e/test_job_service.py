@@ -30,8 +30,8 @@ from grpc_status import rpc_status
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from jobsched.logs import JsonFormatter
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from scheduler.logs import JsonFormatter
 from scheduler.store.database import Database
 from tests.helpers import assert_eventually
 

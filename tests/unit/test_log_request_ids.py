@@ -6,8 +6,8 @@ import contextvars
 import json
 import logging
 
+from jobsched.logs import JsonFormatter
 from scheduler.api.request_ids import current_request_id, new_request_id
-from scheduler.logs import JsonFormatter
 
 
 def _line(message: str) -> dict[str, object]:

@@ -1,13 +1,31 @@
-"""Structured logs: one JSON object per line on stdout. Pass fields with extra={"fields": {...}}."""
+"""Structured logs for every jobsched program: one JSON object per line on stdout. Pass fields
+with extra={"fields": {...}}; fields bound to the current context (`bind`: the scheduler binds
+each RPC's request id) go on every line written in it."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 
-from scheduler.api.request_ids import current_request_id
+_bound: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "jobsched_log_fields", default=MappingProxyType({})
+)
+
+
+def bind(**fields: str) -> None:
+    """Add `fields` to every line logged from the current context (a task, and the tasks it
+    starts) from now on."""
+    _bound.set(MappingProxyType({**_bound.get(), **fields}))
+
+
+def bound() -> Mapping[str, str]:
+    """The fields bound to the current context."""
+    return _bound.get()
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,8 +41,8 @@ class JsonFormatter(logging.Formatter):
             body.update(fields)
         # A line written while an RPC is handled carries its request id (the one its client
         # was told of a failure), whoever logged it.
-        if "request_id" not in body and (request_id := current_request_id()):
-            body["request_id"] = request_id
+        for key, value in _bound.get().items():
+            body.setdefault(key, value)
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
         return json.dumps(body, default=str)
