@@ -11,7 +11,10 @@ each time and gives every test an empty, fully migrated schema.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -49,12 +52,18 @@ async def _admin(url: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> Iterator[str]:
     """URL of the PostgreSQL server used by the session (any database on it)."""
     if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    data_dir = Path(tmp_path_factory.mktemp("pg")) / "data"
-    return embedded.start(data_dir, persistent=False).url("postgres")
+        yield os.environ["DATABASE_URL"]
+        return
+    # Not under pytest's basetemp: pytest keeps only its three newest, so a second pytest run on
+    # the machine (another checkout's) would delete the data directory of this one's server. The
+    # server deletes its data directory when the process exits (registered after this, so run
+    # before it), then the folder goes.
+    parent = Path(tempfile.mkdtemp(prefix="jobsched-test-pg-"))
+    atexit.register(shutil.rmtree, parent, ignore_errors=True)
+    yield embedded.start(parent / "data", persistent=False).url("postgres")
 
 
 @pytest.fixture(scope="session")
