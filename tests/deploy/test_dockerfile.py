@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from pathlib import Path
 
 from tests.deploy.chart import REPO
 from tests.deploy.dockerfile import DOCKERIGNORE, final_user_ids, instructions, stages
@@ -66,9 +67,13 @@ def wheel_sources() -> set[str]:
     setuptools = pyproject["tool"]["setuptools"]
     package_dir: dict[str, str] = setuptools.get("package-dir", {})
     sources = {"pyproject.toml", pyproject["project"]["readme"]}
+    sources |= set(pyproject["project"].get("license-files", []))
     packages = setuptools.get("packages", [])
-    if isinstance(packages, dict):  # [tool.setuptools.packages.find]
-        sources |= set(packages["find"].get("where", ["."]))
+    if isinstance(packages, dict):  # [tool.setuptools.packages.find]: each top-level package's
+        find = packages["find"]  # folder, in the first `where` that has it
+        for top in (p for p in find.get("include", []) if "." not in p and "*" not in p):
+            where = next(w for w in find.get("where", ["."]) if (REPO / w / top).is_dir())
+            sources.add(str(Path(where) / top))
     for package in packages if isinstance(packages, list) else []:
         top = package.split(".")[0]
         sources.add(package_dir.get(top, top))

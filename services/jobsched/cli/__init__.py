@@ -106,7 +106,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return (
             services.run_executor(argv)
             if args.service == "executor"
-            else services.run_scheduler(argv)
+            else services.run_scheduler(argv, args.command)
         )
 
     try:

@@ -1,27 +1,61 @@
 """The server commands: `jobsched scheduler`, `dev`, `migrate` and `executor` hand their arguments
-to the service's own command line."""
+to the service's own command line.
+
+The scheduler is not imported from here: its command comes from the `jobsched.commands` entry
+point group (pyproject.toml), so that the client package never imports the server, and an
+install without the `server` extra answers a server command with one line saying what to
+install instead of a traceback."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from jobsched.cli.exits import EXIT_ERROR
+
+SERVER_EXTRA_HINT = "pip install 'jobsched[server]'"
 
 
 def run_executor(argv: list[str]) -> int:
     from executor.__main__ import main as executor_main
 
-    return executor_main(argv)
+    return _exit_code(executor_main, argv)
 
 
-def run_scheduler(argv: list[str]) -> int:
-    # Imported here so that client commands neither load nor need the server's dependencies.
-    from scheduler.__main__ import main as scheduler_main
-
+def _server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
+    """The entry point's function, or why it cannot be loaded (one line naming the command the
+    user `typed`)."""
+    points = metadata.entry_points(group="jobsched.commands", name=name)
+    if not points:
+        return f"jobsched {typed} is not installed: {SERVER_EXTRA_HINT}"
+    [point] = list(points)
     try:
-        return scheduler_main(argv)
+        command: Callable[[list[str]], int] = point.load()
+    except ModuleNotFoundError as exc:
+        return (
+            f"jobsched {typed} needs the server extra (no module {exc.name!r}): {SERVER_EXTRA_HINT}"
+        )
+    return command
+
+
+def run_scheduler(argv: list[str], typed: str = "scheduler") -> int:
+    """`jobsched scheduler`, `dev` or `migrate` (`typed`), with the scheduler's arguments."""
+    command = _server_command("scheduler", typed)
+    if isinstance(command, str):
+        print(f"jobsched: {command}", file=sys.stderr)
+        return EXIT_ERROR
+    return _exit_code(command, argv)
+
+
+def _exit_code(command: Callable[[list[str]], int], argv: list[str]) -> int:
+    try:
+        return command(argv)
     except SystemExit as exit_:
-        # The scheduler's argparse exits on --help and bad arguments; keep main()'s contract.
+        # The services' argparse exits on --help and bad arguments; keep main()'s contract.
+        if exit_.code is None:
+            return 0
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
 
 
