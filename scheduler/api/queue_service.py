@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from jobsched.v1 import queue_service_pb2 as pb
 from jobsched.v1 import queue_service_pb2_grpc
@@ -20,7 +21,7 @@ from scheduler.api.convert import (
 )
 from scheduler.api.job_service import tenant_of
 from scheduler.domain.errors import FieldViolation, InvalidArgument
-from scheduler.domain.queues import QueueSettings, apply_update
+from scheduler.domain.queues import RETENTION_RULE, QueueSettings, apply_update
 from scheduler.domain.retry import RetryOverrides
 from scheduler.domain.states import JobState
 from scheduler.domain.validation import check_name
@@ -36,6 +37,7 @@ def queue_to_proto(settings: QueueSettings) -> pb.Queue:
         default_timeout=duration(settings.default_timeout),
         update_time=timestamp(settings.updated_at),
         paused=settings.paused,
+        retention=duration(settings.retention),
     )
     if settings.max_concurrency is not None:
         message.max_concurrency = settings.max_concurrency
@@ -64,10 +66,11 @@ def _given(queue: pb.Queue) -> tuple[QueueSettings, list[str]]:
         if queue.HasField("default_timeout")
         else None,
         retry=retry,
+        retention=_retention(queue.retention) if queue.HasField("retention") else None,
     )
     paths = [
         name
-        for name in ("max_concurrency", "default_max_attempts", "default_timeout")
+        for name in ("max_concurrency", "default_max_attempts", "default_timeout", "retention")
         if queue.HasField(name)
     ]
     if queue.HasField("default_retry_policy"):
@@ -78,6 +81,14 @@ def _given(queue: pb.Queue) -> tuple[QueueSettings, list[str]]:
             if policy.HasField(name)
         ]
     return settings, paths
+
+
+def _retention(d: Duration) -> timedelta:
+    """Checked on the Duration itself: -1 ns or 1 ns would become zero, which keeps forever."""
+    value = from_duration(d, "queue.retention")
+    if d.seconds < 0 or d.nanos < 0 or (d.nanos and value == timedelta(0)):
+        raise InvalidArgument([FieldViolation("queue.retention", RETENTION_RULE)])
+    return value
 
 
 def _queue_name(value: str, path: str) -> str:

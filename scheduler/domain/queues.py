@@ -22,6 +22,8 @@ class QueueSettings:
     updated_at: datetime | None = None
     paused: bool = False
     max_concurrency: int | None = None  # None: no limit
+    # How long its finished jobs are kept: None the scheduler's default, zero forever.
+    retention: timedelta | None = None
 
 
 # update_mask paths, as in the proto, and what they change.
@@ -32,8 +34,13 @@ _RETRY_FIELDS = {
     "jitter": "jitter",
 }
 MAX_CONCURRENCY_LIMIT = 100_000
+# A retention is subtracted from now in the sweep: far beyond PostgreSQL's earliest timestamp
+# (4713 BC) would fail the sweep of every queue.
+MAX_RETENTION = timedelta(days=36_500)
+RETENTION_RULE = f"must be zero (keep forever) or from 1 microsecond to {MAX_RETENTION.days} days"
 MASK_PATHS = (
     "max_concurrency",
+    "retention",
     "default_max_attempts",
     "default_timeout",
     "default_retry_policy",
@@ -62,6 +69,8 @@ def apply_update(current: QueueSettings, given: QueueSettings, paths: list[str])
             updated = replace(updated, default_max_attempts=given.default_max_attempts)
         elif path == "default_timeout":
             updated = replace(updated, default_timeout=given.default_timeout)
+        elif path == "retention":
+            updated = replace(updated, retention=given.retention)
         elif path == "default_retry_policy":
             retry = given.retry
         else:
@@ -91,6 +100,9 @@ def check_settings(settings: QueueSettings) -> None:
                 "queue.default_timeout", f"must be positive and at most {MAX_TIMEOUT.days} days"
             )
         )
+    retention = settings.retention
+    if retention is not None and not timedelta(0) <= retention <= MAX_RETENTION:
+        violations.append(FieldViolation("queue.retention", RETENTION_RULE))
     for name, description in settings.retry.problems():
         violations.append(FieldViolation(f"queue.default_retry_policy.{name}", description))
     if violations:

@@ -18,7 +18,8 @@ from scheduler.domain.waiting import ExecutorView
 from scheduler.store.database import Database
 
 _COLUMNS = """name, default_max_attempts, default_timeout, retry_initial_backoff,
-    retry_multiplier, retry_max_backoff, retry_jitter, updated_at, paused, max_concurrency"""
+    retry_multiplier, retry_max_backoff, retry_jitter, updated_at, paused, max_concurrency,
+    retention"""
 
 
 def _settings(row: Row[Any]) -> QueueSettings:
@@ -36,6 +37,7 @@ def _settings(row: Row[Any]) -> QueueSettings:
         updated_at=m["updated_at"],
         paused=m["paused"],
         max_concurrency=m["max_concurrency"],
+        retention=m["retention"],
     )
 
 
@@ -49,7 +51,8 @@ _UPDATE = text(f"""
 UPDATE queues SET default_max_attempts = :default_max_attempts,
     default_timeout = :default_timeout, retry_initial_backoff = :initial,
     retry_multiplier = :multiplier, retry_max_backoff = :maximum, retry_jitter = :jitter,
-    max_concurrency = :max_concurrency, paused = :paused, updated_at = :now
+    max_concurrency = :max_concurrency, paused = :paused, retention = :retention,
+    updated_at = :now
 WHERE tenant = :tenant AND name = :name
 RETURNING {_COLUMNS}
 """)
@@ -102,6 +105,7 @@ async def _update(
                 "jitter": updated.retry.jitter,
                 "max_concurrency": updated.max_concurrency,
                 "paused": updated.paused,
+                "retention": updated.retention,
                 "now": now,
             },
         )
@@ -177,6 +181,7 @@ def _settings_from_json(name: str, value: Any) -> QueueSettings:
         updated_at=datetime.fromisoformat(m["updated_at"]),
         paused=bool(m["paused"]),
         max_concurrency=m["max_concurrency"],
+        retention=interval(m["retention"]),
     )
 
 

@@ -786,6 +786,16 @@ class JobschedClient:
         )
         return response.queue
 
+    async def set_queue_retention(
+        self, name: str, retention: timedelta | None
+    ) -> queue_service_pb2.Queue:
+        """Keep the queue's finished jobs for `retention` before the scheduler deletes them
+        (zero: keep them forever; None: back to the scheduler's default)."""
+        queue = queue_service_pb2.Queue(name=name)
+        if retention is not None:
+            queue.retention.FromTimedelta(retention)
+        return await self.update_queue(queue, ["retention"])
+
     # -- schedules ---------------------------------------------------------------------------
 
     async def create_schedule(

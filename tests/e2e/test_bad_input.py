@@ -342,6 +342,9 @@ DURATION_FIELDS: list[Any] = [
         id="queue-timeout",
     ),
     pytest.param(
+        lambda j, q, s, d: update_queue(q, retention=d), "queue.retention", id="queue-retention"
+    ),
+    pytest.param(
         lambda j, q, s, d: update_queue(q, default_retry_policy=_retry(initial_backoff=d)),
         "queue.default_retry_policy.initial_backoff",
         id="queue-initial-backoff",

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobsched.v1 import job_pb2 as jobsched_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobsched/v1/queue_service.proto\x12\x0bjobsched.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15jobsched/v1/job.proto\"\xd8\x02\n\x05Queue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x14\x64\x65\x66\x61ult_max_attempts\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x36\n\x14\x64\x65\x66\x61ult_retry_policy\x18\x03 \x01(\x0b\x32\x18.jobsched.v1.RetryPolicy\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06paused\x18\x06 \x01(\x08\x12\x1c\n\x0fmax_concurrency\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12&\n\x05stats\x18\x08 \x01(\x0b\x32\x17.jobsched.v1.QueueStatsB\x17\n\x15_default_max_attemptsB\x12\n\x10_max_concurrency\"\x8a\x03\n\nQueueStats\x12?\n\rjobs_by_state\x18\x01 \x03(\x0b\x32(.jobsched.v1.QueueStats.JobsByStateEntry\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12>\n\x1aoldest_waiting_create_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12oldest_waiting_age\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x11waiting_by_reason\x18\x05 \x03(\x0b\x32,.jobsched.v1.QueueStats.WaitingByReasonEntry\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x36\n\x14WaitingByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x13\n\x11ListQueuesRequest\"8\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.jobsched.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x12PauseQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x13ResumeQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x10GetQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\"h\n\x12UpdateQueueRequest\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue2\x99\x03\n\x0cQueueService\x12G\n\x08GetQueue\x12\x1c.jobsched.v1.GetQueueRequest\x1a\x1d.jobsched.v1.GetQueueResponse\x12P\n\x0bUpdateQueue\x12\x1f.jobsched.v1.UpdateQueueRequest\x1a .jobsched.v1.UpdateQueueResponse\x12M\n\nListQueues\x12\x1e.jobsched.v1.ListQueuesRequest\x1a\x1f.jobsched.v1.ListQueuesResponse\x12M\n\nPauseQueue\x12\x1e.jobsched.v1.PauseQueueRequest\x1a\x1f.jobsched.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.jobsched.v1.ResumeQueueRequest\x1a .jobsched.v1.ResumeQueueResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobsched/v1/queue_service.proto\x12\x0bjobsched.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15jobsched/v1/job.proto\"\x86\x03\n\x05Queue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x14\x64\x65\x66\x61ult_max_attempts\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x36\n\x14\x64\x65\x66\x61ult_retry_policy\x18\x03 \x01(\x0b\x32\x18.jobsched.v1.RetryPolicy\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06paused\x18\x06 \x01(\x08\x12\x1c\n\x0fmax_concurrency\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12&\n\x05stats\x18\x08 \x01(\x0b\x32\x17.jobsched.v1.QueueStats\x12,\n\tretention\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationB\x17\n\x15_default_max_attemptsB\x12\n\x10_max_concurrency\"\x8a\x03\n\nQueueStats\x12?\n\rjobs_by_state\x18\x01 \x03(\x0b\x32(.jobsched.v1.QueueStats.JobsByStateEntry\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12>\n\x1aoldest_waiting_create_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12oldest_waiting_age\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x11waiting_by_reason\x18\x05 \x03(\x0b\x32,.jobsched.v1.QueueStats.WaitingByReasonEntry\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x36\n\x14WaitingByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x13\n\x11ListQueuesRequest\"8\n\x12ListQueuesResponse\x12\"\n\x06queues\x18\x01 \x03(\x0b\x32\x12.jobsched.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x12PauseQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x13ResumeQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\"\x1f\n\x0fGetQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x10GetQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\"h\n\x12UpdateQueueRequest\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"8\n\x13UpdateQueueResponse\x12!\n\x05queue\x18\x01 \x01(\x0b\x32\x12.jobsched.v1.Queue2\x99\x03\n\x0cQueueService\x12G\n\x08GetQueue\x12\x1c.jobsched.v1.GetQueueRequest\x1a\x1d.jobsched.v1.GetQueueResponse\x12P\n\x0bUpdateQueue\x12\x1f.jobsched.v1.UpdateQueueRequest\x1a .jobsched.v1.UpdateQueueResponse\x12M\n\nListQueues\x12\x1e.jobsched.v1.ListQueuesRequest\x1a\x1f.jobsched.v1.ListQueuesResponse\x12M\n\nPauseQueue\x12\x1e.jobsched.v1.PauseQueueRequest\x1a\x1f.jobsched.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.jobsched.v1.ResumeQueueRequest\x1a .jobsched.v1.ResumeQueueResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,33 +40,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUESTATS_WAITINGBYREASONENTRY']._loaded_options = None
   _globals['_QUEUESTATS_WAITINGBYREASONENTRY']._serialized_options = b'8\001'
   _globals['_QUEUE']._serialized_start=171
-  _globals['_QUEUE']._serialized_end=515
-  _globals['_QUEUESTATS']._serialized_start=518
-  _globals['_QUEUESTATS']._serialized_end=912
-  _globals['_QUEUESTATS_JOBSBYSTATEENTRY']._serialized_start=806
-  _globals['_QUEUESTATS_JOBSBYSTATEENTRY']._serialized_end=856
-  _globals['_QUEUESTATS_WAITINGBYREASONENTRY']._serialized_start=858
-  _globals['_QUEUESTATS_WAITINGBYREASONENTRY']._serialized_end=912
-  _globals['_LISTQUEUESREQUEST']._serialized_start=914
-  _globals['_LISTQUEUESREQUEST']._serialized_end=933
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=935
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=991
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=993
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1026
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=1028
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=1083
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1085
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1119
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=1121
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=1177
-  _globals['_GETQUEUEREQUEST']._serialized_start=1179
-  _globals['_GETQUEUEREQUEST']._serialized_end=1210
-  _globals['_GETQUEUERESPONSE']._serialized_start=1212
-  _globals['_GETQUEUERESPONSE']._serialized_end=1265
-  _globals['_UPDATEQUEUEREQUEST']._serialized_start=1267
-  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1371
-  _globals['_UPDATEQUEUERESPONSE']._serialized_start=1373
-  _globals['_UPDATEQUEUERESPONSE']._serialized_end=1429
-  _globals['_QUEUESERVICE']._serialized_start=1432
-  _globals['_QUEUESERVICE']._serialized_end=1841
+  _globals['_QUEUE']._serialized_end=561
+  _globals['_QUEUESTATS']._serialized_start=564
+  _globals['_QUEUESTATS']._serialized_end=958
+  _globals['_QUEUESTATS_JOBSBYSTATEENTRY']._serialized_start=852
+  _globals['_QUEUESTATS_JOBSBYSTATEENTRY']._serialized_end=902
+  _globals['_QUEUESTATS_WAITINGBYREASONENTRY']._serialized_start=904
+  _globals['_QUEUESTATS_WAITINGBYREASONENTRY']._serialized_end=958
+  _globals['_LISTQUEUESREQUEST']._serialized_start=960
+  _globals['_LISTQUEUESREQUEST']._serialized_end=979
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=981
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=1037
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=1039
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=1072
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=1074
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=1129
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=1131
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=1165
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=1167
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=1223
+  _globals['_GETQUEUEREQUEST']._serialized_start=1225
+  _globals['_GETQUEUEREQUEST']._serialized_end=1256
+  _globals['_GETQUEUERESPONSE']._serialized_start=1258
+  _globals['_GETQUEUERESPONSE']._serialized_end=1311
+  _globals['_UPDATEQUEUEREQUEST']._serialized_start=1313
+  _globals['_UPDATEQUEUEREQUEST']._serialized_end=1417
+  _globals['_UPDATEQUEUERESPONSE']._serialized_start=1419
+  _globals['_UPDATEQUEUERESPONSE']._serialized_end=1475
+  _globals['_QUEUESERVICE']._serialized_start=1478
+  _globals['_QUEUESERVICE']._serialized_end=1887
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,7 @@ class Queue(_message.Message):
     PAUSED_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     STATS_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Queue name (normalised like JobSpec.queue)."""
     default_max_attempts: _builtins.int
@@ -62,6 +63,16 @@ class Queue(_message.Message):
     def stats(self) -> Global___QueueStats:
         """Statistics (ListQueues only)."""
 
+    @_builtins.property
+    def retention(self) -> _duration_pb2.Duration:
+        """How long the queue's finished jobs (SUCCEEDED, DEAD, CANCELLED) are kept before the leader
+        deletes them with their history and log lines; unset means the scheduler's default
+        (30 days unless configured otherwise), zero keeps them forever. At most 36,500 days;
+        negative is INVALID_ARGUMENT. Changed with UpdateQueue (path retention; the path with the
+        field unset goes back to the default). A finished job that a job not finished yet depends
+        on is kept until that one finishes.
+        """
+
     def __init__(
         self,
         *,
@@ -73,10 +84,11 @@ class Queue(_message.Message):
         paused: _builtins.bool = ...,
         max_concurrency: _builtins.int | None = ...,
         stats: Global___QueueStats | None = ...,
+        retention: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "_max_concurrency", b"_max_concurrency", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "max_concurrency", b"max_concurrency", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "_max_concurrency", b"_max_concurrency", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "max_concurrency", b"max_concurrency", "retention", b"retention", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "_max_concurrency", b"_max_concurrency", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts", "_max_concurrency", b"_max_concurrency", "default_max_attempts", b"default_max_attempts", "default_retry_policy", b"default_retry_policy", "default_timeout", b"default_timeout", "max_concurrency", b"max_concurrency", "name", b"name", "paused", b"paused", "retention", b"retention", "stats", b"stats", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__default_max_attempts: _TypeAlias = _typing.Literal["default_max_attempts"]  # noqa: Y015
     _WhichOneofArgType__default_max_attempts: _TypeAlias = _typing.Literal["_default_max_attempts", b"_default_max_attempts"]  # noqa: Y015
@@ -369,7 +381,9 @@ class UpdateQueueRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields of `queue` to change: default_max_attempts, default_retry_policy (or its
-        sub-fields, e.g. default_retry_policy.initial_backoff), default_timeout, max_concurrency.
+        sub-fields, e.g. default_retry_policy.initial_backoff), default_timeout, max_concurrency,
+        retention. A path whose field is unset in `queue` clears the setting (the default applies
+        again).
         """
 
     def __init__(
