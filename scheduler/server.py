@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,10 +38,12 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
 from scheduler.dispatch.registration import Registrar
 from scheduler.dispatch.watchdog import HeartbeatWatchdog
+from scheduler.domain.queues import MAX_RETENTION
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
+from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
@@ -135,6 +138,13 @@ class ServerSettings:
     # (reason OVERLOADED) at once.
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     max_streams: int = DEFAULT_MAX_STREAMS
+    # The leader deletes finished jobs this long after they finished, in the queues without a
+    # retention of their own (QueueService.UpdateQueue); zero keeps them forever.
+    retention: timedelta = DEFAULT_RETENTION
+    # Connections are closed this long after they opened (None: never), after a grace of
+    # `connection_age_grace`, so that clients and executors behind a Kubernetes Service
+    # reconnect through DNS and spread over the replicas again after a rollout or a scale-up.
+    max_connection_age: timedelta | None = None
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
@@ -143,6 +153,13 @@ class ServerSettings:
             raise ValueError("heartbeat_timeout must be longer than two heartbeat intervals")
         if self.max_releases < 0:
             raise ValueError("max_releases must not be negative")
+        if not timedelta(0) <= self.retention <= MAX_RETENTION:
+            raise ValueError(
+                f"retention must be zero (keep forever) or positive, at most {MAX_RETENTION.days}"
+                " days"
+            )
+        if self.max_connection_age is not None and self.max_connection_age <= timedelta(0):
+            raise ValueError("max_connection_age must be positive (None: connections never age)")
 
     @property
     def executor_heartbeat_timeout(self) -> timedelta:
@@ -166,10 +183,36 @@ class ServerSettings:
         return max(self.lease / 2, timedelta(seconds=3 * self.heartbeat_interval))
 
     @property
+    def connection_age_grace(self) -> timedelta:
+        """How long calls in flight on a connection past max_connection_age may go on: three
+        heartbeat intervals (9 s by default). Unary calls end well within it, and an executor
+        gets the acks of the results it sends meanwhile. Streams still open are then cut
+        (UNAVAILABLE): an executor reconnects and re-attaches its running jobs with its session
+        token (within reconnect_grace); a WatchJob can be resumed with after_sequence."""
+        return timedelta(seconds=3 * self.heartbeat_interval)
+
+    @property
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """SERVER_OPTIONS, and with max_connection_age, gRPC core's own: GOAWAY at that age
+        (+/-10 % jitter), so that clients open their next calls on a new connection, and the
+        connection closed after the grace."""
+        if self.max_connection_age is None:
+            return SERVER_OPTIONS
+        return [
+            *SERVER_OPTIONS,
+            ("grpc.max_connection_age_ms", _ms(self.max_connection_age)),
+            ("grpc.max_connection_age_grace_ms", _ms(self.connection_age_grace)),
+        ]
+
+    @property
     def dispatch_poll_interval(self) -> float:
         if self.poll_interval is not None:
             return self.poll_interval
         return 5.0 if self.notify else 1.0
+
+
+def _ms(value: timedelta) -> int:
+    return math.ceil(value.total_seconds() * 1000)  # never 0 for a positive value
 
 
 class SchedulerServer:
@@ -190,7 +233,7 @@ class SchedulerServer:
         self.limiter = AdmissionLimiter(settings.max_concurrent_rpcs, settings.max_streams)
         self.server = grpc.aio.server(
             interceptors=[AccessLogInterceptor(), ErrorInterceptor(), self.limiter, *interceptors],
-            options=SERVER_OPTIONS,
+            options=settings.grpc_options,
         )
         self.hub = JobWatchHub()
         self.notifier = Notifier(db.dsn) if settings.notify else None
@@ -250,6 +293,8 @@ class SchedulerServer:
         )
         if self.notifier is not None:
             self.notifier.on_schedules = self.cron.wake
+        # Leader-only deletion of finished jobs (scheduler/maintenance/retention.py).
+        self.retention = RetentionSweeper(db, self.leader, clock, retention=settings.retention)
         schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleService(
                 ScheduleStore(db), clock, on_change=self._schedules_changed, on_fired=self._fired
@@ -351,15 +396,17 @@ class SchedulerServer:
         await self.leader.start()
         await self.rescuer.start()
         await self.cron.start()
+        await self.retention.start()
         log.info(
             "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
         )
         return self.address
 
     def _role_changed(self, role: Role) -> None:
-        # A new leader fires what is due and looks at the rescue deadlines at once.
+        # A new leader fires what is due, looks at the rescue deadlines and sweeps at once.
         self.cron.wake()
         self.rescuer.wake()
+        self.retention.wake()
 
     def _rescued(self, rescued: list[Rescued]) -> None:
         for job in rescued:
@@ -393,6 +440,7 @@ class SchedulerServer:
         # Resign first, so that a follower takes over at its next tick, not after a timeout.
         await self.rescuer.stop()
         await self.cron.stop()
+        await self.retention.stop()
         await self.leader.stop()
         await self.presence.stop()
         await self.probe.stop()

@@ -1,10 +1,13 @@
 """Retention through the scheduler: a queue's retention set, shown and cleared over QueueService
-(bad values refused, nothing changed)."""
+(bad values refused, nothing changed), and replicas whose leader, with the injected clock,
+deletes the finished jobs past their queue's retention, else the server's default, and counts
+them; stopping leaves no sweep task behind."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -14,12 +17,24 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import text
 
 from jobsched.client import JobschedClient
+from jobsched.errors import JobNotFoundError
 from jobsched.v1 import job_pb2, queue_service_pb2, queue_service_pb2_grpc
-from scheduler.server import SchedulerServer
+from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store.database import Database
 from tests.e2e.test_job_service import invalid
+from tests.helpers import assert_eventually
 
 DAY = timedelta(days=1)
+
+
+class OffsetClock:
+    """Real time moved by `offset`: time flows, and a test can jump it ahead."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
 
 
 @pytest.fixture
@@ -112,3 +127,90 @@ async def test_a_retention_sub_path_is_not_a_mask_path(queues: Any) -> None:
     assert await invalid(update(queues, ["retention.seconds"], retention=Duration(seconds=1))) == [
         "update_mask.paths[0]"
     ]
+
+
+class Replicas:
+    """Two replicas with one clock and a retention of one hour by default."""
+
+    def __init__(self, db: Database) -> None:
+        self.clock = OffsetClock()
+        settings = ServerSettings(
+            listen="127.0.0.1:0",
+            shutdown_grace=1.0,
+            leader_tick=0.1,
+            leader_renew_timeout=1.0,
+            retention=timedelta(hours=1),
+        )
+        self.running = [SchedulerServer(db, settings, self.clock) for _ in range(2)]
+
+    async def leader(self) -> SchedulerServer:
+        async def one_leads() -> SchedulerServer:
+            leading = [s for s in self.running if s.leader.is_leader]
+            assert len(leading) == 1
+            return leading[0]
+
+        return await assert_eventually(one_leads)
+
+    async def stop(self, server: SchedulerServer) -> None:
+        self.running.remove(server)
+        await server.stop()
+
+
+@pytest.fixture
+async def replicas(db: Database) -> AsyncIterator[Replicas]:
+    started = Replicas(db)
+    for server in started.running:
+        await server.start()
+    try:
+        yield started
+    finally:
+        for server in list(started.running):
+            await started.stop(server)
+
+
+async def test_the_leader_deletes_finished_jobs_past_their_retention_and_counts_them(
+    replicas: Replicas, db: Database
+) -> None:
+    leader = await replicas.leader()
+    [follower] = [s for s in replicas.running if s is not leader]
+    async with JobschedClient(follower.address, timeout=10) as client:
+        await client.set_queue_retention("week", 7 * DAY)
+        await client.set_queue_retention("month", 30 * DAY)
+        await client.set_queue_retention("forever", timedelta(0))
+        await client.set_queue_retention("cleared", timedelta(0))
+        await client.set_queue_retention("cleared", None)  # back to the default: one hour
+
+        async def finished(queue: str) -> str:
+            job = await client.submit("work", queue=queue)
+            await client.cancel(job.id, "done with it")
+            return job.id
+
+        gone = {await finished(q) for q in ("default", "week", "cleared")}
+        kept = {await finished(q) for q in ("month", "forever")}
+        kept.add((await client.submit("work")).id)  # QUEUED: not finished, never deleted
+
+        # Eight days later on the replicas' clock, the leader goes. Its sweep runs once a
+        # minute, so it deleted nothing; the replica that becomes the leader sweeps at once.
+        replicas.clock.offset = 8 * DAY
+        await replicas.stop(leader)
+        assert await replicas.leader() is follower
+
+        async def swept() -> None:
+            assert follower.retention.deleted_total == len(gone)
+
+        await assert_eventually(swept)
+        async with db.read() as conn:
+            left = {str(r[0]) for r in await conn.execute(text("SELECT id FROM jobs"))}
+            events = await conn.scalar(
+                text("SELECT count(*) FROM job_events WHERE job_id = ANY(CAST(:ids AS uuid[]))"),
+                {"ids": list(gone)},
+            )
+        assert left == kept
+        assert events == 0
+        for job_id in gone:
+            with pytest.raises(JobNotFoundError):
+                await client.get(job_id)
+        assert leader.retention.deleted_total == 0
+
+    await replicas.stop(follower)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "retention-sweep"]
