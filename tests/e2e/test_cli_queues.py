@@ -5,6 +5,7 @@ retry policy and the timeout."""
 from __future__ import annotations
 
 import json
+import re
 
 from scheduler.server import SchedulerServer
 from tests.cli import cli_ok as ok
@@ -74,3 +75,51 @@ async def test_priority_and_submit_retry_options(scheduler: SchedulerServer) -> 
     assert code == 2
     code, _, _ = await run(address, "priority", "00000000-0000-4000-8000-000000000000", "10")
     assert code == 3
+
+
+def row_of(shown: str, label: str) -> str:
+    """The value of a `queues show` row."""
+    lines = shown.splitlines()
+    [value] = [line[len(label) :].strip() for line in lines if line.startswith(f"{label} ")]
+    return value
+
+
+async def test_queue_retention_commands(scheduler: SchedulerServer) -> None:
+    address = scheduler.address
+    await ok(address, "submit", "--type", "work", "--queue", "mail")
+    assert row_of(await ok(address, "queues", "show", "mail"), "retention") == "global default"
+
+    week = json.loads(await ok(address, "queues", "set", "Mail", "--retention", "7d", "--json"))
+    assert week["retention"] == "604800s"
+    assert row_of(await ok(address, "queues", "show", "mail"), "retention") == "7d"
+    [listed] = json.loads(await ok(address, "queues", "ls", "--json"))
+    assert listed["retention"] == "604800s"
+    table = (await ok(address, "queues", "ls")).splitlines()
+    [header] = [re.split("[┃│]", line) for line in table if "retention" in line]
+    [row] = [re.split("[┃│]", line) for line in table if "mail" in line]
+    assert row[[c.strip() for c in header].index("retention")].strip() == "7d"
+
+    forever = json.loads(
+        await ok(address, "queues", "set", "mail", "--retention", "forever", "--json")
+    )
+    assert forever["retention"] == "0s"
+    zero = await ok(address, "queues", "set", "mail", "--retention", "0")
+    assert row_of(zero, "retention") == "forever"
+    # Another option leaves the retention alone; `default` clears it.
+    await ok(address, "queues", "set", "mail", "--max-attempts", "4")
+    assert row_of(await ok(address, "queues", "show", "mail"), "retention") == "forever"
+    cleared = json.loads(
+        await ok(address, "queues", "set", "mail", "--retention", "default", "--json")
+    )
+    assert "retention" not in cleared
+    assert cleared["default_max_attempts"] == 4
+
+    for bad in ("-1d", "soon", "inf", "nan"):
+        code, _, err = await run(address, "queues", "set", "mail", "--retention", bad)
+        assert code == 2, bad
+        assert "--retention" in err
+        assert "Traceback" not in err
+    code, _, err = await run(address, "queues", "set", "mail", "--retention", "36501d")
+    assert code == 2
+    assert "queue.retention" in err
+    assert "retention" not in json.loads(await ok(address, "queues", "show", "mail", "--json"))

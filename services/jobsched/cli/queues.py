@@ -1,5 +1,6 @@
 """`jobsched queues`: list queues with their counts and waiting reasons, show, pause and resume
-them, set their concurrency limit and their jobs' defaults."""
+them, set their concurrency limit, their jobs' defaults and how long their finished jobs are
+kept."""
 
 from __future__ import annotations
 
@@ -23,6 +24,31 @@ from jobsched.cli.output import print_json, seconds_text, to_dict
 from jobsched.client import JobschedClient, make_retry_policy
 from jobsched.v1 import queue_service_pb2
 
+# `--retention default`: back to the scheduler's default (the field cleared).
+CLEAR_RETENTION = "default"
+
+
+def retention_arg(value: str) -> timedelta | str:
+    """A duration ("7d", "12h"), "0" or "forever" (keep forever), or "default"."""
+    text = value.strip().lower()
+    if text == CLEAR_RETENTION:
+        return CLEAR_RETENTION
+    if text == "forever":
+        return timedelta(0)
+    try:
+        return duration_arg(value)
+    except (argparse.ArgumentTypeError, ValueError, OverflowError):  # "nan", "inf"
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a retention like 7d, 12h, 0 or forever (keep forever) or default"
+        ) from None
+
+
+def retention_text(queue: queue_service_pb2.Queue, default: str) -> str:
+    if not queue.HasField("retention"):
+        return default
+    value = queue.retention.ToTimedelta()
+    return "forever" if value == timedelta(0) else seconds_text(value)
+
 
 def _queue_rows(queue: queue_service_pb2.Queue) -> list[tuple[str, str]]:
     policy = queue.default_retry_policy
@@ -43,6 +69,7 @@ def _queue_rows(queue: queue_service_pb2.Queue) -> list[tuple[str, str]]:
             if queue.HasField("default_timeout")
             else "none",
         ),
+        ("retention", retention_text(queue, "global default")),
     ]
 
     def duration_text(present: bool, value: timedelta) -> str:
@@ -77,8 +104,9 @@ async def _queues(client: JobschedClient, args: argparse.Namespace) -> int:
             print_json([to_dict(q) for q in queues])
             return EXIT_OK
         table = Table()
-        for column in ("queue", "paused", "limit", "waiting", "queued", "running", "oldest"):
-            table.add_column(column, justify="left" if column == "queue" else "right")
+        table.add_column("queue")
+        for column in ("paused", "limit", "retention", "waiting", "queued", "running", "oldest"):
+            table.add_column(column, justify="right")
         table.add_column("why waiting")
         for q in queues:
             counts = q.stats.jobs_by_state
@@ -87,6 +115,7 @@ async def _queues(client: JobschedClient, args: argparse.Namespace) -> int:
                 q.name,
                 "yes" if q.paused else "",
                 str(q.max_concurrency) if q.HasField("max_concurrency") else "",
+                retention_text(q, ""),
                 str(waiting),
                 str(counts.get("JOB_STATE_QUEUED", 0)),
                 str(q.stats.running),
@@ -124,6 +153,10 @@ async def _queues(client: JobschedClient, args: argparse.Namespace) -> int:
         if policy:
             changes.default_retry_policy.CopyFrom(make_retry_policy(**policy))
             paths += [f"default_retry_policy.{name}" for name in policy]
+        if args.retention is not None:
+            if isinstance(args.retention, timedelta):
+                changes.retention.FromTimedelta(args.retention)
+            paths.append("retention")  # unset with the path: back to the default
         if not paths:
             print("nothing to change: give at least one option (see --help)", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -166,7 +199,8 @@ def add_commands(commands: Any) -> None:
     limit.add_argument("limit", type=positive_int, help="the limit; 0 removes it")
     limit.add_argument("--json", action="store_true", help="print the queue as JSON")
     defaults = actions.add_parser(
-        "set", help="the defaults of jobs submitted to the queue afterwards"
+        "set",
+        help="the defaults of jobs submitted to the queue afterwards, and its retention",
     )
     defaults.add_argument("name", help="queue name")
     defaults.add_argument("--max-attempts", type=int, help="default attempts before DEAD")
@@ -174,4 +208,11 @@ def add_commands(commands: Any) -> None:
         "--timeout", dest="timeout_default", type=duration_arg, help="default execution timeout"
     )
     add_retry_options(defaults, "defaults of the queue's jobs")
+    defaults.add_argument(
+        "--retention",
+        type=retention_arg,
+        metavar="DURATION",
+        help="keep the queue's finished jobs this long, e.g. 7d (0 or forever: keep them; "
+        "default: the scheduler's default, 30 days unless configured otherwise)",
+    )
     defaults.add_argument("--json", action="store_true", help="print the queue as JSON")
