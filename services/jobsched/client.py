@@ -50,6 +50,9 @@ __all__ = [
     "parse_state",
 ]
 
+# Where a scheduler listens unless told otherwise (the CLI's and the executor's default).
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
 TENANT_METADATA_KEY = "x-jobsched-tenant"
 
 Payload: TypeAlias = "bytes | str | Mapping[str, Any] | None"

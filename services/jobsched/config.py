@@ -21,8 +21,8 @@ import argparse
 import os
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ CONFIG_ENV = "JOBSCHED_CONFIG"
 CONFIG_FLAG = "--config"
 # Keys whose values are secrets wherever they appear: shown as *** by `redact`.
 SECRET_KEYS = frozenset({"token", "api_key", "password", "secret", "tls_key"})
+# The tables a file may have: one per program that reads it.
+SECTIONS = ("scheduler", "executor", "client", "dashboard")
 
 
 class ConfigError(Exception):
@@ -55,6 +57,7 @@ class Resolved:
     args: argparse.Namespace
     sources: dict[str, Source]
     path: Path | None
+    keys: tuple[str, ...] = ()  # the keys a file may set (the parser's options)
 
 
 def config_path(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Path | None:
@@ -82,6 +85,9 @@ def load(path: Path) -> dict[str, Any]:
     for name, table in data.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {name!r} must be a table ([{name}]), not a value")
+        if name not in SECTIONS:
+            known = ", ".join(f"[{each}]" for each in SECTIONS)
+            raise ConfigError(f"{path}: no table [{name}] is read by jobsched (known: {known})")
     return data
 
 
@@ -108,10 +114,7 @@ def _convert(action: argparse.Action, key: str, value: Any, where: str) -> Any:
             raise bad("true or false")
         const = action.const
         return const if value else (not const if isinstance(const, bool) else action.default)
-    many = isinstance(action, argparse._AppendAction | argparse._ExtendAction) or action.nargs in {
-        "*",
-        "+",
-    }
+    many = _collects(action) or action.nargs in {"*", "+"}
     if many:
         if not isinstance(value, list):
             raise bad("a list")
@@ -143,7 +146,7 @@ def _env_value(action: argparse.Action, name: str, raw: str) -> Any:
         if text not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             raise ConfigError(f"{where} = {raw!r}: expected true or false")
         return _convert(action, name, text in {"1", "true", "yes", "on"}, where)
-    if isinstance(action, argparse._AppendAction | argparse._ExtendAction):
+    if _collects(action):
         items = [part.strip() for part in raw.split(",") if part.strip()]
         return _convert(action, name, items, where)
     return _one(action, name, raw, where)
@@ -196,20 +199,43 @@ def resolve(
     given = _given_on_command_line(parser, argv)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    for dest in given:
+    for dest, value in given.items():
         sources[dest] = Source("flag")
-    return Resolved(args, sources, path)
+        if dest in defaults and _collects(options.get(dest)):
+            # argparse appends a repeatable flag to its default: the flags replace it instead.
+            setattr(args, dest, value)
+    return Resolved(args, sources, path, tuple(options))
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A command line that reads a configuration table: its `section`, how to build its parser,
+    and the environment variable of each option that has one (`resolve`'s `env`)."""
+
+    section: str
+    build_parser: Callable[[], argparse.ArgumentParser]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def resolve(
+        self, argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
+    ) -> Resolved:
+        return resolve(self.build_parser(), self.section, argv, env=self.env, environ=environ)
 
 
 class _Quiet(Exception):
     """Raised instead of printing and exiting while `_given_on_command_line` parses."""
 
 
-def _given_on_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The option dests that `argv` sets itself (parsed once, silently, with every default
-    suppressed). Errors and --help are left to the real parse, which reports them."""
+def _collects(action: argparse.Action | None) -> bool:
+    """Whether the option collects repeated flags into a list (append, extend)."""
+    return isinstance(action, argparse._AppendAction | argparse._ExtendAction)
+
+
+def _given_on_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
+    """The options `argv` sets itself, with their values (parsed once, silently, with every
+    default suppressed). Errors and --help are left to the real parse, which reports them."""
     if any(arg in {"-h", "--help"} for arg in argv):
-        return set()
+        return {}
     saved = {action: action.default for action in parser._actions}
     saved_defaults = dict(parser._defaults)
 
@@ -225,13 +251,13 @@ def _given_on_command_line(parser: argparse.ArgumentParser, argv: Sequence[str])
         parser.exit = quiet  # type: ignore[method-assign]
         namespace, _ = parser.parse_known_args(argv)
     except _Quiet:
-        return set()
+        return {}
     finally:
         for action, default in saved.items():
             action.default = default
         parser._defaults.update(saved_defaults)
         parser.error, parser.exit = original_error, original_exit  # type: ignore[method-assign]
-    return set(vars(namespace))
+    return dict(vars(namespace))
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

@@ -101,8 +101,8 @@ def parse_jobsched(argv: list[str]) -> argparse.Namespace:
 def parse_service(args: argparse.Namespace) -> argparse.Namespace:
     """The server command's arguments through the service's own parser (what `jobsched
     scheduler|migrate|executor` hands them to)."""
-    from executor.__main__ import parse_args as executor_args
-    from scheduler.__main__ import parse_args as scheduler_args
+    from executor.flags import parse_args as executor_args
+    from scheduler.flags import parse_args as scheduler_args
 
     argv = [*args.scheduler_argv, *args.scheduler_args]
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.__main__ import parse_args, settings_from
+from scheduler.flags import parse_args, settings_from
 from scheduler.server import ServerSettings
 
 
@@ -50,3 +50,51 @@ def test_timing_flags_reach_the_server_settings() -> None:
     assert settings.leader_tick == 0.2
     assert settings.reconnect_grace == timedelta(0)
     assert settings_from(parse_args([])) == ServerSettings()
+
+
+def test_limit_flags_reach_the_server_settings() -> None:
+    settings = settings_from(
+        parse_args(
+            [
+                "--max-concurrent-rpcs", "50",
+                "--max-streams", "200",
+                "--max-connection-age", "600",
+                "--retention-days", "7",
+                "--max-releases", "3",
+            ]
+        )
+    )  # fmt: skip
+    assert (settings.max_concurrent_rpcs, settings.max_streams) == (50, 200)
+    assert settings.max_connection_age == timedelta(minutes=10)
+    assert settings.retention == timedelta(days=7)
+    assert settings.max_releases == 3
+    # 0: connections never age; retention 0 keeps finished jobs forever.
+    kept = settings_from(parse_args(["--max-connection-age", "0", "--retention-days", "0"]))
+    assert kept.max_connection_age is None
+    assert kept.retention == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-concurrent-rpcs", "0"], "--max-concurrent-rpcs: '0' is not a whole number"),
+        (["--max-streams", "many"], "--max-streams: 'many' is not a whole number"),
+        (
+            ["--max-connection-age", "-1"],
+            "--max-connection-age: '-1' is not a number of at least 0",
+        ),
+        (["--retention-days", "nan"], "--retention-days: 'nan' is not a number of at least 0"),
+        (["--log-level", "loud"], "--log-level: invalid choice: 'LOUD'"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_log_level_is_case_insensitive() -> None:
+    assert parse_args(["--log-level", "debug"]).log_level == "DEBUG"

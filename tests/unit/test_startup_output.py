@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from scheduler.__main__ import database_url, dev_banner, parse_args
+from scheduler.__main__ import database_url, dev_banner
+from scheduler.flags import parse_args
 from scheduler.store.credentials import masked
 from scheduler.store.preflight import where
 

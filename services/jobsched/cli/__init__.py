@@ -22,30 +22,41 @@
                          ls, show NAME, pause NAME, resume NAME, delete NAME, trigger NAME
     queues ACTION        ls, show NAME, pause NAME, resume NAME, set-concurrency NAME N, set NAME
     health               exit 0 when the scheduler answers SERVING (container health checks)
+    config show          the effective configuration, each key with its source
 
---address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT.
+--address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT;
+--timeout to $JOBSCHED_TIMEOUT; each also to the [client] table of the --config file (or
+$JOBSCHED_CONFIG): flag > environment > file > default.
 --json prints protobuf JSON with the proto field names (bytes fields are base64).
 
 Exit codes: see jobsched.cli.exits (`jobsched --help` prints them).
 
-One module per command group: jobs (submit ... priority), queues, schedules, health, services
-(the server commands); arguments, output and exits are what they share.
+One module per command group: jobs (submit ... priority), queues, schedules, health,
+configuration (config show), services (the server commands); arguments, output and exits are
+what they share.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 
-from jobsched.cli import health, jobs, queues, schedules, services
-from jobsched.cli.arguments import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, Handler
+from jobsched.cli import configuration, health, jobs, queues, schedules, services
+from jobsched.cli.arguments import DEFAULT_TIMEOUT, Handler
 from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, report
-from jobsched.client import JobschedClient
+from jobsched.client import DEFAULT_ADDRESS, JobschedClient
+from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CLIENT", "build_parser", "main"]
+
+# The client options' environment variables (the [client] table of a configuration file).
+CLIENT_ENV = {
+    "address": "JOBSCHED_ADDRESS",
+    "tenant": "JOBSCHED_TENANT",
+    "timeout": "JOBSCHED_TIMEOUT",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,22 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_TEXT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_config_option(parser)
     parser.add_argument(
         "--address",
-        default=os.environ.get("JOBSCHED_ADDRESS") or DEFAULT_ADDRESS,
+        default=DEFAULT_ADDRESS,
         help="scheduler address, HOST:PORT, or several separated by commas to fail over between "
         "replicas (env JOBSCHED_ADDRESS; default %(default)s)",
     )
     parser.add_argument(
         "--tenant",
-        default=os.environ.get("JOBSCHED_TENANT") or None,
         help="tenant of every call (env JOBSCHED_TENANT; the server's default is 'default')",
     )
     parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
-        help="deadline of each call in seconds (default %(default)s)",
+        help="deadline of each call in seconds (env JOBSCHED_TIMEOUT; default %(default)s)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     services.add_commands(commands)
@@ -78,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     queues.add_commands(commands)
     schedules.add_commands(commands)
     health.add_commands(commands)
+    configuration.add_commands(commands)
     return parser
+
+
+CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 
 async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
@@ -88,26 +103,31 @@ async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; the return value is the process exit code."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        resolved = CLIENT.resolve(argv)
+        args = resolved.args
         if hasattr(args, "check"):
             args.check(args)
     except SystemExit as exit_:
         # argparse exits on --help (0) and bad input (2); return the code so callers and tests
         # see it like any other outcome.
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
-    return _dispatch(args)
+    return _dispatch(args, resolved)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, resolved: Resolved) -> int:
     if hasattr(args, "scheduler_argv"):
         argv = [*args.scheduler_argv, *args.scheduler_args]
+        if args.config is not None:  # `jobsched --config FILE scheduler`: the file is for both
+            argv = ["--config", args.config, *argv]
         return (
             services.run_executor(argv)
             if args.service == "executor"
             else services.run_scheduler(argv, args.command)
         )
+    if hasattr(args, "local"):  # a command that needs no scheduler (config show)
+        code: int = args.local(args, resolved)
+        return code
 
     try:
         return asyncio.run(_run_client_command(args.handler, args))

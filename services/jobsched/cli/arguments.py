@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,8 +13,6 @@ from typing import Any
 from jobsched.cli.exits import EXIT_CODES_TEXT
 from jobsched.client import JobschedClient, parse_state
 from jobsched.v1 import job_pb2
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -93,13 +92,13 @@ def duration_arg(value: str) -> timedelta:
         number, scale = text, 1.0
     try:
         seconds = float(number) * scale
-    except ValueError:
-        seconds = -1.0
-    if seconds < 0:
+        if not 0 <= seconds < math.inf:  # also nan
+            raise ValueError
+        return timedelta(seconds=seconds)
+    except (ValueError, OverflowError):  # timedelta overflows past 999,999,999 days
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a duration like 30s, 5m, 2h, 1d or a number of seconds"
-        )
-    return timedelta(seconds=seconds)
+        ) from None
 
 
 def retry_policy_of(args: argparse.Namespace) -> dict[str, Any] | None:

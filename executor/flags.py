@@ -1,0 +1,105 @@
+"""The executor's command line (`python -m executor`, `jobsched executor`): its options and their
+environment variables.
+
+Every option may also come from the `[executor]` table of a configuration file (`--config FILE`
+or JOBSCHED_CONFIG; see jobsched/config.py): flag > environment > file > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+from jobsched.client import DEFAULT_ADDRESS
+from jobsched.config import Program, add_config_option
+
+DESCRIPTION = """Run an executor with the built-in handlers (noop, sleep). SIGTERM or SIGINT stops
+it gracefully: no new work is taken, running jobs get --grace seconds, then the rest are
+cancelled and handed back (requeued without burning an attempt)."""
+
+ENV = {
+    "schedulers": "JOBSCHED_ADDRESS",
+    "name": "JOBSCHED_EXECUTOR_NAME",
+    "capacity": "JOBSCHED_CAPACITY",
+    "queues": "JOBSCHED_QUEUES",
+    "log_level": "JOBSCHED_LOG_LEVEL",
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _capacity(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def _grace(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m executor", description=DESCRIPTION)
+    add_config_option(parser)
+    parser.add_argument(
+        "--scheduler",
+        action="append",
+        dest="schedulers",
+        metavar="ADDR",
+        help="scheduler host:port (or a gRPC target such as dns:///name:port), repeatable (env "
+        f"JOBSCHED_ADDRESS, comma-separated; default {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--name",
+        help="executor name, unique among connected executors (env JOBSCHED_EXECUTOR_NAME; "
+        "default host:pid)",
+    )
+    parser.add_argument(
+        "--capacity",
+        type=_capacity,
+        default=10,
+        help="jobs run at once (env JOBSCHED_CAPACITY; default 10)",
+    )
+    parser.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        default=[],
+        metavar="Q",
+        help="queue to take work from, repeatable (env JOBSCHED_QUEUES, comma-separated; "
+        "default: all queues)",
+    )
+    parser.add_argument(
+        "--grace", type=_grace, default=30.0, help="seconds running jobs get on shutdown"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="env JOBSCHED_LOG_LEVEL (default INFO)",
+    )
+    return parser
+
+
+PROGRAM = Program("executor", build_parser, ENV)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = PROGRAM.resolve(argv).args
+    if not args.schedulers:
+        args.schedulers = [DEFAULT_ADDRESS]
+    if args.name is None:
+        args.name = f"{socket.gethostname()}:{os.getpid()}"
+    return args

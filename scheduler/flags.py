@@ -1,0 +1,226 @@
+"""The scheduler's command line (`python -m scheduler`, `jobsched scheduler|dev|migrate`): its
+options, their environment variables, and the ServerSettings they make.
+
+Every option may also come from the `[scheduler]` table of a configuration file (`--config FILE`
+or JOBSCHED_CONFIG; see jobsched/config.py): flag > environment > file > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from pathlib import Path
+
+from jobsched.config import Program, add_config_option
+from scheduler.server import DEFAULT_LISTEN, ServerSettings
+
+DESCRIPTION = """Run a scheduler replica. Without --database-url or DATABASE_URL an embedded
+PostgreSQL is started on a persistent data directory (--data-dir, JOBSCHED_DATA_DIR, default
+./.jobsched). Migrations are applied first unless --no-migrate is given."""
+
+# Options that have an environment variable; each is named in the option's help.
+ENV = {
+    "listen": "JOBSCHED_LISTEN",
+    "database_url": "DATABASE_URL",
+    "database_password_file": "JOBSCHED_DATABASE_PASSWORD_FILE",
+    "data_dir": "JOBSCHED_DATA_DIR",
+    "log_level": "JOBSCHED_LOG_LEVEL",
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of at least 0")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scheduler", description=DESCRIPTION)
+    add_config_option(parser)
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        help="host:port to serve gRPC on; port 0 picks a free one (env JOBSCHED_LISTEN, "
+        f"default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL URL (env DATABASE_URL); embedded PostgreSQL when absent. A password "
+        "in it is visible to other local users (ps): prefer DATABASE_URL or "
+        "--database-password-file",
+    )
+    parser.add_argument(
+        "--database-password-file",
+        type=Path,
+        help="a file whose content is the database password, replacing the URL's (env "
+        "JOBSCHED_DATABASE_PASSWORD_FILE)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".jobsched"),
+        help="where the embedded PostgreSQL keeps its data (env JOBSCHED_DATA_DIR)",
+    )
+    parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
+    parser.add_argument("--migrate-only", action="store_true", help="apply migrations and exit")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="also run an executor with the built-in handlers, and print how to use it all",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="env JOBSCHED_LOG_LEVEL (default INFO)",
+    )
+    _add_timing(parser)
+    _add_limits(parser)
+    return parser
+
+
+def _add_timing(parser: argparse.ArgumentParser) -> None:
+    timing = parser.add_argument_group("timing (seconds; the defaults suit production)")
+    defaults = ServerSettings()
+    for flag, value, text in (
+        ("--heartbeat-interval", defaults.heartbeat_interval, "heartbeats on executor streams"),
+        ("--lease", defaults.lease.total_seconds(), "lease of a running attempt"),
+        ("--ack-timeout", defaults.ack_timeout.total_seconds(), "to acknowledge an assignment"),
+        ("--reconnect-grace", defaults.reconnect_grace.total_seconds(), "for a lost executor"),
+        ("--cron-poll-interval", defaults.cron_poll_interval, "the leader's cron safety poll"),
+        ("--leader-tick", defaults.leader_tick, "followers' leader election probe interval"),
+        ("--leader-renew-timeout", defaults.leader_renew_timeout, "a leader steps down after"),
+        (
+            "--rescue-interval",
+            defaults.rescue_interval,
+            "longest sleep of the lease rescue and timeout backstop (it wakes at the earliest "
+            "deadline)",
+        ),
+        ("--timeout-grace", defaults.timeout_grace.total_seconds(), "backstop after a timeout"),
+        ("--presence-interval", defaults.presence_interval, "replica presence reports"),
+        ("--health-interval", defaults.health_interval, "database health checks"),
+    ):
+        timing.add_argument(flag, type=float, default=value, help=f"{text} (default {value:g})")
+    timing.add_argument(
+        "--poll-interval",
+        type=float,
+        default=defaults.poll_interval,
+        help="the dispatcher's safety poll (default 5 with LISTEN/NOTIFY, which the scheduler "
+        "always uses; 1 without)",
+    )
+    timing.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=None,
+        help="an executor silent this long has its stream ended, and an attempt missing from "
+        "its heartbeats this long is failed (default 4 x heartbeat interval; it gets no "
+        "assignments after 2 silent intervals already)",
+    )
+    timing.add_argument(
+        "--rescue-recovery-grace",
+        type=float,
+        default=None,
+        help="after the database was unreachable, the lease rescue waits this long for "
+        "executors to renew leases and re-send results (default 3 x heartbeat interval + 1)",
+    )
+    timing.add_argument(
+        "--leader-renew-interval",
+        type=float,
+        default=defaults.leader_renew_interval,
+        help="how often the leader renews (default max(leader tick, renew timeout / 3))",
+    )
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    limits = parser.add_argument_group("limits")
+    defaults = ServerSettings()
+    limits.add_argument(
+        "--max-releases",
+        type=int,
+        default=defaults.max_releases,
+        help="hand-backs without running (ack timeouts, releases) a job survives; the next "
+        f"ends it DEAD (default {defaults.max_releases})",
+    )
+    limits.add_argument(
+        "--max-concurrent-rpcs",
+        type=_positive_int,
+        default=defaults.max_concurrent_rpcs,
+        help="unary calls in progress at once; past it a call is refused at once "
+        f"(RESOURCE_EXHAUSTED, OVERLOADED) (default {defaults.max_concurrent_rpcs})",
+    )
+    limits.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        default=defaults.max_streams,
+        help=f"long-lived streams (executors, watchers) at once (default {defaults.max_streams})",
+    )
+    limits.add_argument(
+        "--max-connection-age",
+        type=_non_negative,
+        default=0.0,
+        help="seconds after which a client connection is ended gracefully, so that executors "
+        "and clients reconnect and spread across replicas (0, the default: never)",
+    )
+    limits.add_argument(
+        "--retention-days",
+        type=_non_negative,
+        default=defaults.retention.total_seconds() / 86400,
+        help="finished jobs of queues without a retention of their own are deleted this many "
+        "days after they finished, with their history (0 keeps them forever; default "
+        f"{defaults.retention.total_seconds() / 86400:g})",
+    )
+
+
+PROGRAM = Program("scheduler", build_parser, ENV)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return PROGRAM.resolve(argv).args
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    """The ServerSettings of a parsed command line (ValueError when they do not fit together)."""
+    return ServerSettings(
+        listen=args.listen,
+        heartbeat_interval=args.heartbeat_interval,
+        lease=timedelta(seconds=args.lease),
+        ack_timeout=timedelta(seconds=args.ack_timeout),
+        reconnect_grace=timedelta(seconds=args.reconnect_grace),
+        poll_interval=args.poll_interval,
+        cron_poll_interval=args.cron_poll_interval,
+        leader_tick=args.leader_tick,
+        leader_renew_timeout=args.leader_renew_timeout,
+        leader_renew_interval=args.leader_renew_interval,
+        rescue_interval=args.rescue_interval,
+        timeout_grace=timedelta(seconds=args.timeout_grace),
+        presence_interval=args.presence_interval,
+        health_interval=args.health_interval,
+        heartbeat_timeout=_seconds(args.heartbeat_timeout),
+        rescue_recovery_grace=_seconds(args.rescue_recovery_grace),
+        max_releases=args.max_releases,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_streams=args.max_streams,
+        max_connection_age=_seconds(args.max_connection_age or None),
+        retention=timedelta(days=args.retention_days),
+    )
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
