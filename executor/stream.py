@@ -37,6 +37,7 @@ from executor.handlers import (
 from executor.loop_thread import Inbox
 from executor.runs import Attempt, AttemptKey
 from jobsched import batching, keepalive
+from jobsched.client import balancing
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -320,7 +321,7 @@ class ConnectStream:
         """One Connect stream; returns whether it got as far as Registered."""
         outbox: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         outbox.put_nowait(self._register_request())
-        options = keepalive.channel_options()
+        options = [*keepalive.channel_options(), *balancing(address)]
         async with grpc.aio.insecure_channel(address, options=options) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(_requests(outbox))

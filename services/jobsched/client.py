@@ -238,6 +238,12 @@ def _as_spec(spec: JobSpecLike) -> job_pb2.JobSpec:
     return job_spec(**spec)
 
 
+def balancing(target: str) -> list[tuple[str, str]]:
+    """Channel options for a target: round_robin over what a `dns:` name resolves to (gRPC's
+    default, pick_first, would send every call to the first replica)."""
+    return [("grpc.lb_policy_name", "round_robin")] if target.startswith("dns:") else []
+
+
 class JobschedClient:
     """Async client for the scheduler replicas (any replica serves JobService).
 
@@ -245,6 +251,10 @@ class JobschedClient:
     fails UNAVAILABLE moves the client on to the next address; calls that are safe to repeat —
     reads, and submits whose every job has an idempotency key — are retried there, up to
     `retries` more times with a short jittered backoff. Other calls raise, and the caller decides.
+
+    An address may be any gRPC target: `dns:///name:port` (a Kubernetes headless Service, for
+    example) resolves to every replica, and such a target's calls are spread over all of them
+    (the round_robin policy) rather than sent on one connection.
 
     `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
     deadline of each call in seconds (None: no deadline). Use it as an async context manager or
@@ -283,7 +293,7 @@ class JobschedClient:
             ]
         self.channel_options = tuple(options)
         self._channels: list[grpc.aio.Channel] = [
-            grpc.aio.insecure_channel(a, options=options) for a in self.addresses
+            grpc.aio.insecure_channel(a, options=[*options, *balancing(a)]) for a in self.addresses
         ]
         self._stubs: list[job_service_pb2_grpc.JobServiceAsyncStub] = [
             job_service_pb2_grpc.JobServiceStub(channel) for channel in self._channels

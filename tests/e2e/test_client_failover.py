@@ -11,7 +11,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from jobsched.client import JobschedClient
+from jobsched.client import JobschedClient, balancing
 from jobsched.errors import UnavailableError
 from scheduler.store.database import Database
 from tests.faults.harness import free_port
@@ -102,3 +102,15 @@ async def test_the_client_fails_over_to_the_next_replica(db: Database) -> None:
             with pytest.raises(UnavailableError):
                 await other.submit("noop")
             assert (await other.submit("noop")).id
+
+
+async def test_a_dns_target_is_served_and_balanced_round_robin(db: Database) -> None:
+    """`dns:///host:port` (a Kubernetes headless Service) is a target like any other, and its
+    calls are spread over every address it resolves to rather than pinned to the first."""
+    async with serving(db) as server:
+        target = f"dns:///{server.address}"
+        async with JobschedClient(target) as client:
+            job = await client.submit("noop")
+            assert (await client.get(job.id)).id == job.id
+    assert balancing(target) == [("grpc.lb_policy_name", "round_robin")]
+    assert balancing(server.address) == []  # one address: gRPC's default
