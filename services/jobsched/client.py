@@ -402,12 +402,12 @@ class JobschedClient:
             except grpc.aio.AioRpcError as err:
                 if err.code() is not grpc.StatusCode.UNAVAILABLE:
                     raise from_rpc_error(err) from err
-                if self._current == stub:  # move on to the next replica
-                    self._current = (stub + 1) % len(self.addresses)
                 if not safe_to_repeat or attempt >= self.retries:
+                    if self._current == stub:  # the next call goes to the next replica
+                        self._current = (stub + 1) % len(self.addresses)
                     raise from_rpc_error(err) from err
             attempt += 1
-            await asyncio.sleep(min(1.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+            await self._fail_over(stub, attempt)
 
     async def watch(
         self, job_id: str, after_sequence: int = 0
@@ -415,18 +415,46 @@ class JobschedClient:
         """The job's live stream: a snapshot (unless resuming after a sequence number), then
         transitions, progress and log lines (the current attempt's stored ones first); it ends
         after the terminal event, which follows the last lines of its attempt. No deadline
-        applies."""
-        call = self._stub.WatchJob(
-            job_service_pb2.WatchJobRequest(id=job_id, after_sequence=after_sequence),
-            metadata=self._metadata,
-        )
-        try:
-            async for item in call:
-                yield item
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
-            call.cancel()
+        applies.
+
+        A stream that ends UNAVAILABLE (a scheduler restarting, a connection ended by the
+        server's maximum connection age) is resumed on the next address after the last
+        sequence number seen, up to `retries` times in a row: nothing is missed, and log lines
+        already yielded are not yielded again."""
+        sequence = after_sequence
+        last_line = (0, 0)  # (attempt, line number) of the last log line yielded
+        failures = 0
+        while True:
+            stub = self._current
+            call = self._stubs[stub].WatchJob(
+                job_service_pb2.WatchJobRequest(id=job_id, after_sequence=sequence),
+                metadata=self._metadata,
+            )
+            try:
+                async for item in call:
+                    failures = 0
+                    if item.HasField("log"):
+                        line = (item.log.attempt, item.log.line_number)
+                        if line <= last_line:
+                            continue  # sent again after a resume
+                        last_line = line
+                    sequence = max(sequence, item.sequence)
+                    yield item
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() is not grpc.StatusCode.UNAVAILABLE or failures >= self.retries:
+                    raise from_rpc_error(err) from err
+                failures += 1
+                await self._fail_over(stub, failures)
+            finally:
+                call.cancel()
+
+    async def _fail_over(self, stub: int, failures: int) -> None:
+        """After the address of `stub` answered UNAVAILABLE: move on to the next one, after a
+        short jittered backoff that grows with consecutive `failures`."""
+        if self._current == stub:
+            self._current = (stub + 1) % len(self.addresses)
+        await asyncio.sleep(min(1.0, 0.05 * 2**failures) * random.uniform(0.5, 1.5))
 
     async def watch_jobs(
         self,
@@ -441,20 +469,36 @@ class JobschedClient:
         item (changes close together arrive as one item); with `states`, a job is also sent once
         when it leaves them. An item with `changes_dropped` means this subscriber fell behind:
         list again (`list_active`) to resynchronise. The stream does not end by itself; no
-        deadline applies."""
-        call = self._stub.WatchJobs(
-            job_service_pb2.WatchJobsRequest(
-                queue=queue or "", type=type or "", states=[parse_state(s) for s in states or ()]
-            ),
-            metadata=self._metadata,
+        deadline applies.
+
+        A stream that ends UNAVAILABLE (a scheduler restarting, a connection ended by the
+        server's maximum connection age) is subscribed again on the next address, up to
+        `retries` times in a row; changes made in between are not replayed, so the client
+        yields `changes_dropped` first (list again), then the new `subscribed`."""
+        request = job_service_pb2.WatchJobsRequest(
+            queue=queue or "", type=type or "", states=[parse_state(s) for s in states or ()]
         )
-        try:
-            async for item in call:
-                yield item
-        except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
-            call.cancel()
+        failures = 0
+        resumed = False
+        while True:
+            stub = self._current
+            call = self._stubs[stub].WatchJobs(request, metadata=self._metadata)
+            try:
+                async for item in call:
+                    failures = 0
+                    if resumed:
+                        resumed = False
+                        yield job_service_pb2.WatchJobsResponse(changes_dropped=True)
+                    yield item
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() is not grpc.StatusCode.UNAVAILABLE or failures >= self.retries:
+                    raise from_rpc_error(err) from err
+                failures += 1
+                resumed = True
+                await self._fail_over(stub, failures)
+            finally:
+                call.cancel()
 
     # -- submit ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ channel keeps answering."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -86,5 +87,80 @@ async def test_streams_move_to_a_new_connection_and_keep_their_jobs(db: Database
                 job_pb2.JOB_STATE_RUNNING,
                 job_pb2.JOB_STATE_SUCCEEDED,
             ]
+        finally:
+            await executor.stop(1.0)
+
+
+class CountWatches(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        self.calls[method] = self.calls.get(method, 0) + 1
+        return await continuation(handler_call_details)
+
+
+async def test_watchers_resume_across_connection_ages(db: Database) -> None:
+    """A WatchJob stream cut by the connection age is resumed after its last sequence number:
+    every log line arrives once, in order, and the watch ends at the terminal event; a WatchJobs
+    stream is subscribed again and says changes were dropped in between."""
+    counter = CountWatches()
+    release = asyncio.Event()
+    lines = 12
+
+    async def chatty(ctx: JobContext) -> str:
+        for number in range(1, lines + 1):
+            ctx.log(f"line {number}")
+            await asyncio.sleep(0.15)  # the handler's own pace, spread over several ages
+        await release.wait()
+        return "done"
+
+    registry = builtin_registry(extra=[("chatty", chatty)])
+    async with (
+        serving(
+            db, [counter], max_connection_age=timedelta(seconds=0.3), heartbeat_interval=0.2
+        ) as server,
+        JobschedClient(server.address, timeout=10) as client,
+    ):
+        executor = Executor([server.address], name="talker", capacity=1, registry=registry)
+        await executor.start()
+        try:
+            job = await client.submit("chatty")
+            changes = client.watch_jobs(type="chatty")
+            seen_kinds: list[str] = []
+
+            async def follow_changes() -> None:
+                async for item in changes:
+                    seen_kinds.append(item.WhichOneof("item") or "")
+
+            follower = asyncio.create_task(follow_changes())
+            logged: list[str] = []
+            states: list[int] = []
+            async for item in client.watch(job.id):
+                if item.HasField("log"):
+                    logged.append(item.log.line)
+                    if len(logged) == lines:
+                        release.set()
+                elif item.HasField("event"):
+                    states.append(item.event.to_state)
+            assert logged == [f"line {n}" for n in range(1, lines + 1)]
+            assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED
+            assert counter.calls["WatchJob"] >= 2, "the watch was never cut: the test is vacuous"
+
+            async def resubscribed() -> None:
+                assert counter.calls["WatchJobs"] >= 2
+                assert "changes_dropped" in seen_kinds
+                after = seen_kinds[seen_kinds.index("changes_dropped") + 1 :]
+                assert after[:1] == ["subscribed"]
+
+            await assert_eventually(resubscribed, within=15)
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         finally:
             await executor.stop(1.0)
