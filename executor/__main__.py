@@ -1,6 +1,6 @@
-"""`python -m executor`: an executor running the built-in handlers (noop, sleep), until SIGTERM
-or SIGINT stops it gracefully. The command line and its configuration file are
-executor/flags.py.
+"""`python -m executor`: an executor running the built-in handlers (noop, sleep) and the user's
+(`--handlers`, executor/loading.py), until SIGTERM or SIGINT stops it gracefully. The command
+line and its configuration file are executor/flags.py.
 """
 
 from __future__ import annotations
@@ -9,21 +9,30 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from executor.flags import parse_args
-from executor.handlers import builtin_registry
+from executor.handlers import HandlerRegistry, builtin_registry
+from executor.loading import HandlerLoadError, Loaded, load_handlers
 from executor.runner import Executor
 from jobsched import logs
 
 log = logging.getLogger("jobsched.executor")
 
 
-async def run(args: argparse.Namespace) -> None:
+def registry_of(args: argparse.Namespace) -> tuple[HandlerRegistry, Loaded]:
+    """The built-in handlers and the user's (HandlerLoadError when those cannot be loaded)."""
+    registry = builtin_registry()
+    loaded = load_handlers(registry, args.handlers)
+    return registry, loaded
+
+
+async def run(args: argparse.Namespace, registry: HandlerRegistry, loaded: Loaded) -> None:
     executor = Executor(
         args.schedulers,
         name=args.name,
         capacity=args.capacity,
-        registry=builtin_registry(),
+        registry=registry,
         queues=args.queues,
     )
     stop = asyncio.Event()
@@ -40,6 +49,7 @@ async def run(args: argparse.Namespace) -> None:
                 "capacity": args.capacity,
                 "queues": args.queues,
                 "job_types": executor.registry.types,
+                "handlers": loaded.describe(),
             }
         },
     )
@@ -53,7 +63,12 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
-    asyncio.run(run(args))
+    try:
+        registry, loaded = registry_of(args)
+    except HandlerLoadError as exc:
+        print(f"jobsched executor: {exc}", file=sys.stderr, flush=True)
+        return 2
+    asyncio.run(run(args, registry, loaded))
     return 0
 
 

@@ -14,9 +14,10 @@ import socket
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 
-DESCRIPTION = """Run an executor with the built-in handlers (noop, sleep). SIGTERM or SIGINT stops
-it gracefully: no new work is taken, running jobs get --grace seconds, then the rest are
-cancelled and handed back (requeued without burning an attempt)."""
+DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep), those of --handlers
+modules, and those installed packages advertise (entry point group jobsched.handlers). SIGTERM
+or SIGINT stops it gracefully: no new work is taken, running jobs get --grace seconds, then the
+rest are cancelled and handed back (requeued without burning an attempt)."""
 
 ENV = {
     "schedulers": "JOBSCHED_ADDRESS",
@@ -24,6 +25,7 @@ ENV = {
     "capacity": "JOBSCHED_CAPACITY",
     "queues": "JOBSCHED_QUEUES",
     "log_level": "JOBSCHED_LOG_LEVEL",
+    "handlers": "JOBSCHED_HANDLERS",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -79,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Q",
         help="queue to take work from, repeatable (env JOBSCHED_QUEUES, comma-separated; "
         "default: all queues)",
+    )
+    parser.add_argument(
+        "--handlers",
+        action="append",
+        dest="handlers",
+        default=[],
+        metavar="MODULE[:ATTR]",
+        help="import MODULE and register its handlers (functions marked @jobsched.handler and "
+        "its HandlerRegistry objects), or only ATTR (a registry or one handler); repeatable "
+        "(env JOBSCHED_HANDLERS, comma-separated). The current directory is importable",
     )
     parser.add_argument(
         "--grace", type=_grace, default=30.0, help="seconds running jobs get on shutdown"

@@ -291,6 +291,10 @@ class HandlerRegistry:
         """The registered job types, lower-cased and sorted."""
         return sorted(self._handlers)
 
+    def items(self) -> list[tuple[str, Handler]]:
+        """(job type, handler) pairs, by job type."""
+        return sorted(self._handlers.items())
+
 
 def encode_result(value: HandlerResult) -> bytes:
     """What a handler returned, as the bytes of JobResult.result (dicts become JSON). A value

@@ -102,9 +102,9 @@ KEYS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "client": {"address": address, "tenant": text, "timeout": positive},
 }
 
-# Decided keys whose flags do not exist yet (handlers come with issue 15); once a flag exists,
-# its value is checked through the parser like the others.
-ANNOUNCED: dict[str, set[str]] = {"scheduler": set(), "executor": {"handlers"}, "client": set()}
+# Decided keys whose flags do not exist yet (none now); once a flag exists, its value is
+# checked through the parser like the others.
+ANNOUNCED: dict[str, set[str]] = {"scheduler": set(), "executor": set(), "client": set()}
 
 # The keys that hold secrets: never in a file.
 SECRETS = {"database_url"}

@@ -44,19 +44,6 @@ def jobsched(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-class ConfiguredService(Service):
-    """A service started with a chosen environment (Service passes the test's own)."""
-
-    environment: dict[str, str]
-
-    async def start(self) -> None:
-        handle = self.log.open("ab")
-        self._log_file = handle
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, *self.argv, stdout=handle, stderr=handle, env=self.environment
-        )
-
-
 @pytest.fixture
 async def services() -> AsyncIterator[list[Service]]:
     running: list[Service] = []
@@ -71,8 +58,7 @@ async def services() -> AsyncIterator[list[Service]]:
 async def start(
     services: list[Service], name: str, argv: list[str], env: dict[str, str], log_dir: Path
 ) -> Service:
-    service = ConfiguredService(name=name, argv=argv, log=log_dir / f"{name}.log")
-    service.environment = env
+    service = Service(name=name, argv=argv, log=log_dir / f"{name}.log", environment=env)
     services.append(service)
     await service.start()
     return service

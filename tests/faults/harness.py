@@ -55,6 +55,8 @@ class Service:
     log: Path
     process: asyncio.subprocess.Process | None = None
     _log_file: object = field(default=None, repr=False)
+    # The process's whole environment (default: the test's own).
+    environment: dict[str, str] | None = None
 
     async def start(self) -> None:
         handle = self.log.open("ab")
@@ -64,7 +66,8 @@ class Service:
             *self.argv,
             stdout=handle,
             stderr=handle,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**(os.environ if self.environment is None else self.environment)}
+            | {"PYTHONUNBUFFERED": "1"},
         )
 
     def signal(self, sig: signal.Signals) -> None:

@@ -245,6 +245,13 @@ def test_the_base_install_is_a_client_and_an_executor_without_the_server(
         [line] = refused.stderr.strip().splitlines()
         assert line.startswith(f"jobsched: jobsched {command} needs the server extra")
         assert line.endswith("pip install 'jobsched[server]'")
+    # config show reads the executor's and the client's tables, and names what the scheduler's
+    # needs instead of failing on it.
+    shown = run(client_bin / "jobsched", "config", "show", cwd=elsewhere, env=env)
+    assert "[executor]" in shown
+    assert "capacity = 10" in shown
+    assert "[client]" in shown
+    assert "[scheduler]\n# needs the server extra" in shown
 
     def size(bin_dir: Path) -> int:
         return sum(f.stat().st_size for f in bin_dir.parent.rglob("*") if f.is_file())
