@@ -32,6 +32,7 @@ from jobsched.cli.arguments import (
 )
 from jobsched.cli.exits import EXIT_JOB_FAILED, EXIT_OK
 from jobsched.cli.output import (
+    first_line,
     make_console,
     print_events,
     print_job,
@@ -206,7 +207,7 @@ def _change_line(job: job_pb2.Job) -> str:
         parts.append(f"{job.progress.percent:g}%")
         parts.extend(p for p in (job.progress.step, job.progress.message) if p)
     if job.last_error and job.state != job_pb2.JOB_STATE_SUCCEEDED:
-        parts.append(f"error: {job.last_error}")
+        parts.append(f"error: {first_line(job.last_error)}")
     return " ".join(parts)
 
 

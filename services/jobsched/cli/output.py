@@ -110,6 +110,12 @@ def print_job(console: Console, job: job_pb2.Job) -> None:
     console.print(grid)
 
 
+def first_line(text: str) -> str:
+    """The first line of a multi-line error (a traceback follows it), for one-line views."""
+    head, _, rest = text.partition("\n")
+    return f"{head} (more: jobsched status)" if rest.strip() else head
+
+
 def print_events(console: Console, events: Sequence[job_pb2.JobEvent]) -> None:
     table = Table(title="events", title_justify="left")
     for column in ("seq", "time", "from", "to", "attempt", "actor", "reason"):
@@ -151,6 +157,6 @@ def print_jobs(console: Console, jobs: Sequence[job_pb2.Job], *, history: bool) 
             time_text(job, "finish_time" if history else "create_time"),
         ]
         if history:
-            row.append(job.last_error)
+            row.append(first_line(job.last_error))
         table.add_row(*row)
     console.print(table)
