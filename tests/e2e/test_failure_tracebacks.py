@@ -24,8 +24,8 @@ def parse_the_order(order: dict[str, int]) -> int:
     return order["quantity"]  # KeyError for an order without one
 
 
-def broken(ctx: JobContext) -> int:
-    return parse_the_order(ctx.json())
+def broken(ctx: JobContext) -> dict[str, int]:
+    return {"quantity": parse_the_order(ctx.json())}
 
 
 async def refuses(ctx: JobContext) -> None:
