@@ -121,8 +121,10 @@ class JobContext:
         payload: bytes = b"",
         labels: dict[str, str] | None = None,
         max_log_lines: int = DEFAULT_MAX_LOG_LINES,
+        tenant: str = "",
     ) -> None:
         self.job_id = job_id
+        self.tenant = tenant  # whose job it is ("default" unless the submitter named one)
         self.attempt = attempt
         self.queue = queue
         self.type = normalise_type(type)

@@ -620,6 +620,7 @@ class ConnectStream:
             type=assignment.type,
             payload=assignment.payload,
             labels=dict(assignment.labels),
+            tenant=assignment.tenant,
         )
         timeout = _seconds(assignment.timeout) if assignment.HasField("timeout") else 0.0
         attempt = Attempt(
