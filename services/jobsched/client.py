@@ -27,6 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobsched import payloads
 from jobsched.errors import from_rpc_error
 from jobsched.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
@@ -303,6 +305,9 @@ class JobschedClient:
         ]
         self._schedule_stubs: list[schedule_service_pb2_grpc.ScheduleServiceAsyncStub] = [
             schedule_service_pb2_grpc.ScheduleServiceStub(channel) for channel in self._channels
+        ]
+        self._cluster_stubs: list[cluster_service_pb2_grpc.ClusterServiceAsyncStub] = [
+            cluster_service_pb2_grpc.ClusterServiceStub(channel) for channel in self._channels
         ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
@@ -852,6 +857,17 @@ class JobschedClient:
         if retention is not None:
             queue.retention.FromTimedelta(retention)
         return await self.update_queue(queue, ["retention"])
+
+    # -- cluster -----------------------------------------------------------------------------
+
+    async def cluster_status(self) -> cluster_service_pb2.GetClusterStatusResponse:
+        """The scheduler replicas (the leader, its epoch), and the executors on each."""
+        return await self._invoke(
+            self._cluster_stubs,
+            lambda stub: stub.GetClusterStatus,
+            cluster_service_pb2.GetClusterStatusRequest(),
+            True,
+        )
 
     # -- schedules ---------------------------------------------------------------------------
 

@@ -22,7 +22,9 @@
                          ls, show NAME, pause NAME, resume NAME, delete NAME, trigger NAME
     queues ACTION        ls, show NAME, pause NAME, resume NAME, set-concurrency NAME N, set NAME
     health               exit 0 when the scheduler answers SERVING (container health checks)
+    cluster              the replicas, the leader and the connected executors
     config show          the effective configuration, each key with its source
+    completion SHELL     a completion script for bash, zsh or tcsh
 
 --address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT;
 --timeout to $JOBSCHED_TIMEOUT; each also to the [client] table of the --config file (or
@@ -31,9 +33,9 @@ $JOBSCHED_CONFIG): flag > environment > file > default.
 
 Exit codes: see jobsched.cli.exits (`jobsched --help` prints them).
 
-One module per command group: jobs (submit ... priority), queues, schedules, health,
-configuration (config show), services (the server commands); arguments, output and exits are
-what they share.
+One module per command group: jobs (submit ... priority; watching for the live view), queues,
+schedules, health, cluster, configuration (config show), services (the server commands);
+arguments, output and exits are what they share.
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ import argparse
 import asyncio
 import sys
 
-from jobsched.cli import configuration, health, jobs, queues, schedules, services
+from jobsched.cli import (
+    cluster,
+    completion,
+    configuration,
+    health,
+    jobs,
+    queues,
+    schedules,
+    services,
+)
 from jobsched.cli.arguments import DEFAULT_TIMEOUT, Handler
 from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, report
 from jobsched.client import DEFAULT_ADDRESS, JobschedClient
@@ -89,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     queues.add_commands(commands)
     schedules.add_commands(commands)
     health.add_commands(commands)
+    cluster.add_commands(commands)
     configuration.add_commands(commands)
+    completion.add_commands(commands, build_parser)
     return parser
 
 
