@@ -118,3 +118,23 @@ async def test_the_example_script_runs(cluster: SchedulerServer) -> None:
     assert "state SUCCEEDED" in lines
     assert "result {'slept': 0.5}" in lines
     assert lines[-1].startswith("failed DEAD: sleep expects a payload")
+
+
+async def test_the_dag_example_runs_in_dependency_order(cluster: SchedulerServer) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHECKOUT / "examples" / "dag.py"),
+        cluster.address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    states = {line.split()[0]: line.split()[2] for line in lines[:4]}
+    assert states["merge"] == "WAITING"
+    assert states["report"] == "WAITING"
+    order = lines[-1].removeprefix("finished in order: ").split()
+    assert set(order[:2]) == {"fetch-a", "fetch-b"}
+    assert order[2:] == ["merge", "report"]
