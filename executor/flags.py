@@ -13,6 +13,7 @@ import socket
 
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
+from jobsched.tls import TLS_ENV, add_tls_options
 
 DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep), those of --handlers
 modules, and those installed packages advertise (entry point group jobsched.handlers). SIGTERM
@@ -26,6 +27,7 @@ ENV = {
     "queues": "JOBSCHED_QUEUES",
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
+    **TLS_ENV,
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         help="env JOBSCHED_LOG_LEVEL (default INFO)",
     )
+    add_tls_options(parser)
     return parser
 
 

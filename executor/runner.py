@@ -35,6 +35,7 @@ from executor.stream import (
     take_batch,
 )
 from executor.watchdog import LoopWatchdog
+from jobsched.tls import ClientTLS
 from jobsched.v1 import executor_service_pb2 as pb
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "MAX_PENDING_RESULTS", "Executor", "take_batch"]
@@ -76,6 +77,7 @@ class Executor:
         peer_timeout: float = 30.0,
         result_flush_timeout: float = 2.0,
         loop_block_warning: float = 1.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
@@ -102,6 +104,7 @@ class Executor:
             backoff_max=backoff_max,
             register_timeout=register_timeout,
             peer_timeout=peer_timeout,
+            tls=tls,
         )
         self._runs = HandlerRuns(
             name=name,

@@ -38,6 +38,7 @@ from executor.loop_thread import Inbox
 from executor.runs import Attempt, AttemptKey
 from jobsched import batching, keepalive
 from jobsched.client import balancing
+from jobsched.tls import ClientTLS, open_channel
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -144,8 +145,10 @@ class ConnectStream:
         backoff_max: float,
         register_timeout: float,
         peer_timeout: float,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.addresses = list(addresses)
+        self.tls = tls
         self.name = name
         self.capacity = capacity
         self.registry = registry
@@ -322,7 +325,7 @@ class ConnectStream:
         outbox: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         outbox.put_nowait(self._register_request())
         options = [*keepalive.channel_options(), *balancing(address)]
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
+        async with open_channel(address, options, self.tls) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(_requests(outbox))
             try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jobsched.config import Program, add_config_option
 from scheduler.server import DEFAULT_LISTEN, ServerSettings
+from scheduler.tls import ServerTLS
 
 DESCRIPTION = """Run a scheduler replica. Without --database-url or DATABASE_URL an embedded
 PostgreSQL is started on a persistent data directory (--data-dir, JOBSCHED_DATA_DIR, default
@@ -25,6 +26,9 @@ ENV = {
     "database_password_file": "JOBSCHED_DATABASE_PASSWORD_FILE",
     "data_dir": "JOBSCHED_DATA_DIR",
     "log_level": "JOBSCHED_LOG_LEVEL",
+    "tls_cert": "JOBSCHED_SERVER_TLS_CERT",
+    "tls_key": "JOBSCHED_SERVER_TLS_KEY",
+    "tls_client_ca": "JOBSCHED_TLS_CLIENT_CA",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -93,7 +97,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_timing(parser)
     _add_limits(parser)
+    _add_tls(parser)
     return parser
+
+
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group(
+        "TLS (plaintext without; the files are read again on SIGHUP or when they change)"
+    )
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve TLS with this certificate chain (PEM; env JOBSCHED_SERVER_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="its private key (PEM; env JOBSCHED_SERVER_TLS_KEY)",
+    )
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="mutual TLS: require client certificates signed by these CAs (PEM; env "
+        "JOBSCHED_TLS_CLIENT_CA)",
+    )
+
+
+def tls_of(args: argparse.Namespace) -> ServerTLS | None:
+    """The ServerTLS the flags ask for, checked now (ValueError, one line, when unusable)."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+    tls.load()  # TLSError (a ValueError) naming the file
+    return tls
 
 
 def _add_timing(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +262,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_streams=args.max_streams,
         max_connection_age=_seconds(args.max_connection_age or None),
         retention=timedelta(days=args.retention_days),
+        tls=tls_of(args),
     )
 
 

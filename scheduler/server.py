@@ -50,6 +50,7 @@ from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.store.schedules import Fired, ScheduleStore
+from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
@@ -145,6 +146,8 @@ class ServerSettings:
     # `connection_age_grace`, so that clients and executors behind a Kubernetes Service
     # reconnect through DNS and spread over the replicas again after a rollout or a scale-up.
     max_connection_age: timedelta | None = None
+    # Serve TLS (and require client certificates signed by its client_ca: mutual TLS).
+    tls: ServerTLS | None = None
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
@@ -381,9 +384,18 @@ class SchedulerServer:
             answered_at=lambda: self.leader.answered_at,
         )
         self.address = ""
+        # TLS when configured; reload_tls() (SIGHUP) re-reads the files for new connections.
+        self.tls = ReloadingCredentials(settings.tls) if settings.tls is not None else None
+
+    def reload_tls(self) -> None:
+        if self.tls is not None:
+            self.tls.reload()
 
     async def start(self) -> str:
-        port = self.server.add_insecure_port(self.settings.listen)
+        if self.tls is not None:
+            port = self.server.add_secure_port(self.settings.listen, self.tls.credentials())
+        else:
+            port = self.server.add_insecure_port(self.settings.listen)
         if port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         host = self.settings.listen.rsplit(":", 1)[0]

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched import payloads
 from jobsched.errors import from_rpc_error
+from jobsched.tls import ClientTLS, open_channel
 from jobsched.v1 import (
     cluster_service_pb2,
     cluster_service_pb2_grpc,
@@ -258,6 +259,9 @@ class JobschedClient:
     example) resolves to every replica, and such a target's calls are spread over all of them
     (the round_robin policy) rather than sent on one connection.
 
+    `tls` (jobsched.tls.ClientTLS) connects with TLS: the CA to trust, and a client
+    certificate for mutual TLS; None is plaintext.
+
     `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
     deadline of each call in seconds (None: no deadline). Use it as an async context manager or
     call `close()`. Create it inside the event loop that will use it: the channels bind to it.
@@ -271,6 +275,7 @@ class JobschedClient:
         timeout: float | None = None,
         keepalive: timedelta | None = timedelta(seconds=60),
         retries: int = 3,
+        tls: ClientTLS | None = None,
     ) -> None:
         parts = address.split(",") if isinstance(address, str) else list(address)
         self.addresses = [a.strip() for a in parts if a.strip()]
@@ -295,7 +300,7 @@ class JobschedClient:
             ]
         self.channel_options = tuple(options)
         self._channels: list[grpc.aio.Channel] = [
-            grpc.aio.insecure_channel(a, options=[*options, *balancing(a)]) for a in self.addresses
+            open_channel(a, [*options, *balancing(a)], tls) for a in self.addresses
         ]
         self._stubs: list[job_service_pb2_grpc.JobServiceAsyncStub] = [
             job_service_pb2_grpc.JobServiceStub(channel) for channel in self._channels

@@ -24,6 +24,7 @@ from typing import Any, Self, TypeVar
 
 from jobsched.client import DEFAULT_ADDRESS, JobschedClient, JobSpecLike, Payload
 from jobsched.jobs import Job, JobFailedError, JobState, Progress
+from jobsched.tls import ClientTLS
 from jobsched.v1 import job_pb2
 
 T = TypeVar("T")
@@ -100,6 +101,7 @@ class Client:
         tenant: str | None = None,
         timeout: float | None = 30.0,
         retries: int = 3,
+        tls: ClientTLS | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -109,7 +111,9 @@ class Client:
         addresses = address if isinstance(address, str) else list(address)
 
         async def connect() -> JobschedClient:  # its channels bind to the loop that makes them
-            return JobschedClient(addresses, tenant=tenant, timeout=timeout, retries=retries)
+            return JobschedClient(
+                addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls
+            )
 
         self._client = self._run(connect())
         self._closed = False

@@ -59,6 +59,7 @@ from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, repo
 from jobsched.client import DEFAULT_ADDRESS, JobschedClient
 from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
+from jobsched.tls import TLS_ENV, TLSConfigError, add_tls_options, tls_from_args
 
 __all__ = ["CLIENT", "build_parser", "main"]
 
@@ -67,6 +68,7 @@ CLIENT_ENV = {
     "address": "JOBSCHED_ADDRESS",
     "tenant": "JOBSCHED_TENANT",
     "timeout": "JOBSCHED_TIMEOUT",
+    **TLS_ENV,
 }
 
 
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help="deadline of each call in seconds (env JOBSCHED_TIMEOUT; default %(default)s)",
     )
+    add_tls_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     services.add_commands(commands)
     jobs.add_commands(commands)
@@ -110,7 +113,9 @@ CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 
 async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
-    async with JobschedClient(args.address, tenant=args.tenant, timeout=args.timeout) as client:
+    async with JobschedClient(
+        args.address, tenant=args.tenant, timeout=args.timeout, tls=tls_from_args(args)
+    ) as client:
         return await handler(client, args)
 
 
@@ -144,6 +149,9 @@ def _dispatch(args: argparse.Namespace, resolved: Resolved) -> int:
 
     try:
         return asyncio.run(_run_client_command(args.handler, args))
+    except TLSConfigError as err:
+        print(f"jobsched: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except JobschedError as err:
         return report(err, args.address, sys.stderr)
     except Exception as err:  # the documented exit code 1 rather than a traceback
