@@ -532,7 +532,7 @@ class Job(_message.Message):
     def setting_origins(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettingOrigin]:
         """Where each of the job's defaultable settings came from when it was submitted: max_attempts,
         timeout and the four retry_policy fields, in that order (GetJobStatus and SubmitJob only;
-        empty in lists, batches and streams, and for jobs submitted before 0.3).
+        empty in lists, batches and streams, and for jobs stored before job-type defaults existed).
         """
 
     def __init__(
