@@ -20,6 +20,8 @@ from jobsched.v1 import (
     executor_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
+    job_type_service_pb2,
+    job_type_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedule_service_pb2,
@@ -30,6 +32,7 @@ from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
+from scheduler.api.job_type_service import JobTypeService
 from scheduler.api.limits import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_STREAMS, AdmissionLimiter
 from scheduler.api.queue_service import QueueService
 from scheduler.api.schedule_service import ScheduleService, job_from_template
@@ -46,6 +49,7 @@ from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
+from scheduler.store.job_types import JobTypeStore
 from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
@@ -326,6 +330,9 @@ class SchedulerServer:
             ),
             self.server,
         )
+        job_type_service_pb2_grpc.add_JobTypeServiceServicer_to_server(
+            JobTypeService(JobTypeStore(db), clock), self.server
+        )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterService(
                 ClusterStore(db), clock, timedelta(seconds=3 * settings.presence_interval)
@@ -369,6 +376,7 @@ class SchedulerServer:
                 executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
                 cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+                job_type_service_pb2.DESCRIPTOR.services_by_name["JobTypeService"].full_name,
                 schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,

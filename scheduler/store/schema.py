@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from scheduler.domain.setting_sources import STORED_PATTERN as SETTING_SOURCES_PATTERN
 from scheduler.domain.states import JobState
 
 metadata = MetaData(
@@ -98,7 +99,14 @@ jobs = Table(
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
     # Attempts handed back without running (ack reverts, releases); bounded, then DEAD (0010).
     Column("releases", Integer, nullable=False, server_default=text("0")),
+    # Where max_attempts, timeout and the retry fields came from at submit, a letter each
+    # (scheduler/domain/setting_sources.py); NULL for jobs submitted before 0013.
+    Column("setting_sources", Text),
     CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+    CheckConstraint(
+        f"setting_sources IS NULL OR setting_sources ~ '{SETTING_SOURCES_PATTERN}'",
+        name="setting_sources_known",
+    ),
     CheckConstraint("releases >= 0", name="releases_non_negative"),
     CheckConstraint("pending_dependencies >= 0", name="pending_dependencies_non_negative"),
     CheckConstraint(
@@ -255,6 +263,33 @@ queues = Table(
     ),
     CheckConstraint(
         "retention IS NULL OR retention >= interval '0'", name="retention_non_negative"
+    ),
+)
+
+# Per-job-type settings (JobTypeService, 0013): the defaults of a type's jobs, between the
+# job's own values and its queue's. A type without settings has no row.
+job_types = Table(
+    "job_types",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("max_attempts", Integer),
+    Column("timeout", Interval),
+    Column("retry_initial_backoff", Interval),
+    Column("retry_multiplier", Double),
+    Column("retry_max_backoff", Interval),
+    Column("retry_jitter", Double),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "max_attempts IS NULL OR max_attempts BETWEEN 1 AND 100", name="max_attempts_range"
+    ),
+    CheckConstraint("timeout IS NULL OR timeout > interval '0'", name="timeout_positive"),
+    CheckConstraint(
+        "(retry_initial_backoff IS NULL OR retry_initial_backoff > interval '0') "
+        "AND (retry_multiplier IS NULL OR retry_multiplier >= 1) "
+        "AND (retry_max_backoff IS NULL OR retry_max_backoff > interval '0') "
+        "AND (retry_jitter IS NULL OR retry_jitter BETWEEN 0 AND 1)",
+        name="retry_policy_valid",
     ),
 )
 

@@ -33,6 +33,8 @@ from jobsched.v1 import (
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
+    job_type_service_pb2,
+    job_type_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedule_service_pb2,
@@ -132,8 +134,8 @@ def job_spec(
     """Build a JobSpec. Payload: bytes as is, str as UTF-8, a mapping as compact JSON.
 
     None leaves a field unset so the server default applies (priority 50, 3 attempts, now; the
-    queue's settings first for max_attempts, timeout and the retry policy). `retry_policy` is a
-    RetryPolicy or a mapping of `retry_policy()` arguments.
+    type's settings, then the queue's, first for max_attempts, timeout and each retry policy
+    field). `retry_policy` is a RetryPolicy or a mapping of `retry_policy()` arguments.
 
     Dependencies: `depends_on` are ids of stored jobs that must succeed first (the job waits,
     WAITING, until then, and is cancelled if one ends DEAD or CANCELLED). Within one
@@ -187,8 +189,8 @@ def make_retry_policy(
     max_backoff: timedelta | None = None,
     jitter: float | None = None,
 ) -> job_pb2.RetryPolicy:
-    """A RetryPolicy with the given fields set (the others come from the queue, then the
-    global defaults: 1 s, x2, 10 min, 10 %)."""
+    """A RetryPolicy with the given fields set (the others come from the job type, then the
+    queue, then the global defaults: 1 s, x2, 10 min, 10 %)."""
     policy = job_pb2.RetryPolicy()
     if initial_backoff is not None:
         policy.initial_backoff.CopyFrom(_duration(initial_backoff))
@@ -873,6 +875,86 @@ class JobschedClient:
             cluster_service_pb2.GetClusterStatusRequest(),
             True,
         )
+
+    # -- job types ---------------------------------------------------------------------------
+
+    async def _call_job_types(
+        self,
+        rpc: Callable[
+            [job_type_service_pb2_grpc.JobTypeServiceAsyncStub],
+            grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        ],
+        request: _Request,
+    ) -> _Response:
+        # Every JobTypeService call is safe to repeat (reads, and updates that set values).
+        stubs: list[job_type_service_pb2_grpc.JobTypeServiceAsyncStub] = [
+            job_type_service_pb2_grpc.JobTypeServiceStub(channel) for channel in self._channels
+        ]
+        return await self._invoke(stubs, rpc, request, True)
+
+    async def get_job_type(self, name: str) -> job_type_service_pb2.JobType:
+        """A job type's settings (empty ones for a type never configured)."""
+        response = await self._call_job_types(
+            lambda stub: stub.GetJobType, job_type_service_pb2.GetJobTypeRequest(name=name)
+        )
+        return response.job_type
+
+    async def list_job_types_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[job_type_service_pb2.JobType], str]:
+        """One page of the configured job types by name, and the next token ("" on the last)."""
+        response = await self._call_job_types(
+            lambda stub: stub.ListJobTypes,
+            job_type_service_pb2.ListJobTypesRequest(page_size=page_size, page_token=page_token),
+        )
+        return list(response.job_types), response.next_page_token
+
+    async def list_job_types(
+        self, page_size: int = 0
+    ) -> AsyncGenerator[job_type_service_pb2.JobType, None]:
+        """Every job type of the tenant that has settings, by name."""
+        async for job_type in _every_page(lambda token: self.list_job_types_page(page_size, token)):
+            yield job_type
+
+    async def update_job_type(
+        self, job_type: job_type_service_pb2.JobType, paths: Sequence[str] | None = None
+    ) -> job_type_service_pb2.JobType:
+        """Change the type's settings named by `paths` (None: every field `job_type` sets; a
+        path whose field is unset clears it: the setting inherits from the queue again)."""
+        request = job_type_service_pb2.UpdateJobTypeRequest(job_type=job_type)
+        if paths is not None:
+            request.update_mask.paths.extend(paths)
+        response = await self._call_job_types(lambda stub: stub.UpdateJobType, request)
+        return response.job_type
+
+    async def set_job_type_defaults(
+        self,
+        name: str,
+        *,
+        max_attempts: int | None = None,
+        job_timeout: timedelta | None = None,
+        retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+    ) -> job_type_service_pb2.JobType:
+        """Set the given defaults of a job type's jobs (the others are left as they are):
+        `job_timeout` is the execution timeout of each attempt; `retry_policy` a RetryPolicy or
+        make_retry_policy() arguments, of which only the set fields change."""
+        job_type = job_type_service_pb2.JobType(name=name)
+        paths = []
+        if max_attempts is not None:
+            job_type.max_attempts = max_attempts
+            paths.append("max_attempts")
+        if job_timeout is not None:
+            job_type.timeout.CopyFrom(_duration(job_timeout))
+            paths.append("timeout")
+        if retry_policy is not None:
+            policy = (
+                retry_policy
+                if isinstance(retry_policy, job_pb2.RetryPolicy)
+                else make_retry_policy(**retry_policy)
+            )
+            job_type.retry_policy.CopyFrom(policy)
+            paths += [f"retry_policy.{f.name}" for f, _ in policy.ListFields()]
+        return await self.update_job_type(job_type, paths)
 
     # -- schedules ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@
     schedules ACTION     cron schedules: create NAME --cron EXPR --type T [--tz ZONE ...],
                          ls, show NAME, pause NAME, resume NAME, delete NAME, trigger NAME
     queues ACTION        ls, show NAME, pause NAME, resume NAME, set-concurrency NAME N, set NAME
+    types ACTION         job-type defaults: ls, show TYPE, set TYPE --timeout 5m ..., clear TYPE
     health               exit 0 when the scheduler answers SERVING (container health checks)
     cluster              the replicas, the leader and the connected executors
     config show          the effective configuration, each key with its source
@@ -34,7 +35,7 @@ $JOBSCHED_CONFIG): flag > environment > file > default.
 Exit codes: see jobsched.cli.exits (`jobsched --help` prints them).
 
 One module per command group: jobs (submit ... priority; watching for the live view), queues,
-schedules, health, cluster, configuration (config show), services (the server commands);
+types, schedules, health, cluster, configuration (config show), services (the server commands);
 arguments, output and exits are what they share.
 """
 
@@ -53,6 +54,7 @@ from jobsched.cli import (
     queues,
     schedules,
     services,
+    types,
 )
 from jobsched.cli.arguments import DEFAULT_TIMEOUT, Handler
 from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, report
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_commands(commands)
     queues.add_commands(commands)
     schedules.add_commands(commands)
+    types.add_commands(commands)
     health.add_commands(commands)
     cluster.add_commands(commands)
     configuration.add_commands(commands)
