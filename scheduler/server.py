@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import grpc
@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from jobsched import keepalive
 from jobsched.v1 import (
+    auth_service_pb2,
+    auth_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
     executor_service_pb2,
@@ -27,6 +29,7 @@ from jobsched.v1 import (
     schedule_service_pb2,
     schedule_service_pb2_grpc,
 )
+from scheduler.api.auth_service import AuthService
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
@@ -36,6 +39,9 @@ from scheduler.api.job_type_service import JobTypeService
 from scheduler.api.limits import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_STREAMS, AdmissionLimiter
 from scheduler.api.queue_service import QueueService
 from scheduler.api.schedule_service import ScheduleService, job_from_template
+from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
+from scheduler.auth.bootstrap import bootstrap_admin_key
+from scheduler.auth.interceptor import AuthInterceptor
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
@@ -47,6 +53,7 @@ from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
+from scheduler.store.api_keys import ApiKeyStore
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
 from scheduler.store.job_types import JobTypeStore
@@ -58,6 +65,8 @@ from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
 
 log = logging.getLogger("jobsched.scheduler")
+
+AUTH_MODES = ("off", "required")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a SubmitJobs batch of large payloads
@@ -152,6 +161,15 @@ class ServerSettings:
     max_connection_age: timedelta | None = None
     # Serve TLS (and require client certificates signed by its client_ca: mutual TLS).
     tls: ServerTLS | None = None
+    # "required": every RPC but health and reflection needs a credential (scheduler/auth/);
+    # "off": any caller acts for any tenant (the command line then refuses a non-loopback
+    # address unless --insecure).
+    auth: str = "off"
+    # JOBSCHED_BOOTSTRAP_KEY: stored as an admin key at start when no admin key exists.
+    bootstrap_key: str | None = field(default=None, repr=False)
+    # How long a verified API key is used without asking the store again: the bound on how
+    # late another replica's revocation takes effect here.
+    auth_cache_seconds: float = CACHE_SECONDS
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
@@ -165,6 +183,8 @@ class ServerSettings:
                 f"retention must be zero (keep forever) or positive, at most {MAX_RETENTION.days}"
                 " days"
             )
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}")
         if self.max_connection_age is not None and self.max_connection_age <= timedelta(0):
             raise ValueError("max_connection_age must be positive (None: connections never age)")
 
@@ -238,8 +258,24 @@ class SchedulerServer:
         self.db = db
         self.settings = settings
         self.limiter = AdmissionLimiter(settings.max_concurrent_rpcs, settings.max_streams)
+        self.clock = clock
+        self.api_keys = ApiKeyStore(db)
+        self.authenticator = ApiKeyAuthenticator(
+            self.api_keys, clock, cache_seconds=settings.auth_cache_seconds
+        )
+        # Authentication inside the error mapping (its refusals get rich statuses) and the
+        # admission limits (a flood of unknown keys cannot queue unbounded store lookups).
+        auth: list[grpc.aio.ServerInterceptor] = (
+            [AuthInterceptor(self.authenticator)] if settings.auth == "required" else []
+        )
         self.server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor(), ErrorInterceptor(), self.limiter, *interceptors],
+            interceptors=[
+                AccessLogInterceptor(),
+                ErrorInterceptor(),
+                self.limiter,
+                *auth,
+                *interceptors,
+            ],
             options=settings.grpc_options,
         )
         self.hub = JobWatchHub()
@@ -368,6 +404,9 @@ class SchedulerServer:
             ),
             self.server,
         )
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthService(self.api_keys, self.authenticator, clock), self.server
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -378,6 +417,7 @@ class SchedulerServer:
                 queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
                 job_type_service_pb2.DESCRIPTOR.services_by_name["JobTypeService"].full_name,
                 schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+                auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -400,6 +440,8 @@ class SchedulerServer:
             self.tls.reload()
 
     async def start(self) -> str:
+        if self.settings.bootstrap_key is not None:
+            await self._bootstrap(self.settings.bootstrap_key)
         if self.tls is not None:
             port = self.server.add_secure_port(self.settings.listen, self.tls.credentials())
         else:
@@ -418,9 +460,28 @@ class SchedulerServer:
         await self.cron.start()
         await self.retention.start()
         log.info(
-            "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
+            "listening",
+            extra={
+                "fields": {
+                    "event": "scheduler.listening",
+                    "address": self.address,
+                    "auth": self.settings.auth,
+                }
+            },
         )
+        if self.settings.auth == "off":
+            log.warning(
+                "authentication is off: any caller may act for any tenant (--auth required)",
+                extra={"fields": {"event": "scheduler.auth_off"}},
+            )
         return self.address
+
+    async def _bootstrap(self, secret: str) -> None:
+        made = await bootstrap_admin_key(self.api_keys, self.clock(), secret)
+        fields = {"event": "scheduler.bootstrap_key", "stored": made is not None}
+        if made is not None:
+            fields["key_id"] = made[0].id
+        log.info("bootstrap admin key", extra={"fields": fields})
 
     def _role_changed(self, role: Role) -> None:
         # A new leader fires what is due, looks at the rescue deadlines and sweeps at once.
