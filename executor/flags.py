@@ -14,6 +14,7 @@ import socket
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 from jobsched.tls import TLS_ENV, add_tls_options
+from jobsched.tokens import TOKEN_ENV, add_token_option
 
 DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep), those of --handlers
 modules, and those installed packages advertise (entry point group jobsched.handlers). SIGTERM
@@ -28,6 +29,7 @@ ENV = {
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
     **TLS_ENV,
+    **TOKEN_ENV,
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="env JOBSCHED_LOG_LEVEL (default INFO)",
     )
     add_tls_options(parser)
+    add_token_option(parser)
     return parser
 
 

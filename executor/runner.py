@@ -78,6 +78,7 @@ class Executor:
         result_flush_timeout: float = 2.0,
         loop_block_warning: float = 1.0,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
@@ -105,6 +106,7 @@ class Executor:
             register_timeout=register_timeout,
             peer_timeout=peer_timeout,
             tls=tls,
+            token=token,
         )
         self._runs = HandlerRuns(
             name=name,

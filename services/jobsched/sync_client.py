@@ -102,6 +102,7 @@ class Client:
         timeout: float | None = 30.0,
         retries: int = 3,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -112,7 +113,7 @@ class Client:
 
         async def connect() -> JobschedClient:  # its channels bind to the loop that makes them
             return JobschedClient(
-                addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls
+                addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls, token=token
             )
 
         self._client = self._run(connect())

@@ -21,10 +21,10 @@ SERVER_EXTRA_HINT = "pip install 'jobsched[server]'"
 def run_executor(argv: list[str]) -> int:
     from executor.__main__ import main as executor_main
 
-    return _exit_code(executor_main, argv)
+    return exit_code(executor_main, argv)
 
 
-def _server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
+def server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
     """The entry point's function, or why it cannot be loaded (one line naming the command the
     user `typed`)."""
     points = metadata.entry_points(group="jobsched.commands", name=name)
@@ -42,14 +42,14 @@ def _server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
 
 def run_scheduler(argv: list[str], typed: str = "scheduler") -> int:
     """`jobsched scheduler`, `dev` or `migrate` (`typed`), with the scheduler's arguments."""
-    command = _server_command("scheduler", typed)
+    command = server_command("scheduler", typed)
     if isinstance(command, str):
         print(f"jobsched: {command}", file=sys.stderr)
         return EXIT_ERROR
-    return _exit_code(command, argv)
+    return exit_code(command, argv)
 
 
-def _exit_code(command: Callable[[list[str]], int], argv: list[str]) -> int:
+def exit_code(command: Callable[[list[str]], int], argv: list[str]) -> int:
     try:
         return command(argv)
     except SystemExit as exit_:
