@@ -59,6 +59,12 @@ class _Authorize:
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
         self.authenticator = authenticator
+        # method -> (the servicer's handler, its wrapped handler): the servicers' handlers
+        # are the same objects on every call, so they are wrapped once, not per call. Bounded
+        # by the methods served (an unknown method has no handler and is not wrapped).
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(
         self,
@@ -71,10 +77,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_public(method):
             return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         permission = RPC_PERMISSIONS.get(method)
         authenticator = self.authenticator
 
         def around(_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _Authorize:
             return _Authorize(authenticator, permission, context)
 
-        return wrap_handler(handler, method, around)
+        wrapped = wrap_handler(handler, method, around)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
