@@ -34,6 +34,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from scheduler.api.request_ids import current_request_id, new_request_id
+from scheduler.auth.identity import current_principal
 from scheduler.domain import errors
 from scheduler.domain.echo import shorten
 
@@ -350,19 +351,18 @@ class _AccessLog:
         code = self.context.code()
         if code is None or isinstance(code, int):
             code = _code_from(code, exc, self.context)
-        log.info(
-            "rpc",
-            extra={
-                "fields": {
-                    "event": "rpc",
-                    "method": self.method,
-                    "code": code.name,
-                    "duration_ms": round(duration_ms, 3),
-                    "peer": self.peer,
-                    "request_id": self.request_id,
-                }
-            },
-        )
+        fields = {
+            "event": "rpc",
+            "method": self.method,
+            "code": code.name,
+            "duration_ms": round(duration_ms, 3),
+            "peer": self.peer,
+            "request_id": self.request_id,
+        }
+        principal = current_principal()  # set further in by the AuthInterceptor, if any
+        if principal is not None:
+            fields["principal"] = f"{principal.kind}:{principal.id}"
+        log.info("rpc", extra={"fields": fields})
         return False
 
 

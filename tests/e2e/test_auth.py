@@ -9,6 +9,7 @@ without authentication beyond loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -136,6 +137,30 @@ async def test_revoked_and_expired_keys_are_unauthenticated(
 async def test_health_and_reflection_need_no_credential(server: SchedulerServer) -> None:
     async with client(server, None) as c:
         assert await c.health() == "SERVING"
+
+
+async def test_the_access_log_names_the_principal(
+    server: SchedulerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jobsched.rpc")
+    async with client(server, ADMIN) as admin:
+        [key] = [k async for k in admin.list_api_keys()]
+
+    def lines() -> list[dict[str, object]]:
+        return [
+            dict(getattr(r, "fields", {}))
+            for r in caplog.records
+            if r.name == "jobsched.rpc"
+            and getattr(r, "fields", {}).get("method") == "/jobsched.v1.AuthService/ListApiKeys"
+        ]
+
+    async def logged() -> dict[str, object]:
+        found = lines()
+        assert len(found) == 1
+        return found[0]
+
+    line = await assert_eventually(logged)
+    assert line["principal"] == f"api_key:{key.id}"
 
 
 async def test_a_verified_key_is_not_looked_up_again_on_every_call(
