@@ -42,6 +42,7 @@ from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
 from scheduler.auth.bootstrap import bootstrap_admin_key
 from scheduler.auth.interceptor import AuthInterceptor
+from scheduler.auth.revocations import RevokedKeySweeper
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
@@ -404,8 +405,17 @@ class SchedulerServer:
             ),
             self.server,
         )
+        # Executor streams whose key is revoked or expires end within the cache's lifetime.
+        self.revocations = RevokedKeySweeper(
+            lambda: self.dispatcher.sessions.values(),
+            self.dispatcher.remove,
+            self.api_keys,
+            clock,
+            settings.auth_cache_seconds,
+        )
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-            AuthService(self.api_keys, self.authenticator, clock), self.server
+            AuthService(self.api_keys, self.authenticator, clock, on_revoked=self.revocations.wake),
+            self.server,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -454,6 +464,8 @@ class SchedulerServer:
         await self.probe.start()
         await self.dispatcher.start()
         await self.watchdog.start()
+        if self.settings.auth == "required":
+            await self.revocations.start()
         await self.presence.start(self.address)
         await self.leader.start()
         await self.rescuer.start()
@@ -526,6 +538,7 @@ class SchedulerServer:
         await self.presence.stop()
         await self.probe.stop()
         await self.watchdog.stop()
+        await self.revocations.stop()
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)

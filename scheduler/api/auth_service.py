@@ -77,10 +77,12 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         store: ApiKeyStore,
         authenticator: ApiKeyAuthenticator,
         clock: Callable[[], datetime],
+        on_revoked: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.authenticator = authenticator
         self.clock = clock
+        self.on_revoked = on_revoked  # open executor streams of the key end (revocations.py)
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: Context
@@ -125,4 +127,5 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if revoked is None:
             raise ApiKeyNotFound(key_id)
         self.authenticator.forget(key_id)
+        self.on_revoked()
         return pb.RevokeApiKeyResponse(api_key=api_key_to_proto(revoked))

@@ -152,6 +152,8 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         principal = current_principal()
         if principal is not None:  # only its credential's tenants' jobs
             session.tenants = principal.tenant_filter
+            if principal.kind == "api_key":
+                session.key_id = principal.id
         # Two heartbeat intervals without one: no more assignments (see dispatch/watchdog.py).
         session.silent_after = 2 * self.heartbeat_interval
         token = await self.registrar.admit(

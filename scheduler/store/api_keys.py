@@ -112,6 +112,22 @@ async def revoke_api_key(
     return None if row is None else _record(row)
 
 
+_UNUSABLE = text("""
+SELECT id, revoked_at IS NOT NULL AS revoked FROM api_keys
+WHERE id = ANY(CAST(:ids AS uuid[]))
+  AND (revoked_at IS NOT NULL OR (expires_at IS NOT NULL AND expires_at <= :now))
+""")
+
+
+async def select_unusable_api_keys(
+    conn: AsyncConnection, ids: Sequence[str], now: datetime
+) -> dict[str, bool]:
+    """The keys among `ids` revoked or expired at `now` -> whether revoked (else expired); one
+    statement for them all."""
+    rows = await conn.execute(_UNUSABLE, {"ids": list(ids), "now": now})
+    return {str(r[0]): bool(r[1]) for r in rows}
+
+
 # Bootstraps on several replicas at once (JOBSCHED_BOOTSTRAP_KEY) make one admin key, not one
 # each: the check and the insert run under this transaction-scoped advisory lock.
 _BOOTSTRAP_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('jobsched.api_keys.bootstrap'))")
@@ -153,6 +169,10 @@ class ApiKeyStore:
     ) -> ApiKeyRecord | None:
         async with self.db.transaction() as conn:
             return await revoke_api_key(conn, key_id, scope, now)
+
+    async def unusable(self, ids: Sequence[str], now: datetime) -> dict[str, bool]:
+        async with self.db.read() as conn:
+            return await select_unusable_api_keys(conn, ids, now)
 
     async def bootstrap(self, key: ApiKeyRecord, now: datetime) -> ApiKeyRecord | None:
         """Store `key` (an admin key) when no usable admin key exists; None when one does, or

@@ -386,6 +386,43 @@ async def test_bad_key_requests_name_the_field_and_store_nothing(
     assert await count(db, "api_keys") == 1
 
 
+async def test_revoking_an_executor_key_ends_its_open_streams_on_every_replica(
+    db: Database,
+) -> None:
+    async with (
+        serving(db, auth="required", bootstrap_key=ADMIN) as first,
+        serving(db, auth="required", auth_cache_seconds=0.5) as second,
+    ):
+        key = await make(first, "executor", "alpha")
+        executors = [
+            Executor(
+                [s.address], name=f"on-{i}", capacity=1, registry=builtin_registry(), token=key
+            )
+            for i, s in enumerate((first, second))
+        ]
+        for executor in executors:
+            await executor.start()
+        try:
+            for executor in executors:
+                await asyncio.wait_for(executor.wait_registered(), 20)
+            assert len(first.dispatcher.sessions) == len(second.dispatcher.sessions) == 1
+            async with client(first, ADMIN) as admin:
+                [record] = [k async for k in admin.list_api_keys() if k.role == "executor"]
+                await admin.revoke_api_key(record.id)
+
+            async def ended() -> None:
+                # at once here (the revocation wakes the sweep), within the cache bound there
+                assert first.revocations.ended == 1
+                assert second.revocations.ended == 1
+                assert first.dispatcher.sessions == {}
+                assert second.dispatcher.sessions == {}
+
+            await assert_eventually(ended, within=10)
+        finally:
+            for executor in executors:
+                await executor.stop(1.0)
+
+
 # --- bootstrap ----------------------------------------------------------------------------------
 
 
