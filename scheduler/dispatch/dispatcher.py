@@ -253,7 +253,9 @@ class Dispatcher:
         if not attempts:
             return
         async with self.db.transaction() as conn:
-            jobs = await reattach_attempts(conn, session.name, attempts, self.lease, self.clock())
+            jobs = await reattach_attempts(
+                conn, session.name, attempts, self.lease, self.clock(), session.tenants
+            )
         kept = {(job.id, job.attempt) for job in jobs}
         for job in jobs:
             self.detached.pop(job.id, None)

@@ -459,6 +459,7 @@ UPDATE jobs SET lease_expires_at = :lease_expires_at
 FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS t(job_id, job_attempt)
 WHERE jobs.id = t.job_id AND jobs.attempt = t.job_attempt AND jobs.state = 'running'
   AND jobs.executor = :executor
+  AND (CAST(:tenants AS text[]) IS NULL OR jobs.tenant = ANY(CAST(:tenants AS text[])))
 RETURNING {FULL_COLUMNS}
 """)
 
@@ -469,9 +470,12 @@ async def reattach_attempts(
     attempts: Sequence[tuple[str, int]],
     lease: timedelta,
     now: datetime,
+    tenants: Sequence[str] | None = None,
 ) -> list[JobRecord]:
     """The attempts a reconnecting executor still holds that are still its own (RUNNING, same
-    attempt, same executor), with their leases renewed; the others were moved on meanwhile."""
+    attempt, same executor, and of its credential's `tenants` unless None: a session token
+    names an executor, not what its new key may run), with their leases renewed; the others
+    were moved on meanwhile."""
     if not attempts:
         return []
     result = await conn.execute(
@@ -481,6 +485,7 @@ async def reattach_attempts(
             "ids": [job_id for job_id, _ in attempts],
             "attempts": [attempt for _, attempt in attempts],
             "lease_expires_at": now + lease,
+            "tenants": None if tenants is None else list(tenants),
         },
     )
     return [row_to_job(r, full=True) for r in result]
