@@ -286,6 +286,9 @@ async def test_a_key_of_tenant_a_never_reaches_a_job_of_tenant_b(
         )
         with pytest.raises(JobNotFoundError):
             await alpha.cancel(job.id)
+        with pytest.raises(JobNotFoundError):
+            async for _ in alpha.watch(job.id):
+                pass
         assert [j async for j in alpha.list_active()] == []
     async with client(server, alpha_key, tenant="beta") as alpha_as_beta:
         with pytest.raises(PermissionDeniedError) as header:
