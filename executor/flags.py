@@ -11,6 +11,7 @@ import argparse
 import os
 import socket
 
+from executor.command_options import COMMAND_ENV, add_command_options
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 
@@ -26,6 +27,7 @@ ENV = {
     "queues": "JOBSCHED_QUEUES",
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
+    **COMMAND_ENV,  # executor/command_options.py
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         help="env JOBSCHED_LOG_LEVEL (default INFO)",
     )
+    add_command_options(parser)
     return parser
 
 
