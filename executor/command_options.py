@@ -102,7 +102,7 @@ def add_command_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=env_name,
         dest="env_allow",
-        default=list(DEFAULT_ENV_ALLOW),
+        # None, not the list: argparse would append the flags to a list default.
         metavar="NAME",
         help="an environment variable of the executor that commands see, repeatable; the flags "
         f"replace the default {','.join(DEFAULT_ENV_ALLOW)} (env JOBSCHED_ENV_ALLOW, "
@@ -169,7 +169,9 @@ def command_settings(args: argparse.Namespace) -> CommandSettings:
         allow=tuple(args.allow_command),
         work_dir=args.work_dir,
         keep_work_dirs=args.keep_work_dirs,
-        env_allow=tuple(dict.fromkeys(args.env_allow)),
+        env_allow=DEFAULT_ENV_ALLOW
+        if args.env_allow is None
+        else tuple(dict.fromkeys(args.env_allow)),
         max_output=args.max_output,
         kill_grace=args.kill_grace,
         limits=Limits(cpu=args.limit_cpu, memory=args.limit_memory, files=args.limit_files),
