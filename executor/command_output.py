@@ -74,7 +74,7 @@ class OutputCapture:
             end = partial.find(b"\n", start)
             if end < 0:
                 break
-            self._line(stream, bytes(partial[start:end]))
+            self._pieces(stream, bytes(partial[start:end]))
             start = end + 1
         del partial[:start]
         while len(partial) >= MAX_LINE_BYTES:
@@ -87,6 +87,10 @@ class OutputCapture:
         if partial:
             self._line(stream, bytes(partial))
             partial.clear()
+
+    def _pieces(self, stream: str, raw: bytes) -> None:
+        for offset in range(0, max(len(raw), 1), MAX_LINE_BYTES):
+            self._line(stream, raw[offset : offset + MAX_LINE_BYTES])
 
     @property
     def stderr_tail(self) -> str:

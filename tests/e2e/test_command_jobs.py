@@ -238,6 +238,18 @@ async def test_a_timeout_or_cancel_kills_the_whole_process_tree(
     await all_gone(pids)
 
 
+async def test_an_executor_stopping_kills_the_trees_it_runs(
+    start: Start, client: JobschedClient
+) -> None:
+    executor = await start("--allow-command", SH_GLOB)
+    job_id = await submit(client, {"argv": ["sh", "-c", TREE]})
+    pids = await tree_pids(client, job_id)
+    # The grace ends, the handler is cancelled: SIGKILL to the group at once.
+    await executor.stop(grace=0.2)
+    await all_gone(pids)
+    await reached(client, job_id, S.JOB_STATE_QUEUED)  # handed back unfinished
+
+
 async def test_whatever_a_finished_command_left_running_is_stopped(
     start: Start, client: JobschedClient
 ) -> None:
