@@ -15,6 +15,10 @@ from typing import Any
 
 from executor.handlers import NonRetryableError
 
+# Set by the executor, or the dynamic linker's (a job could load its own code into a program
+# the executor allows).
+REFUSED_ENV = ("JOBSCHED_", "LD_", "DYLD_")
+
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
@@ -54,8 +58,8 @@ def parse_command(payload: bytes) -> CommandSpec:
     env = body.get("env", {})
     if not isinstance(env, dict) or not _strings(env) or not _strings(env.values()):
         raise _bad("env must be an object of strings")
-    if any(name.upper().startswith("JOBSCHED_") or "=" in name or not name for name in env):
-        raise _bad("env names must be identifiers not starting JOBSCHED_")
+    if any(name.upper().startswith(REFUSED_ENV) or "=" in name or not name for name in env):
+        raise _bad("env names must be identifiers not starting JOBSCHED_, LD_ or DYLD_")
     cwd = body.get("cwd", ".")
     if (
         not isinstance(cwd, str)

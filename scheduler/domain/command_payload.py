@@ -5,7 +5,8 @@ The payload is a JSON object (README "Command jobs"; the executor's side is exec
 
     argv                      list of strings, required, at least argv[0] (not empty); no NUL
     env                       object of string values; names like C identifiers, not JOBSCHED_*
-                              (the executor sets those); no NUL
+                              (the executor sets those) nor LD_* or DYLD_* (the dynamic
+                              linker's); no NUL
     cwd                       string, relative to the attempt's working directory; no absolute
                               path, no `..` leaving it, no NUL
     stdin                     string written to the command's standard input
@@ -33,6 +34,9 @@ COMMAND_TYPE = "command"
 MAX_COMMAND_TIMEOUT_SECONDS = 7 * 24 * 3600  # as a job's own timeout (validation.MAX_TIMEOUT)
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV_PREFIX = "JOBSCHED_"
+# The dynamic linker's variables (LD_PRELOAD, DYLD_INSERT_LIBRARIES, ...) would let a job run
+# code of its choosing inside a program the executor allows.
+LINKER_ENV_PREFIXES = ("LD_", "DYLD_")
 LIMIT_KEYS = ("cpu", "memory", "files")
 FIELDS = frozenset({"argv", "env", "cwd", "stdin", "timeout", "non_retryable_exit_codes", "limits"})
 
@@ -120,6 +124,14 @@ def _check_env(env: object, path: str, violations: list[FieldViolation]) -> None
         elif name.upper().startswith(RESERVED_ENV_PREFIX):
             violations.append(
                 FieldViolation(where, f"names starting {RESERVED_ENV_PREFIX} are set by jobsched")
+            )
+        elif name.upper().startswith(LINKER_ENV_PREFIXES):
+            violations.append(
+                FieldViolation(
+                    where,
+                    "the dynamic linker's variables (LD_*, DYLD_*) are not allowed: they change "
+                    "what an allowed program runs",
+                )
             )
         if not isinstance(value, str):
             violations.append(FieldViolation(where, "must be a string"))

@@ -64,6 +64,8 @@ def test_a_full_payload_is_accepted() -> None:
             {"argv": ["x"], "env": {"jobsched_attempt": "x"}},
             ["job.payload.env['jobsched_attempt']"],
         ),
+        ({"argv": ["x"], "env": {"LD_PRELOAD": "/x.so"}}, ["job.payload.env['LD_PRELOAD']"]),
+        ({"argv": ["x"], "env": {"dyld_x": "1"}}, ["job.payload.env['dyld_x']"]),
         ({"argv": ["x"], "cwd": "/etc"}, ["job.payload.cwd"]),
         ({"argv": ["x"], "cwd": ".."}, ["job.payload.cwd"]),
         ({"argv": ["x"], "cwd": "a/../../b"}, ["job.payload.cwd"]),
