@@ -34,7 +34,6 @@ import errno
 import fnmatch
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from typing import Any
 from executor.command_output import OutputCapture
 from executor.command_payload import CommandSpec, parse_command
 from executor.handlers import JobCancelledError, JobContext, NonRetryableError, RetryableError
-from executor.processes import Limits, signal_group, signal_name, spawn, stop_group
+from executor.processes import Limits, signal_name, spawn
 
 COMMAND_TYPE = "command"
 DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TZ", "HOME")
@@ -135,7 +134,7 @@ class CommandHandler:
             )
         limits = self.settings.limits.narrowed(spec.cpu, spec.memory, spec.files)
         try:
-            process = await spawn(
+            group = await spawn(
                 spec.argv,
                 executable=program,
                 cwd=str(cwd),
@@ -152,13 +151,14 @@ class CommandHandler:
             log=ctx.log,
             progress=lambda percent, message: ctx.progress(percent, message=message),
         )
+        process = group.process
         tasks = [
             asyncio.ensure_future(_pump(process.stdout, "stdout", capture)),
             asyncio.ensure_future(_pump(process.stderr, "stderr", capture)),
         ]
         if spec.stdin is not None:
             tasks.append(asyncio.ensure_future(_feed(process.stdin, spec.stdin.encode())))
-        exited = asyncio.ensure_future(process.wait())
+        exited = asyncio.ensure_future(group.exited())
         stopping = asyncio.ensure_future(ctx.cancelled.wait())
         try:
             done, _ = await asyncio.wait(
@@ -166,17 +166,15 @@ class CommandHandler:
             )
             ended = exited in done
             # Stops the program if it still runs (SIGTERM, grace, SIGKILL), and whatever it
-            # left in its group if it ended.
-            await stop_group(process, self.settings.kill_grace)
+            # left in its group if it ended; then the last of the output.
+            await group.stop(self.settings.kill_grace)
             await asyncio.wait(tasks, timeout=PIPE_DRAIN_SECONDS)
         finally:
             # Also when this task is cancelled (the executor's cancel grace ran out, or it
             # stops): nothing of the group may outlive the attempt.
-            signal_group(process, signal.SIGKILL)
             for task in (*tasks, stopping):
                 task.cancel()
-            if process.returncode is None:
-                await process.wait()
+            await group.close()
             await asyncio.gather(*tasks, stopping, exited, return_exceptions=True)
         if not ended:
             if ctx.cancelled.is_set():
@@ -184,7 +182,7 @@ class CommandHandler:
             raise RetryableError(
                 _describe(f"timed out after {spec.timeout:g}s (the payload's timeout)", capture)
             )
-        return self._outcome(spec, process.returncode, capture, work)
+        return self._outcome(spec, group.returncode, capture, work)
 
     def _outcome(
         self, spec: CommandSpec, code: int | None, capture: OutputCapture, work: Path

@@ -2,7 +2,7 @@
 
 Each command starts a new session (``start_new_session``), so its process id is also the id of
 a process group holding it and everything it starts that does not leave the group itself;
-signals go to the whole group (`signal_group`). A process that calls setsid(2) or daemonises
+signals go to the whole group (`ProcessGroup`). A process that calls setsid(2) or daemonises
 leaves the group: containing those is a cgroup's job (the container's), not this module's.
 
 Resource limits (`Limits`: CPU seconds, address space, open files) are set with setrlimit in
@@ -42,6 +42,7 @@ os.execv(sys.argv[4], sys.argv[5:])
 
 
 GROUP_POLL = 0.05  # seconds between looks at a stopping group
+READ_LIMIT = 64 * 1024  # asyncio's default buffer limit of a pipe's StreamReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,70 @@ class Limits:
         return any(value is not None for value in (self.cpu, self.memory, self.files))
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's protocol for a Process, also telling when the program itself has exited:
+    Process.wait() returns only once its pipes have closed too, which a background process
+    holding them delays for as long as it lives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=READ_LIMIT, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+class ProcessGroup:
+    """A started command: its process (`stdin`, `stdout`, `stderr` streams), and its process
+    group, which every signal goes to."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.process = asyncio.subprocess.Process(transport, protocol, asyncio.get_running_loop())
+        self.pid = self.process.pid  # also the group's id
+
+    @property
+    def returncode(self) -> int | None:
+        """The program's exit status once it has exited (negative: the signal that ended it)."""
+        return self.process.returncode
+
+    async def exited(self) -> None:
+        """Until the program has exited (its pipes may still be open)."""
+        await self._protocol.exited.wait()
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the group; a group already empty is not an error."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM to the group, then SIGKILL to what is left of it after `grace` seconds (or
+        as soon as it is empty); returns when the program has exited."""
+        if self.returncode is not None and not group_exists(self.pid):
+            return  # the common case: the program ended and left nothing behind
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        self.signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.exited(), grace)
+        # The rest of the group gets the rest of the grace. They are not our children, so
+        # there is nothing to wait on: the group is polled.
+        running = group_running
+        while loop.time() < deadline and await asyncio.to_thread(running, self.pid):  # noqa: ASYNC110
+            await asyncio.sleep(GROUP_POLL)
+        self.signal(signal.SIGKILL)
+        await self.exited()
+
+    async def close(self) -> None:
+        """SIGKILL to the group, wait for the program, close the pipes (a process that left
+        the group may still hold them)."""
+        self.signal(signal.SIGKILL)
+        self._transport.close()
+        await self.exited()
+
+
 async def spawn(
     argv: Sequence[str],
     *,
@@ -76,7 +141,7 @@ async def spawn(
     env: Mapping[str, str],
     limits: Limits,
     stdin: bool,
-) -> asyncio.subprocess.Process:
+) -> ProcessGroup:
     """Start `executable` with `argv` (argv[0] as given) in a new session, stdout and stderr
     piped, stdin piped when `stdin` else /dev/null."""
     program, args = executable, list(argv)
@@ -84,7 +149,9 @@ async def spawn(
         values = ["-" if v is None else str(v) for v in (limits.cpu, limits.memory, limits.files)]
         program, args = sys.executable, [sys.executable, "-I", "-S", "-c", WRAPPER, *values]
         args += [executable, *argv]
-    return await asyncio.create_subprocess_exec(
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _Protocol(loop),
         args[0],
         *args[1:],
         executable=program,
@@ -96,32 +163,7 @@ async def spawn(
         start_new_session=True,
         close_fds=True,
     )
-
-
-def signal_group(process: asyncio.subprocess.Process, signum: int) -> None:
-    """Send `signum` to the process's group (its id, as the leader of a new session); a group
-    already empty is not an error."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
-
-
-async def stop_group(process: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM to the group, then SIGKILL to what is left of it after `grace` seconds (or as
-    soon as the group is empty); returns when the leader has ended."""
-    if process.returncode is not None and not group_exists(process.pid):
-        return  # the common case: the program ended and left nothing behind
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    signal_group(process, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait(), grace)
-    # The rest of the group gets the rest of the grace. They are not our children, so there is
-    # nothing to wait on: the group is polled.
-    running = group_running
-    while loop.time() < deadline and await asyncio.to_thread(running, process.pid):  # noqa: ASYNC110
-        await asyncio.sleep(GROUP_POLL)
-    signal_group(process, signal.SIGKILL)
-    await process.wait()
+    return ProcessGroup(transport, protocol)
 
 
 def group_exists(pgid: int) -> bool:

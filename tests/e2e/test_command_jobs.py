@@ -254,7 +254,10 @@ async def test_whatever_a_finished_command_left_running_is_stopped(
     start: Start, client: JobschedClient
 ) -> None:
     await start("--allow-command", SH_GLOB)
-    job_id = await submit(client, {"argv": ["sh", "-c", 'sleep 300 & echo "pids $!"']})
+    # The program exits after the handler has started waiting (the sleep 0.2), while its
+    # background process still holds its stdout: the handler must not wait for the pipes.
+    script = 'sleep 300 & echo "pids $!"; sleep 0.2'
+    job_id = await submit(client, {"argv": ["sh", "-c", script]})
     await reached(client, job_id, S.JOB_STATE_SUCCEEDED)
     found = [line for line in await lines(client, job_id) if line.startswith("pids ")]
     await all_gone([int(found[0].split()[1])])
