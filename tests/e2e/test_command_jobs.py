@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -261,6 +262,25 @@ async def test_whatever_a_finished_command_left_running_is_stopped(
     await reached(client, job_id, S.JOB_STATE_SUCCEEDED)
     found = [line for line in await lines(client, job_id) if line.startswith("pids ")]
     await all_gone([int(found[0].split()[1])])
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid(1)")
+async def test_a_process_that_leaves_the_group_does_not_hold_the_attempt(
+    start: Start, client: JobschedClient
+) -> None:
+    # What a process group cannot contain (README: a cgroup's job): the attempt still ends,
+    # its pipes closed, and the escaped process is the test's to kill.
+    await start("--allow-command", SH_GLOB)
+    script = 'setsid sleep 300 & echo "pids $!"; sleep 0.2'
+    job_id = await submit(client, {"argv": ["sh", "-c", script]})
+    try:
+        await reached(client, job_id, S.JOB_STATE_SUCCEEDED)
+    finally:
+        found = [line for line in await lines(client, job_id) if line.startswith("pids ")]
+        if found:
+            pid = int(found[0].split()[1])
+            if running_pid(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def test_output_beyond_max_output_is_cut_with_one_line(
