@@ -42,7 +42,7 @@ import argparse
 import asyncio
 import sys
 
-from jobsched.cli import configuration, health, jobs, queues, schedules, services
+from jobsched.cli import artifacts, configuration, health, jobs, queues, schedules, services
 from jobsched.cli.arguments import DEFAULT_TIMEOUT, Handler
 from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, report
 from jobsched.client import DEFAULT_ADDRESS, JobschedClient
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_commands(commands)
     health.add_commands(commands)
     configuration.add_commands(commands)
+    artifacts.add_commands(commands)
     return parser
 
 
