@@ -46,6 +46,7 @@ import asyncio
 import sys
 
 from jobsched.cli import (
+    artifacts,
     cluster,
     completion,
     configuration,
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_commands(commands)
     configuration.add_commands(commands)
     completion.add_commands(commands, build_parser)
+    artifacts.add_commands(commands)
     return parser
 
 
