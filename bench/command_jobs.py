@@ -1,4 +1,4 @@
-"""8. Command-job overhead: submit to exit of `true`, one job at a time (closed loop, so no
+"""9. Command-job overhead: submit to exit of `true`, one job at a time (closed loop, so no
 queueing enters it), against a scheduler process and an in-process executor whose `command`
 handler (executor/command.py) allows /usr/bin/* and /bin/*.
 

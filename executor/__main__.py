@@ -18,6 +18,7 @@ from executor.handlers import HandlerRegistry, builtin_registry
 from executor.loading import HandlerLoadError, Loaded, load_handlers
 from executor.runner import Executor
 from jobsched import logs
+from jobsched.tls import ClientTLS, TLSConfigError, tls_from_args
 
 log = logging.getLogger("jobsched.executor")
 
@@ -29,13 +30,16 @@ def registry_of(args: argparse.Namespace) -> tuple[HandlerRegistry, Loaded]:
     return registry, loaded
 
 
-async def run(args: argparse.Namespace, registry: HandlerRegistry, loaded: Loaded) -> None:
+async def run(
+    args: argparse.Namespace, registry: HandlerRegistry, loaded: Loaded, tls: ClientTLS | None
+) -> None:
     executor = Executor(
         args.schedulers,
         name=args.name,
         capacity=args.capacity,
         registry=registry,
         queues=args.queues,
+        tls=tls,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
     try:
+        tls = tls_from_args(args)
         registry, loaded = registry_of(args)
-    except HandlerLoadError as exc:
+    except (HandlerLoadError, TLSConfigError) as exc:
         print(f"jobsched executor: {exc}", file=sys.stderr, flush=True)
         return 2
-    asyncio.run(run(args, registry, loaded))
+    asyncio.run(run(args, registry, loaded, tls))
     return 0
 
 

@@ -14,6 +14,7 @@ import socket
 from executor.command_options import COMMAND_ENV, add_command_options
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
+from jobsched.tls import TLS_ENV, add_tls_options
 
 DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep), those of --handlers
 modules, and those installed packages advertise (entry point group jobsched.handlers). SIGTERM
@@ -27,6 +28,7 @@ ENV = {
     "queues": "JOBSCHED_QUEUES",
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
+    **TLS_ENV,
     **COMMAND_ENV,  # executor/command_options.py
 }
 
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         help="env JOBSCHED_LOG_LEVEL (default INFO)",
     )
+    add_tls_options(parser)
     add_command_options(parser)
     return parser
 

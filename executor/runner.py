@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 
+from executor.artifacts import ArtifactUploader
 from executor.handlers import HandlerRegistry
 from executor.loop_thread import Inbox, LoopThread
 from executor.runs import Attempt, AttemptKey, HandlerRuns
@@ -35,6 +36,7 @@ from executor.stream import (
     take_batch,
 )
 from executor.watchdog import LoopWatchdog
+from jobsched.tls import ClientTLS
 from jobsched.v1 import executor_service_pb2 as pb
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "MAX_PENDING_RESULTS", "Executor", "take_batch"]
@@ -76,6 +78,7 @@ class Executor:
         peer_timeout: float = 30.0,
         result_flush_timeout: float = 2.0,
         loop_block_warning: float = 1.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
@@ -102,6 +105,7 @@ class Executor:
             backoff_max=backoff_max,
             register_timeout=register_timeout,
             peer_timeout=peer_timeout,
+            tls=tls,
         )
         self._runs = HandlerRuns(
             name=name,
@@ -109,6 +113,9 @@ class Executor:
             cancel_grace=cancel_grace,
             report=self._report,
             max_result_bytes=lambda: self._stream.max_result_bytes,
+        )
+        self.uploads = ArtifactUploader(
+            name, lambda: (self._stream.address, self._stream.session_token)
         )
         self._thread = LoopThread(f"executor {name} stream")
         self._inbox: Inbox | None = None  # the handler loop's
@@ -124,6 +131,7 @@ class Executor:
         self._started = True
         loop = asyncio.get_running_loop()
         self._inbox = Inbox(loop)
+        self.uploads.bind(loop)
         watchdog = LoopWatchdog(loop, threshold=self.loop_block_warning, job_of=self._runs.job_of)
         await self._thread.start(lambda: self._stream_main(watchdog))
 
@@ -151,6 +159,7 @@ class Executor:
         await self._thread.run(self._stream.close(self.result_flush_timeout))
         await self._thread.join()
         self._runs.close()
+        await self.uploads.close()
         log.info("executor stopped", extra={"fields": {"event": "executor.stopped"}})
 
     async def wait_registered(self) -> None:
@@ -180,6 +189,8 @@ class Executor:
     def _start_attempts(self, attempts: list[Attempt]) -> None:
         # (stream thread) Run these attempts' handlers.
         assert self._inbox is not None
+        for attempt in attempts:
+            attempt.ctx.artifact_uploader = self.uploads
         self._inbox.post(self._runs.start, attempts)
 
     def _stop_attempt(self, attempt: Attempt) -> None:

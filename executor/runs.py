@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
@@ -23,6 +24,7 @@ from typing import Any, cast
 from executor.handlers import (
     AsyncHandler,
     Handler,
+    HandlerError,
     HandlerResult,
     JobCancelledError,
     JobContext,
@@ -309,9 +311,24 @@ class HandlerRuns:
                 self._idle.set()
 
 
+# The traceback of an unexpected exception goes with its failure, its last frames first kept.
+MAX_TRACEBACK_CHARS = 8000
+
+
 def _failure(exc: BaseException, *, retryable: bool) -> pb.JobResult:
     if isinstance(exc, NonRetryableError | RetryableError):  # the handler's own words
         message = str(exc)
     else:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if not isinstance(exc, HandlerError):
+        # A handler's deliberate failure says what it means; anything else was unexpected,
+        # and where it was raised is what its author needs (shown by `jobsched status`).
+        message += "\n\n" + _traceback(exc)
     return pb.JobResult(failure=pb.JobFailure(message=message, retryable=retryable))
+
+
+def _traceback(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "... (earlier frames cut)\n" + text[-MAX_TRACEBACK_CHARS:]
+    return text

@@ -38,6 +38,7 @@ from executor.loop_thread import Inbox
 from executor.runs import Attempt, AttemptKey
 from jobsched import batching, keepalive
 from jobsched.client import balancing
+from jobsched.tls import ClientTLS, open_channel
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -144,8 +145,10 @@ class ConnectStream:
         backoff_max: float,
         register_timeout: float,
         peer_timeout: float,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.addresses = list(addresses)
+        self.tls = tls
         self.name = name
         self.capacity = capacity
         self.registry = registry
@@ -163,6 +166,7 @@ class ConnectStream:
 
         # From the last Registered.
         self.session_id = ""
+        self.address = ""  # of the scheduler of the current (or last) registration
         self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self.max_result_bytes = 0  # 0: the scheduler did not say (the default limit applies)
         self.ack_timeout: float | None = None
@@ -185,6 +189,11 @@ class ConnectStream:
         self._closed: asyncio.Event | None = None
         self._results_drained: asyncio.Event | None = None
         self._connect: asyncio.Task[None] | None = None
+
+    @property
+    def session_token(self) -> str:
+        """The last registration's token: artifact uploads prove the executor with it."""
+        return self._session_token if self.registered else ""
 
     @property
     def running(self) -> list[AttemptKey]:
@@ -322,7 +331,7 @@ class ConnectStream:
         outbox: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         outbox.put_nowait(self._register_request())
         options = [*keepalive.channel_options(), *balancing(address)]
-        async with grpc.aio.insecure_channel(address, options=options) as channel:
+        async with open_channel(address, options, self.tls) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(_requests(outbox))
             try:
@@ -404,6 +413,8 @@ class ConnectStream:
 
     def _on_registered(self, registered: pb.Registered, address: str) -> None:
         self.session_id = registered.session_id
+        if address:
+            self.address = address
         if registered.session_token:
             self._session_token = registered.session_token
         interval = _seconds(registered.heartbeat_interval)
@@ -620,6 +631,7 @@ class ConnectStream:
             type=assignment.type,
             payload=assignment.payload,
             labels=dict(assignment.labels),
+            tenant=assignment.tenant,
         )
         timeout = _seconds(assignment.timeout) if assignment.HasField("timeout") else 0.0
         attempt = Attempt(

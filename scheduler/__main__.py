@@ -65,6 +65,7 @@ async def serve(url: str, settings: ServerSettings, *, dev: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)  # new certificates
     dev_executor: Any = None
     try:
         address = await server.start()

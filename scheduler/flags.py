@@ -12,7 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobsched.config import Program, add_config_option
+from scheduler.domain.artifacts import S3Location
 from scheduler.server import DEFAULT_LISTEN, ServerSettings
+from scheduler.tls import ServerTLS
 
 DESCRIPTION = """Run a scheduler replica. Without --database-url or DATABASE_URL an embedded
 PostgreSQL is started on a persistent data directory (--data-dir, JOBSCHED_DATA_DIR, default
@@ -25,6 +27,11 @@ ENV = {
     "database_password_file": "JOBSCHED_DATABASE_PASSWORD_FILE",
     "data_dir": "JOBSCHED_DATA_DIR",
     "log_level": "JOBSCHED_LOG_LEVEL",
+    "tls_cert": "JOBSCHED_SERVER_TLS_CERT",
+    "tls_key": "JOBSCHED_SERVER_TLS_KEY",
+    "tls_client_ca": "JOBSCHED_TLS_CLIENT_CA",
+    "artifact_store": "JOBSCHED_ARTIFACT_STORE",
+    "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -93,7 +100,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_timing(parser)
     _add_limits(parser)
+    _add_tls(parser)
+    _add_artifacts(parser)
     return parser
+
+
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group(
+        "TLS (plaintext without; the files are read again on SIGHUP or when they change)"
+    )
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve TLS with this certificate chain (PEM; env JOBSCHED_SERVER_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="its private key (PEM; env JOBSCHED_SERVER_TLS_KEY)",
+    )
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="mutual TLS: require client certificates signed by these CAs (PEM; env "
+        "JOBSCHED_TLS_CLIENT_CA)",
+    )
+
+
+def tls_of(args: argparse.Namespace) -> ServerTLS | None:
+    """The ServerTLS the flags ask for, checked now (ValueError, one line, when unusable)."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+    tls.load()  # TLSError (a ValueError) naming the file
+    return tls
 
 
 def _add_timing(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +235,47 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _s3_url(value: str) -> str:
+    if value:
+        try:
+            S3Location.parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _add_artifacts(parser: argparse.ArgumentParser) -> None:
+    artifacts = parser.add_argument_group("artifacts (files uploaded by handlers)")
+    defaults = ServerSettings()
+    artifacts.add_argument(
+        "--artifact-store",
+        type=_s3_url,
+        default=defaults.artifact_store,
+        help="s3://bucket/prefix to keep artifact content in S3-compatible object storage "
+        "(credentials and region from the standard AWS environment variables); default: in "
+        "PostgreSQL (env JOBSCHED_ARTIFACT_STORE)",
+    )
+    artifacts.add_argument(
+        "--artifact-s3-endpoint",
+        default=defaults.artifact_s3_endpoint,
+        help="URL of the S3 endpoint (MinIO, Ceph, ...; default AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL or AWS itself) (env JOBSCHED_ARTIFACT_S3_ENDPOINT)",
+    )
+    artifacts.add_argument(
+        "--max-artifact-bytes",
+        type=_positive_int,
+        default=defaults.max_artifact_bytes,
+        help=f"largest artifact (default {defaults.max_artifact_bytes}: 1 GiB)",
+    )
+    artifacts.add_argument(
+        "--max-job-artifact-bytes",
+        type=_positive_int,
+        default=defaults.max_job_artifact_bytes,
+        help=f"all artifacts of one job together (default {defaults.max_job_artifact_bytes}: "
+        "4 GiB)",
+    )
+
+
 PROGRAM = Program("scheduler", build_parser, ENV)
 
 
@@ -219,6 +307,11 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_streams=args.max_streams,
         max_connection_age=_seconds(args.max_connection_age or None),
         retention=timedelta(days=args.retention_days),
+        tls=tls_of(args),
+        artifact_store=args.artifact_store,
+        artifact_s3_endpoint=args.artifact_s3_endpoint,
+        max_artifact_bytes=args.max_artifact_bytes,
+        max_job_artifact_bytes=args.max_job_artifact_bytes,
     )
 
 

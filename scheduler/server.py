@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,43 +15,63 @@ from grpc_reflection.v1alpha import reflection
 
 from jobsched import keepalive
 from jobsched.v1 import (
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
     executor_service_pb2,
     executor_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
+    job_type_service_pb2,
+    job_type_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
 )
+from scheduler.api.artifact_service import ArtifactService
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
 from scheduler.api.job_service import JobService, utcnow
+from scheduler.api.job_type_service import JobTypeService
 from scheduler.api.limits import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_STREAMS, AdmissionLimiter
 from scheduler.api.queue_service import QueueService
 from scheduler.api.schedule_service import ScheduleService, job_from_template
+from scheduler.artifacts.downloads import ArtifactDownloads
+from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
 from scheduler.dispatch.registration import Registrar
 from scheduler.dispatch.watchdog import HeartbeatWatchdog
+from scheduler.domain.artifacts import (
+    DEFAULT_MAX_ARTIFACT_BYTES,
+    DEFAULT_MAX_JOB_ARTIFACT_BYTES,
+    ArtifactLimits,
+    S3Location,
+)
 from scheduler.domain.queues import MAX_RETENTION
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector, Role
+from scheduler.maintenance.artifact_janitor import ArtifactJanitor
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
+from scheduler.store.job_types import JobTypeStore
 from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.store.schedules import Fired, ScheduleStore
+from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
+
+if TYPE_CHECKING:
+    from scheduler.artifacts.s3 import S3Objects
 
 log = logging.getLogger("jobsched.scheduler")
 
@@ -145,8 +166,19 @@ class ServerSettings:
     # `connection_age_grace`, so that clients and executors behind a Kubernetes Service
     # reconnect through DNS and spread over the replicas again after a rollout or a scale-up.
     max_connection_age: timedelta | None = None
+    # Serve TLS (and require client certificates signed by its client_ca: mutual TLS).
+    tls: ServerTLS | None = None
+    # Artifacts (scheduler/artifacts/): "" keeps their content in PostgreSQL, "s3://bucket/prefix"
+    # in S3-compatible object storage (credentials and region from the AWS environment variables),
+    # at `artifact_s3_endpoint` if given. Uploads past either limit are RESOURCE_EXHAUSTED.
+    artifact_store: str = ""
+    artifact_s3_endpoint: str | None = None
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    max_job_artifact_bytes: int = DEFAULT_MAX_JOB_ARTIFACT_BYTES
 
     def __post_init__(self) -> None:
+        self.artifact_limits  # noqa: B018 (raises ValueError for bad limits)
+        self.artifact_location  # noqa: B018
         if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
             seconds=2 * self.heartbeat_interval
         ):
@@ -160,6 +192,15 @@ class ServerSettings:
             )
         if self.max_connection_age is not None and self.max_connection_age <= timedelta(0):
             raise ValueError("max_connection_age must be positive (None: connections never age)")
+
+    @property
+    def artifact_limits(self) -> ArtifactLimits:
+        return ArtifactLimits(self.max_artifact_bytes, self.max_job_artifact_bytes)
+
+    @property
+    def artifact_location(self) -> S3Location | None:
+        """Where artifact content goes; None: PostgreSQL."""
+        return S3Location.parse(self.artifact_store) if self.artifact_store else None
 
     @property
     def executor_heartbeat_timeout(self) -> timedelta:
@@ -323,6 +364,9 @@ class SchedulerServer:
             ),
             self.server,
         )
+        job_type_service_pb2_grpc.add_JobTypeServiceServicer_to_server(
+            JobTypeService(JobTypeStore(db), clock), self.server
+        )
         cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
             ClusterService(
                 ClusterStore(db), clock, timedelta(seconds=3 * settings.presence_interval)
@@ -349,6 +393,7 @@ class SchedulerServer:
             live_within=timedelta(seconds=3 * settings.presence_interval),
             has_peers=lambda: self.presence.peers > 0,
         )
+        self._add_artifacts(db, settings, clock, registrar)
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorService(
                 self.dispatcher,
@@ -363,9 +408,11 @@ class SchedulerServer:
         reflection.enable_server_reflection(
             [
                 job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+                artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
                 executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
                 cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+                job_type_service_pb2.DESCRIPTOR.services_by_name["JobTypeService"].full_name,
                 schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
@@ -381,9 +428,43 @@ class SchedulerServer:
             answered_at=lambda: self.leader.answered_at,
         )
         self.address = ""
+        # TLS when configured; reload_tls() (SIGHUP) re-reads the files for new connections.
+        self.tls = ReloadingCredentials(settings.tls) if settings.tls is not None else None
+
+    def reload_tls(self) -> None:
+        if self.tls is not None:
+            self.tls.reload()
+
+    def _add_artifacts(
+        self,
+        db: Database,
+        settings: ServerSettings,
+        clock: Callable[[], datetime],
+        registrar: Registrar,
+    ) -> None:
+        """ArtifactService, and with an S3 store the leader's janitor of removed objects."""
+        location = settings.artifact_location
+        self.artifact_objects: S3Objects | None = None
+        self.artifact_janitor: ArtifactJanitor | None = None
+        if location is not None:
+            from scheduler.artifacts.s3 import S3Objects  # boto3 is imported only when used
+
+            self.artifact_objects = S3Objects(location, endpoint_url=settings.artifact_s3_endpoint)
+            self.artifact_janitor = ArtifactJanitor(db, self.leader, clock, self.artifact_objects)
+        artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(
+            ArtifactService(
+                ArtifactUploads(db, settings.artifact_limits, clock, self.artifact_objects),
+                ArtifactDownloads(db, self.artifact_objects),
+                registrar.tokens,
+            ),
+            self.server,
+        )
 
     async def start(self) -> str:
-        port = self.server.add_insecure_port(self.settings.listen)
+        if self.tls is not None:
+            port = self.server.add_secure_port(self.settings.listen, self.tls.credentials())
+        else:
+            port = self.server.add_insecure_port(self.settings.listen)
         if port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         host = self.settings.listen.rsplit(":", 1)[0]
@@ -397,6 +478,8 @@ class SchedulerServer:
         await self.rescuer.start()
         await self.cron.start()
         await self.retention.start()
+        if self.artifact_janitor is not None:
+            await self.artifact_janitor.start()
         log.info(
             "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
         )
@@ -407,6 +490,8 @@ class SchedulerServer:
         self.cron.wake()
         self.rescuer.wake()
         self.retention.wake()
+        if self.artifact_janitor is not None:
+            self.artifact_janitor.wake()
 
     def _rescued(self, rescued: list[Rescued]) -> None:
         for job in rescued:
@@ -441,6 +526,8 @@ class SchedulerServer:
         await self.rescuer.stop()
         await self.cron.stop()
         await self.retention.stop()
+        if self.artifact_janitor is not None:
+            await self.artifact_janitor.stop()
         await self.leader.stop()
         await self.presence.stop()
         await self.probe.stop()
@@ -448,4 +535,6 @@ class SchedulerServer:
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self.artifact_objects is not None:
+            self.artifact_objects.close()
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

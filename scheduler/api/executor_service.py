@@ -40,7 +40,7 @@ from scheduler.domain.errors import (
     Unavailable,
 )
 from scheduler.domain.jobs import Progress
-from scheduler.domain.results import MAX_RESULT_BYTES, oversized_result
+from scheduler.domain.results import MAX_RESULT_BYTES, clip_error, oversized_result
 from scheduler.domain.validation import check_name, validate_job_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -288,7 +288,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                 await self.dispatcher.record_success(session, job_id, attempt, result.result)
             elif outcome == "failure":
                 await self.dispatcher.record_failure(
-                    session, job_id, attempt, result.failure.message, result.failure.retryable
+                    session,
+                    job_id,
+                    attempt,
+                    clip_error(result.failure.message),
+                    result.failure.retryable,
                 )
             elif outcome == "cancelled":
                 await self.dispatcher.record_cancelled(session, job_id, attempt)

@@ -13,6 +13,7 @@ import grpc
 
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.api.convert import (
+    add_setting_origins,
     dependency_to_proto,
     event_to_proto,
     from_timestamp,
@@ -164,6 +165,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if submitted.created:
             self.hub.notify(submitted.job.id)
         job = job_to_proto(submitted.job)
+        add_setting_origins(job, submitted.job)
         if submitted.created:
             job.payload = new.payload  # the insert returns projected columns only
         return job_service_pb2.SubmitJobResponse(job=job, created=submitted.created)
@@ -200,6 +202,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             job=job_to_proto(job), events=[event_to_proto(e) for e in events]
         )
         await self._explain_waiting(tenant, job, response.job)
+        add_setting_origins(response.job, job)
         response.job.depends_on.extend(d.job_id for d in dependencies)
         response.dependencies.extend(dependency_to_proto(d) for d in dependencies)
         return response

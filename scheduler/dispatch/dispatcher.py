@@ -110,6 +110,7 @@ def assignment(job: JobRecord, expires: Timestamp) -> pb.ConnectResponse:
         payload=job.payload,
         labels=job.labels,
         lease_expire_time=expires,
+        tenant=job.tenant,
     )
     if job.timeout is not None:
         timeout = Duration()

@@ -4,19 +4,25 @@
     ├── InvalidArgument              bad input, with one FieldViolation per offending field
     ├── NotFound
     │   ├── JobNotFound
-    │   └── ScheduleNotFound
+    │   ├── ScheduleNotFound
+    │   └── ArtifactNotFound
     ├── FailedPrecondition
     │   ├── InvalidTransition        the state machine forbids the change (with the reason)
-    │   └── AlreadyRegistered        a second Register on an executor stream
+    │   ├── AlreadyRegistered        a second Register on an executor stream
+    │   └── AttemptNotRunning        an artifact upload for an attempt that is not running
     ├── Conflict
     │   ├── ConcurrentModification   a guarded UPDATE matched no row: the caller lost a race
     │   ├── IdempotencyKeyReused     same idempotency key, different job
     │   ├── ScheduleNameTaken        a schedule of that name exists (ALREADY_EXISTS)
     │   ├── ExecutorNameTaken        an executor of that name is alive (ALREADY_EXISTS)
+    │   ├── ArtifactExists           this attempt stored an artifact of that name (ALREADY_EXISTS)
     │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
     ├── Unavailable
     │   └── DatabaseUnavailable      the store cannot be reached
-    └── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
+    ├── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
+    └── QuotaExceeded                over a size limit (RESOURCE_EXHAUSTED)
+        ├── ArtifactTooLarge
+        └── JobArtifactsTooLarge
 
 Each class's docstring is its default message and `reason` is the ErrorInfo reason clients see.
 """
@@ -149,6 +155,21 @@ class InvalidTransition(FailedPrecondition):
     reason = "INVALID_TRANSITION"
 
 
+class ArtifactNotFound(NotFound):
+    """No such artifact."""
+
+    reason = "ARTIFACT_NOT_FOUND"
+
+    def __init__(self, job_id: str, name: str) -> None:
+        super().__init__(f"job {job_id} has no artifact named {echo(name)}")
+
+
+class AttemptNotRunning(FailedPrecondition):
+    """The attempt is not the job's running attempt on this executor."""
+
+    reason = "ATTEMPT_NOT_RUNNING"
+
+
 class AlreadyRegistered(FailedPrecondition):
     """This stream is registered already: Register is only its first message."""
 
@@ -196,6 +217,18 @@ class ExecutorNameTaken(Conflict):
         )
 
 
+class ArtifactExists(Conflict):
+    """This attempt already stored an artifact of that name."""
+
+    reason = "ARTIFACT_ALREADY_EXISTS"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"this attempt already stored an artifact named {echo(name)} (names are unique per "
+            "job; a later attempt replaces an earlier one's)"
+        )
+
+
 class LeadershipLost(Conflict):
     """This replica is no longer the leader: another one was elected (fencing epoch changed)."""
 
@@ -222,3 +255,21 @@ class Overloaded(JobschedError):
     def __init__(self, message: str | None = None, retry_after: float = 1.0) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class QuotaExceeded(JobschedError):
+    """Over a size limit."""
+
+    reason = "QUOTA_EXCEEDED"
+
+
+class ArtifactTooLarge(QuotaExceeded):
+    """The artifact is over the scheduler's per-artifact limit."""
+
+    reason = "ARTIFACT_TOO_LARGE"
+
+
+class JobArtifactsTooLarge(QuotaExceeded):
+    """The job's artifacts would be over the scheduler's per-job limit."""
+
+    reason = "JOB_ARTIFACTS_TOO_LARGE"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryOverrides, RetryPolicy
+from scheduler.domain.setting_sources import Source
 from scheduler.domain.states import JobState
 
 
@@ -17,12 +18,12 @@ class NewJob:
     type: str
     payload: bytes
     priority: int
-    max_attempts: int | None  # None: the queue's default, else DEFAULT_MAX_ATTEMPTS
+    max_attempts: int | None  # None: the type's default, the queue's, else DEFAULT_MAX_ATTEMPTS
     run_at: datetime
     state: JobState
     labels: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
-    timeout: timedelta | None = None  # None: the queue's default, else none
+    timeout: timedelta | None = None  # None: the type's default, the queue's, else none
     retry: RetryOverrides = field(default_factory=RetryOverrides)
     # Dependencies (domain/dependencies.py): ids of stored jobs, and positions of jobs of the
     # same batch; pending_dependencies is set at submit, once their states are known.
@@ -71,6 +72,9 @@ class JobRecord:
     pending_dependencies: int = 0  # dependencies that have not succeeded yet
     # Ids of the jobs it depends on: filled by submits and GetJobStatus, empty in lists.
     depends_on: tuple[str, ...] = ()
+    # Where max_attempts, timeout and each retry field came from at submit (setting, source),
+    # in setting_sources.SETTINGS order; empty for jobs stored before that was recorded.
+    setting_sources: tuple[tuple[str, Source], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,9 +46,10 @@ MAX_MULTIPLIER = 10.0
 
 @dataclass(frozen=True, slots=True)
 class RetryOverrides:
-    """The retry policy fields a job or a queue sets; None means "not set here". A job's policy
-    is its own fields, then its queue's, then DEFAULT_RETRY_POLICY's (resolved at submit); a
-    maximum below the initial backoff is raised to it."""
+    """The retry policy fields a job, a job type or a queue sets; None means "not set here". A
+    job's policy is, field by field, its own, then its type's, then its queue's, then
+    DEFAULT_RETRY_POLICY's (resolved at submit); a maximum below the initial backoff is raised
+    to it."""
 
     initial: timedelta | None = None
     multiplier: float | None = None

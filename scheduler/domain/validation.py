@@ -3,14 +3,14 @@
 Rules (documented in the proto and README):
 - queue and type names are lower-cased, then must match NAME_PATTERN; an empty queue is "default";
 - payload at most MAX_PAYLOAD_BYTES; priority in [PRIORITY_MIN, PRIORITY_MAX], default 50;
-- max_attempts in [1, MAX_ATTEMPTS_LIMIT]; unset means the queue's default, else
-  DEFAULT_MAX_ATTEMPTS (resolved by the store at submit);
+- max_attempts in [1, MAX_ATTEMPTS_LIMIT]; unset means the type's default, then the queue's,
+  else DEFAULT_MAX_ATTEMPTS (resolved by the store at submit);
 - run_at at most MAX_SCHEDULE_AHEAD in the future; a past run_at means now;
 - at most MAX_LABELS labels, keys matching NAME_PATTERN, values at most MAX_LABEL_VALUE chars;
 - idempotency key at most MAX_IDEMPOTENCY_KEY chars of printable text;
 - no text a client sends may hold NUL (U+0000), which PostgreSQL's text and jsonb cannot store
   (`check_text`); values quoted in violations are shortened (scheduler/domain/echo.py);
-- timeout, if given, in (0, MAX_TIMEOUT]; unset means the queue's default, if any;
+- timeout, if given, in (0, MAX_TIMEOUT]; unset means the type's default, then the queue's;
 - retry policy fields within the bounds of scheduler/domain/retry.py;
 - dependencies (depends_on ids, ref, depends_on_refs): see scheduler/domain/dependencies.py;
 - a job of type `command` has its payload checked field by field

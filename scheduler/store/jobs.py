@@ -37,6 +37,8 @@ from scheduler.domain.jobs import (
 )
 from scheduler.domain.pagination import Cursor
 from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from scheduler.domain.setting_sources import SETTINGS, Source
+from scheduler.domain.setting_sources import decode as decode_sources
 from scheduler.domain.states import Event, JobState, check_deletable, check_transition
 from scheduler.domain.validation import DEFAULT_MAX_ATTEMPTS
 from scheduler.store.database import Database
@@ -50,7 +52,7 @@ LIST_COLUMN_NAMES = (
     "progress_message", "progress_eta", "progress_updated_at", "last_error", "executor",
     "labels", "idempotency_key", "cancel_requested_at", "timeout", "event_seq",
     "retry_initial_backoff", "retry_multiplier", "retry_max_backoff", "retry_jitter",
-    "pending_dependencies",
+    "pending_dependencies", "setting_sources",
 )  # fmt: skip
 LIST_COLUMNS = ", ".join(LIST_COLUMN_NAMES)
 FULL_COLUMNS = LIST_COLUMNS + ", payload, result"
@@ -66,7 +68,7 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
         progress_message, progress_eta, progress_updated_at, last_error, executor,
         labels, idempotency_key, cancel_requested_at, timeout, event_seq,
         retry_initial_backoff, retry_multiplier, retry_max_backoff, retry_jitter,
-        pending_dependencies,
+        pending_dependencies, setting_sources,
     ) = row[:_WIDTH]  # fmt: skip
     if isinstance(labels, str):
         labels = json.loads(labels)
@@ -101,6 +103,7 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
             retry_initial_backoff, retry_multiplier, retry_max_backoff, retry_jitter
         ),
         pending_dependencies=pending_dependencies,
+        setting_sources=decode_sources(setting_sources),
     )
 
 
@@ -145,6 +148,25 @@ def _to_event(row: Row[Any]) -> JobEventRecord:
 
 # --- statements -------------------------------------------------------------------------------
 
+# Where each setting comes from, as the letter stored in jobs.setting_sources: the first of
+# (job, type, queue) that sets it, else the built-in default. One CASE per setting, in the
+# order of scheduler/domain/setting_sources.py SETTINGS.
+_SOURCED = (
+    ("input.max_attempts", "t.max_attempts", "q.default_max_attempts"),
+    ("input.timeout", "t.timeout", "q.default_timeout"),
+    ("input.retry_initial", "t.retry_initial_backoff", "q.retry_initial_backoff"),
+    ("input.retry_multiplier", "t.retry_multiplier", "q.retry_multiplier"),
+    ("input.retry_maximum", "t.retry_max_backoff", "q.retry_max_backoff"),
+    ("input.retry_jitter", "t.retry_jitter", "q.retry_jitter"),
+)
+assert len(_SOURCED) == len(SETTINGS)
+_SOURCES_SQL = " || ".join(
+    f"CASE WHEN {job} IS NOT NULL THEN '{Source.JOB.value}' "
+    f"WHEN {job_type} IS NOT NULL THEN '{Source.TYPE.value}' "
+    f"WHEN {queue} IS NOT NULL THEN '{Source.QUEUE.value}' ELSE '{Source.DEFAULT.value}' END"
+    for job, job_type, queue in _SOURCED
+)
+
 _INSERT_JOBS = text(f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -159,29 +181,37 @@ WITH input AS (
            idempotency_key, timeout, retry_initial, retry_multiplier, retry_maximum,
            retry_jitter, pending_dependencies)
 ), resolved AS (
-    -- What the job leaves unset, its queue's settings decide, then the global defaults.
-    SELECT input.*,
-           COALESCE(input.retry_initial, q.retry_initial_backoff,
-                    CAST(:default_initial AS interval)) AS initial
+    -- What the job leaves unset, its type's settings decide, then its queue's, then the
+    -- global defaults; each setting on its own.
+    SELECT input.id, input.queue, input.type, input.payload, input.priority, input.state,
+           input.run_at, input.labels, input.idempotency_key, input.pending_dependencies,
+           COALESCE(input.max_attempts, t.max_attempts, q.default_max_attempts,
+                    :default_max_attempts) AS max_attempts,
+           COALESCE(input.timeout, t.timeout, q.default_timeout) AS timeout,
+           COALESCE(input.retry_initial, t.retry_initial_backoff, q.retry_initial_backoff,
+                    CAST(:default_initial AS interval)) AS initial,
+           COALESCE(input.retry_multiplier, t.retry_multiplier, q.retry_multiplier,
+                    :default_multiplier) AS multiplier,
+           COALESCE(input.retry_maximum, t.retry_max_backoff, q.retry_max_backoff,
+                    CAST(:default_maximum AS interval)) AS maximum,
+           COALESCE(input.retry_jitter, t.retry_jitter, q.retry_jitter,
+                    :default_jitter) AS jitter,
+           {_SOURCES_SQL} AS setting_sources
     FROM input
+    LEFT JOIN job_types t ON t.tenant = :tenant AND t.name = input.type
     LEFT JOIN queues q ON q.tenant = :tenant AND q.name = input.queue
 ), inserted AS (
     INSERT INTO jobs (id, tenant, queue, type, payload, priority, state, max_attempts, run_at,
                       labels, idempotency_key, timeout, retry_initial_backoff, retry_multiplier,
                       retry_max_backoff, retry_jitter, pending_dependencies, event_seq,
-                      created_at, updated_at)
+                      setting_sources, created_at, updated_at)
     SELECT r.id, :tenant, r.queue, r.type, r.payload, r.priority, CAST(r.state AS job_state),
-           COALESCE(r.max_attempts, q.default_max_attempts, :default_max_attempts),
-           r.run_at, CAST(r.labels AS jsonb), r.idempotency_key,
-           COALESCE(r.timeout, q.default_timeout),
-           r.initial,
-           COALESCE(r.retry_multiplier, q.retry_multiplier, :default_multiplier),
-           GREATEST(r.initial, COALESCE(r.retry_maximum, q.retry_max_backoff,
-                                        CAST(:default_maximum AS interval))),
-           COALESCE(r.retry_jitter, q.retry_jitter, :default_jitter),
-           r.pending_dependencies, 1, now(), now()
+           r.max_attempts, r.run_at, CAST(r.labels AS jsonb), r.idempotency_key, r.timeout,
+           r.initial, r.multiplier,
+           -- A maximum below the initial backoff is raised to it.
+           GREATEST(r.initial, r.maximum),
+           r.jitter, r.pending_dependencies, 1, r.setting_sources, now(), now()
     FROM resolved r
-    LEFT JOIN queues q ON q.tenant = :tenant AND q.name = r.queue
     -- A fixed lock order: batches sharing idempotency keys must not deadlock each other.
     ORDER BY r.idempotency_key NULLS LAST
     ON CONFLICT (tenant, idempotency_key) DO NOTHING

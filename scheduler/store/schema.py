@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from scheduler.domain.setting_sources import STORED_PATTERN as SETTING_SOURCES_PATTERN
 from scheduler.domain.states import JobState
 
 metadata = MetaData(
@@ -98,7 +99,14 @@ jobs = Table(
     Column("event_seq", BigInteger, nullable=False, server_default=text("0")),
     # Attempts handed back without running (ack reverts, releases); bounded, then DEAD (0010).
     Column("releases", Integer, nullable=False, server_default=text("0")),
+    # Where max_attempts, timeout and the retry fields came from at submit, a letter each
+    # (scheduler/domain/setting_sources.py); NULL for jobs submitted before 0013.
+    Column("setting_sources", Text),
     CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+    CheckConstraint(
+        f"setting_sources IS NULL OR setting_sources ~ '{SETTING_SOURCES_PATTERN}'",
+        name="setting_sources_known",
+    ),
     CheckConstraint("releases >= 0", name="releases_non_negative"),
     CheckConstraint("pending_dependencies >= 0", name="pending_dependencies_non_negative"),
     CheckConstraint(
@@ -258,6 +266,33 @@ queues = Table(
     ),
 )
 
+# Per-job-type settings (JobTypeService, 0013): the defaults of a type's jobs, between the
+# job's own values and its queue's. A type without settings has no row.
+job_types = Table(
+    "job_types",
+    metadata,
+    Column("tenant", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("max_attempts", Integer),
+    Column("timeout", Interval),
+    Column("retry_initial_backoff", Interval),
+    Column("retry_multiplier", Double),
+    Column("retry_max_backoff", Interval),
+    Column("retry_jitter", Double),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "max_attempts IS NULL OR max_attempts BETWEEN 1 AND 100", name="max_attempts_range"
+    ),
+    CheckConstraint("timeout IS NULL OR timeout > interval '0'", name="timeout_positive"),
+    CheckConstraint(
+        "(retry_initial_backoff IS NULL OR retry_initial_backoff > interval '0') "
+        "AND (retry_multiplier IS NULL OR retry_multiplier >= 1) "
+        "AND (retry_max_backoff IS NULL OR retry_max_backoff > interval '0') "
+        "AND (retry_jitter IS NULL OR retry_jitter BETWEEN 0 AND 1)",
+        name="retry_policy_valid",
+    ),
+)
+
 # A job waits for these: an edge per (job, dependency); dependents found by index.
 job_dependencies = Table(
     "job_dependencies",
@@ -326,4 +361,51 @@ cluster_secrets = Table(
     Column("name", Text, primary_key=True),
     Column("secret", LargeBinary, nullable=False),
     CheckConstraint("length(secret) >= 32", name="long_enough"),
+)
+
+# Files a job's handlers uploaded (0012): one per (job, name), a later attempt's replacing an
+# earlier one's. `object_key` is the S3 key, or NULL when the content is in artifact_chunks.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column(
+        "job_id", UUID(as_uuid=False), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("name", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("content_type", Text, nullable=False),
+    Column("object_key", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("attempt >= 1", name="attempt_positive"),
+    CheckConstraint("size_bytes >= 0", name="size_non_negative"),
+    CheckConstraint("length(sha256) = 64", name="sha256_hex"),
+    UniqueConstraint("job_id", "name"),
+)
+
+# The content of PostgreSQL-stored artifacts, 1 MiB a row (STORAGE EXTERNAL: not compressed).
+artifact_chunks = Table(
+    "artifact_chunks",
+    metadata,
+    Column(
+        "artifact_id",
+        UUID(as_uuid=False),
+        ForeignKey("artifacts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    CheckConstraint("seq >= 0", name="seq_non_negative"),
+)
+
+# S3 objects to delete: recorded by the artifacts_object_deleted trigger (and by an upload before
+# it writes its object), drained by the leader's artifact janitor.
+artifact_deletions = Table(
+    "artifact_deletions",
+    metadata,
+    Column("object_key", Text, primary_key=True),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+    Index("ix_artifact_deletions_not_before", "not_before"),
 )

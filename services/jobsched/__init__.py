@@ -1,8 +1,25 @@
 """jobsched: the shared package — generated stubs (`jobsched.v1`), the client SDK and the CLI.
 
-`jobsched.handler` marks handler functions for `jobsched executor --handlers MODULE`.
+`jobsched.handler` marks handler functions for `jobsched executor --handlers MODULE`;
+`jobsched.Client` is the synchronous client (jobsched/sync_client.py), `jobsched.client`'s
+`JobschedClient` the async one.
 """
+
+from typing import Any
 
 from jobsched.handlers import handler
 
-__all__ = ["handler"]
+__all__ = ["Client", "JobFailedError", "JobState", "handler"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `import jobsched` in a handler module stays light.
+    if name == "Client":
+        from jobsched.sync_client import Client
+
+        return Client
+    if name in {"JobFailedError", "JobState", "Job"}:
+        from jobsched import jobs
+
+        return getattr(jobs, name)
+    raise AttributeError(f"module 'jobsched' has no attribute {name!r}")

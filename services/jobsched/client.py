@@ -13,23 +13,34 @@ page tokens for callers that keep their own cursor.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+from typing import Any, BinaryIO, Literal, Self, TypeAlias, TypeVar, overload
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched import payloads
+from jobsched.artifacts import Artifact, ChecksumMismatchError
 from jobsched.errors import from_rpc_error
+from jobsched.tls import ClientTLS, open_channel
 from jobsched.v1 import (
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
+    job_type_service_pb2,
+    job_type_service_pb2_grpc,
     queue_service_pb2,
     queue_service_pb2_grpc,
     schedule_service_pb2,
@@ -129,8 +140,8 @@ def job_spec(
     """Build a JobSpec. Payload: bytes as is, str as UTF-8, a mapping as compact JSON.
 
     None leaves a field unset so the server default applies (priority 50, 3 attempts, now; the
-    queue's settings first for max_attempts, timeout and the retry policy). `retry_policy` is a
-    RetryPolicy or a mapping of `retry_policy()` arguments.
+    type's settings, then the queue's, first for max_attempts, timeout and each retry policy
+    field). `retry_policy` is a RetryPolicy or a mapping of `retry_policy()` arguments.
 
     Dependencies: `depends_on` are ids of stored jobs that must succeed first (the job waits,
     WAITING, until then, and is cancelled if one ends DEAD or CANCELLED). Within one
@@ -184,8 +195,8 @@ def make_retry_policy(
     max_backoff: timedelta | None = None,
     jitter: float | None = None,
 ) -> job_pb2.RetryPolicy:
-    """A RetryPolicy with the given fields set (the others come from the queue, then the
-    global defaults: 1 s, x2, 10 min, 10 %)."""
+    """A RetryPolicy with the given fields set (the others come from the job type, then the
+    queue, then the global defaults: 1 s, x2, 10 min, 10 %)."""
     policy = job_pb2.RetryPolicy()
     if initial_backoff is not None:
         policy.initial_backoff.CopyFrom(_duration(initial_backoff))
@@ -256,6 +267,9 @@ class JobschedClient:
     example) resolves to every replica, and such a target's calls are spread over all of them
     (the round_robin policy) rather than sent on one connection.
 
+    `tls` (jobsched.tls.ClientTLS) connects with TLS: the CA to trust, and a client
+    certificate for mutual TLS; None is plaintext.
+
     `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
     deadline of each call in seconds (None: no deadline). Use it as an async context manager or
     call `close()`. Create it inside the event loop that will use it: the channels bind to it.
@@ -269,6 +283,7 @@ class JobschedClient:
         timeout: float | None = None,
         keepalive: timedelta | None = timedelta(seconds=60),
         retries: int = 3,
+        tls: ClientTLS | None = None,
     ) -> None:
         parts = address.split(",") if isinstance(address, str) else list(address)
         self.addresses = [a.strip() for a in parts if a.strip()]
@@ -293,7 +308,7 @@ class JobschedClient:
             ]
         self.channel_options = tuple(options)
         self._channels: list[grpc.aio.Channel] = [
-            grpc.aio.insecure_channel(a, options=[*options, *balancing(a)]) for a in self.addresses
+            open_channel(a, [*options, *balancing(a)], tls) for a in self.addresses
         ]
         self._stubs: list[job_service_pb2_grpc.JobServiceAsyncStub] = [
             job_service_pb2_grpc.JobServiceStub(channel) for channel in self._channels
@@ -303,6 +318,9 @@ class JobschedClient:
         ]
         self._schedule_stubs: list[schedule_service_pb2_grpc.ScheduleServiceAsyncStub] = [
             schedule_service_pb2_grpc.ScheduleServiceStub(channel) for channel in self._channels
+        ]
+        self._cluster_stubs: list[cluster_service_pb2_grpc.ClusterServiceAsyncStub] = [
+            cluster_service_pb2_grpc.ClusterServiceStub(channel) for channel in self._channels
         ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
@@ -853,6 +871,97 @@ class JobschedClient:
             queue.retention.FromTimedelta(retention)
         return await self.update_queue(queue, ["retention"])
 
+    # -- cluster -----------------------------------------------------------------------------
+
+    async def cluster_status(self) -> cluster_service_pb2.GetClusterStatusResponse:
+        """The scheduler replicas (the leader, its epoch), and the executors on each."""
+        return await self._invoke(
+            self._cluster_stubs,
+            lambda stub: stub.GetClusterStatus,
+            cluster_service_pb2.GetClusterStatusRequest(),
+            True,
+        )
+
+    # -- job types ---------------------------------------------------------------------------
+
+    async def _call_job_types(
+        self,
+        rpc: Callable[
+            [job_type_service_pb2_grpc.JobTypeServiceAsyncStub],
+            grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        ],
+        request: _Request,
+    ) -> _Response:
+        # Every JobTypeService call is safe to repeat (reads, and updates that set values).
+        stubs: list[job_type_service_pb2_grpc.JobTypeServiceAsyncStub] = [
+            job_type_service_pb2_grpc.JobTypeServiceStub(channel) for channel in self._channels
+        ]
+        return await self._invoke(stubs, rpc, request, True)
+
+    async def get_job_type(self, name: str) -> job_type_service_pb2.JobType:
+        """A job type's settings (empty ones for a type never configured)."""
+        response = await self._call_job_types(
+            lambda stub: stub.GetJobType, job_type_service_pb2.GetJobTypeRequest(name=name)
+        )
+        return response.job_type
+
+    async def list_job_types_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[job_type_service_pb2.JobType], str]:
+        """One page of the configured job types by name, and the next token ("" on the last)."""
+        response = await self._call_job_types(
+            lambda stub: stub.ListJobTypes,
+            job_type_service_pb2.ListJobTypesRequest(page_size=page_size, page_token=page_token),
+        )
+        return list(response.job_types), response.next_page_token
+
+    async def list_job_types(
+        self, page_size: int = 0
+    ) -> AsyncGenerator[job_type_service_pb2.JobType, None]:
+        """Every job type of the tenant that has settings, by name."""
+        async for job_type in _every_page(lambda token: self.list_job_types_page(page_size, token)):
+            yield job_type
+
+    async def update_job_type(
+        self, job_type: job_type_service_pb2.JobType, paths: Sequence[str] | None = None
+    ) -> job_type_service_pb2.JobType:
+        """Change the type's settings named by `paths` (None: every field `job_type` sets; a
+        path whose field is unset clears it: the setting inherits from the queue again)."""
+        request = job_type_service_pb2.UpdateJobTypeRequest(job_type=job_type)
+        if paths is not None:
+            request.update_mask.paths.extend(paths)
+        response = await self._call_job_types(lambda stub: stub.UpdateJobType, request)
+        return response.job_type
+
+    async def set_job_type_defaults(
+        self,
+        name: str,
+        *,
+        max_attempts: int | None = None,
+        job_timeout: timedelta | None = None,
+        retry_policy: job_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+    ) -> job_type_service_pb2.JobType:
+        """Set the given defaults of a job type's jobs (the others are left as they are):
+        `job_timeout` is the execution timeout of each attempt; `retry_policy` a RetryPolicy or
+        make_retry_policy() arguments, of which only the set fields change."""
+        job_type = job_type_service_pb2.JobType(name=name)
+        paths = []
+        if max_attempts is not None:
+            job_type.max_attempts = max_attempts
+            paths.append("max_attempts")
+        if job_timeout is not None:
+            job_type.timeout.CopyFrom(_duration(job_timeout))
+            paths.append("timeout")
+        if retry_policy is not None:
+            policy = (
+                retry_policy
+                if isinstance(retry_policy, job_pb2.RetryPolicy)
+                else make_retry_policy(**retry_policy)
+            )
+            job_type.retry_policy.CopyFrom(policy)
+            paths += [f"retry_policy.{f.name}" for f, _ in policy.ListFields()]
+        return await self.update_job_type(job_type, paths)
+
     # -- schedules ---------------------------------------------------------------------------
 
     async def create_schedule(
@@ -944,3 +1053,65 @@ class JobschedClient:
             schedule_service_pb2.TriggerScheduleRequest(id=schedule),
         )
         return (response.job if response.HasField("job") else None), response.skipped
+
+    # Artifacts (files the job's handlers uploaded; ArtifactService).
+
+    async def list_artifacts(self, job_id: str) -> list[Artifact]:
+        """The job's artifacts by name (JobNotFoundError for an unknown job)."""
+        stubs = [artifact_service_pb2_grpc.ArtifactServiceStub(c) for c in self._channels]
+        response = await self._invoke(
+            stubs,
+            lambda stub: stub.ListJobArtifacts,
+            artifact_service_pb2.ListJobArtifactsRequest(job_id=job_id),
+            True,
+        )
+        return [Artifact.from_proto(a) for a in response.artifacts]
+
+    async def download_artifact(
+        self, job_id: str, name: str, destination: str | os.PathLike[str] | BinaryIO
+    ) -> Artifact:
+        """Download an artifact into `destination`, a path or a binary file open for writing, and
+        check its size and SHA-256 (ChecksumMismatchError otherwise). A path is written to a
+        temporary file beside it, renamed into place only once the checksum matched."""
+        if isinstance(destination, str | os.PathLike):
+            target = Path(destination)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            try:
+                with partial.open("wb") as file:
+                    artifact = await self._download(job_id, name, file)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            return artifact
+        return await self._download(job_id, name, destination)
+
+    async def _download(self, job_id: str, name: str, file: BinaryIO) -> Artifact:
+        stub = artifact_service_pb2_grpc.ArtifactServiceStub(self._channels[self._current])
+        call = stub.GetArtifact(
+            artifact_service_pb2.GetArtifactRequest(job_id=job_id, name=name),
+            metadata=self._metadata,
+            timeout=None,
+        )
+        artifact: Artifact | None = None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async for message in call:
+                if message.HasField("artifact"):
+                    artifact = Artifact.from_proto(message.artifact)
+                    continue
+                digest.update(message.chunk)
+                size += len(message.chunk)
+                await asyncio.to_thread(file.write, message.chunk)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()
+        if artifact is None:
+            raise ChecksumMismatchError("the download ended before the artifact's metadata")
+        if size != artifact.size_bytes or digest.hexdigest() != artifact.sha256:
+            raise ChecksumMismatchError(
+                f"artifact {name!r}: got {size} bytes with SHA-256 {digest.hexdigest()}, "
+                f"expected {artifact.size_bytes} bytes with {artifact.sha256}"
+            )
+        return artifact

@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from executor.handlers import JobContext, builtin_registry
 from executor.runner import Executor
+from jobsched.client import JobschedClient
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
@@ -357,3 +358,28 @@ async def test_a_result_over_one_mebibyte_fails_the_job_without_retry(
         ]
     finally:
         await executor.stop(grace=1.0)
+
+
+async def test_a_handler_knows_whose_job_it_runs(scheduler: SchedulerServer) -> None:
+    """ctx.tenant is the submitter's tenant (Assignment.tenant), for handlers acting for it."""
+
+    async def whose(ctx: JobContext) -> dict[str, str]:
+        return {"tenant": ctx.tenant}
+
+    registry = builtin_registry(extra=[("whose", whose)])
+    executor = Executor([scheduler.address], name="tenants", capacity=2, registry=registry)
+    await executor.start()
+    try:
+        for tenant in ("acme", None):
+            async with JobschedClient(scheduler.address, tenant=tenant, timeout=10) as client:
+                job = await client.submit("whose")
+
+                async def succeeded(job_id: str = job.id) -> job_pb2.Job:
+                    done = await client.get(job_id)
+                    assert done.state == job_pb2.JOB_STATE_SUCCEEDED
+                    return done
+
+                done = await assert_eventually(succeeded, within=15)
+                assert json.loads(done.result) == {"tenant": tenant or "default"}
+    finally:
+        await executor.stop(1.0)

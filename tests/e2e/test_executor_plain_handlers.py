@@ -177,7 +177,11 @@ async def test_a_broken_handler_with_attempts_left_is_retried_not_dead(
     async def retried() -> None:
         job = (await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id=job_id))).job
         assert job.state == job_pb2.JOB_STATE_SCHEDULED
-        assert job.last_error == "RuntimeError: plain boom"
+        # The exception first, then its traceback (an unexpected error: where it was raised).
+        first, _, traceback = job.last_error.partition("\n\n")
+        assert first == "RuntimeError: plain boom"
+        assert traceback.startswith("Traceback (most recent call last):")
+        assert ", in raises\n" in traceback
 
     await assert_eventually(retried, within=10)
     assert executor.session_id == session

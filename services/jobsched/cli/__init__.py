@@ -21,8 +21,11 @@
     schedules ACTION     cron schedules: create NAME --cron EXPR --type T [--tz ZONE ...],
                          ls, show NAME, pause NAME, resume NAME, delete NAME, trigger NAME
     queues ACTION        ls, show NAME, pause NAME, resume NAME, set-concurrency NAME N, set NAME
+    types ACTION         job-type defaults: ls, show TYPE, set TYPE --timeout 5m ..., clear TYPE
     health               exit 0 when the scheduler answers SERVING (container health checks)
+    cluster              the replicas, the leader and the connected executors
     config show          the effective configuration, each key with its source
+    completion SHELL     a completion script for bash, zsh or tcsh
 
 --address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT;
 --timeout to $JOBSCHED_TIMEOUT; each also to the [client] table of the --config file (or
@@ -31,9 +34,9 @@ $JOBSCHED_CONFIG): flag > environment > file > default.
 
 Exit codes: see jobsched.cli.exits (`jobsched --help` prints them).
 
-One module per command group: jobs (submit ... priority), queues, schedules, health,
-configuration (config show), services (the server commands); arguments, output and exits are
-what they share.
+One module per command group: jobs (submit ... priority; watching for the live view), queues,
+types, schedules, health, cluster, configuration (config show), services (the server commands);
+arguments, output and exits are what they share.
 """
 
 from __future__ import annotations
@@ -42,12 +45,24 @@ import argparse
 import asyncio
 import sys
 
-from jobsched.cli import configuration, health, jobs, queues, schedules, services
+from jobsched.cli import (
+    artifacts,
+    cluster,
+    completion,
+    configuration,
+    health,
+    jobs,
+    queues,
+    schedules,
+    services,
+    types,
+)
 from jobsched.cli.arguments import DEFAULT_TIMEOUT, Handler
 from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_CODES_TEXT, EXIT_ERROR, report
 from jobsched.client import DEFAULT_ADDRESS, JobschedClient
 from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
+from jobsched.tls import TLS_ENV, TLSConfigError, add_tls_options, tls_from_args
 
 __all__ = ["CLIENT", "build_parser", "main"]
 
@@ -56,6 +71,7 @@ CLIENT_ENV = {
     "address": "JOBSCHED_ADDRESS",
     "tenant": "JOBSCHED_TENANT",
     "timeout": "JOBSCHED_TIMEOUT",
+    **TLS_ENV,
 }
 
 
@@ -83,13 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help="deadline of each call in seconds (env JOBSCHED_TIMEOUT; default %(default)s)",
     )
+    add_tls_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     services.add_commands(commands)
     jobs.add_commands(commands)
     queues.add_commands(commands)
     schedules.add_commands(commands)
+    types.add_commands(commands)
     health.add_commands(commands)
+    cluster.add_commands(commands)
     configuration.add_commands(commands)
+    completion.add_commands(commands, build_parser)
+    artifacts.add_commands(commands)
     return parser
 
 
@@ -97,7 +118,9 @@ CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 
 async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
-    async with JobschedClient(args.address, tenant=args.tenant, timeout=args.timeout) as client:
+    async with JobschedClient(
+        args.address, tenant=args.tenant, timeout=args.timeout, tls=tls_from_args(args)
+    ) as client:
         return await handler(client, args)
 
 
@@ -131,6 +154,9 @@ def _dispatch(args: argparse.Namespace, resolved: Resolved) -> int:
 
     try:
         return asyncio.run(_run_client_command(args.handler, args))
+    except TLSConfigError as err:
+        print(f"jobsched: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except JobschedError as err:
         return report(err, args.address, sys.stderr)
     except Exception as err:  # the documented exit code 1 rather than a traceback

@@ -10,7 +10,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import aclosing
-from datetime import UTC
 from typing import Any
 
 from rich.console import Console
@@ -30,8 +29,9 @@ from jobsched.cli.arguments import (
     state_arg,
     timestamp_arg,
 )
-from jobsched.cli.exits import EXIT_JOB_FAILED, EXIT_OK
+from jobsched.cli.exits import EXIT_OK
 from jobsched.cli.output import (
+    first_line,
     make_console,
     print_events,
     print_job,
@@ -42,6 +42,7 @@ from jobsched.cli.output import (
     time_text,
     to_dict,
 )
+from jobsched.cli.watching import follow, log_text
 from jobsched.client import JobschedClient
 from jobsched.v1 import job_pb2, job_service_pb2
 
@@ -64,67 +65,21 @@ async def _submit(client: JobschedClient, args: argparse.Namespace) -> int:
             "depends_on": args.after,
         }
     )
-    if args.json:
+    if args.json and args.watch:  # the first of the JSON lines that follow
+        print(json.dumps(to_dict(result.job), sort_keys=True, ensure_ascii=False), flush=True)
+    elif args.json:
         print_json(to_dict(result.job))
     else:
         print(result.job.id)
         if not result.created:
             print("note: idempotency key already used; this is the existing job", file=sys.stderr)
     if args.watch:
-        return await _follow(client, result.job.id)
+        return await follow(client, result.job.id, as_json=args.json)
     return EXIT_OK
 
 
 async def _watch(client: JobschedClient, args: argparse.Namespace) -> int:
-    return await _follow(client, args.id)
-
-
-async def _follow(client: JobschedClient, job_id: str) -> int:
-    """A live progress bar (percent, step, ETA), with the log lines printed above it, until the
-    job ends; exit 0 only if it succeeded."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-    from rich.text import Text
-
-    final: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED
-    with Progress(
-        TextColumn("{task.fields[state]:<10}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[step]} {task.fields[eta]}"),
-        console=make_console(),
-    ) as bar:
-        task = bar.add_task("job", total=100, state="", step="", eta="")
-        async for item in client.watch(job_id):
-            kind = item.WhichOneof("item")
-            if kind == "snapshot":
-                final = item.snapshot.state
-                progress = item.snapshot.progress
-            elif kind == "event":
-                final = item.event.to_state
-                progress = None
-            elif kind == "progress":
-                progress = item.progress
-            elif kind == "log":
-                # Text, not markup: a handler's line is printed exactly as it was logged.
-                bar.console.print(Text(_log_text(item.log)))
-                continue
-            else:
-                continue
-            fields: dict[str, Any] = {"state": state_name(final)}
-            if progress is not None:
-                eta = ""
-                if progress.HasField("eta"):
-                    eta = "ETA " + progress.eta.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
-                fields |= {"completed": progress.percent, "step": progress.step, "eta": eta}
-            if final == job_pb2.JOB_STATE_SUCCEEDED:
-                fields["completed"] = 100
-            bar.update(task, **fields)
-    print(f"job {job_id} {state_name(final)}")
-    return EXIT_OK if final == job_pb2.JOB_STATE_SUCCEEDED else EXIT_JOB_FAILED
-
-
-def _log_text(line: job_service_pb2.LogLine) -> str:
-    return f"attempt {line.attempt} | {line.line}"
+    return await follow(client, args.id, as_json=args.json)
 
 
 async def _logs(client: JobschedClient, args: argparse.Namespace) -> int:
@@ -134,7 +89,7 @@ async def _logs(client: JobschedClient, args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(to_dict(line), sort_keys=True, ensure_ascii=False))
             else:
-                print(_log_text(line))
+                print(log_text(line))
     return EXIT_OK
 
 
@@ -206,7 +161,7 @@ def _change_line(job: job_pb2.Job) -> str:
         parts.append(f"{job.progress.percent:g}%")
         parts.extend(p for p in (job.progress.step, job.progress.message) if p)
     if job.last_error and job.state != job_pb2.JOB_STATE_SUCCEEDED:
-        parts.append(f"error: {job.last_error}")
+        parts.append(f"error: {first_line(job.last_error)}")
     return " ".join(parts)
 
 
@@ -311,7 +266,10 @@ async def _retry_many(client: JobschedClient, args: argparse.Namespace) -> int:
 
 async def _delete(client: JobschedClient, args: argparse.Namespace) -> int:
     await client.delete(args.id)
-    print(f"{args.id} deleted")
+    if args.json:
+        print_json({"id": args.id, "deleted": True})
+    else:
+        print(f"{args.id} deleted")
     return EXIT_OK
 
 
@@ -375,7 +333,11 @@ def _add_submit(commands: Any) -> None:
         help="execution timeout of each attempt, e.g. 30s or 5m (default: the queue's)",
     )
     add_retry_options(submit, "unset options: the queue's defaults")
-    submit.add_argument("--json", action="store_true", help="print the job as JSON")
+    submit.add_argument(
+        "--json",
+        action="store_true",
+        help="print the job as JSON (with --watch: then one JSON line per watch item)",
+    )
     submit.add_argument(
         "--watch", action="store_true", help="then show live progress until the job ends"
     )
@@ -386,6 +348,11 @@ def _add_inspection(commands: Any) -> None:
         commands, "watch", _watch, "show a job's live progress until it ends"
     )
     watch.add_argument("id", help="job id")
+    watch.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON line per item (snapshot, event, progress, log) instead of the bar",
+    )
 
     logs = add_client_command(commands, "logs", _logs, "print a job's log lines, by attempt")
     logs.add_argument("id", help="job id")
@@ -483,6 +450,7 @@ def _add_control(commands: Any) -> None:
 
     delete = add_client_command(commands, "delete", _delete, "delete a job and its history")
     delete.add_argument("id", help="job id")
+    delete.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
     reorder = add_client_command(
         commands, "priority", _set_priority, "change the priority of a job that has not started"

@@ -67,6 +67,30 @@ def bytes_preview(data: bytes, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _source(job: job_pb2.Job, setting: str) -> str:
+    """ " (type)": where the job's setting came from at submit (job, type, queue or default), or
+    nothing when the scheduler did not say."""
+    for origin in job.setting_origins:
+        if origin.setting == setting and origin.source != job_pb2.SETTING_SOURCE_UNSPECIFIED:
+            name = job_pb2.SettingSource.Name(origin.source).removeprefix("SETTING_SOURCE_")
+            return f" ({name.lower()})"
+    return ""
+
+
+def _retry_text(job: job_pb2.Job) -> str:
+    policy = job.retry_policy
+    return ", ".join(
+        (
+            f"initial {seconds_text(policy.initial_backoff.ToTimedelta())}"
+            + _source(job, "retry_policy.initial_backoff"),
+            f"x{policy.backoff_multiplier:g}" + _source(job, "retry_policy.backoff_multiplier"),
+            f"max {seconds_text(policy.max_backoff.ToTimedelta())}"
+            + _source(job, "retry_policy.max_backoff"),
+            f"jitter {policy.jitter:g}" + _source(job, "retry_policy.jitter"),
+        )
+    )
+
+
 def print_job(console: Console, job: job_pb2.Job) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -77,7 +101,13 @@ def print_job(console: Console, job: job_pb2.Job) -> None:
         ("queue", job.queue),
         ("type", job.type),
         ("priority", str(job.priority)),
-        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("attempt", f"{job.attempt} of {job.max_attempts}{_source(job, 'max_attempts')}"),
+        (
+            "timeout",
+            (seconds_text(job.timeout.ToTimedelta()) if job.HasField("timeout") else "none")
+            + _source(job, "timeout"),
+        ),
+        ("retry", _retry_text(job)),
         ("run at", time_text(job, "run_at")),
         ("created", time_text(job, "create_time")),
         ("started", time_text(job, "start_time")),
@@ -108,6 +138,12 @@ def print_job(console: Console, job: job_pb2.Job) -> None:
     for key, value in rows:
         grid.add_row(key, value)
     console.print(grid)
+
+
+def first_line(text: str) -> str:
+    """The first line of a multi-line error (a traceback follows it), for one-line views."""
+    head, _, rest = text.partition("\n")
+    return f"{head} (more: jobsched status)" if rest.strip() else head
 
 
 def print_events(console: Console, events: Sequence[job_pb2.JobEvent]) -> None:
@@ -151,6 +187,6 @@ def print_jobs(console: Console, jobs: Sequence[job_pb2.Job], *, history: bool) 
             time_text(job, "finish_time" if history else "create_time"),
         ]
         if history:
-            row.append(job.last_error)
+            row.append(first_line(job.last_error))
         table.add_row(*row)
     console.print(table)

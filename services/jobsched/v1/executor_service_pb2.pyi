@@ -564,12 +564,15 @@ class Assignment(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Job type."""
     queue: _builtins.str
     """Queue."""
     payload: _builtins.bytes
     """The payload."""
+    tenant: _builtins.str
+    """The tenant the job belongs to (who submitted it), for handlers that act on its behalf."""
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
         """The attempt to run; results must carry it."""
@@ -596,10 +599,11 @@ class Assignment(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "lease_expire_time", b"lease_expire_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "payload", b"payload", "queue", b"queue", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "payload", b"payload", "queue", b"queue", "tenant", b"tenant", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -149,6 +149,41 @@ work, so it waits for another executor.
 """
 Global___WaitingReason: _TypeAlias = WaitingReason  # noqa: Y015
 
+class _SettingSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SettingSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SettingSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SETTING_SOURCE_UNSPECIFIED: _SettingSource.ValueType  # 0
+    """Not recorded."""
+    SETTING_SOURCE_JOB: _SettingSource.ValueType  # 1
+    """The job's own JobSpec field."""
+    SETTING_SOURCE_TYPE: _SettingSource.ValueType  # 2
+    """Its job type's settings."""
+    SETTING_SOURCE_QUEUE: _SettingSource.ValueType  # 3
+    """Its queue's settings."""
+    SETTING_SOURCE_DEFAULT: _SettingSource.ValueType  # 4
+    """The built-in default (3 attempts; no timeout; 1 s, x2, 10 min, 10 %)."""
+
+class SettingSource(_SettingSource, metaclass=_SettingSourceEnumTypeWrapper):
+    """SettingSource is the level a job's setting was taken from at submit. Precedence: the job's
+    own value, then its type's (JobTypeService), then its queue's (QueueService), then the
+    built-in default.
+    """
+
+SETTING_SOURCE_UNSPECIFIED: SettingSource.ValueType  # 0
+"""Not recorded."""
+SETTING_SOURCE_JOB: SettingSource.ValueType  # 1
+"""The job's own JobSpec field."""
+SETTING_SOURCE_TYPE: SettingSource.ValueType  # 2
+"""Its job type's settings."""
+SETTING_SOURCE_QUEUE: SettingSource.ValueType  # 3
+"""Its queue's settings."""
+SETTING_SOURCE_DEFAULT: SettingSource.ValueType  # 4
+"""The built-in default (3 attempts; no timeout; 1 s, x2, 10 min, 10 %)."""
+Global___SettingSource: _TypeAlias = SettingSource  # noqa: Y015
+
 @_typing.final
 class Progress(_message.Message):
     """Progress is the latest progress an executor reported for the running attempt."""
@@ -241,7 +276,9 @@ class JobSpec(_message.Message):
     priority: _builtins.int
     """Priority in [0, 100], higher first; unset means 50 (PRIORITY_MEDIUM)."""
     max_attempts: _builtins.int
-    """Maximum number of attempts in [1, 100]; unset means 3."""
+    """Maximum number of attempts in [1, 100]; unset means the type's default, then the queue's,
+    then 3.
+    """
     idempotency_key: _builtins.str
     """Optional idempotency key, unique per tenant, at most 200 characters. Submitting the same key
     again returns the job created the first time instead of a new one.
@@ -262,13 +299,13 @@ class JobSpec(_message.Message):
     def timeout(self) -> _duration_pb2.Duration:
         """Optional execution timeout for each attempt: the executor cancels the handler when it
         passes (and stops it after a grace), and the scheduler fails the attempt if it still runs
-        later. Unset means the queue's default timeout, if any.
+        later. Unset means the type's default timeout, then the queue's, if any.
         """
 
     @_builtins.property
     def retry_policy(self) -> Global___RetryPolicy:
-        """When a failed attempt runs again. Unset fields take the queue's defaults, then 1 s, x2,
-        10 min, 10 %.
+        """When a failed attempt runs again. Unset fields take the type's defaults, then the queue's,
+        then 1 s, x2, 10 min, 10 %.
         """
 
     @_builtins.property
@@ -412,6 +449,7 @@ class Job(_message.Message):
     PENDING_DEPENDENCIES_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     WAITING_DETAIL_FIELD_NUMBER: _builtins.int
+    SETTING_ORIGINS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier (a UUID)."""
     queue: _builtins.str
@@ -482,11 +520,20 @@ class Job(_message.Message):
 
     @_builtins.property
     def retry_policy(self) -> Global___RetryPolicy:
-        """The retry policy in effect for this job (its own, completed by the queue's defaults)."""
+        """The retry policy in effect for this job (its own, completed by its type's and its queue's
+        defaults).
+        """
 
     @_builtins.property
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the jobs this one depends on."""
+
+    @_builtins.property
+    def setting_origins(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettingOrigin]:
+        """Where each of the job's defaultable settings came from when it was submitted: max_attempts,
+        timeout and the four retry_policy fields, in that order (GetJobStatus and SubmitJob only;
+        empty in lists, batches and streams, and for jobs stored before job-type defaults existed).
+        """
 
     def __init__(
         self,
@@ -517,14 +564,44 @@ class Job(_message.Message):
         pending_dependencies: _builtins.int = ...,
         waiting_reason: Global___WaitingReason.ValueType = ...,
         waiting_detail: _builtins.str = ...,
+        setting_origins: _abc.Iterable[Global___SettingOrigin] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "progress", b"progress", "retry_policy", b"retry_policy", "run_at", b"run_at", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "depends_on", b"depends_on", "executor", b"executor", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "last_error", b"last_error", "max_attempts", b"max_attempts", "payload", b"payload", "pending_dependencies", b"pending_dependencies", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "waiting_detail", b"waiting_detail", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "depends_on", b"depends_on", "executor", b"executor", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "last_error", b"last_error", "max_attempts", b"max_attempts", "payload", b"payload", "pending_dependencies", b"pending_dependencies", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "setting_origins", b"setting_origins", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "waiting_detail", b"waiting_detail", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class SettingOrigin(_message.Message):
+    """SettingOrigin says where one setting of a job came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTING_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    setting: _builtins.str
+    """The setting, as a field path of Job: "max_attempts", "timeout",
+    "retry_policy.initial_backoff", "retry_policy.backoff_multiplier",
+    "retry_policy.max_backoff" or "retry_policy.jitter".
+    """
+    source: Global___SettingSource.ValueType
+    """Where its value came from."""
+    def __init__(
+        self,
+        *,
+        setting: _builtins.str = ...,
+        source: Global___SettingSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettingOrigin: _TypeAlias = SettingOrigin  # noqa: Y015
 
 @_typing.final
 class JobEvent(_message.Message):
