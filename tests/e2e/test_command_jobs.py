@@ -9,10 +9,12 @@ wiring is checked through a real executor process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +38,7 @@ from tests.faults.harness import Service
 from tests.helpers import assert_eventually
 
 S = job_pb2.JobState
+CHECKOUT = Path(__file__).resolve().parents[2]
 SH = shutil.which("sh")
 assert SH is not None
 SH_GLOB = os.path.dirname(os.path.realpath(SH)) + "/*"
@@ -378,6 +381,29 @@ async def test_bad_payloads_are_refused_at_submit_naming_the_field(
     ]
     async with db.read() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM jobs")) == 0
+
+
+async def test_the_example_script_runs(start: Start, scheduler: SchedulerServer) -> None:
+    await start("--allow-command", SH_GLOB)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHECKOUT / "examples" / "command_job.py"),
+        scheduler.address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    printed = out.decode().splitlines()
+    assert "exit code 0, stderr 'a warning'" in printed
+    logs = [line for line in printed if line.startswith("log ")]
+    assert sorted(logs) == ["log [stderr] a warning", "log hello from build"]
+    # The failure message: the exit code, then the tail of stderr on the next line.
+    assert printed[-2:] == [
+        "failed DEAD after attempt 1: exit code 2; stderr tail:",
+        "no such input",
+    ]
 
 
 @pytest.mark.timeout(90)
