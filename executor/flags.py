@@ -11,6 +11,7 @@ import argparse
 import os
 import socket
 
+from executor.command_options import COMMAND_ENV, add_command_options
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 from jobsched.tls import TLS_ENV, add_tls_options
@@ -28,6 +29,7 @@ ENV = {
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
     **TLS_ENV,
+    **COMMAND_ENV,  # executor/command_options.py
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="env JOBSCHED_LOG_LEVEL (default INFO)",
     )
     add_tls_options(parser)
+    add_command_options(parser)
     return parser
 
 
