@@ -16,8 +16,9 @@ from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 from jobsched.tls import TLS_ENV, add_tls_options
 
-DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep), those of --handlers
-modules, and those installed packages advertise (entry point group jobsched.handlers). SIGTERM
+DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep, and command, which runs
+only what --allow-command allows), those of --handlers modules, and those installed packages
+advertise (entry point group jobsched.handlers). SIGTERM
 or SIGINT stops it gracefully: no new work is taken, running jobs get --grace seconds, then the
 rest are cancelled and handed back (requeued without burning an attempt)."""
 
