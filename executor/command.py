@@ -10,8 +10,8 @@
    allows one (``--allow-command /bin/sh``) and the job runs ``["sh", "-c", ...]``;
 3. the attempt gets a working directory of its own under ``--work-dir`` (default the system's
    temporary directory), with ``output/`` inside it as JOBSCHED_OUTPUT_DIR (files left there
-   become artifacts in a later release; today they are removed with the rest), removed after
-   the attempt unless ``--keep-work-dirs``;
+   become the job's artifacts, named by their path under it, once the program has ended,
+   whatever its exit code), removed after the attempt unless ``--keep-work-dirs``;
 4. the environment is the executor's variables named by ``--env-allow`` (default PATH, LANG,
    LC_ALL, TZ, HOME), then the job's ``env``, then JOBSCHED_JOB_ID, JOBSCHED_ATTEMPT and
    JOBSCHED_OUTPUT_DIR;
@@ -21,7 +21,8 @@
    SIGKILL after ``--kill-grace`` (at the latest when the executor's cancel grace ends and the
    handler is cancelled: then SIGKILL at once). When the program ends, whatever it left running
    in its group gets the same treatment: no process of the group outlives the attempt;
-7. exit 0 succeeds with a JSON result (exit_code, stderr_tail, output_bytes, output_cut);
+7. exit 0 succeeds with a JSON result (exit_code, stderr_tail, output_bytes, output_cut,
+   artifacts: the names uploaded);
    another code fails, retryable unless in ``non_retryable_exit_codes``; a signal fails
    retryable. The failure message has the exit code and the tail of stderr.
 """
@@ -40,10 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from executor.command_output import OutputCapture
 from executor.command_payload import CommandSpec, parse_command
 from executor.handlers import JobCancelledError, JobContext, NonRetryableError, RetryableError
 from executor.processes import Limits, signal_name, spawn
+from jobsched.errors import JobschedError
 
 COMMAND_TYPE = "command"
 DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TZ", "HOME")
@@ -182,7 +186,30 @@ class CommandHandler:
             raise RetryableError(
                 _describe(f"timed out after {spec.timeout:g}s (the payload's timeout)", capture)
             )
-        return self._outcome(spec, group.returncode, capture, work)
+        uploaded = await self._upload_outputs(ctx, output)
+        result = self._outcome(spec, group.returncode, capture, work)
+        result["artifacts"] = uploaded
+        return result
+
+    async def _upload_outputs(self, ctx: JobContext, output: Path) -> list[str]:
+        """Every file the command left in JOBSCHED_OUTPUT_DIR, as an artifact named by its path
+        under it ("report.pdf", "frames/0001.png"), also when the command failed (its partial
+        output helps whoever looks); the names uploaded, in order."""
+        files = await asyncio.to_thread(
+            lambda: sorted(p for p in output.rglob("*") if p.is_file() and not p.is_symlink())
+        )
+        names = []
+        for path in files:
+            name = path.relative_to(output).as_posix()
+            try:
+                await ctx.upload(name, path)
+            except JobschedError as exc:
+                # Past the scheduler's size limits another try would fail the same way.
+                if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise NonRetryableError(f"output file {name!r}: {exc.message}") from None
+                raise RetryableError(f"output file {name!r} not stored: {exc.message}") from None
+            names.append(name)
+        return names
 
     def _outcome(
         self, spec: CommandSpec, code: int | None, capture: OutputCapture, work: Path

@@ -204,6 +204,34 @@ async def test_keep_work_dirs_keeps_them_and_says_where(
     assert (work / "output" / "f").read_text() == "kept\n"
 
 
+async def test_files_left_in_the_output_dir_become_artifacts(
+    start: Start, client: JobschedClient, tmp_path: Path
+) -> None:
+    await start("--allow-command", SH_GLOB)
+    script = (
+        'mkdir -p "$JOBSCHED_OUTPUT_DIR/frames" && printf report > "$JOBSCHED_OUTPUT_DIR/report.txt"'
+        ' && printf one > "$JOBSCHED_OUTPUT_DIR/frames/0001.png"'
+    )
+    job_id = await submit(client, {"argv": ["sh", "-c", script]})
+    job = await reached(client, job_id, S.JOB_STATE_SUCCEEDED)
+    assert json.loads(job.result)["artifacts"] == ["frames/0001.png", "report.txt"]
+    stored = {a.name: a for a in await client.list_artifacts(job_id)}
+    assert sorted(stored) == ["frames/0001.png", "report.txt"]
+    assert stored["report.txt"].size_bytes == len(b"report")
+    assert stored["report.txt"].attempt == 1
+    await client.download_artifact(job_id, "report.txt", tmp_path / "got.txt")
+    assert (tmp_path / "got.txt").read_bytes() == b"report"
+
+    # A failing command's partial output is kept too.
+    failing = await submit(
+        client,
+        {"argv": ["sh", "-c", 'printf partial > "$JOBSCHED_OUTPUT_DIR/partial.log"; exit 4'],
+         "non_retryable_exit_codes": [4]},
+    )  # fmt: skip
+    await reached(client, failing, S.JOB_STATE_DEAD)
+    assert [a.name for a in await client.list_artifacts(failing)] == ["partial.log"]
+
+
 async def test_a_non_zero_exit_is_retried_unless_listed_as_non_retryable(
     start: Start, client: JobschedClient
 ) -> None:
