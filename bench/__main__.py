@@ -10,7 +10,9 @@ their own processes:
  5. the read path at scale: GetJobStatus, ListActiveJobs and GetJobHistory pages (first and deep,
     under each filter) on a million jobs, and the same pages with OFFSET;
  6. database cost: commits per job at saturation (in 1), statements per second of an idle replica;
- 7. scheduler memory with many executor streams and watchers connected.
+ 7. scheduler memory with many executor streams and watchers connected;
+ 8. artifact upload and download throughput (MB/s) for a 100 MB file;
+ 9. command-job overhead: submit to exit of `true` (p50/p99), beside a no-op handler.
 
 Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the
 issue's target; the table is printed and appended to bench/RESULTS.md.
@@ -31,6 +33,8 @@ from pathlib import Path
 import asyncpg
 
 from bench import report
+from bench.artifacts import measure_artifacts
+from bench.command_jobs import measure_command_overhead
 from bench.console import progress
 from bench.latency import measure_start_latency
 from bench.memory import measure_memory
@@ -82,6 +86,14 @@ async def _memory(c: Context) -> None:
     c.notes.extend(await measure_memory(c.database.url, c.conn, c.sizes, c.figures))
 
 
+async def _artifacts(c: Context) -> None:
+    c.notes.extend(await measure_artifacts(c.database.url, c.conn, c.sizes, c.figures))
+
+
+async def _command(c: Context) -> None:
+    c.notes.extend(await measure_command_overhead(c.database.url, c.conn, c.sizes, c.figures))
+
+
 async def _read_path(c: Context) -> None:
     c.notes.extend(await measure_read_path(c.database, c.conn, c.sizes, c.figures))
 
@@ -95,6 +107,8 @@ MEASUREMENTS: dict[str, Measurement] = {
     "progress": _progress,
     "statements": _statements,
     "memory": _memory,
+    "artifacts": _artifacts,
+    "command": _command,
     "read-path": _read_path,
 }
 

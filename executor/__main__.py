@@ -11,6 +11,8 @@ import logging
 import signal
 import sys
 
+from executor.command import COMMAND_TYPE, CommandHandler
+from executor.command_options import command_settings
 from executor.flags import parse_args
 from executor.handlers import HandlerRegistry, builtin_registry
 from executor.loading import HandlerLoadError, Loaded, load_handlers
@@ -23,7 +25,7 @@ log = logging.getLogger("jobsched.executor")
 
 def registry_of(args: argparse.Namespace) -> tuple[HandlerRegistry, Loaded]:
     """The built-in handlers and the user's (HandlerLoadError when those cannot be loaded)."""
-    registry = builtin_registry()
+    registry = builtin_registry([(COMMAND_TYPE, CommandHandler(command_settings(args)))])
     loaded = load_handlers(registry, args.handlers)
     return registry, loaded
 

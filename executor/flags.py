@@ -11,13 +11,15 @@ import argparse
 import os
 import socket
 
+from executor.command_options import COMMAND_ENV, add_command_options
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 from jobsched.tls import TLS_ENV, add_tls_options
 from jobsched.tokens import TOKEN_ENV, add_token_option
 
-DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep), those of --handlers
-modules, and those installed packages advertise (entry point group jobsched.handlers). SIGTERM
+DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep, and command, which runs
+only what --allow-command allows), those of --handlers modules, and those installed packages
+advertise (entry point group jobsched.handlers). SIGTERM
 or SIGINT stops it gracefully: no new work is taken, running jobs get --grace seconds, then the
 rest are cancelled and handed back (requeued without burning an attempt)."""
 
@@ -30,6 +32,7 @@ ENV = {
     "handlers": "JOBSCHED_HANDLERS",
     **TLS_ENV,
     **TOKEN_ENV,
+    **COMMAND_ENV,  # executor/command_options.py
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tls_options(parser)
     add_token_option(parser)
+    add_command_options(parser)
     return parser
 
 

@@ -40,9 +40,13 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jobsched import payloads
+from jobsched.artifacts import Artifact, ArtifactSource
+
+if TYPE_CHECKING:
+    from executor.artifacts import ArtifactUploader
 
 HandlerResult = bytes | str | dict[str, Any] | None
 AsyncHandler = Callable[["JobContext"], Awaitable[HandlerResult]]
@@ -181,6 +185,33 @@ class JobContext:
                 self.dropped_log_lines += 1
             self._logs.append(line)
             self._next_line_number += 1
+
+    # Artifacts: set by the executor before the handler starts (executor/artifacts.py).
+    artifact_uploader: ArtifactUploader | None = None
+
+    async def upload(
+        self, name: str, source: ArtifactSource, content_type: str | None = None
+    ) -> Artifact:
+        """Store `source` (bytes, or the path of a file, read in chunks) as this job's
+        artifact `name`, replacing one of that name an earlier attempt stored; returns it with
+        its size and SHA-256. `content_type` defaults to a guess from the name. Raises
+        jobsched.errors.JobschedError: RESOURCE_EXHAUSTED past the scheduler's size limits,
+        FAILED_PRECONDITION once the attempt no longer runs. A plain ``def`` handler calls
+        `upload_blocking` instead."""
+        return await self._uploader().upload(self.job_id, self.attempt, name, source, content_type)
+
+    def upload_blocking(
+        self, name: str, source: ArtifactSource, content_type: str | None = None
+    ) -> Artifact:
+        """`upload` for plain ``def`` handlers (they run in a thread): waits for it."""
+        return self._uploader().upload_blocking(
+            self.job_id, self.attempt, name, source, content_type
+        )
+
+    def _uploader(self) -> ArtifactUploader:
+        if self.artifact_uploader is None:
+            raise RuntimeError("this context was not made by an executor: it cannot upload")
+        return self.artifact_uploader
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled.is_set():

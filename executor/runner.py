@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 
+from executor.artifacts import ArtifactUploader
 from executor.handlers import HandlerRegistry
 from executor.loop_thread import Inbox, LoopThread
 from executor.runs import Attempt, AttemptKey, HandlerRuns
@@ -115,6 +116,9 @@ class Executor:
             report=self._report,
             max_result_bytes=lambda: self._stream.max_result_bytes,
         )
+        self.uploads = ArtifactUploader(
+            name, lambda: (self._stream.address, self._stream.session_token)
+        )
         self._thread = LoopThread(f"executor {name} stream")
         self._inbox: Inbox | None = None  # the handler loop's
         self._registered = asyncio.Event()  # on the handler loop, following the stream's
@@ -129,6 +133,7 @@ class Executor:
         self._started = True
         loop = asyncio.get_running_loop()
         self._inbox = Inbox(loop)
+        self.uploads.bind(loop)
         watchdog = LoopWatchdog(loop, threshold=self.loop_block_warning, job_of=self._runs.job_of)
         await self._thread.start(lambda: self._stream_main(watchdog))
 
@@ -156,6 +161,7 @@ class Executor:
         await self._thread.run(self._stream.close(self.result_flush_timeout))
         await self._thread.join()
         self._runs.close()
+        await self.uploads.close()
         log.info("executor stopped", extra={"fields": {"event": "executor.stopped"}})
 
     async def wait_registered(self) -> None:
@@ -185,6 +191,8 @@ class Executor:
     def _start_attempts(self, attempts: list[Attempt]) -> None:
         # (stream thread) Run these attempts' handlers.
         assert self._inbox is not None
+        for attempt in attempts:
+            attempt.ctx.artifact_uploader = self.uploads
         self._inbox.post(self._runs.start, attempts)
 
     def _stop_attempt(self, attempt: Attempt) -> None:

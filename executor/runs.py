@@ -30,6 +30,7 @@ from executor.handlers import (
     JobContext,
     NonRetryableError,
     PlainHandler,
+    RetryableError,
     encode_result,
     is_async_handler,
 )
@@ -315,7 +316,7 @@ MAX_TRACEBACK_CHARS = 8000
 
 
 def _failure(exc: BaseException, *, retryable: bool) -> pb.JobResult:
-    if isinstance(exc, NonRetryableError):
+    if isinstance(exc, NonRetryableError | RetryableError):  # the handler's own words
         message = str(exc)
     else:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

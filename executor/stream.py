@@ -170,6 +170,7 @@ class ConnectStream:
 
         # From the last Registered.
         self.session_id = ""
+        self.address = ""  # of the scheduler of the current (or last) registration
         self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self.max_result_bytes = 0  # 0: the scheduler did not say (the default limit applies)
         self.ack_timeout: float | None = None
@@ -192,6 +193,11 @@ class ConnectStream:
         self._closed: asyncio.Event | None = None
         self._results_drained: asyncio.Event | None = None
         self._connect: asyncio.Task[None] | None = None
+
+    @property
+    def session_token(self) -> str:
+        """The last registration's token: artifact uploads prove the executor with it."""
+        return self._session_token if self.registered else ""
 
     @property
     def running(self) -> list[AttemptKey]:
@@ -427,6 +433,8 @@ class ConnectStream:
 
     def _on_registered(self, registered: pb.Registered, address: str) -> None:
         self.session_id = registered.session_id
+        if address:
+            self.address = address
         if registered.session_token:
             self._session_token = registered.session_token
         interval = _seconds(registered.heartbeat_interval)

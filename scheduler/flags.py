@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jobsched.config import Program, add_config_option
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
+from scheduler.domain.artifacts import S3Location
 from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
 from scheduler.tls import ServerTLS
 
@@ -34,6 +35,8 @@ ENV = {
     "tls_client_ca": "JOBSCHED_TLS_CLIENT_CA",
     "auth": "JOBSCHED_AUTH",
     "insecure": "JOBSCHED_INSECURE",
+    "artifact_store": "JOBSCHED_ARTIFACT_STORE",
+    "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(parser)
     _add_tls(parser)
     _add_auth(parser)
+    _add_artifacts(parser)
     return parser
 
 
@@ -284,6 +288,47 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _s3_url(value: str) -> str:
+    if value:
+        try:
+            S3Location.parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _add_artifacts(parser: argparse.ArgumentParser) -> None:
+    artifacts = parser.add_argument_group("artifacts (files uploaded by handlers)")
+    defaults = ServerSettings()
+    artifacts.add_argument(
+        "--artifact-store",
+        type=_s3_url,
+        default=defaults.artifact_store,
+        help="s3://bucket/prefix to keep artifact content in S3-compatible object storage "
+        "(credentials and region from the standard AWS environment variables); default: in "
+        "PostgreSQL (env JOBSCHED_ARTIFACT_STORE)",
+    )
+    artifacts.add_argument(
+        "--artifact-s3-endpoint",
+        default=defaults.artifact_s3_endpoint,
+        help="URL of the S3 endpoint (MinIO, Ceph, ...; default AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL or AWS itself) (env JOBSCHED_ARTIFACT_S3_ENDPOINT)",
+    )
+    artifacts.add_argument(
+        "--max-artifact-bytes",
+        type=_positive_int,
+        default=defaults.max_artifact_bytes,
+        help=f"largest artifact (default {defaults.max_artifact_bytes}: 1 GiB)",
+    )
+    artifacts.add_argument(
+        "--max-job-artifact-bytes",
+        type=_positive_int,
+        default=defaults.max_job_artifact_bytes,
+        help=f"all artifacts of one job together (default {defaults.max_job_artifact_bytes}: "
+        "4 GiB)",
+    )
+
+
 PROGRAM = Program("scheduler", build_parser, ENV)
 
 
@@ -318,6 +363,10 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         tls=tls_of(args),
         auth=args.auth,
         bootstrap_key=_bootstrap_key(),
+        artifact_store=args.artifact_store,
+        artifact_s3_endpoint=args.artifact_s3_endpoint,
+        max_artifact_bytes=args.max_artifact_bytes,
+        max_job_artifact_bytes=args.max_job_artifact_bytes,
     )
 
 

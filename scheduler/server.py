@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from jobsched import keepalive
 from jobsched.v1 import (
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
     auth_service_pb2,
     auth_service_pb2_grpc,
     cluster_service_pb2,
@@ -29,6 +32,7 @@ from jobsched.v1 import (
     schedule_service_pb2,
     schedule_service_pb2_grpc,
 )
+from scheduler.api.artifact_service import ArtifactService
 from scheduler.api.auth_service import AuthService
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
@@ -39,6 +43,8 @@ from scheduler.api.job_type_service import JobTypeService
 from scheduler.api.limits import DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_STREAMS, AdmissionLimiter
 from scheduler.api.queue_service import QueueService
 from scheduler.api.schedule_service import ScheduleService, job_from_template
+from scheduler.artifacts.downloads import ArtifactDownloads
+from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
 from scheduler.auth.bootstrap import bootstrap_admin_key
 from scheduler.auth.interceptor import AuthInterceptor
@@ -48,9 +54,16 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
 from scheduler.dispatch.registration import Registrar
 from scheduler.dispatch.watchdog import HeartbeatWatchdog
+from scheduler.domain.artifacts import (
+    DEFAULT_MAX_ARTIFACT_BYTES,
+    DEFAULT_MAX_JOB_ARTIFACT_BYTES,
+    ArtifactLimits,
+    S3Location,
+)
 from scheduler.domain.queues import MAX_RETENTION
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector, Role
+from scheduler.maintenance.artifact_janitor import ArtifactJanitor
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
@@ -64,6 +77,9 @@ from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.store.schedules import Fired, ScheduleStore
 from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
+
+if TYPE_CHECKING:
+    from scheduler.artifacts.s3 import S3Objects
 
 log = logging.getLogger("jobsched.scheduler")
 
@@ -171,8 +187,17 @@ class ServerSettings:
     # How long a verified API key is used without asking the store again: the bound on how
     # late another replica's revocation takes effect here.
     auth_cache_seconds: float = CACHE_SECONDS
+    # Artifacts (scheduler/artifacts/): "" keeps their content in PostgreSQL, "s3://bucket/prefix"
+    # in S3-compatible object storage (credentials and region from the AWS environment variables),
+    # at `artifact_s3_endpoint` if given. Uploads past either limit are RESOURCE_EXHAUSTED.
+    artifact_store: str = ""
+    artifact_s3_endpoint: str | None = None
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    max_job_artifact_bytes: int = DEFAULT_MAX_JOB_ARTIFACT_BYTES
 
     def __post_init__(self) -> None:
+        self.artifact_limits  # noqa: B018 (raises ValueError for bad limits)
+        self.artifact_location  # noqa: B018
         if self.heartbeat_timeout is not None and self.heartbeat_timeout <= timedelta(
             seconds=2 * self.heartbeat_interval
         ):
@@ -188,6 +213,15 @@ class ServerSettings:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}")
         if self.max_connection_age is not None and self.max_connection_age <= timedelta(0):
             raise ValueError("max_connection_age must be positive (None: connections never age)")
+
+    @property
+    def artifact_limits(self) -> ArtifactLimits:
+        return ArtifactLimits(self.max_artifact_bytes, self.max_job_artifact_bytes)
+
+    @property
+    def artifact_location(self) -> S3Location | None:
+        """Where artifact content goes; None: PostgreSQL."""
+        return S3Location.parse(self.artifact_store) if self.artifact_store else None
 
     @property
     def executor_heartbeat_timeout(self) -> timedelta:
@@ -396,6 +430,7 @@ class SchedulerServer:
             live_within=timedelta(seconds=3 * settings.presence_interval),
             has_peers=lambda: self.presence.peers > 0,
         )
+        self._add_artifacts(db, settings, clock, registrar)
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
             ExecutorService(
                 self.dispatcher,
@@ -422,6 +457,7 @@ class SchedulerServer:
         reflection.enable_server_reflection(
             [
                 job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+                artifact_service_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
                 executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
                 cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
                 queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
@@ -449,6 +485,31 @@ class SchedulerServer:
         if self.tls is not None:
             self.tls.reload()
 
+    def _add_artifacts(
+        self,
+        db: Database,
+        settings: ServerSettings,
+        clock: Callable[[], datetime],
+        registrar: Registrar,
+    ) -> None:
+        """ArtifactService, and with an S3 store the leader's janitor of removed objects."""
+        location = settings.artifact_location
+        self.artifact_objects: S3Objects | None = None
+        self.artifact_janitor: ArtifactJanitor | None = None
+        if location is not None:
+            from scheduler.artifacts.s3 import S3Objects  # boto3 is imported only when used
+
+            self.artifact_objects = S3Objects(location, endpoint_url=settings.artifact_s3_endpoint)
+            self.artifact_janitor = ArtifactJanitor(db, self.leader, clock, self.artifact_objects)
+        artifact_service_pb2_grpc.add_ArtifactServiceServicer_to_server(
+            ArtifactService(
+                ArtifactUploads(db, settings.artifact_limits, clock, self.artifact_objects),
+                ArtifactDownloads(db, self.artifact_objects),
+                registrar.tokens,
+            ),
+            self.server,
+        )
+
     async def start(self) -> str:
         if self.settings.bootstrap_key is not None:
             await self._bootstrap(self.settings.bootstrap_key)
@@ -471,6 +532,8 @@ class SchedulerServer:
         await self.rescuer.start()
         await self.cron.start()
         await self.retention.start()
+        if self.artifact_janitor is not None:
+            await self.artifact_janitor.start()
         log.info(
             "listening",
             extra={
@@ -500,6 +563,8 @@ class SchedulerServer:
         self.cron.wake()
         self.rescuer.wake()
         self.retention.wake()
+        if self.artifact_janitor is not None:
+            self.artifact_janitor.wake()
 
     def _rescued(self, rescued: list[Rescued]) -> None:
         for job in rescued:
@@ -534,6 +599,8 @@ class SchedulerServer:
         await self.rescuer.stop()
         await self.cron.stop()
         await self.retention.stop()
+        if self.artifact_janitor is not None:
+            await self.artifact_janitor.stop()
         await self.leader.stop()
         await self.presence.stop()
         await self.probe.stop()
@@ -542,4 +609,6 @@ class SchedulerServer:
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if self.artifact_objects is not None:
+            self.artifact_objects.close()
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

@@ -32,6 +32,15 @@ from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
 from tests.scripted import ScriptedExecutor
 
+# pytest keeps the three newest pytest-N folders under one root per user and deletes older ones,
+# also those of a run still going: a second pytest on the machine (another checkout's, a
+# colleague's) deleted the tmp_path of this run's fault tests mid-test (a PostgreSQL data
+# directory, gone under pg_ctl). Each run gets a root of its own, removed when it ends.
+if "PYTEST_DEBUG_TEMPROOT" not in os.environ:
+    _TEMP_ROOT = tempfile.mkdtemp(prefix="jobsched-pytest-")
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = _TEMP_ROOT
+    atexit.register(shutil.rmtree, _TEMP_ROOT, ignore_errors=True)
+
 
 def with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)

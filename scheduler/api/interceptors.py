@@ -55,10 +55,12 @@ _CODES: dict[type[errors.JobschedError], grpc.StatusCode] = {
     errors.IdempotencyKeyReused: grpc.StatusCode.ALREADY_EXISTS,
     errors.ScheduleNameTaken: grpc.StatusCode.ALREADY_EXISTS,
     errors.ExecutorNameTaken: grpc.StatusCode.ALREADY_EXISTS,
+    errors.ArtifactExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -268,7 +270,24 @@ def wrap_handler(
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, deserializer, handler.response_serializer
         )
-    return handler  # client streaming: not used by jobsched
+    if handler.stream_unary is not None:
+        inner_su: Any = handler.stream_unary
+
+        async def stream_unary(
+            request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            requests = (
+                _checked_requests(request_iterator, context)
+                if check_requests
+                else (request_iterator)
+            )
+            async with around(method, context):
+                return await inner_su(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, deserializer, handler.response_serializer
+        )
+    return handler
 
 
 def _refuse(request: _Undecodable) -> Callable[[Any, Any], Awaitable[None]]:

@@ -47,6 +47,11 @@ RPC_PERMISSIONS: dict[str, Permission] = {
     _TYPES + "UpdateJobType": Permission.MANAGE_JOB_TYPES,
     "/jobsched.v1.ClusterService/GetClusterStatus": Permission.READ_CLUSTER,
     "/jobsched.v1.ExecutorService/Connect": Permission.EXECUTE,
+    # Uploads come from executors (also proven by the attempt's session token); reads are
+    # anyone's who may read jobs.
+    "/jobsched.v1.ArtifactService/UploadArtifact": Permission.EXECUTE,
+    "/jobsched.v1.ArtifactService/ListJobArtifacts": Permission.READ,
+    "/jobsched.v1.ArtifactService/GetArtifact": Permission.READ,
     _AUTH + "CreateApiKey": Permission.MANAGE_KEYS,
     _AUTH + "ListApiKeys": Permission.MANAGE_KEYS,
     _AUTH + "RevokeApiKey": Permission.MANAGE_KEYS,

@@ -39,7 +39,7 @@ class Permission(enum.StrEnum):
     MANAGE_JOB_TYPES = "job_types.manage"
     MANAGE_KEYS = "keys.manage"
     READ_CLUSTER = "cluster.read"
-    EXECUTE = "executor.connect"  # ExecutorService.Connect (and artifact uploads)
+    EXECUTE = "executor.connect"  # ExecutorService.Connect and ArtifactService.UploadArtifact
 
 
 class Role(enum.StrEnum):

@@ -5,19 +5,25 @@
     ├── NotFound
     │   ├── JobNotFound
     │   ├── ScheduleNotFound
+    │   ├── ArtifactNotFound
     │   └── ApiKeyNotFound
     ├── FailedPrecondition
     │   ├── InvalidTransition        the state machine forbids the change (with the reason)
-    │   └── AlreadyRegistered        a second Register on an executor stream
+    │   ├── AlreadyRegistered        a second Register on an executor stream
+    │   └── AttemptNotRunning        an artifact upload for an attempt that is not running
     ├── Conflict
     │   ├── ConcurrentModification   a guarded UPDATE matched no row: the caller lost a race
     │   ├── IdempotencyKeyReused     same idempotency key, different job
     │   ├── ScheduleNameTaken        a schedule of that name exists (ALREADY_EXISTS)
     │   ├── ExecutorNameTaken        an executor of that name is alive (ALREADY_EXISTS)
+    │   ├── ArtifactExists           this attempt stored an artifact of that name (ALREADY_EXISTS)
     │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
     ├── Unavailable
     │   └── DatabaseUnavailable      the store cannot be reached
     ├── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
+    ├── QuotaExceeded                over a size limit (RESOURCE_EXHAUSTED)
+    │   ├── ArtifactTooLarge
+    │   └── JobArtifactsTooLarge
     ├── Unauthenticated              no usable credential (missing, malformed, unknown, revoked,
     │                                expired); `reason` says which
     └── PermissionDenied             a known principal lacks the permission or the tenant
@@ -163,6 +169,21 @@ class InvalidTransition(FailedPrecondition):
     reason = "INVALID_TRANSITION"
 
 
+class ArtifactNotFound(NotFound):
+    """No such artifact."""
+
+    reason = "ARTIFACT_NOT_FOUND"
+
+    def __init__(self, job_id: str, name: str) -> None:
+        super().__init__(f"job {job_id} has no artifact named {echo(name)}")
+
+
+class AttemptNotRunning(FailedPrecondition):
+    """The attempt is not the job's running attempt on this executor."""
+
+    reason = "ATTEMPT_NOT_RUNNING"
+
+
 class AlreadyRegistered(FailedPrecondition):
     """This stream is registered already: Register is only its first message."""
 
@@ -207,6 +228,18 @@ class ExecutorNameTaken(Conflict):
         super().__init__(
             f"an executor named {echo(name)} is connected; names are unique among live executors "
             "(a reconnect of that executor sends Register.session_token)"
+        )
+
+
+class ArtifactExists(Conflict):
+    """This attempt already stored an artifact of that name."""
+
+    reason = "ARTIFACT_ALREADY_EXISTS"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"this attempt already stored an artifact named {echo(name)} (names are unique per "
+            "job; a later attempt replaces an earlier one's)"
         )
 
 
@@ -259,3 +292,21 @@ class PermissionDenied(JobschedError):
         # PERMISSION_MISSING (the role lacks it) or TENANT_NOT_ALLOWED.
         self.reason = reason
         super().__init__(message)
+
+
+class QuotaExceeded(JobschedError):
+    """Over a size limit."""
+
+    reason = "QUOTA_EXCEEDED"
+
+
+class ArtifactTooLarge(QuotaExceeded):
+    """The artifact is over the scheduler's per-artifact limit."""
+
+    reason = "ARTIFACT_TOO_LARGE"
+
+
+class JobArtifactsTooLarge(QuotaExceeded):
+    """The job's artifacts would be over the scheduler's per-job limit."""
+
+    reason = "JOB_ARTIFACTS_TOO_LARGE"

@@ -12,7 +12,9 @@ Rules (documented in the proto and README):
   (`check_text`); values quoted in violations are shortened (scheduler/domain/echo.py);
 - timeout, if given, in (0, MAX_TIMEOUT]; unset means the type's default, then the queue's;
 - retry policy fields within the bounds of scheduler/domain/retry.py;
-- dependencies (depends_on ids, ref, depends_on_refs): see scheduler/domain/dependencies.py.
+- dependencies (depends_on ids, ref, depends_on_refs): see scheduler/domain/dependencies.py;
+- a job of type `command` has its payload checked field by field
+  (scheduler/domain/command_payload.py: `job.payload.argv`, ...).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from scheduler.domain.command_payload import COMMAND_TYPE, check_command_payload
 from scheduler.domain.dependencies import (
     MAX_BATCH_DEPENDENCIES,
     check_dependency_lists,
@@ -106,6 +109,8 @@ def _check_spec(
                 f"is {len(spec.payload)} bytes; at most {MAX_PAYLOAD_BYTES} are allowed",
             )
         )
+    elif job_type == COMMAND_TYPE:
+        check_command_payload(spec.payload, f"{path}.payload", violations)
     priority = DEFAULT_PRIORITY if spec.priority is None else spec.priority
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         violations.append(

@@ -364,6 +364,53 @@ cluster_secrets = Table(
 )
 
 
+# Files a job's handlers uploaded (0012): one per (job, name), a later attempt's replacing an
+# earlier one's. `object_key` is the S3 key, or NULL when the content is in artifact_chunks.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column(
+        "job_id", UUID(as_uuid=False), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("name", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("content_type", Text, nullable=False),
+    Column("object_key", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("attempt >= 1", name="attempt_positive"),
+    CheckConstraint("size_bytes >= 0", name="size_non_negative"),
+    CheckConstraint("length(sha256) = 64", name="sha256_hex"),
+    UniqueConstraint("job_id", "name"),
+)
+
+# The content of PostgreSQL-stored artifacts, 1 MiB a row (STORAGE EXTERNAL: not compressed).
+artifact_chunks = Table(
+    "artifact_chunks",
+    metadata,
+    Column(
+        "artifact_id",
+        UUID(as_uuid=False),
+        ForeignKey("artifacts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    CheckConstraint("seq >= 0", name="seq_non_negative"),
+)
+
+# S3 objects to delete: recorded by the artifacts_object_deleted trigger (and by an upload before
+# it writes its object), drained by the leader's artifact janitor.
+artifact_deletions = Table(
+    "artifact_deletions",
+    metadata,
+    Column("object_key", Text, primary_key=True),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+    Index("ix_artifact_deletions_not_before", "not_before"),
+)
+
 # API keys (scheduler/auth): only the SHA-256 digest of each secret is stored, unique, which is
 # also how a presented key is found. `tenants` holds '*' for a key acting for every tenant.
 api_keys = Table(

@@ -13,22 +13,28 @@ page tokens for callers that keep their own cursor.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypeVar, overload
+from typing import Any, BinaryIO, Literal, Self, TypeAlias, TypeVar, overload
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched import payloads
+from jobsched.artifacts import Artifact, ChecksumMismatchError
 from jobsched.errors import from_rpc_error
 from jobsched.tls import ClientTLS, open_channel
 from jobsched.tokens import bearer_metadata
 from jobsched.v1 import (
+    artifact_service_pb2,
+    artifact_service_pb2_grpc,
     auth_service_pb2,
     auth_service_pb2_grpc,
     cluster_service_pb2,
@@ -1107,3 +1113,65 @@ class JobschedClient:
             schedule_service_pb2.TriggerScheduleRequest(id=schedule),
         )
         return (response.job if response.HasField("job") else None), response.skipped
+
+    # Artifacts (files the job's handlers uploaded; ArtifactService).
+
+    async def list_artifacts(self, job_id: str) -> list[Artifact]:
+        """The job's artifacts by name (JobNotFoundError for an unknown job)."""
+        stubs = [artifact_service_pb2_grpc.ArtifactServiceStub(c) for c in self._channels]
+        response = await self._invoke(
+            stubs,
+            lambda stub: stub.ListJobArtifacts,
+            artifact_service_pb2.ListJobArtifactsRequest(job_id=job_id),
+            True,
+        )
+        return [Artifact.from_proto(a) for a in response.artifacts]
+
+    async def download_artifact(
+        self, job_id: str, name: str, destination: str | os.PathLike[str] | BinaryIO
+    ) -> Artifact:
+        """Download an artifact into `destination`, a path or a binary file open for writing, and
+        check its size and SHA-256 (ChecksumMismatchError otherwise). A path is written to a
+        temporary file beside it, renamed into place only once the checksum matched."""
+        if isinstance(destination, str | os.PathLike):
+            target = Path(destination)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            try:
+                with partial.open("wb") as file:
+                    artifact = await self._download(job_id, name, file)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            return artifact
+        return await self._download(job_id, name, destination)
+
+    async def _download(self, job_id: str, name: str, file: BinaryIO) -> Artifact:
+        stub = artifact_service_pb2_grpc.ArtifactServiceStub(self._channels[self._current])
+        call = stub.GetArtifact(
+            artifact_service_pb2.GetArtifactRequest(job_id=job_id, name=name),
+            metadata=self._metadata,
+            timeout=None,
+        )
+        artifact: Artifact | None = None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async for message in call:
+                if message.HasField("artifact"):
+                    artifact = Artifact.from_proto(message.artifact)
+                    continue
+                digest.update(message.chunk)
+                size += len(message.chunk)
+                await asyncio.to_thread(file.write, message.chunk)
+        except grpc.aio.AioRpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()
+        if artifact is None:
+            raise ChecksumMismatchError("the download ended before the artifact's metadata")
+        if size != artifact.size_bytes or digest.hexdigest() != artifact.sha256:
+            raise ChecksumMismatchError(
+                f"artifact {name!r}: got {size} bytes with SHA-256 {digest.hexdigest()}, "
+                f"expected {artifact.size_bytes} bytes with {artifact.sha256}"
+            )
+        return artifact

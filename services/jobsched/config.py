@@ -201,8 +201,9 @@ def resolve(
     args = parser.parse_args(argv)
     for dest, value in given.items():
         sources[dest] = Source("flag")
-        if dest in defaults and _collects(options.get(dest)):
-            # argparse appends a repeatable flag to its default: the flags replace it instead.
+        if _collects(options.get(dest)):
+            # argparse appends a repeatable flag to its default (the parser's, the file's or
+            # the environment's): the flags replace it instead.
             setattr(args, dest, value)
     return Resolved(args, sources, path, tuple(options))
 

@@ -124,6 +124,42 @@ class Job:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One item of a watch: `kind` is "snapshot", "transition", "progress" or "log"; `job` is
+    set on snapshots, `state` and `reason` on transitions (the state entered, and why),
+    `progress` on progress, and `line` (with `attempt`) on log lines."""
+
+    kind: str
+    sequence: int
+    job: Job | None = None
+    state: JobState | None = None
+    reason: str = ""
+    progress: Progress | None = None
+    line: str = ""
+    attempt: int = 0
+
+
+def watch_event(item: Any) -> WatchEvent:
+    """A WatchJobResponse as a WatchEvent."""
+    kind = item.WhichOneof("item")
+    if kind == "snapshot":
+        return WatchEvent("snapshot", item.sequence, job=Job.from_proto(item.snapshot))
+    if kind == "event":
+        return WatchEvent(
+            "transition",
+            item.sequence,
+            state=JobState.from_proto(item.event.to_state),
+            reason=item.event.reason,
+        )
+    if kind == "progress":
+        p = item.progress
+        return WatchEvent(
+            "progress", item.sequence, progress=Progress(p.percent, p.step, p.message)
+        )
+    return WatchEvent("log", item.sequence, line=item.log.line, attempt=item.log.attempt)
+
+
 class JobFailedError(Exception):
     """A job waited for ended DEAD or CANCELLED; `job` is how it ended, `error` its last error
     (for a handler's exception: its message, with the traceback where the executor sent one)."""

@@ -1,5 +1,6 @@
-"""`jobsched.Client`: a synchronous client for scripts and WSGI apps (Django, Flask), over the
-async one (jobsched.client.JobschedClient) run on an event loop of its own, on a daemon thread.
+"""`jobsched.Client`: a synchronous client for scripts and WSGI apps (Django, Flask): the
+`jobsched.AsyncClient` run on an event loop of its own, on a daemon thread, with the same
+methods.
 
     with jobsched.Client("127.0.0.1:50051") as client:
         job = client.submit("resize", {"width": 640})
@@ -8,7 +9,7 @@ async one (jobsched.client.JobschedClient) run on an event loop of its own, on a
             ...
 
 It returns `jobsched.jobs.Job` objects (states as JobState, results decoded from JSON, times as
-datetimes) and raises the same `jobsched.errors` as the async client. One Client may be shared
+datetimes) and raises the same `jobsched.errors` as the async clients. One Client may be shared
 by the threads of a web application: every call is handed to its loop, which serialises nothing
 but the hand-off.
 """
@@ -22,47 +23,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Self, TypeVar
 
-from jobsched.client import DEFAULT_ADDRESS, JobschedClient, JobSpecLike, Payload
-from jobsched.jobs import Job, JobFailedError, JobState, Progress
+from jobsched.async_client import AsyncClient, AsyncJob
+from jobsched.client import DEFAULT_ADDRESS, JobSpecLike, Payload
+from jobsched.jobs import Job, JobFailedError, WatchEvent
 from jobsched.tls import ClientTLS
-from jobsched.v1 import job_pb2
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """One item of a watch: `kind` is "snapshot", "transition", "progress" or "log"; `job` is
-    set on snapshots, `state` and `reason` on transitions (the state entered, and why),
-    `progress` on progress, and `line` (with `attempt`) on log lines."""
-
-    kind: str
-    sequence: int
-    job: Job | None = None
-    state: JobState | None = None
-    reason: str = ""
-    progress: Progress | None = None
-    line: str = ""
-    attempt: int = 0
-
-
-def _event(item: Any) -> WatchEvent:
-    kind = item.WhichOneof("item")
-    if kind == "snapshot":
-        return WatchEvent("snapshot", item.sequence, job=Job.from_proto(item.snapshot))
-    if kind == "event":
-        return WatchEvent(
-            "transition",
-            item.sequence,
-            state=JobState.from_proto(item.event.to_state),
-            reason=item.event.reason,
-        )
-    if kind == "progress":
-        p = item.progress
-        return WatchEvent(
-            "progress", item.sequence, progress=Progress(p.percent, p.step, p.message)
-        )
-    return WatchEvent("log", item.sequence, line=item.log.line, attempt=item.log.attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +77,8 @@ class Client:
         self._thread.start()
         addresses = address if isinstance(address, str) else list(address)
 
-        async def connect() -> JobschedClient:  # its channels bind to the loop that makes them
-            return JobschedClient(
+        async def connect() -> AsyncClient:  # its channels bind to the loop that makes them
+            return AsyncClient(
                 addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls, token=token
             )
 
@@ -125,10 +91,7 @@ class Client:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
-        except KeyboardInterrupt:
+        except (TimeoutError, KeyboardInterrupt):
             future.cancel()
             raise
 
@@ -152,6 +115,9 @@ class Client:
             if closer is not None and not self._closed:
                 self._run(closer())
 
+    def _bound(self, job: AsyncJob) -> ClientJob:
+        return ClientJob(job.job, self)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -167,9 +133,6 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _bound(self, job: job_pb2.Job) -> ClientJob:
-        return ClientJob(Job.from_proto(job), self)
-
     # -- jobs ----------------------------------------------------------------------------------
 
     def submit(
@@ -182,21 +145,21 @@ class Client:
         max_attempts: int | None = None,
         labels: Mapping[str, str] | None = None,
         idempotency_key: str = "",
-        timeout: timedelta | None = None,
+        job_timeout: timedelta | None = None,
         depends_on: Iterable[str] = (),
     ) -> ClientJob:
-        """Submit one job (see JobschedClient.submit); `timeout` is the job's run timeout."""
+        """Submit one job (see JobschedClient.submit); `job_timeout` is its run timeout."""
         job = self._run(
             self._client.submit(
                 type,
+                payload,
                 queue=queue,
-                payload=payload,
                 priority=priority,
                 max_attempts=max_attempts,
                 labels=labels,
                 idempotency_key=idempotency_key,
-                timeout=timeout,
-                depends_on=list(depends_on),
+                job_timeout=job_timeout,
+                depends_on=depends_on,
             )
         )
         return self._bound(job)
@@ -211,25 +174,11 @@ class Client:
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job ends; the Job if it SUCCEEDED, else JobFailedError (with the
         Job). TimeoutError after `timeout` seconds."""
-
-        async def until_done() -> job_pb2.Job:
-            async for item in self._client.watch(job_id):
-                if item.HasField("snapshot") and JobState.from_proto(item.snapshot.state).terminal:
-                    break
-            return await self._client.get(job_id)
-
-        try:
-            job = Job.from_proto(self._run(asyncio.wait_for(until_done(), timeout)))
-        except TimeoutError:
-            raise TimeoutError(f"job {job_id} did not end within {timeout} s") from None
-        if job.state is not JobState.SUCCEEDED:
-            raise JobFailedError(job)
-        return job
+        return self._run(self._client.wait(job_id, timeout))
 
     def watch(self, job_id: str) -> Iterator[WatchEvent]:
         """The job's snapshot, transitions, progress and log lines, until it ends."""
-        for item in self._iterate(lambda: self._client.watch(job_id)):
-            yield _event(item)
+        return self._iterate(lambda: self._client.watch(job_id))
 
     def cancel(self, job_id: str, reason: str = "") -> ClientJob:
         return self._bound(self._run(self._client.cancel(job_id, reason)))
@@ -242,17 +191,14 @@ class Client:
 
     def list_active(self, **filters: Any) -> Iterator[Job]:
         """Active jobs (filters as JobschedClient.list_active), page by page as iterated."""
-        for job in self._iterate(lambda: self._client.list_active(**filters)):
-            yield Job.from_proto(job)
+        return self._iterate(lambda: self._client.list_active(**filters))
 
     def history(self, **filters: Any) -> Iterator[Job]:
         """Finished jobs (filters as JobschedClient.history), newest first."""
-        for job in self._iterate(lambda: self._client.history(**filters)):
-            yield Job.from_proto(job)
+        return self._iterate(lambda: self._client.history(**filters))
 
     def logs(self, job_id: str, attempt: int = 0) -> Iterator[str]:
-        for line in self._iterate(lambda: self._client.logs(job_id, attempt=attempt)):
-            yield line.line
+        return self._iterate(lambda: self._client.logs(job_id, attempt))
 
 
 __all__ = ["Client", "ClientJob", "JobFailedError", "WatchEvent"]

@@ -103,7 +103,13 @@ async def test_the_example_module_runs_async_and_plain_handlers(
     )
 
     async def registered() -> None:
-        assert await advertised(scheduler.address) == ["checksum", "noop", "resize", "sleep"]
+        assert await advertised(scheduler.address) == [
+            "checksum",
+            "command",
+            "noop",
+            "resize",
+            "sleep",
+        ]
 
     await assert_eventually(registered, within=20)
     async with JobschedClient(scheduler.address, timeout=10) as client:
@@ -171,7 +177,7 @@ async def test_handlers_from_the_environment_and_from_an_entry_point(
 
     async def registered() -> None:
         types = await advertised(scheduler.address)
-        assert types == ["double", "noop", "plugin-echo", "sleep"]
+        assert types == ["command", "double", "noop", "plugin-echo", "sleep"]
 
     await assert_eventually(registered, within=20)
     async with JobschedClient(scheduler.address, timeout=10) as client:

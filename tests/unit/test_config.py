@@ -184,3 +184,17 @@ def test_a_repeated_flag_replaces_the_list_of_the_file_and_the_environment(
 def test_resolved_names_the_keys_a_file_may_set() -> None:
     resolved = resolve(parser(), "executor", [], env=ENV, environ={})
     assert set(resolved.keys) == {"listen", "lease", "capacity", "queues", "verbose", "mode"}
+
+
+def test_a_repeated_flag_replaces_the_parsers_own_list_default() -> None:
+    p = parser()
+    p.add_argument("--allow", action="append", dest="allowed", default=["PATH", "HOME"])
+    assert resolve(p, "executor", [], env=ENV, environ={}).args.allowed == ["PATH", "HOME"]
+    flagged = resolve(parser_with_allow(), "executor", ["--allow", "TZ"], env=ENV, environ={})
+    assert flagged.args.allowed == ["TZ"]
+
+
+def parser_with_allow() -> argparse.ArgumentParser:
+    p = parser()
+    p.add_argument("--allow", action="append", dest="allowed", default=["PATH", "HOME"])
+    return p

@@ -2,7 +2,7 @@
 job's own values and its queue's, and where each of a job's settings came from
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-03 18:30:00.000000
 
 `job_types (tenant, name)`: one row per configured type (JobTypeService.UpdateJobType); NULL
@@ -13,9 +13,6 @@ by the claim: defaults are resolved once, at submit, and stored on the job, as a
 of scheduler/domain/setting_sources.py SETTINGS; NULL for the jobs stored before this
 migration, whose origins were not recorded. Adding a nullable column without a default
 rewrites nothing.
-
-(Written against 0011; a parallel branch adds 0012, and this one is re-pointed at it when
-merged.)
 """
 
 from collections.abc import Sequence
@@ -25,7 +22,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

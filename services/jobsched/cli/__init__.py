@@ -48,6 +48,7 @@ import asyncio
 import sys
 
 from jobsched.cli import (
+    artifacts,
     cluster,
     completion,
     configuration,
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_commands(commands)
     configuration.add_commands(commands)
     completion.add_commands(commands, build_parser)
+    artifacts.add_commands(commands)
     return parser
 
 
