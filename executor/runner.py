@@ -117,7 +117,10 @@ class Executor:
             max_result_bytes=lambda: self._stream.max_result_bytes,
         )
         self.uploads = ArtifactUploader(
-            name, lambda: (self._stream.address, self._stream.session_token)
+            name,
+            lambda: (self._stream.address, self._stream.session_token),
+            tls=tls,
+            token=token,
         )
         self._thread = LoopThread(f"executor {name} stream")
         self._inbox: Inbox | None = None  # the handler loop's

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from executor.handlers import builtin_registry
+from executor.handlers import JobContext, builtin_registry
 from executor.runner import Executor
 from jobsched.client import JobschedClient
 from jobsched.errors import (
@@ -424,6 +424,39 @@ async def test_revoking_an_executor_key_ends_its_open_streams_on_every_replica(
         finally:
             for executor in executors:
                 await executor.stop(1.0)
+
+
+async def test_an_executor_key_uploads_artifacts_that_readers_of_its_tenant_see(
+    server: SchedulerServer,
+) -> None:
+    async def produce(ctx: JobContext) -> dict[str, bool]:
+        await ctx.upload("out.txt", b"made under auth\n")
+        return {"ok": True}
+
+    executor = Executor(
+        [server.address],
+        name="uploader",
+        capacity=1,
+        registry=builtin_registry(extra=[("produce", produce)]),
+        token=await make(server, "executor", "alpha"),
+    )
+    await executor.start()
+    try:
+        await asyncio.wait_for(executor.wait_registered(), 20)
+        async with client(server, await make(server, "submitter", "alpha")) as alpha:
+            job = await alpha.submit("produce")
+
+            async def done() -> None:
+                assert (await alpha.get(job.id)).state == job_pb2.JOB_STATE_SUCCEEDED
+
+            await assert_eventually(done, within=20)
+            [artifact] = await alpha.list_artifacts(job.id)
+            assert artifact.name == "out.txt"
+        async with client(server, await make(server, "viewer", "beta")) as beta:
+            with pytest.raises(JobNotFoundError):
+                await beta.list_artifacts(job.id)
+    finally:
+        await executor.stop(1.0)
 
 
 # --- bootstrap ----------------------------------------------------------------------------------
