@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scheduler.flags import parse_args, settings_from
@@ -44,3 +46,9 @@ def test_a_queue_depth_interval_of_zero_is_refused() -> None:
         parse_args(["--queue-depth-interval", "0"])
     with pytest.raises(ValueError, match="positive"):
         ServerSettings(queue_depth_interval=0)
+
+
+def test_the_config_file_sets_the_metrics_address(tmp_path: Path) -> None:
+    config = tmp_path / "jobsched.toml"
+    config.write_text('[scheduler]\nmetrics_listen = "127.0.0.1:9999"\n')
+    assert settings_from(parse_args(["--config", str(config)])).metrics_listen == "127.0.0.1:9999"
