@@ -37,6 +37,7 @@ ENV = {
     "insecure": "JOBSCHED_INSECURE",
     "artifact_store": "JOBSCHED_ARTIFACT_STORE",
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
+    "metrics_listen": "JOBSCHED_METRICS_LISTEN",
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(parser)
     _add_auth(parser)
     _add_artifacts(parser)
+    _add_metrics(parser)
     return parser
 
 
@@ -329,6 +331,33 @@ def _add_artifacts(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    metrics = parser.add_argument_group("metrics (off unless --metrics-listen is given)")
+    defaults = ServerSettings()
+    metrics.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus metrics (/metrics) and the health endpoints (/healthz, /readyz) "
+        "over plain HTTP on this address, e.g. 127.0.0.1:9464 (env JOBSCHED_METRICS_LISTEN; "
+        "default: off)",
+    )
+    metrics.add_argument(
+        "--queue-depth-interval",
+        type=_positive_seconds,
+        default=defaults.queue_depth_interval,
+        help="seconds between the leader's counts of the active jobs per queue and state "
+        f"(jobsched_queue_jobs; default {defaults.queue_depth_interval:g})",
+    )
+
+
+def _positive_seconds(value: str) -> float:
+    number = _non_negative(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number above 0")
+    return number
+
+
 PROGRAM = Program("scheduler", build_parser, ENV)
 
 
@@ -367,6 +396,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         artifact_s3_endpoint=args.artifact_s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,
         max_job_artifact_bytes=args.max_job_artifact_bytes,
+        metrics_listen=args.metrics_listen or None,
+        queue_depth_interval=args.queue_depth_interval,
     )
 
 

@@ -80,6 +80,9 @@ from scheduler.watch import JobWatchHub
 
 if TYPE_CHECKING:
     from scheduler.artifacts.s3 import S3Objects
+    from scheduler.telemetry.http import MetricsServer
+    from scheduler.telemetry.metrics import SchedulerMetrics
+    from scheduler.telemetry.queue_depth import QueueDepthSampler
 
 log = logging.getLogger("jobsched.scheduler")
 
@@ -194,6 +197,11 @@ class ServerSettings:
     artifact_s3_endpoint: str | None = None
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     max_job_artifact_bytes: int = DEFAULT_MAX_JOB_ARTIFACT_BYTES
+    # Metrics (scheduler/telemetry/): HTTP /metrics, /healthz and /readyz on this host:port
+    # (port 0 picks a free one); None, the default: off, and nothing is counted. The leader
+    # counts the active jobs per queue and state every queue_depth_interval seconds.
+    metrics_listen: str | None = None
+    queue_depth_interval: float = 15.0
 
     def __post_init__(self) -> None:
         self.artifact_limits  # noqa: B018 (raises ValueError for bad limits)
@@ -211,6 +219,12 @@ class ServerSettings:
             )
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}")
+        if not self.queue_depth_interval > 0:
+            raise ValueError("queue_depth_interval must be positive")
+        if self.metrics_listen is not None:
+            _host, colon, port = self.metrics_listen.rpartition(":")
+            if not colon or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"metrics listen address {self.metrics_listen!r} is not HOST:PORT")
         if self.max_connection_age is not None and self.max_connection_age <= timedelta(0):
             raise ValueError("max_connection_age must be positive (None: connections never age)")
 
@@ -303,9 +317,14 @@ class SchedulerServer:
         auth: list[grpc.aio.ServerInterceptor] = (
             [AuthInterceptor(self.authenticator)] if settings.auth == "required" else []
         )
+        self.metrics: SchedulerMetrics | None = None
+        if settings.metrics_listen is not None:
+            from scheduler.telemetry.metrics import SchedulerMetrics
+
+            self.metrics = SchedulerMetrics()
         self.server = grpc.aio.server(
             interceptors=[
-                AccessLogInterceptor(),
+                AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
                 *auth,
@@ -419,6 +438,7 @@ class SchedulerServer:
                 on_cancel_requested=self.dispatcher.request_cancel,
                 hub=self.hub,
                 queue_reads=self.queue_reads,
+                on_submitted=self.metrics.jobs_submitted if self.metrics else None,
             ),
             self.server,
         )
@@ -477,9 +497,39 @@ class SchedulerServer:
             interval=settings.health_interval,
             answered_at=lambda: self.leader.answered_at,
         )
+        self._add_metrics(db, settings)
         self.address = ""
         # TLS when configured; reload_tls() (SIGHUP) re-reads the files for new connections.
         self.tls = ReloadingCredentials(settings.tls) if settings.tls is not None else None
+
+    def _add_metrics(self, db: Database, settings: ServerSettings) -> None:
+        """With metrics on: the outcome hook, the gauges, the leader's queue-depth sampler and
+        the HTTP server of /metrics, /healthz and /readyz."""
+        self.queue_depth: QueueDepthSampler | None = None
+        self.metrics_server: MetricsServer | None = None
+        if self.metrics is None or settings.metrics_listen is None:
+            return
+        from scheduler.telemetry.gauges import SchedulerGauges
+        from scheduler.telemetry.http import MetricsServer
+        from scheduler.telemetry.queue_depth import QueueDepthSampler
+
+        self.dispatcher.on_outcome = self.metrics.job_finished
+        self.queue_depth = QueueDepthSampler(
+            db, lambda: self.leader.is_leader, settings.queue_depth_interval
+        )
+        self.metrics.register(
+            SchedulerGauges(
+                leader=self.leader,
+                sessions=lambda: self.dispatcher.sessions.values(),
+                hub=self.hub,
+                pool=db.engine.pool,
+                queue_depth=self.queue_depth,
+                queue_label=self.metrics.queue_label,
+            )
+        )
+        self.metrics_server = MetricsServer(
+            settings.metrics_listen, self.metrics.exposition, lambda: self.probe.serving
+        )
 
     def reload_tls(self) -> None:
         if self.tls is not None:
@@ -534,6 +584,10 @@ class SchedulerServer:
         await self.retention.start()
         if self.artifact_janitor is not None:
             await self.artifact_janitor.start()
+        if self.queue_depth is not None:
+            await self.queue_depth.start()
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         log.info(
             "listening",
             extra={
@@ -565,6 +619,8 @@ class SchedulerServer:
         self.retention.wake()
         if self.artifact_janitor is not None:
             self.artifact_janitor.wake()
+        if self.queue_depth is not None:
+            self.queue_depth.wake()
 
     def _rescued(self, rescued: list[Rescued]) -> None:
         for job in rescued:
@@ -584,6 +640,8 @@ class SchedulerServer:
         """Schedule fires (the cron loop, TriggerSchedule): dispatch their jobs at once, tell
         the watchers, and forward the cancels of CANCEL_PREVIOUS to the executors."""
         submitted = [f.job for f in fired if f.job is not None]
+        if self.metrics is not None:
+            self.metrics.jobs_submitted(submitted)
         for job in submitted:
             self.hub.notify(job.id)
         if submitted:
@@ -595,6 +653,10 @@ class SchedulerServer:
                     self.dispatcher.request_cancel(f.cancelled)
 
     async def stop(self, grace: float | None = None) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        if self.queue_depth is not None:
+            await self.queue_depth.stop()
         # Resign first, so that a follower takes over at its next tick, not after a timeout.
         await self.rescuer.stop()
         await self.cron.stop()

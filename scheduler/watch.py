@@ -97,6 +97,10 @@ class JobWatchHub:
         self.closed = False
         self.forward: Callable[[str], None] | None = None
 
+    def subscriber_count(self) -> int:
+        """Open WatchJob streams (one watch each) and WatchJobs subscriptions."""
+        return sum(len(w) for w in self._watchers.values()) + len(self._subscriptions)
+
     def subscribe(self, job_id: str) -> Watch:
         watch = Watch()
         self._watchers[job_id].add(watch)

@@ -53,6 +53,11 @@ class DatabaseHealthProbe:
         self._task: asyncio.Task[None] | None = None
         self._serving: bool | None = None
 
+    @property
+    def serving(self) -> bool:
+        """What the probe last published: the store answered (also /readyz's answer)."""
+        return self._serving is True
+
     async def check_once(self, *, ping: bool = False) -> bool:
         """Publish whether the database answers; `ping` forces a ping."""
         recent = time.monotonic() - self.answered_at() < self.interval

@@ -350,10 +350,20 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 # --- access log ------------------------------------------------------------------------------
 
 
+# Told of every RPC as it ends: (full method, code name, seconds); the metrics' hook.
+RpcObserver = Callable[[str, str, float], None]
+
+
 class _AccessLog:
-    def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        observe: RpcObserver | None = None,
+    ) -> None:
         self.method = method
         self.context = context
+        self.observe = observe
         self.start = 0.0
         self.peer = ""
         self.request_id = ""
@@ -366,10 +376,13 @@ class _AccessLog:
         self.peer = self.context.peer()
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        duration_ms = (time.perf_counter() - self.start) * 1000
+        seconds = time.perf_counter() - self.start
+        duration_ms = seconds * 1000
         code = self.context.code()
         if code is None or isinstance(code, int):
             code = _code_from(code, exc, self.context)
+        if self.observe is not None:
+            self.observe(self.method, code.name, seconds)
         fields = {
             "event": "rpc",
             "method": self.method,
@@ -411,7 +424,13 @@ def _past_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
     """Give each RPC a request id and log one structured line for it: method, status code,
-    duration, peer and request id."""
+    duration, peer and request id; and tell `observe` (the metrics) the same."""
+
+    def __init__(self, observe: RpcObserver | None = None) -> None:
+        self.observe = observe
+
+    def _around(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _AccessLog:
+        return _AccessLog(method, context, self.observe)
 
     async def intercept_service(
         self,
@@ -423,4 +442,4 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return wrap_handler(handler, handler_call_details.method, _AccessLog)
+        return wrap_handler(handler, handler_call_details.method, self._around)

@@ -129,8 +129,11 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         hub: JobWatchHub | None = None,
         logs: JobLogStore | None = None,
         queue_reads: QueueReads | None = None,
+        on_submitted: Callable[[Sequence[JobRecord]], None] | None = None,
     ) -> None:
         self.store = store
+        # Told of the jobs each submit created (the metrics' hook).
+        self.on_submitted = on_submitted
         self.logs = logs or JobLogStore(store.db)
         self.clock = clock
         # In-process wake-ups of the dispatcher: a local submit is dispatched at once.
@@ -515,6 +518,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     def _announce(self, submitted: Sequence[Submitted]) -> None:
         """Wake the dispatcher for new QUEUED jobs, and set its timer for new SCHEDULED ones."""
         created = [s.job for s in submitted if s.created]
+        if self.on_submitted is not None and created:
+            self.on_submitted(created)
         if any(job.state is JobState.QUEUED for job in created):
             self.on_new_work()
         scheduled = [job.run_at for job in created if job.state is JobState.SCHEDULED]

@@ -169,6 +169,9 @@ class Dispatcher:
         self.heartbeats = 0  # executor heartbeats handled (for tests)
         # Whether other replicas are alive (set by the server from ReplicaPresence).
         self.has_peers: Callable[[], bool] = lambda: False
+        # Told of each outcome recorded here, with the state it left the job in (SUCCEEDED,
+        # SCHEDULED for a retry, DEAD, CANCELLED): the metrics' hook, set by the server.
+        self.on_outcome: Callable[[JobRecord, JobState], None] | None = None
         self.notifier = notifier
         if notifier is not None:
             notifier.on_work = self.wake
@@ -336,6 +339,8 @@ class Dispatcher:
                         )
                         if outcome.run_at is not None:
                             self.wake_at(outcome.run_at)
+                        if self.on_outcome is not None:
+                            self.on_outcome(job, outcome.state)
                     else:
                         await release_attempt(
                             conn,
@@ -686,6 +691,9 @@ class Dispatcher:
             return
         for pending in batch:
             job_id = pending.success.job_id
+            job = pending.session.in_flight.get(job_id)
+            if self.on_outcome is not None and job is not None and job_id in succeeded:
+                self.on_outcome(job, JobState.SUCCEEDED)
             self._finished(pending.session, job_id)
             if pending.done.done():
                 continue
@@ -730,6 +738,8 @@ class Dispatcher:
             self._settle(session, job_id, exc)
             raise
         self._finished(session, job_id)
+        if self.on_outcome is not None:
+            self.on_outcome(job, outcome.state)
         if outcome.run_at is not None:
             self.wake_at(outcome.run_at)  # the retry starts when its backoff ends
 
@@ -755,6 +765,7 @@ class Dispatcher:
 
     async def record_cancelled(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
         guard = self._guard(session, job_id, attempt)
+        job = session.in_flight[job_id]
         logs = await self.reports.take_logs(job_id, attempt)
         try:
             async with self.db.transaction() as conn:
@@ -767,6 +778,8 @@ class Dispatcher:
             self._settle(session, job_id, exc)
             raise
         self._finished(session, job_id)
+        if self.on_outcome is not None:
+            self.on_outcome(job, JobState.CANCELLED)
 
     async def fail_forgotten(self, session: ExecutorSession, job_id: str) -> None:
         """The executor no longer runs this acknowledged attempt (its heartbeats leave it out):

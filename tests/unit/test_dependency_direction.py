@@ -40,3 +40,14 @@ def test_the_check_sees_lazy_imports(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from scheduler.__main__ import main\n    import sqlalchemy\n")
     assert imported_modules(sample) == [(2, "scheduler.__main__"), (3, "sqlalchemy")]
+
+
+def test_the_client_package_does_not_import_the_executor() -> None:
+    """The executor stands on the client (its channels, TLS, logs): the arrow runs one way."""
+    offending = [
+        f"{path.relative_to(REPO)}:{line}: {module}"
+        for path in sorted(CLIENT_SIDE["jobsched"].rglob("*.py"))
+        for line, module in imported_modules(path)
+        if module.split(".")[0] == "executor"
+    ]
+    assert offending == []

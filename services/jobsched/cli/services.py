@@ -1,10 +1,10 @@
 """The server commands: `jobsched scheduler`, `dev`, `migrate` and `executor` hand their arguments
 to the service's own command line.
 
-The scheduler is not imported from here: its command comes from the `jobsched.commands` entry
-point group (pyproject.toml), so that the client package never imports the server, and an
-install without the `server` extra answers a server command with one line saying what to
-install instead of a traceback."""
+Neither service is imported from here: their commands come from the `jobsched.commands` entry
+point group (pyproject.toml), so that the client package imports neither the scheduler nor the
+executor (which imports the client), and an install without the `server` extra answers a
+scheduler command with one line saying what to install instead of a traceback."""
 
 from __future__ import annotations
 
@@ -16,27 +16,34 @@ from typing import Any
 from jobsched.cli.exits import EXIT_ERROR
 
 SERVER_EXTRA_HINT = "pip install 'jobsched[server]'"
+# The jobsched.commands entry points that need the server extra (the executor's does not).
+SERVER_COMMANDS = frozenset({"scheduler", "keys-bootstrap"})
 
 
 def run_executor(argv: list[str]) -> int:
-    from executor.__main__ import main as executor_main
-
-    return exit_code(executor_main, argv)
+    """`jobsched executor ARGS`: the executor's command, also through the entry point group
+    (the executor sits above this package: it imports the client, not the other way round)."""
+    command = server_command("executor", "executor")
+    if isinstance(command, str):
+        print(f"jobsched: {command}", file=sys.stderr)
+        return EXIT_ERROR
+    return exit_code(command, argv)
 
 
 def server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
     """The entry point's function, or why it cannot be loaded (one line naming the command the
     user `typed`)."""
+    server = name in SERVER_COMMANDS
+    hint = SERVER_EXTRA_HINT if server else "reinstall jobsched"
     points = metadata.entry_points(group="jobsched.commands", name=name)
     if not points:
-        return f"jobsched {typed} is not installed: {SERVER_EXTRA_HINT}"
+        return f"jobsched {typed} is not installed: {hint}"
     [point] = list(points)
     try:
         command: Callable[[list[str]], int] = point.load()
     except ModuleNotFoundError as exc:
-        return (
-            f"jobsched {typed} needs the server extra (no module {exc.name!r}): {SERVER_EXTRA_HINT}"
-        )
+        extra = "the server extra" if server else "a module that is missing"
+        return f"jobsched {typed} needs {extra} (no module {exc.name!r}): {hint}"
     return command
 
 
