@@ -40,6 +40,7 @@ async def run(
         registry=registry,
         queues=args.queues,
         tls=tls,
+        token=args.token,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

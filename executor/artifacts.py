@@ -20,6 +20,8 @@ from jobsched import keepalive
 from jobsched.artifacts import Artifact, ArtifactSource, upload_requests
 from jobsched.client import balancing
 from jobsched.errors import UnavailableError, from_rpc_error
+from jobsched.tls import ClientTLS, open_channel
+from jobsched.tokens import bearer_metadata
 from jobsched.v1 import artifact_service_pb2 as pb
 from jobsched.v1 import artifact_service_pb2_grpc
 
@@ -28,9 +30,19 @@ class ArtifactUploader:
     """Uploads artifacts for the attempts of one executor. `credentials()` gives the address of
     the scheduler the executor is registered with and its session token ("" when it is not)."""
 
-    def __init__(self, name: str, credentials: Callable[[], tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        credentials: Callable[[], tuple[str, str]],
+        *,
+        tls: ClientTLS | None = None,
+        token: str | None = None,
+    ) -> None:
         self.name = name
         self._credentials = credentials
+        # The same transport and API key as the executor's Connect stream.
+        self._tls = tls
+        self._metadata = bearer_metadata(token)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -52,7 +64,7 @@ class ArtifactUploader:
         channel = self._channels.get(address)
         if channel is None:
             options = [*keepalive.channel_options(), *balancing(address)]
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=options)
+            channel = self._channels[address] = open_channel(address, options, self._tls)
         header = pb.UploadArtifactHeader(
             job_id=job_id,
             attempt=attempt,
@@ -63,7 +75,9 @@ class ArtifactUploader:
         )
         stub = artifact_service_pb2_grpc.ArtifactServiceStub(channel)
         try:
-            response = await stub.UploadArtifact(upload_requests(header, source))
+            response = await stub.UploadArtifact(
+                upload_requests(header, source), metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from err
         return Artifact.from_proto(response.artifact)

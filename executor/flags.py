@@ -15,6 +15,7 @@ from executor.command_options import COMMAND_ENV, add_command_options
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
 from jobsched.tls import TLS_ENV, add_tls_options
+from jobsched.tokens import TOKEN_ENV, add_token_option
 
 DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep, and command, which runs
 only what --allow-command allows), those of --handlers modules, and those installed packages
@@ -30,6 +31,7 @@ ENV = {
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
     **TLS_ENV,
+    **TOKEN_ENV,
     **COMMAND_ENV,  # executor/command_options.py
 }
 
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="env JOBSCHED_LOG_LEVEL (default INFO)",
     )
     add_tls_options(parser)
+    add_token_option(parser)
     add_command_options(parser)
     return parser
 

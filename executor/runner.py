@@ -79,6 +79,7 @@ class Executor:
         result_flush_timeout: float = 2.0,
         loop_block_warning: float = 1.0,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
@@ -106,6 +107,7 @@ class Executor:
             register_timeout=register_timeout,
             peer_timeout=peer_timeout,
             tls=tls,
+            token=token,
         )
         self._runs = HandlerRuns(
             name=name,
@@ -115,7 +117,10 @@ class Executor:
             max_result_bytes=lambda: self._stream.max_result_bytes,
         )
         self.uploads = ArtifactUploader(
-            name, lambda: (self._stream.address, self._stream.session_token)
+            name,
+            lambda: (self._stream.address, self._stream.session_token),
+            tls=tls,
+            token=token,
         )
         self._thread = LoopThread(f"executor {name} stream")
         self._inbox: Inbox | None = None  # the handler loop's

@@ -39,6 +39,7 @@ from executor.runs import Attempt, AttemptKey
 from jobsched import batching, keepalive
 from jobsched.client import balancing
 from jobsched.tls import ClientTLS, open_channel
+from jobsched.tokens import bearer_metadata
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
 
@@ -146,9 +147,12 @@ class ConnectStream:
         register_timeout: float,
         peer_timeout: float,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         self.addresses = list(addresses)
         self.tls = tls
+        # Its credential's tenants are the only ones whose jobs it receives.
+        self.metadata = bearer_metadata(token)
         self.name = name
         self.capacity = capacity
         self.registry = registry
@@ -299,6 +303,22 @@ class ConnectStream:
                 },
             )
             return
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            # A missing, wrong or revoked key, or one without the executor role: it may be
+            # fixed on the scheduler's side (a new key), so keep trying, but say what is wrong.
+            log.error(
+                "the scheduler refused the executor's credential (--token, JOBSCHED_TOKEN): %s",
+                details,
+                extra={
+                    "fields": {
+                        "event": "executor.not_allowed",
+                        "address": address,
+                        "code": code.name,
+                        "details": details,
+                    }
+                },
+            )
+            return
         log.warning(
             "executor stream failed",
             extra={
@@ -333,7 +353,7 @@ class ConnectStream:
         options = [*keepalive.channel_options(), *balancing(address)]
         async with open_channel(address, options, self.tls) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
-            call = stub.Connect(_requests(outbox))
+            call = stub.Connect(_requests(outbox), metadata=self.metadata)
             try:
                 first = await asyncio.wait_for(call.read(), self.register_timeout)
             except TimeoutError:

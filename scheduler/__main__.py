@@ -15,7 +15,7 @@ from typing import Any
 
 from jobsched import logs
 from jobsched.client import DEFAULT_ADDRESS
-from scheduler.flags import parse_args, settings_from
+from scheduler.flags import exposure_problem, parse_args, settings_from
 from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store import embedded, migrate
 from scheduler.store.credentials import masked, with_password_file
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         settings = settings_from(args)
+        exposed = exposure_problem(settings, args.insecure)
+        if exposed is not None:
+            return fail(exposed)
         url = database_url(args)
     except ValueError as exc:
         return fail(str(exc))

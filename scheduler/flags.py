@@ -8,12 +8,15 @@ or JOBSCHED_CONFIG; see jobsched/config.py): flag > environment > file > default
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 
 from jobsched.config import Program, add_config_option
+from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
 from scheduler.domain.artifacts import S3Location
-from scheduler.server import DEFAULT_LISTEN, ServerSettings
+from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
 from scheduler.tls import ServerTLS
 
 DESCRIPTION = """Run a scheduler replica. Without --database-url or DATABASE_URL an embedded
@@ -30,6 +33,8 @@ ENV = {
     "tls_cert": "JOBSCHED_SERVER_TLS_CERT",
     "tls_key": "JOBSCHED_SERVER_TLS_KEY",
     "tls_client_ca": "JOBSCHED_TLS_CLIENT_CA",
+    "auth": "JOBSCHED_AUTH",
+    "insecure": "JOBSCHED_INSECURE",
     "artifact_store": "JOBSCHED_ARTIFACT_STORE",
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
@@ -102,9 +107,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_timing(parser)
     _add_limits(parser)
     _add_tls(parser)
+    _add_auth(parser)
     _add_artifacts(parser)
     _add_metrics(parser)
     return parser
+
+
+def _add_auth(parser: argparse.ArgumentParser) -> None:
+    auth = parser.add_argument_group(
+        "authentication (API keys: jobsched keys; the first admin key from "
+        f"{BOOTSTRAP_ENV}=jsk_... or `jobsched keys bootstrap`)"
+    )
+    auth.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        default="off",
+        help="required: every RPC but health and reflection needs a credential "
+        "(authorization: Bearer <key>); off: anyone reaching the port may do anything, so the "
+        "scheduler then listens on loopback only unless --insecure (env JOBSCHED_AUTH, "
+        "default off)",
+    )
+    auth.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow --auth off on a non-loopback address, when something else guards the port "
+        "(a NetworkPolicy, a private network; env JOBSCHED_INSECURE)",
+    )
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a host:port listen address serves this machine only."""
+    host = listen.rsplit(":", 1)[0].strip().lower()
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # 0.0.0.0 is an address; a name other than localhost may resolve anywhere
+
+
+def exposure_problem(settings: ServerSettings, insecure: bool) -> str | None:
+    """The line refusing to serve without authentication beyond this machine, if it applies."""
+    if settings.auth == "off" and not insecure and not is_loopback(settings.listen):
+        return (
+            f"refusing to listen on {settings.listen} with --auth off: anyone reaching it could "
+            "act for any tenant; use --auth required (API keys), a loopback address, or "
+            "--insecure if something else guards the port"
+        )
+    return None
 
 
 def _add_tls(parser: argparse.ArgumentParser) -> None:
@@ -337,6 +390,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_connection_age=_seconds(args.max_connection_age or None),
         retention=timedelta(days=args.retention_days),
         tls=tls_of(args),
+        auth=args.auth,
+        bootstrap_key=_bootstrap_key(),
         artifact_store=args.artifact_store,
         artifact_s3_endpoint=args.artifact_s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,
@@ -344,6 +399,13 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         metrics_listen=args.metrics_listen or None,
         queue_depth_interval=args.queue_depth_interval,
     )
+
+
+def _bootstrap_key() -> str | None:
+    """JOBSCHED_BOOTSTRAP_KEY, checked (an environment variable only: a secret in a flag
+    would be visible to every local user in ps, and in a file it would be in the config)."""
+    value = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    return check_bootstrap_key(value) if value else None
 
 
 def _seconds(value: float | None) -> timedelta | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,8 @@ from jobsched import keepalive
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
+    auth_service_pb2,
+    auth_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
     executor_service_pb2,
@@ -31,6 +33,7 @@ from jobsched.v1 import (
     schedule_service_pb2_grpc,
 )
 from scheduler.api.artifact_service import ArtifactService
+from scheduler.api.auth_service import AuthService
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
@@ -42,6 +45,10 @@ from scheduler.api.queue_service import QueueService
 from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.artifacts.downloads import ArtifactDownloads
 from scheduler.artifacts.uploads import ArtifactUploads
+from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
+from scheduler.auth.bootstrap import bootstrap_admin_key
+from scheduler.auth.interceptor import AuthInterceptor
+from scheduler.auth.revocations import RevokedKeySweeper
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.notify import Notifier
@@ -60,6 +67,7 @@ from scheduler.maintenance.artifact_janitor import ArtifactJanitor
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
 from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
+from scheduler.store.api_keys import ApiKeyStore
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
 from scheduler.store.database import Database
 from scheduler.store.job_types import JobTypeStore
@@ -77,6 +85,8 @@ if TYPE_CHECKING:
     from scheduler.telemetry.queue_depth import QueueDepthSampler
 
 log = logging.getLogger("jobsched.scheduler")
+
+AUTH_MODES = ("off", "required")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a SubmitJobs batch of large payloads
@@ -171,6 +181,15 @@ class ServerSettings:
     max_connection_age: timedelta | None = None
     # Serve TLS (and require client certificates signed by its client_ca: mutual TLS).
     tls: ServerTLS | None = None
+    # "required": every RPC but health and reflection needs a credential (scheduler/auth/);
+    # "off": any caller acts for any tenant (the command line then refuses a non-loopback
+    # address unless --insecure).
+    auth: str = "off"
+    # JOBSCHED_BOOTSTRAP_KEY: stored as an admin key at start when no admin key exists.
+    bootstrap_key: str | None = field(default=None, repr=False)
+    # How long a verified API key is used without asking the store again: the bound on how
+    # late another replica's revocation takes effect here.
+    auth_cache_seconds: float = CACHE_SECONDS
     # Artifacts (scheduler/artifacts/): "" keeps their content in PostgreSQL, "s3://bucket/prefix"
     # in S3-compatible object storage (credentials and region from the AWS environment variables),
     # at `artifact_s3_endpoint` if given. Uploads past either limit are RESOURCE_EXHAUSTED.
@@ -198,6 +217,8 @@ class ServerSettings:
                 f"retention must be zero (keep forever) or positive, at most {MAX_RETENTION.days}"
                 " days"
             )
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}")
         if not self.queue_depth_interval > 0:
             raise ValueError("queue_depth_interval must be positive")
         if self.metrics_listen is not None:
@@ -286,6 +307,16 @@ class SchedulerServer:
         self.db = db
         self.settings = settings
         self.limiter = AdmissionLimiter(settings.max_concurrent_rpcs, settings.max_streams)
+        self.clock = clock
+        self.api_keys = ApiKeyStore(db)
+        self.authenticator = ApiKeyAuthenticator(
+            self.api_keys, clock, cache_seconds=settings.auth_cache_seconds
+        )
+        # Authentication inside the error mapping (its refusals get rich statuses) and the
+        # admission limits (a flood of unknown keys cannot queue unbounded store lookups).
+        auth: list[grpc.aio.ServerInterceptor] = (
+            [AuthInterceptor(self.authenticator)] if settings.auth == "required" else []
+        )
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None:
             from scheduler.telemetry.metrics import SchedulerMetrics
@@ -296,6 +327,7 @@ class SchedulerServer:
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
+                *auth,
                 *interceptors,
             ],
             options=settings.grpc_options,
@@ -428,6 +460,18 @@ class SchedulerServer:
             ),
             self.server,
         )
+        # Executor streams whose key is revoked or expires end within the cache's lifetime.
+        self.revocations = RevokedKeySweeper(
+            lambda: self.dispatcher.sessions.values(),
+            self.dispatcher.remove,
+            self.api_keys,
+            clock,
+            settings.auth_cache_seconds,
+        )
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+            AuthService(self.api_keys, self.authenticator, clock, on_revoked=self.revocations.wake),
+            self.server,
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -439,6 +483,7 @@ class SchedulerServer:
                 queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
                 job_type_service_pb2.DESCRIPTOR.services_by_name["JobTypeService"].full_name,
                 schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+                auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -516,6 +561,8 @@ class SchedulerServer:
         )
 
     async def start(self) -> str:
+        if self.settings.bootstrap_key is not None:
+            await self._bootstrap(self.settings.bootstrap_key)
         if self.tls is not None:
             port = self.server.add_secure_port(self.settings.listen, self.tls.credentials())
         else:
@@ -528,6 +575,8 @@ class SchedulerServer:
         await self.probe.start()
         await self.dispatcher.start()
         await self.watchdog.start()
+        if self.settings.auth == "required":
+            await self.revocations.start()
         await self.presence.start(self.address)
         await self.leader.start()
         await self.rescuer.start()
@@ -540,9 +589,28 @@ class SchedulerServer:
         if self.metrics_server is not None:
             await self.metrics_server.start()
         log.info(
-            "listening", extra={"fields": {"event": "scheduler.listening", "address": self.address}}
+            "listening",
+            extra={
+                "fields": {
+                    "event": "scheduler.listening",
+                    "address": self.address,
+                    "auth": self.settings.auth,
+                }
+            },
         )
+        if self.settings.auth == "off":
+            log.warning(
+                "authentication is off: any caller may act for any tenant (--auth required)",
+                extra={"fields": {"event": "scheduler.auth_off"}},
+            )
         return self.address
+
+    async def _bootstrap(self, secret: str) -> None:
+        made = await bootstrap_admin_key(self.api_keys, self.clock(), secret)
+        fields = {"event": "scheduler.bootstrap_key", "stored": made is not None}
+        if made is not None:
+            fields["key_id"] = made[0].id
+        log.info("bootstrap admin key", extra={"fields": fields})
 
     def _role_changed(self, role: Role) -> None:
         # A new leader fires what is due, looks at the rescue deadlines and sweeps at once.
@@ -599,6 +667,7 @@ class SchedulerServer:
         await self.presence.stop()
         await self.probe.stop()
         await self.watchdog.stop()
+        await self.revocations.stop()
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)

@@ -17,9 +17,9 @@ import grpc
 from jobsched.v1 import artifact_service_pb2 as pb
 from jobsched.v1 import artifact_service_pb2_grpc
 from scheduler.api.convert import timestamp
-from scheduler.api.job_service import tenant_of
 from scheduler.artifacts.downloads import ArtifactDownloads
 from scheduler.artifacts.uploads import ArtifactUploads, UploadTarget
+from scheduler.auth.identity import tenant_of
 from scheduler.dispatch.registration import SessionTokens
 from scheduler.domain.artifacts import (
     ArtifactRecord,

@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobsched import batching
 from jobsched.v1 import executor_service_pb2 as pb
 from jobsched.v1 import executor_service_pb2_grpc, job_pb2
+from scheduler.auth.identity import current_principal
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.registration import Registrar
 from scheduler.dispatch.sessions import ExecutorSession
@@ -148,6 +149,11 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
             )
         session = session_from_register(first.register)
         session.session_id = str(uuid.uuid4())
+        principal = current_principal()
+        if principal is not None:  # only its credential's tenants' jobs
+            session.tenants = principal.tenant_filter
+            if principal.kind == "api_key":
+                session.key_id = principal.id
         # Two heartbeat intervals without one: no more assignments (see dispatch/watchdog.py).
         session.silent_after = 2 * self.heartbeat_interval
         token = await self.registrar.admit(

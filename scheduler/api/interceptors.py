@@ -34,6 +34,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from scheduler.api.request_ids import current_request_id, new_request_id
+from scheduler.auth.identity import current_principal
 from scheduler.domain import errors
 from scheduler.domain.echo import shorten
 
@@ -57,6 +58,8 @@ _CODES: dict[type[errors.JobschedError], grpc.StatusCode] = {
     errors.ArtifactExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
@@ -380,19 +383,18 @@ class _AccessLog:
             code = _code_from(code, exc, self.context)
         if self.observe is not None:
             self.observe(self.method, code.name, seconds)
-        log.info(
-            "rpc",
-            extra={
-                "fields": {
-                    "event": "rpc",
-                    "method": self.method,
-                    "code": code.name,
-                    "duration_ms": round(duration_ms, 3),
-                    "peer": self.peer,
-                    "request_id": self.request_id,
-                }
-            },
-        )
+        fields = {
+            "event": "rpc",
+            "method": self.method,
+            "code": code.name,
+            "duration_ms": round(duration_ms, 3),
+            "peer": self.peer,
+            "request_id": self.request_id,
+        }
+        principal = current_principal()  # set further in by the AuthInterceptor, if any
+        if principal is not None:
+            fields["principal"] = f"{principal.kind}:{principal.id}"
+        log.info("rpc", extra={"fields": fields})
         return False
 
 

@@ -23,6 +23,7 @@ from scheduler.api.convert import (
     spec_from_proto,
     states_from_proto,
 )
+from scheduler.auth.identity import tenant_of
 from scheduler.domain.errors import (
     ConcurrentModification,
     FieldViolation,
@@ -53,7 +54,6 @@ from scheduler.domain.states import (
     check_transition,
 )
 from scheduler.domain.validation import (
-    NAME_PATTERN,
     PRIORITY_MAX,
     PRIORITY_MIN,
     check_name,
@@ -69,7 +69,6 @@ from scheduler.store.logs import JobLogStore
 from scheduler.store.queues import QueueReads
 from scheduler.watch import JobWatchHub
 
-TENANT_METADATA_KEY = "x-jobsched-tenant"
 # Watchers are woken in-process on every change made by this replica, and through jobsched_jobs
 # notifications on changes made by the others; this poll is only the safety net for a lost signal
 # (a replica's first seconds, before it knows its peers; a notify connection being re-made). Each
@@ -85,7 +84,6 @@ WATCH_JOBS_REMEMBERED = 10_000
 # A state-filtered WatchJobs reports a job leaving the states by a transition made this long before
 # the subscription or later (clock skew between replicas); at worst a job is sent once too often.
 WATCH_JOBS_CLOCK_MARGIN = timedelta(seconds=1)
-DEFAULT_TENANT = "default"
 # A guarded write that lost a race is retried after re-reading the job, this many times.
 _RACE_RETRIES = 3
 # RetryJobs retries at most this many jobs per call by default, and never more than the maximum.
@@ -98,18 +96,6 @@ T = TypeVar("T")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def tenant_of(context: Context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == TENANT_METADATA_KEY:
-            tenant = str(value).lower()
-            if not NAME_PATTERN.fullmatch(tenant):
-                raise InvalidArgument(
-                    [FieldViolation(TENANT_METADATA_KEY, f"must match {NAME_PATTERN.pattern}")]
-                )
-            return tenant
-    return DEFAULT_TENANT
 
 
 def _optional_name(value: str, path: str) -> str | None:

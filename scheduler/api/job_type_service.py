@@ -18,7 +18,7 @@ from scheduler.api.convert import (
     retry_to_proto,
     timestamp,
 )
-from scheduler.api.job_service import tenant_of
+from scheduler.auth.identity import tenant_of
 from scheduler.domain.job_types import JobTypeSettings, apply_update, check_type_name
 from scheduler.domain.pagination import decode_name_token, encode_name_token, fingerprint, page_size
 from scheduler.domain.retry import RetryOverrides

@@ -19,7 +19,7 @@ from scheduler.api.convert import (
     retry_to_proto,
     timestamp,
 )
-from scheduler.api.job_service import tenant_of
+from scheduler.auth.identity import tenant_of
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.queues import RETENTION_RULE, QueueSettings, apply_update
 from scheduler.domain.retry import RetryOverrides

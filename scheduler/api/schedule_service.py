@@ -12,7 +12,8 @@ import grpc
 
 from jobsched.v1 import job_pb2, schedule_service_pb2, schedule_service_pb2_grpc
 from scheduler.api.convert import duration, from_duration, job_to_proto, spec_from_proto, timestamp
-from scheduler.api.job_service import tenant_of, utcnow
+from scheduler.api.job_service import utcnow
+from scheduler.auth.identity import tenant_of
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 from scheduler.domain.jobs import NewJob
 from scheduler.domain.pagination import (

@@ -256,7 +256,9 @@ class Dispatcher:
         if not attempts:
             return
         async with self.db.transaction() as conn:
-            jobs = await reattach_attempts(conn, session.name, attempts, self.lease, self.clock())
+            jobs = await reattach_attempts(
+                conn, session.name, attempts, self.lease, self.clock(), session.tenants
+            )
         kept = {(job.id, job.attempt) for job in jobs}
         for job in jobs:
             self.detached.pop(job.id, None)
@@ -435,10 +437,10 @@ class Dispatcher:
         # Filters (job types, queues) whose claim this round found fewer jobs than it asked
         # for: the other sessions with the same filters would find none either (work that comes
         # meanwhile wakes the next round). A thousand idle executors cost one claim, not 1,000.
-        drained: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+        drained: set[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]] = set()
         for session in list(self.sessions.values()):
             credits = session.credits
-            filters = (session.job_types, session.queues)
+            filters = (session.job_types, session.queues, session.tenants)
             if credits == 0 or filters in drained:
                 continue
             avoid = self.reverts.avoid_for(session, self.sessions.values())
@@ -451,6 +453,7 @@ class Dispatcher:
                     executor=session.name,
                     job_types=session.job_types,
                     queues=session.queues,
+                    tenants=session.tenants,
                     limit=credits,
                     lease=self.lease,
                     now=now,

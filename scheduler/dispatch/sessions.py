@@ -22,6 +22,12 @@ class ExecutorSession:
     job_types: tuple[str, ...]
     queues: tuple[str, ...]
     session_id: str = ""
+    # The tenants whose jobs it may run (its credential's); None: every tenant (auth off, or a
+    # credential for all of them).
+    tenants: tuple[str, ...] | None = None
+    # The API key it authenticated with (its id), checked again while the stream is open
+    # (scheduler/auth/revocations.py); None with authentication off.
+    key_id: str | None = None
     # Outgoing messages; None closes the stream. Assignments are bounded by credits.
     outbox: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     in_flight: dict[str, JobRecord] = field(default_factory=dict)

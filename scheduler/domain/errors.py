@@ -5,7 +5,8 @@
     ├── NotFound
     │   ├── JobNotFound
     │   ├── ScheduleNotFound
-    │   └── ArtifactNotFound
+    │   ├── ArtifactNotFound
+    │   └── ApiKeyNotFound
     ├── FailedPrecondition
     │   ├── InvalidTransition        the state machine forbids the change (with the reason)
     │   ├── AlreadyRegistered        a second Register on an executor stream
@@ -20,9 +21,12 @@
     ├── Unavailable
     │   └── DatabaseUnavailable      the store cannot be reached
     ├── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
-    └── QuotaExceeded                over a size limit (RESOURCE_EXHAUSTED)
-        ├── ArtifactTooLarge
-        └── JobArtifactsTooLarge
+    ├── QuotaExceeded                over a size limit (RESOURCE_EXHAUSTED)
+    │   ├── ArtifactTooLarge
+    │   └── JobArtifactsTooLarge
+    ├── Unauthenticated              no usable credential (missing, malformed, unknown, revoked,
+    │                                expired); `reason` says which
+    └── PermissionDenied             a known principal lacks the permission or the tenant
 
 Each class's docstring is its default message and `reason` is the ErrorInfo reason clients see.
 """
@@ -143,6 +147,16 @@ class ScheduleNotFound(NotFound):
         super().__init__(f"schedule {schedule} not found")
 
 
+class ApiKeyNotFound(NotFound):
+    """No such API key."""
+
+    reason = "API_KEY_NOT_FOUND"
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"API key {key_id} not found")
+
+
 class FailedPrecondition(JobschedError):
     """The operation is not allowed in the current state."""
 
@@ -254,6 +268,29 @@ class Overloaded(JobschedError):
 
     def __init__(self, message: str | None = None, retry_after: float = 1.0) -> None:
         self.retry_after = retry_after
+        super().__init__(message)
+
+
+class Unauthenticated(JobschedError):
+    """A valid credential is required: send `authorization: Bearer <key>`."""
+
+    reason = "UNAUTHENTICATED"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        # CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_UNKNOWN, CREDENTIAL_REVOKED,
+        # CREDENTIAL_EXPIRED: what the client can act on, nothing about other keys.
+        self.reason = reason
+        super().__init__(message)
+
+
+class PermissionDenied(JobschedError):
+    """The credential does not allow this call."""
+
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        # PERMISSION_MISSING (the role lacks it) or TENANT_NOT_ALLOWED.
+        self.reason = reason
         super().__init__(message)
 
 

@@ -118,6 +118,7 @@ async def claim_jobs(
     now: datetime,
     starvation_after: timedelta = DEFAULT_STARVATION_AFTER,
     avoid: Sequence[str] = (),
+    tenants: Sequence[str] | None = None,
 ) -> list[JobRecord]:
     """Claim up to `limit` eligible QUEUED jobs and start their next attempt, in priority, run_at,
     id order — except that jobs QUEUED since `starvation_after` or longer go first, oldest first
@@ -127,7 +128,9 @@ async def claim_jobs(
     under a lock on its settings row, so concurrent claimers on any replica never overshoot.
     SKIP LOCKED: concurrent claimers take disjoint jobs instead of waiting for each other. An
     empty `queues` means every queue; `avoid` lists job ids not to claim (jobs this executor
-    failed to acknowledge, while others can take them). Three or four statements per call, in
+    failed to acknowledge, while others can take them); `tenants` (an executor's credential's)
+    limits the claim to their jobs, None to none (a predicate of each part, no statement
+    more). Three or four statements per call, in
     the caller's transaction (which keeps bitmap scans off until it ends)."""
     if limit <= 0 or not job_types:
         return []
@@ -144,6 +147,11 @@ async def claim_jobs(
     if queues:
         queue_filter = "AND queue = ANY(CAST(:queues AS text[]))"
         params["queues"] = list(queues)
+    if tenants is not None:
+        # An executor credential's tenants: a predicate on the rows the index scans yield
+        # (tenant is not in the claim indexes; the scans still stop after their LIMIT).
+        queue_filter += " AND tenant = ANY(CAST(:tenants AS text[]))"
+        params["tenants"] = list(tenants)
     if avoid:
         # Only then: the usual claim's text (and plan) stays the same.
         queue_filter += " AND id <> ALL(CAST(:avoid AS uuid[]))"
@@ -153,7 +161,8 @@ async def claim_jobs(
         await conn.execute(
             text(
                 _LOCK_LIMITED_QUEUES.format(
-                    queues="AND name = ANY(CAST(:queues AS text[]))" if queues else ""
+                    queues=("AND name = ANY(CAST(:queues AS text[]))" if queues else "")
+                    + (" AND tenant = ANY(CAST(:tenants AS text[]))" if tenants is not None else "")
                 )
             ),
             params,
@@ -450,6 +459,7 @@ UPDATE jobs SET lease_expires_at = :lease_expires_at
 FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS t(job_id, job_attempt)
 WHERE jobs.id = t.job_id AND jobs.attempt = t.job_attempt AND jobs.state = 'running'
   AND jobs.executor = :executor
+  AND (CAST(:tenants AS text[]) IS NULL OR jobs.tenant = ANY(CAST(:tenants AS text[])))
 RETURNING {FULL_COLUMNS}
 """)
 
@@ -460,9 +470,12 @@ async def reattach_attempts(
     attempts: Sequence[tuple[str, int]],
     lease: timedelta,
     now: datetime,
+    tenants: Sequence[str] | None = None,
 ) -> list[JobRecord]:
     """The attempts a reconnecting executor still holds that are still its own (RUNNING, same
-    attempt, same executor), with their leases renewed; the others were moved on meanwhile."""
+    attempt, same executor, and of its credential's `tenants` unless None: a session token
+    names an executor, not what its new key may run), with their leases renewed; the others
+    were moved on meanwhile."""
     if not attempts:
         return []
     result = await conn.execute(
@@ -472,6 +485,7 @@ async def reattach_attempts(
             "ids": [job_id for job_id, _ in attempts],
             "attempts": [attempt for _, attempt in attempts],
             "lease_expires_at": now + lease,
+            "tenants": None if tenants is None else list(tenants),
         },
     )
     return [row_to_job(r, full=True) for r in result]

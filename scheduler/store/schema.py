@@ -24,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from scheduler.domain.setting_sources import STORED_PATTERN as SETTING_SOURCES_PATTERN
 from scheduler.domain.states import JobState
@@ -363,6 +363,7 @@ cluster_secrets = Table(
     CheckConstraint("length(secret) >= 32", name="long_enough"),
 )
 
+
 # Files a job's handlers uploaded (0012): one per (job, name), a later attempt's replacing an
 # earlier one's. `object_key` is the S3 key, or NULL when the content is in artifact_chunks.
 artifacts = Table(
@@ -408,4 +409,29 @@ artifact_deletions = Table(
     Column("object_key", Text, primary_key=True),
     Column("not_before", DateTime(timezone=True), nullable=False),
     Index("ix_artifact_deletions_not_before", "not_before"),
+)
+
+# API keys (scheduler/auth): only the SHA-256 digest of each secret is stored, unique, which is
+# also how a presented key is found. `tenants` holds '*' for a key acting for every tenant.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("tenants", ARRAY(Text), nullable=False),
+    Column("digest", LargeBinary, nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "role IN ('viewer', 'submitter', 'operator', 'admin', 'executor')", name="role_known"
+    ),
+    CheckConstraint("cardinality(tenants) >= 1", name="has_tenants"),
+    CheckConstraint("length(digest) = 32", name="digest_sha256"),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+    UniqueConstraint("digest"),
+    # ListApiKeys pages newest first.
+    Index("ix_api_keys_created_at_id", "created_at", "id"),
 )

@@ -63,10 +63,11 @@ class AsyncClient:
         timeout: float | None = 30.0,
         retries: int = 3,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         addresses = address if isinstance(address, str) else list(address)
         self.raw = JobschedClient(
-            addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls
+            addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls, token=token
         )
 
     async def close(self) -> None:

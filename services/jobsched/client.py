@@ -31,9 +31,12 @@ from jobsched import payloads
 from jobsched.artifacts import Artifact, ChecksumMismatchError
 from jobsched.errors import from_rpc_error
 from jobsched.tls import ClientTLS, open_channel
+from jobsched.tokens import bearer_metadata
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
+    auth_service_pb2,
+    auth_service_pb2_grpc,
     cluster_service_pb2,
     cluster_service_pb2_grpc,
     job_pb2,
@@ -270,6 +273,10 @@ class JobschedClient:
     `tls` (jobsched.tls.ClientTLS) connects with TLS: the CA to trust, and a client
     certificate for mutual TLS; None is plaintext.
 
+    `token` (an API key, `jsk_...`) is sent with every call as `authorization: Bearer`, for
+    schedulers running `--auth required`; the key's tenants bound what `tenant` may name (a
+    key for one tenant needs no `tenant`).
+
     `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
     deadline of each call in seconds (None: no deadline). Use it as an async context manager or
     call `close()`. Create it inside the event loop that will use it: the channels bind to it.
@@ -284,6 +291,7 @@ class JobschedClient:
         keepalive: timedelta | None = timedelta(seconds=60),
         retries: int = 3,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         parts = address.split(",") if isinstance(address, str) else list(address)
         self.addresses = [a.strip() for a in parts if a.strip()]
@@ -324,7 +332,7 @@ class JobschedClient:
         ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
-        )
+        ) + bearer_metadata(token)
 
     async def __aenter__(self) -> Self:
         return self
@@ -870,6 +878,58 @@ class JobschedClient:
         if retention is not None:
             queue.retention.FromTimedelta(retention)
         return await self.update_queue(queue, ["retention"])
+
+    # -- API keys ----------------------------------------------------------------------------
+
+    def _auth_stubs(self) -> list[auth_service_pb2_grpc.AuthServiceAsyncStub]:
+        return [auth_service_pb2_grpc.AuthServiceStub(channel) for channel in self._channels]
+
+    async def create_api_key(
+        self,
+        name: str,
+        role: str,
+        tenants: Sequence[str],
+        ttl: timedelta | None = None,
+    ) -> tuple[auth_service_pb2.ApiKey, str]:
+        """Make an API key (needs the admin role); returns it and its secret, which the
+        scheduler shows only this once. Not repeated on UNAVAILABLE: a lost answer may have
+        made a key (list the keys, revoke a stray one)."""
+        request = auth_service_pb2.CreateApiKeyRequest(name=name, role=role, tenants=tenants)
+        if ttl is not None:
+            request.ttl.FromTimedelta(ttl)
+        response = await self._invoke(
+            self._auth_stubs(), lambda stub: stub.CreateApiKey, request, False
+        )
+        return response.api_key, response.secret
+
+    async def list_api_keys_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[auth_service_pb2.ApiKey], str]:
+        """One page of API keys, newest first (never a secret), and the next token."""
+        response = await self._invoke(
+            self._auth_stubs(),
+            lambda stub: stub.ListApiKeys,
+            auth_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token),
+            True,
+        )
+        return list(response.api_keys), response.next_page_token
+
+    async def list_api_keys(
+        self, page_size: int = 0
+    ) -> AsyncGenerator[auth_service_pb2.ApiKey, None]:
+        """Every API key the caller may manage, newest first."""
+        async for key in _every_page(lambda token: self.list_api_keys_page(page_size, token)):
+            yield key
+
+    async def revoke_api_key(self, key_id: str) -> auth_service_pb2.ApiKey:
+        """Revoke a key (safe to repeat: a revoked key stays revoked)."""
+        response = await self._invoke(
+            self._auth_stubs(),
+            lambda stub: stub.RevokeApiKey,
+            auth_service_pb2.RevokeApiKeyRequest(id=key_id),
+            True,
+        )
+        return response.api_key
 
     # -- cluster -----------------------------------------------------------------------------
 

@@ -9,6 +9,10 @@
     ├── ConflictError                    CONFLICT
     │   ├── ConcurrentModificationError  CONCURRENT_MODIFICATION: read the job again and retry
     │   └── IdempotencyKeyReusedError    IDEMPOTENCY_KEY_REUSED
+    ├── UnauthenticatedError             UNAUTHENTICATED: no usable credential (.reason says why:
+    │                                    CREDENTIAL_MISSING, _MALFORMED, _UNKNOWN, _REVOKED, _EXPIRED)
+    ├── PermissionDeniedError            PERMISSION_DENIED: PERMISSION_MISSING, TENANT_NOT_ALLOWED,
+    │                                    TENANT_NOT_SELECTED
     ├── UnavailableError                 UNAVAILABLE, DATABASE_UNAVAILABLE: retry later
     │   └── OverloadedError              OVERLOADED (RESOURCE_EXHAUSTED): .retry_after seconds
     └── DeadlineExceededError            no answer within the call's timeout
@@ -44,6 +48,8 @@ __all__ = [
     "JobschedError",
     "NotFoundError",
     "OverloadedError",
+    "PermissionDeniedError",
+    "UnauthenticatedError",
     "UnavailableError",
     "error_from_status",
     "from_rpc_error",
@@ -172,6 +178,20 @@ class OverloadedError(UnavailableError):
         super().__init__(message, code=code, reason=reason, domain=domain, metadata=metadata)
 
 
+class UnauthenticatedError(JobschedError):
+    """The scheduler needs a valid credential (an API key: token=, --token, JOBSCHED_TOKEN)."""
+
+    default_reason = "UNAUTHENTICATED"
+    default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(JobschedError):
+    """The credential does not allow this call (its role, or the tenant)."""
+
+    default_reason = "PERMISSION_DENIED"
+    default_code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class DeadlineExceededError(JobschedError):
     """The scheduler did not answer in time."""
 
@@ -203,6 +223,8 @@ _BY_CODE: dict[grpc.StatusCode, type[JobschedError]] = {
     grpc.StatusCode.ALREADY_EXISTS: ConflictError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

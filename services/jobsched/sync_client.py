@@ -68,6 +68,7 @@ class Client:
         timeout: float | None = 30.0,
         retries: int = 3,
         tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -77,7 +78,9 @@ class Client:
         addresses = address if isinstance(address, str) else list(address)
 
         async def connect() -> AsyncClient:  # its channels bind to the loop that makes them
-            return AsyncClient(addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls)
+            return AsyncClient(
+                addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls, token=token
+            )
 
         self._client = self._run(connect())
         self._closed = False

@@ -89,6 +89,8 @@ KEYS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "max_releases": count,
         "max_concurrent_rpcs": count,
         "max_connection_age": non_negative,  # 0 = off
+        "auth": lambda v: v in ("off", "required"),
+        "insecure": flag,  # auth off on every interface: the files say why they need it
     },
     "executor": {
         "schedulers": strings,
@@ -107,7 +109,7 @@ KEYS: dict[str, dict[str, Callable[[Any], bool]]] = {
 ANNOUNCED: dict[str, set[str]] = {"scheduler": set(), "executor": set(), "client": set()}
 
 # The keys that hold secrets: never in a file.
-SECRETS = {"database_url"}
+SECRETS = {"database_url", "token"}
 
 
 def load(environment: str) -> dict[str, dict[str, Any]]:

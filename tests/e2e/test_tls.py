@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from executor.handlers import builtin_registry
+from executor.handlers import JobContext, builtin_registry
 from executor.runner import Executor
 from jobsched.client import JobschedClient
 from jobsched.errors import UnavailableError
@@ -295,3 +295,32 @@ def test_unusable_tls_flags_stop_the_scheduler_with_one_line(
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert expected in line
+
+
+async def test_an_executor_uploads_artifacts_over_tls(
+    tls_server: SchedulerServer, first: Authority
+) -> None:
+    async def produce(ctx: JobContext) -> dict[str, bool]:
+        await ctx.upload("out.txt", b"over TLS\n")
+        return {"ok": True}
+
+    executor = Executor(
+        [tls_server.address],
+        name="tls-uploader",
+        capacity=1,
+        registry=builtin_registry(extra=[("produce", produce)]),
+        tls=first.trust(),
+    )
+    await executor.start()
+    try:
+        await asyncio.wait_for(executor.wait_registered(), 20)
+        async with JobschedClient(tls_server.address, tls=first.trust(), timeout=10) as client:
+            job = await client.submit("produce")
+
+            async def done() -> None:
+                assert (await client.get(job.id)).state == job_pb2.JOB_STATE_SUCCEEDED
+
+            await assert_eventually(done, within=20)
+            assert [a.name for a in await client.list_artifacts(job.id)] == ["out.txt"]
+    finally:
+        await executor.stop(1.0)

@@ -483,3 +483,18 @@ async def test_many_successes_are_recorded_in_one_statement_and_stale_ones_chang
     assert (await store.get(TENANT, b.id)).state is JobState.RUNNING
     assert (await store.get(TENANT, c.id)).result == b"first"
     assert ("running", "succeeded", 1) in await events(db, a.id)
+
+
+async def test_a_reattach_keeps_only_attempts_of_the_sessions_tenants(
+    store: JobStore, db: Database
+) -> None:
+    """A session token proves the executor's name, not what its (new) key may run."""
+    now = datetime.now(UTC)
+    [job] = await submit(store, now, JobSpecInput(type="work"))
+    [claimed] = await claim(db, now)
+    held = [(claimed.id, claimed.attempt)]
+    async with db.transaction() as conn:
+        assert await reattach_attempts(conn, "ex-1", held, LEASE, now, ["other"]) == []
+        kept = await reattach_attempts(conn, "ex-1", held, LEASE, now, [TENANT, "other"])
+        assert [j.id for j in kept] == [job.id]
+        assert [j.id for j in await reattach_attempts(conn, "ex-1", held, LEASE, now)] == [job.id]

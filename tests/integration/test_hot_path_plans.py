@@ -486,3 +486,24 @@ def test_the_backstop_deadline_is_the_index_expression() -> None:
     select, update = attempts._STATEMENTS["timeout"]
     for statement in (select, update):
         assert "timezone('UTC', timezone('UTC', started_at) + timeout)" in str(statement)
+
+
+async def test_the_claim_of_an_executor_bound_to_tenants_keeps_its_ordered_scans(
+    db: Database,
+) -> None:
+    """An executor credential's tenants are one more predicate (tenant = ANY(...)) on the same
+    ordered index scans, not another statement or a sort of the queued rows."""
+    now = datetime.now(UTC)
+    await populate(db, now)
+    plan = await claim_plan(db, now, tenants=[TENANT, "other"])
+    for name, index in (
+        ("CTE part0", "ix_jobs_claim_priority"),
+        ("CTE limited0_priority", "ix_jobs_claim"),
+    ):
+        part = subplan(plan, name)
+        assert index_names(part) == {index}, name
+        assert {n["Node Type"] for n in jobs_scans(part)} == {"Index Scan"}, name
+        assert sorts_over_jobs(part) == [], name
+        filters = " ".join(n.get("Filter", "") for n in jobs_scans(part))
+        assert "tenant = ANY" in filters, (name, filters)
+    assert all(n["Node Type"] != "Seq Scan" for n in jobs_scans(plan))

@@ -231,9 +231,9 @@ def test_the_base_install_is_a_client_and_an_executor_without_the_server(
     assert "usage: python -m executor" in run(
         client_bin / "jobsched", "executor", "--help", cwd=elsewhere, env=env
     )
-    for command in ("scheduler", "migrate", "dev"):
+    for command in ("scheduler", "migrate", "dev", "keys bootstrap"):
         refused = subprocess.run(
-            [client_bin / "jobsched", command],
+            [client_bin / "jobsched", *command.split()],
             cwd=elsewhere,
             env=env,
             capture_output=True,

@@ -98,3 +98,36 @@ def test_bad_limits_are_refused_naming_the_flag(
 
 def test_the_log_level_is_case_insensitive() -> None:
     assert parse_args(["--log-level", "debug"]).log_level == "DEBUG"
+
+
+def test_auth_flags_and_the_loopback_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler.flags import exposure_problem, is_loopback
+
+    assert settings_from(parse_args([])).auth == "off"
+    monkeypatch.setenv("JOBSCHED_AUTH", "required")
+    assert settings_from(parse_args([])).auth == "required"
+    assert settings_from(parse_args(["--auth", "off"])).auth == "off"
+    for listen in ("127.0.0.1:1", "127.8.0.1:1", "localhost:1", "[::1]:1"):
+        assert is_loopback(listen), listen
+    for listen in ("0.0.0.0:1", "[::]:1", "10.0.0.1:1", "jobsched:1", ":50051"):
+        assert not is_loopback(listen), listen
+    off = settings_from(parse_args(["--auth", "off", "--listen", "0.0.0.0:1"]))
+    assert exposure_problem(off, insecure=False) is not None
+    assert exposure_problem(off, insecure=True) is None
+    on = settings_from(parse_args(["--auth", "required", "--listen", "0.0.0.0:1"]))
+    assert exposure_problem(on, insecure=False) is None
+
+
+def test_the_bootstrap_key_comes_from_the_environment_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scheduler.domain.auth import new_key
+
+    key = new_key()
+    monkeypatch.setenv("JOBSCHED_BOOTSTRAP_KEY", key)
+    settings = settings_from(parse_args([]))
+    assert settings.bootstrap_key == key
+    assert key not in repr(settings)
+    monkeypatch.setenv("JOBSCHED_BOOTSTRAP_KEY", "not-a-key")
+    with pytest.raises(ValueError, match="JOBSCHED_BOOTSTRAP_KEY is not an API key"):
+        settings_from(parse_args([]))

@@ -24,11 +24,13 @@
     types ACTION         job-type defaults: ls, show TYPE, set TYPE --timeout 5m ..., clear TYPE
     health               exit 0 when the scheduler answers SERVING (container health checks)
     cluster              the replicas, the leader and the connected executors
+    keys ACTION          API keys: create --name N --role R --tenant T [--expires 30d], ls,
+                         revoke ID, bootstrap (the first admin key, via the database)
     config show          the effective configuration, each key with its source
     completion SHELL     a completion script for bash, zsh or tcsh
 
 --address defaults to $JOBSCHED_ADDRESS, else 127.0.0.1:50051; --tenant to $JOBSCHED_TENANT;
---timeout to $JOBSCHED_TIMEOUT; each also to the [client] table of the --config file (or
+--timeout to $JOBSCHED_TIMEOUT; --token (an API key) to $JOBSCHED_TOKEN; each also to the [client] table of the --config file (or
 $JOBSCHED_CONFIG): flag > environment > file > default.
 --json prints protobuf JSON with the proto field names (bytes fields are base64).
 
@@ -52,6 +54,7 @@ from jobsched.cli import (
     configuration,
     health,
     jobs,
+    keys,
     queues,
     schedules,
     services,
@@ -63,6 +66,7 @@ from jobsched.client import DEFAULT_ADDRESS, JobschedClient
 from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
 from jobsched.tls import TLS_ENV, TLSConfigError, add_tls_options, tls_from_args
+from jobsched.tokens import TOKEN_ENV, add_token_option
 
 __all__ = ["CLIENT", "build_parser", "main"]
 
@@ -72,6 +76,7 @@ CLIENT_ENV = {
     "tenant": "JOBSCHED_TENANT",
     "timeout": "JOBSCHED_TIMEOUT",
     **TLS_ENV,
+    **TOKEN_ENV,
 }
 
 
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deadline of each call in seconds (env JOBSCHED_TIMEOUT; default %(default)s)",
     )
     add_tls_options(parser)
+    add_token_option(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     services.add_commands(commands)
     jobs.add_commands(commands)
@@ -108,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     types.add_commands(commands)
     health.add_commands(commands)
     cluster.add_commands(commands)
+    keys.add_commands(commands)
     configuration.add_commands(commands)
     completion.add_commands(commands, build_parser)
     artifacts.add_commands(commands)
@@ -119,7 +126,11 @@ CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
     async with JobschedClient(
-        args.address, tenant=args.tenant, timeout=args.timeout, tls=tls_from_args(args)
+        args.address,
+        tenant=args.tenant,
+        timeout=args.timeout,
+        tls=tls_from_args(args),
+        token=args.token,
     ) as client:
         return await handler(client, args)
 

@@ -11,6 +11,8 @@ from jobsched.errors import (
     InvalidArgumentError,
     JobschedError,
     NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
@@ -22,6 +24,7 @@ EXIT_CODES_TEXT = """Exit codes:
   4  failed precondition: the job's state does not allow it, or a concurrent change
   5  scheduler unavailable, or no answer within --timeout
   6  the watched job ended without succeeding (DEAD or CANCELLED)
+  7  not allowed: no valid credential (--token), or it lacks the permission or the tenant
 """
 
 EXIT_OK = 0
@@ -37,6 +40,8 @@ EXIT_PRECONDITION = 4
 EXIT_UNAVAILABLE = 5
 
 EXIT_JOB_FAILED = 6
+
+EXIT_NOT_ALLOWED = 7
 
 
 def report(err: JobschedError, address: str, out: TextIO) -> int:
@@ -56,4 +61,6 @@ def report(err: JobschedError, address: str, out: TextIO) -> int:
         return EXIT_NOT_FOUND
     if isinstance(err, (FailedPreconditionError, ConflictError)):
         return EXIT_PRECONDITION
+    if isinstance(err, (UnauthenticatedError, PermissionDeniedError)):
+        return EXIT_NOT_ALLOWED
     return EXIT_ERROR

@@ -16,22 +16,25 @@ from typing import Any
 from jobsched.cli.exits import EXIT_ERROR
 
 SERVER_EXTRA_HINT = "pip install 'jobsched[server]'"
+# The jobsched.commands entry points that need the server extra (the executor's does not).
+SERVER_COMMANDS = frozenset({"scheduler", "keys-bootstrap"})
 
 
 def run_executor(argv: list[str]) -> int:
     """`jobsched executor ARGS`: the executor's command, also through the entry point group
     (the executor sits above this package: it imports the client, not the other way round)."""
-    command = _server_command("executor", "executor")
+    command = server_command("executor", "executor")
     if isinstance(command, str):
         print(f"jobsched: {command}", file=sys.stderr)
         return EXIT_ERROR
-    return _exit_code(command, argv)
+    return exit_code(command, argv)
 
 
-def _server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
+def server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
     """The entry point's function, or why it cannot be loaded (one line naming the command the
     user `typed`)."""
-    hint = SERVER_EXTRA_HINT if name == "scheduler" else "reinstall jobsched"
+    server = name in SERVER_COMMANDS
+    hint = SERVER_EXTRA_HINT if server else "reinstall jobsched"
     points = metadata.entry_points(group="jobsched.commands", name=name)
     if not points:
         return f"jobsched {typed} is not installed: {hint}"
@@ -39,21 +42,21 @@ def _server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
     try:
         command: Callable[[list[str]], int] = point.load()
     except ModuleNotFoundError as exc:
-        extra = "the server extra" if name == "scheduler" else "a module that is missing"
+        extra = "the server extra" if server else "a module that is missing"
         return f"jobsched {typed} needs {extra} (no module {exc.name!r}): {hint}"
     return command
 
 
 def run_scheduler(argv: list[str], typed: str = "scheduler") -> int:
     """`jobsched scheduler`, `dev` or `migrate` (`typed`), with the scheduler's arguments."""
-    command = _server_command("scheduler", typed)
+    command = server_command("scheduler", typed)
     if isinstance(command, str):
         print(f"jobsched: {command}", file=sys.stderr)
         return EXIT_ERROR
-    return _exit_code(command, argv)
+    return exit_code(command, argv)
 
 
-def _exit_code(command: Callable[[list[str]], int], argv: list[str]) -> int:
+def exit_code(command: Callable[[list[str]], int], argv: list[str]) -> int:
     try:
         return command(argv)
     except SystemExit as exit_:

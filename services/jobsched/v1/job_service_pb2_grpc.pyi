@@ -32,6 +32,13 @@ class JobServiceStub:
     Tenancy: every call is scoped to the tenant named by the `x-jobsched-tenant` request metadata
     ("default" when absent); a job of another tenant is NOT_FOUND.
 
+    Authentication: a scheduler running `--auth required` needs `authorization: Bearer <API key>`
+    metadata on every call (UNAUTHENTICATED otherwise, reasons CREDENTIAL_MISSING, _MALFORMED,
+    _UNKNOWN, _REVOKED, _EXPIRED). The key's role must allow the RPC and its tenants bound the
+    tenant: `x-jobsched-tenant` selects one of them, and a key for one tenant needs none
+    (PERMISSION_DENIED otherwise, reasons PERMISSION_MISSING, TENANT_NOT_ALLOWED,
+    TENANT_NOT_SELECTED). The other services follow the same rules; see AuthService.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "jobsched.dev", reasons such as
     JOB_NOT_FOUND, INVALID_TRANSITION, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT)
     and, for bad input, a BadRequest with one field violation per offending field. Bad input never
@@ -107,6 +114,13 @@ class JobServiceAsyncStub(JobServiceStub):
     Tenancy: every call is scoped to the tenant named by the `x-jobsched-tenant` request metadata
     ("default" when absent); a job of another tenant is NOT_FOUND.
 
+    Authentication: a scheduler running `--auth required` needs `authorization: Bearer <API key>`
+    metadata on every call (UNAUTHENTICATED otherwise, reasons CREDENTIAL_MISSING, _MALFORMED,
+    _UNKNOWN, _REVOKED, _EXPIRED). The key's role must allow the RPC and its tenants bound the
+    tenant: `x-jobsched-tenant` selects one of them, and a key for one tenant needs none
+    (PERMISSION_DENIED otherwise, reasons PERMISSION_MISSING, TENANT_NOT_ALLOWED,
+    TENANT_NOT_SELECTED). The other services follow the same rules; see AuthService.
+
     Errors carry a google.rpc.Status with an ErrorInfo (domain "jobsched.dev", reasons such as
     JOB_NOT_FOUND, INVALID_TRANSITION, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT)
     and, for bad input, a BadRequest with one field violation per offending field. Bad input never
@@ -177,6 +191,13 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Tenancy: every call is scoped to the tenant named by the `x-jobsched-tenant` request metadata
     ("default" when absent); a job of another tenant is NOT_FOUND.
+
+    Authentication: a scheduler running `--auth required` needs `authorization: Bearer <API key>`
+    metadata on every call (UNAUTHENTICATED otherwise, reasons CREDENTIAL_MISSING, _MALFORMED,
+    _UNKNOWN, _REVOKED, _EXPIRED). The key's role must allow the RPC and its tenants bound the
+    tenant: `x-jobsched-tenant` selects one of them, and a key for one tenant needs none
+    (PERMISSION_DENIED otherwise, reasons PERMISSION_MISSING, TENANT_NOT_ALLOWED,
+    TENANT_NOT_SELECTED). The other services follow the same rules; see AuthService.
 
     Errors carry a google.rpc.Status with an ErrorInfo (domain "jobsched.dev", reasons such as
     JOB_NOT_FOUND, INVALID_TRANSITION, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT)

@@ -1,0 +1,91 @@
+"""The one server interceptor that authenticates and authorizes every RPC (`--auth required`).
+
+For each call: the method's permission from the table (scheduler/auth/permissions.py; public
+methods pass, a method missing from it is refused), the bearer credential from the
+`authorization` metadata, the principal it resolves to, the permission checked against its role;
+then the principal is current for the servicer (scheduler/auth/identity.py), which takes its
+tenant from it. Errors are domain errors (Unauthenticated, PermissionDenied), mapped with their
+ErrorInfo reason by the ErrorInterceptor outside this one; nothing runs before they are raised,
+so a refused call writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from scheduler.api.interceptors import wrap_handler
+from scheduler.auth.api_keys import ApiKeyAuthenticator
+from scheduler.auth.identity import set_principal
+from scheduler.auth.permissions import RPC_PERMISSIONS, is_public
+from scheduler.domain.auth import Permission, bearer_token
+from scheduler.domain.errors import PermissionDenied, Unauthenticated
+
+AUTHORIZATION_KEY = "authorization"
+
+
+def authorization_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    values = [str(v) for k, v in context.invocation_metadata() or () if k == AUTHORIZATION_KEY]
+    if len(values) > 1:
+        raise Unauthenticated("CREDENTIAL_MALFORMED", "more than one authorization metadata")
+    return values[0] if values else None
+
+
+class _Authorize:
+    def __init__(
+        self,
+        authenticator: ApiKeyAuthenticator,
+        permission: Permission | None,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        self.authenticator = authenticator
+        self.permission = permission
+        self.context = context
+
+    async def __aenter__(self) -> None:
+        principal = await self.authenticator.authenticate(
+            bearer_token(authorization_of(self.context))
+        )
+        if self.permission is None:  # a method missing from the table: refused, never open
+            raise PermissionDenied("PERMISSION_MISSING", "this method is not open to any role")
+        principal.require(self.permission)
+        set_principal(principal)
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        return False
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
+        self.authenticator = authenticator
+        # method -> (the servicer's handler, its wrapped handler): the servicers' handlers
+        # are the same objects on every call, so they are wrapped once, not per call. Bounded
+        # by the methods served (an unknown method has no handler and is not wrapped).
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or is_public(method):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        permission = RPC_PERMISSIONS.get(method)
+        authenticator = self.authenticator
+
+        def around(_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _Authorize:
+            return _Authorize(authenticator, permission, context)
+
+        wrapped = wrap_handler(handler, method, around)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
