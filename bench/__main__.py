@@ -12,7 +12,8 @@ their own processes:
  6. database cost: commits per job at saturation (in 1), statements per second of an idle replica;
  7. scheduler memory with many executor streams and watchers connected;
  8. artifact upload and download throughput (MB/s) for a 100 MB file;
- 9. command-job overhead: submit to exit of `true` (p50/p99), beside a no-op handler.
+ 9. command-job overhead: submit to exit of `true` (p50/p99), beside a no-op handler;
+10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key against none.
 
 Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the
 issue's target; the table is printed and appended to bench/RESULTS.md.
@@ -34,6 +35,7 @@ import asyncpg
 
 from bench import report
 from bench.artifacts import measure_artifacts
+from bench.auth_overhead import measure_auth_overhead
 from bench.command_jobs import measure_command_overhead
 from bench.console import progress
 from bench.latency import measure_start_latency
@@ -94,6 +96,10 @@ async def _command(c: Context) -> None:
     c.notes.extend(await measure_command_overhead(c.database.url, c.conn, c.sizes, c.figures))
 
 
+async def _auth(c: Context) -> None:
+    c.notes.extend(await measure_auth_overhead(c.database.url, c.conn, c.sizes, c.figures))
+
+
 async def _read_path(c: Context) -> None:
     c.notes.extend(await measure_read_path(c.database, c.conn, c.sizes, c.figures))
 
@@ -109,6 +115,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "memory": _memory,
     "artifacts": _artifacts,
     "command": _command,
+    "auth": _auth,
     "read-path": _read_path,
 }
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,21 +142,33 @@ async def _terminate(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             await asyncio.to_thread(process.wait)
 
 
-def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    command: list[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
-            command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
         )
 
 
 @contextlib.asynccontextmanager
 async def running_scheduler(
-    database_url: str, *, name: str = "scheduler", extra_args: Sequence[str] = ()
+    database_url: str,
+    *,
+    name: str = "scheduler",
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[SchedulerProcess]:
-    """Start `python -m scheduler` on a free port; SIGTERM it (and wait) on exit."""
+    """Start `python -m scheduler` on a free port (`env`: more environment variables); SIGTERM
+    it (and wait) on exit."""
     with tempfile.TemporaryDirectory(prefix="jobsched-bench-log-") as tmp:
         log_path = Path(tmp) / f"{name}.log"
-        process = _spawn(scheduler_command(database_url, extra_args), log_path)
+        process = _spawn(scheduler_command(database_url, extra_args), log_path, env)
         try:
             address = await _wait_until_listening(process, log_path)
             yield SchedulerProcess(process, log_path, address)
