@@ -330,6 +330,15 @@ class JobschedClient:
         self._cluster_stubs: list[cluster_service_pb2_grpc.ClusterServiceAsyncStub] = [
             cluster_service_pb2_grpc.ClusterServiceStub(channel) for channel in self._channels
         ]
+        self._auth_stubs: list[auth_service_pb2_grpc.AuthServiceAsyncStub] = [
+            auth_service_pb2_grpc.AuthServiceStub(channel) for channel in self._channels
+        ]
+        self._job_type_stubs: list[job_type_service_pb2_grpc.JobTypeServiceAsyncStub] = [
+            job_type_service_pb2_grpc.JobTypeServiceStub(channel) for channel in self._channels
+        ]
+        self._artifact_stubs: list[artifact_service_pb2_grpc.ArtifactServiceAsyncStub] = [
+            artifact_service_pb2_grpc.ArtifactServiceStub(channel) for channel in self._channels
+        ]
         self._metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
         ) + bearer_metadata(token)
@@ -881,9 +890,6 @@ class JobschedClient:
 
     # -- API keys ----------------------------------------------------------------------------
 
-    def _auth_stubs(self) -> list[auth_service_pb2_grpc.AuthServiceAsyncStub]:
-        return [auth_service_pb2_grpc.AuthServiceStub(channel) for channel in self._channels]
-
     async def create_api_key(
         self,
         name: str,
@@ -898,7 +904,7 @@ class JobschedClient:
         if ttl is not None:
             request.ttl.FromTimedelta(ttl)
         response = await self._invoke(
-            self._auth_stubs(), lambda stub: stub.CreateApiKey, request, False
+            self._auth_stubs, lambda stub: stub.CreateApiKey, request, False
         )
         return response.api_key, response.secret
 
@@ -907,7 +913,7 @@ class JobschedClient:
     ) -> tuple[list[auth_service_pb2.ApiKey], str]:
         """One page of API keys, newest first (never a secret), and the next token."""
         response = await self._invoke(
-            self._auth_stubs(),
+            self._auth_stubs,
             lambda stub: stub.ListApiKeys,
             auth_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token),
             True,
@@ -924,7 +930,7 @@ class JobschedClient:
     async def revoke_api_key(self, key_id: str) -> auth_service_pb2.ApiKey:
         """Revoke a key (safe to repeat: a revoked key stays revoked)."""
         response = await self._invoke(
-            self._auth_stubs(),
+            self._auth_stubs,
             lambda stub: stub.RevokeApiKey,
             auth_service_pb2.RevokeApiKeyRequest(id=key_id),
             True,
@@ -953,10 +959,7 @@ class JobschedClient:
         request: _Request,
     ) -> _Response:
         # Every JobTypeService call is safe to repeat (reads, and updates that set values).
-        stubs: list[job_type_service_pb2_grpc.JobTypeServiceAsyncStub] = [
-            job_type_service_pb2_grpc.JobTypeServiceStub(channel) for channel in self._channels
-        ]
-        return await self._invoke(stubs, rpc, request, True)
+        return await self._invoke(self._job_type_stubs, rpc, request, True)
 
     async def get_job_type(self, name: str) -> job_type_service_pb2.JobType:
         """A job type's settings (empty ones for a type never configured)."""
@@ -1118,9 +1121,8 @@ class JobschedClient:
 
     async def list_artifacts(self, job_id: str) -> list[Artifact]:
         """The job's artifacts by name (JobNotFoundError for an unknown job)."""
-        stubs = [artifact_service_pb2_grpc.ArtifactServiceStub(c) for c in self._channels]
         response = await self._invoke(
-            stubs,
+            self._artifact_stubs,
             lambda stub: stub.ListJobArtifacts,
             artifact_service_pb2.ListJobArtifactsRequest(job_id=job_id),
             True,
@@ -1146,7 +1148,7 @@ class JobschedClient:
         return await self._download(job_id, name, destination)
 
     async def _download(self, job_id: str, name: str, file: BinaryIO) -> Artifact:
-        stub = artifact_service_pb2_grpc.ArtifactServiceStub(self._channels[self._current])
+        stub = self._artifact_stubs[self._current]
         call = stub.GetArtifact(
             artifact_service_pb2.GetArtifactRequest(job_id=job_id, name=name),
             metadata=self._metadata,
