@@ -5,7 +5,6 @@ configuration file's keys are the dests (allow_command, work_dir, ...)."""
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from executor.command import (
     CommandSettings,
 )
 from executor.processes import Limits
+from jobsched.options import seconds, whole_number
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -28,26 +28,6 @@ def byte_size(value: str) -> int:
     number = int(match.group(1)) * _UNITS[match.group(2).lower()] if match else 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a size in bytes such as 4096 or 512M")
-    return number
-
-
-def whole(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return number
-
-
-def seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not (number >= 0 and math.isfinite(number)):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
     return number
 
 
@@ -128,7 +108,7 @@ def add_command_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--limit-cpu",
-        type=whole,
+        type=whole_number,
         dest="limit_cpu",
         metavar="SECONDS",
         help="CPU seconds per command (RLIMIT_CPU; env JOBSCHED_LIMIT_CPU; default none)",
@@ -143,7 +123,7 @@ def add_command_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--limit-files",
-        type=whole,
+        type=whole_number,
         dest="limit_files",
         metavar="N",
         help="open files per command process (RLIMIT_NOFILE; env JOBSCHED_LIMIT_FILES; "

@@ -14,6 +14,7 @@ import socket
 from executor.command_options import COMMAND_ENV, add_command_options
 from jobsched.client import DEFAULT_ADDRESS
 from jobsched.config import Program, add_config_option
+from jobsched.options import add_log_level_option, seconds, whole_number
 from jobsched.tls import TLS_ENV, add_tls_options
 from jobsched.tokens import TOKEN_ENV, add_token_option
 
@@ -35,28 +36,6 @@ ENV = {
     **COMMAND_ENV,  # executor/command_options.py
 }
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _capacity(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return number
-
-
-def _grace(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
-    return number
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m executor", description=DESCRIPTION)
@@ -76,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--capacity",
-        type=_capacity,
+        type=whole_number,
         default=10,
         help="jobs run at once (env JOBSCHED_CAPACITY; default 10)",
     )
@@ -100,15 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(env JOBSCHED_HANDLERS, comma-separated). The current directory is importable",
     )
     parser.add_argument(
-        "--grace", type=_grace, default=30.0, help="seconds running jobs get on shutdown"
+        "--grace", type=seconds, default=30.0, help="seconds running jobs get on shutdown"
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="INFO",
-        help="env JOBSCHED_LOG_LEVEL (default INFO)",
-    )
+    add_log_level_option(parser)
     add_tls_options(parser)
     add_token_option(parser)
     add_command_options(parser)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobsched.config import Program, add_config_option
+from jobsched.options import add_log_level_option, non_negative, whole_number
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
 from scheduler.domain.artifacts import S3Location
 from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
@@ -39,28 +40,6 @@ ENV = {
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
 }
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return number
-
-
-def _non_negative(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of at least 0")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,13 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run an executor with the built-in handlers, and print how to use it all",
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="INFO",
-        help="env JOBSCHED_LOG_LEVEL (default INFO)",
-    )
+    add_log_level_option(parser)
     _add_timing(parser)
     _add_limits(parser)
     _add_tls(parser)
@@ -262,27 +235,27 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
     )
     limits.add_argument(
         "--max-concurrent-rpcs",
-        type=_positive_int,
+        type=whole_number,
         default=defaults.max_concurrent_rpcs,
         help="unary calls in progress at once; past it a call is refused at once "
         f"(RESOURCE_EXHAUSTED, OVERLOADED) (default {defaults.max_concurrent_rpcs})",
     )
     limits.add_argument(
         "--max-streams",
-        type=_positive_int,
+        type=whole_number,
         default=defaults.max_streams,
         help=f"long-lived streams (executors, watchers) at once (default {defaults.max_streams})",
     )
     limits.add_argument(
         "--max-connection-age",
-        type=_non_negative,
+        type=non_negative,
         default=0.0,
         help="seconds after which a client connection is ended gracefully, so that executors "
         "and clients reconnect and spread across replicas (0, the default: never)",
     )
     limits.add_argument(
         "--retention-days",
-        type=_non_negative,
+        type=non_negative,
         default=defaults.retention.total_seconds() / 86400,
         help="finished jobs of queues without a retention of their own are deleted this many "
         "days after they finished, with their history (0 keeps them forever; default "
@@ -318,13 +291,13 @@ def _add_artifacts(parser: argparse.ArgumentParser) -> None:
     )
     artifacts.add_argument(
         "--max-artifact-bytes",
-        type=_positive_int,
+        type=whole_number,
         default=defaults.max_artifact_bytes,
         help=f"largest artifact (default {defaults.max_artifact_bytes}: 1 GiB)",
     )
     artifacts.add_argument(
         "--max-job-artifact-bytes",
-        type=_positive_int,
+        type=whole_number,
         default=defaults.max_job_artifact_bytes,
         help=f"all artifacts of one job together (default {defaults.max_job_artifact_bytes}: "
         "4 GiB)",
@@ -352,7 +325,7 @@ def _add_metrics(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_seconds(value: str) -> float:
-    number = _non_negative(value)
+    number = non_negative(value)
     if number == 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number above 0")
     return number
