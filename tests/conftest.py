@@ -30,6 +30,7 @@ from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store import embedded, migrate
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
+from tests.faults.harness import Service
 from tests.scripted import ScriptedExecutor
 
 # pytest keeps the three newest pytest-N folders under one root per user and deletes older ones,
@@ -146,3 +147,16 @@ async def executors() -> AsyncIterator[list[ScriptedExecutor]]:
     yield started
     for executor in started:
         await executor.close()
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[list[Service]]:
+    """Service processes a test starts (append them): stopped at the end, their logs' tails
+    printed (shown when the test failed)."""
+    running: list[Service] = []
+    try:
+        yield running
+    finally:
+        await asyncio.gather(*(s.stop() for s in running))
+        for service in running:
+            print(f"--- {service.name} ---\n{service.log.read_text(errors='replace')[-4000:]}")

@@ -48,17 +48,6 @@ Start = Callable[..., Awaitable[Executor]]
 
 
 @pytest.fixture
-async def services() -> AsyncIterator[list[Service]]:
-    running: list[Service] = []
-    try:
-        yield running
-    finally:
-        for service in running:
-            await service.stop()
-            print(f"--- {service.name} ---\n{service.log.read_text(errors='replace')[-3000:]}")
-
-
-@pytest.fixture
 async def client(scheduler: SchedulerServer) -> AsyncIterator[JobschedClient]:
     async with JobschedClient(scheduler.address, timeout=10) as c:
         yield c

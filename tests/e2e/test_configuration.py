@@ -5,12 +5,10 @@ bad file stops a program at start with one error naming the file and the key."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -42,17 +40,6 @@ def jobsched(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
         timeout=30,
         env=env,
     )
-
-
-@pytest.fixture
-async def services() -> AsyncIterator[list[Service]]:
-    running: list[Service] = []
-    try:
-        yield running
-    finally:
-        await asyncio.gather(*(s.stop() for s in running))
-        for service in running:
-            print(f"--- {service.name} ---\n{service.log.read_text(errors='replace')[-4000:]}")
 
 
 async def start(

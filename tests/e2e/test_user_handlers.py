@@ -47,17 +47,6 @@ async def scheduler(db: Database) -> AsyncIterator[SchedulerServer]:
         yield server
 
 
-@pytest.fixture
-async def services() -> AsyncIterator[list[Service]]:
-    running: list[Service] = []
-    try:
-        yield running
-    finally:
-        for service in running:
-            await service.stop()
-            print(f"--- {service.name} ---\n{service.log.read_text(errors='replace')[-3000:]}")
-
-
 async def start_executor(
     services: list[Service], tmp_path: Path, address: str, *argv: str, env: dict[str, str]
 ) -> Service:
