@@ -187,9 +187,8 @@ def test_resolved_names_the_keys_a_file_may_set() -> None:
 
 
 def test_a_repeated_flag_replaces_the_parsers_own_list_default() -> None:
-    p = parser()
-    p.add_argument("--allow", action="append", dest="allowed", default=["PATH", "HOME"])
-    assert resolve(p, "executor", [], env=ENV, environ={}).args.allowed == ["PATH", "HOME"]
+    unflagged = resolve(parser_with_allow(), "executor", [], env=ENV, environ={})
+    assert unflagged.args.allowed == ["PATH", "HOME"]
     flagged = resolve(parser_with_allow(), "executor", ["--allow", "TZ"], env=ENV, environ={})
     assert flagged.args.allowed == ["TZ"]
 
