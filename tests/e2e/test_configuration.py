@@ -181,3 +181,12 @@ def test_a_bad_file_stops_the_program_naming_the_file_and_the_key(
     assert str(path) in error
     assert expected in error
     assert "Traceback" not in result.stderr
+
+
+def test_config_show_refuses_a_program_it_does_not_know() -> None:
+    shown = jobsched("config", "show", "schedular", env=clean_environment())
+    assert shown.returncode == 2
+    assert shown.stdout == ""
+    assert shown.stderr.strip() == (
+        "jobsched: config show: no program 'schedular' (one of scheduler, executor, client)"
+    )
