@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import text
@@ -59,3 +62,22 @@ async def waiting_on_a_lock(db: Database, statement_like: str = "%") -> None:
         assert waiting
 
     await assert_eventually(blocked, within=5)
+
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+async def run_example(name: str, *args: str, within: float = 60) -> list[str]:
+    """`python examples/NAME ARGS...` from the checkout: the lines it printed (its stderr in
+    the failure when it does not exit 0)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHECKOUT / "examples" / name),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), within)
+    assert process.returncode == 0, err.decode()
+    return out.decode().splitlines()

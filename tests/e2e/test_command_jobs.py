@@ -9,12 +9,10 @@ wiring is checked through a real executor process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +33,7 @@ from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.e2e.test_user_handlers import environment, start_executor
 from tests.faults.harness import Service
-from tests.helpers import assert_eventually
+from tests.helpers import assert_eventually, run_example
 
 S = job_pb2.JobState
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -402,17 +400,7 @@ async def test_bad_payloads_are_refused_at_submit_naming_the_field(
 
 async def test_the_example_script_runs(start: Start, scheduler: SchedulerServer) -> None:
     await start("--allow-command", SH_GLOB)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CHECKOUT / "examples" / "command_job.py"),
-        scheduler.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    printed = out.decode().splitlines()
+    printed = await run_example("command_job.py", scheduler.address)
     assert "exit code 0, stderr 'a warning'" in printed
     logs = [line for line in printed if line.startswith("log ")]
     assert sorted(logs) == ["log [stderr] a warning", "log hello from build"]

@@ -8,8 +8,6 @@ The scheduler serves on the test's event loop, so the blocking client runs on a 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ from jobsched.jobs import JobState
 from jobsched.sync_client import Client
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
+from tests.helpers import run_example
 from tests.scripted import serving
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -103,17 +102,7 @@ async def test_errors_are_the_clients_typed_errors(cluster: SchedulerServer) -> 
 
 
 async def test_the_example_script_runs(cluster: SchedulerServer) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CHECKOUT / "examples" / "sync_client.py"),
-        cluster.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
+    lines = await run_example("sync_client.py", cluster.address)
     assert lines[0].startswith("submitted ")
     assert "state SUCCEEDED" in lines
     assert "result {'slept': 0.5}" in lines
@@ -121,17 +110,7 @@ async def test_the_example_script_runs(cluster: SchedulerServer) -> None:
 
 
 async def test_the_dag_example_runs_in_dependency_order(cluster: SchedulerServer) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CHECKOUT / "examples" / "dag.py"),
-        cluster.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(CHECKOUT)},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
+    lines = await run_example("dag.py", cluster.address)
     states = {line.split()[0]: line.split()[2] for line in lines[:4]}
     assert states["merge"] == "WAITING"
     assert states["report"] == "WAITING"
