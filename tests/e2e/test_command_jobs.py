@@ -36,7 +36,6 @@ from tests.faults.harness import Service
 from tests.helpers import assert_eventually, run_example
 
 S = job_pb2.JobState
-CHECKOUT = Path(__file__).resolve().parents[2]
 SH = shutil.which("sh")
 assert SH is not None
 SH_GLOB = os.path.dirname(os.path.realpath(SH)) + "/*"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,6 @@ from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.helpers import run_example
 from tests.scripted import serving
-
-CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 async def shout(ctx: JobContext) -> dict[str, str]:
