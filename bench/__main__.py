@@ -13,7 +13,8 @@ their own processes:
  7. scheduler memory with many executor streams and watchers connected;
  8. artifact upload and download throughput (MB/s) for a 100 MB file;
  9. command-job overhead: submit to exit of `true` (p50/p99), beside a no-op handler;
-10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key against none.
+10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key against none;
+11. the peer: PgQueuer on the same PostgreSQL, and the headline figures as ratios to it.
 
 Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the
 issue's target; the table is printed and appended to bench/RESULTS.md.
@@ -40,6 +41,7 @@ from bench.command_jobs import measure_command_overhead
 from bench.console import progress
 from bench.latency import measure_start_latency
 from bench.memory import measure_memory
+from bench.pgqueuer_peer import measure_pgqueuer
 from bench.postgres import BenchDatabase, asyncpg_dsn, provisioned_database
 from bench.progress import measure_progress_latency
 from bench.read_path import measure_read_path
@@ -100,11 +102,16 @@ async def _auth(c: Context) -> None:
     c.notes.extend(await measure_auth_overhead(c.database.url, c.conn, c.sizes, c.figures))
 
 
+async def _peer(c: Context) -> None:
+    c.notes.extend(await measure_pgqueuer(c.database.url, c.conn, c.sizes, c.figures))
+
+
 async def _read_path(c: Context) -> None:
     c.notes.extend(await measure_read_path(c.database, c.conn, c.sizes, c.figures))
 
 
-# In running order. The read path goes last: its million rows would sit in every other
+# In running order. The peer comes after the measurements it is compared with (throughput,
+# submit, start-latency). The read path goes last: its million rows would sit in every other
 # measurement's claim path.
 MEASUREMENTS: dict[str, Measurement] = {
     "throughput": _throughput,
@@ -116,6 +123,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "artifacts": _artifacts,
     "command": _command,
     "auth": _auth,
+    "peer": _peer,
     "read-path": _read_path,
 }
 
