@@ -75,6 +75,7 @@ from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.store.schedules import Fired, ScheduleStore
+from scheduler.store.submit_groups import SubmitGroups
 from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
 
@@ -429,9 +430,11 @@ class SchedulerServer:
             ),
             self.server,
         )
+        job_store = JobStore(db)
+        self.submit_groups = SubmitGroups(job_store)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
-                JobStore(db),
+                job_store,
                 clock,
                 on_new_work=self.dispatcher.new_work,
                 on_scheduled=self.dispatcher.wake_at,
@@ -439,6 +442,7 @@ class SchedulerServer:
                 hub=self.hub,
                 queue_reads=self.queue_reads,
                 on_submitted=self.metrics.jobs_submitted if self.metrics else None,
+                submit_groups=self.submit_groups,
             ),
             self.server,
         )
@@ -671,6 +675,7 @@ class SchedulerServer:
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        await self.submit_groups.close()  # the groups of submits cut off by the grace
         if self.artifact_objects is not None:
             self.artifact_objects.close()
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

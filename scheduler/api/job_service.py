@@ -67,6 +67,7 @@ from scheduler.domain.waiting import reason_of
 from scheduler.store.jobs import Guard, JobStore
 from scheduler.store.logs import JobLogStore
 from scheduler.store.queues import QueueReads
+from scheduler.store.submit_groups import SubmitGroups
 from scheduler.watch import JobWatchHub
 
 # Watchers are woken in-process on every change made by this replica, and through jobsched_jobs
@@ -130,8 +131,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         logs: JobLogStore | None = None,
         queue_reads: QueueReads | None = None,
         on_submitted: Callable[[Sequence[JobRecord]], None] | None = None,
+        submit_groups: SubmitGroups | None = None,
     ) -> None:
         self.store = store
+        # SubmitJob's group commit (concurrent single submits share a transaction); the
+        # server closes it on stop.
+        self.submit_groups = submit_groups or SubmitGroups(store)
         # Told of the jobs each submit created (the metrics' hook).
         self.on_submitted = on_submitted
         self.logs = logs or JobLogStore(store.db)
@@ -149,7 +154,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.SubmitJobResponse:
         tenant = tenant_of(context)
         new = validate_job(spec_from_proto(request.job, "job"), self.clock())
-        [submitted] = await self.store.submit(tenant, [new], fields=["job"])
+        submitted = await self.submit_groups.submit(tenant, new)
         self._announce([submitted])
         if submitted.created:
             self.hub.notify(submitted.job.id)
