@@ -24,6 +24,7 @@ from sqlalchemy import text
 from jobsched.v1 import cluster_service_pb2 as cpb
 from jobsched.v1 import cluster_service_pb2_grpc
 from scheduler.store.database import Database
+from tests.faults.invariants import Observed, assert_invariants
 from tests.helpers import assert_eventually
 
 # Fast timings, so that each fault plays out in seconds.
@@ -179,80 +180,10 @@ _TERMINAL = ("succeeded", "dead", "cancelled")
 
 
 async def check_nothing_lost(db: Database, acknowledged: Sequence[str]) -> None:
-    """Every acknowledged submit exists; every job is terminal or visibly pending; no terminal
-    state is overwritten; attempts never go backwards; each attempt has at most one recorded
-    outcome; histories have no gaps; every acknowledged cancel is honoured."""
-    async with db.read() as conn:
-        ids = [str(r[0]) for r in await conn.execute(text("SELECT id FROM jobs"))]
-        missing = set(acknowledged) - set(ids)
-        assert not missing, f"acknowledged jobs lost: {sorted(missing)[:5]}"
-
-        bad_state = (
-            await conn.execute(
-                text(
-                    "SELECT id, state FROM jobs WHERE state NOT IN "
-                    "('waiting', 'scheduled', 'queued', 'running', 'succeeded', 'dead', "
-                    "'cancelled')"
-                )
-            )
-        ).all()
-        assert not bad_state
-
-        gaps = (
-            await conn.execute(
-                text("""
-                SELECT j.id FROM jobs j
-                WHERE j.event_seq <> (SELECT count(*) FROM job_events e WHERE e.job_id = j.id)
-                   OR j.event_seq <> (SELECT max(seq) FROM job_events e WHERE e.job_id = j.id)
-                """)
-            )
-        ).all()
-        assert not gaps, f"histories with gaps: {gaps[:5]}"
-
-        after_terminal = (
-            await conn.execute(
-                text("""
-                SELECT e.job_id, e.seq, e.from_state, e.to_state, e.actor FROM job_events e
-                WHERE e.from_state IN ('succeeded', 'dead', 'cancelled') AND e.actor <> 'client'
-                """)
-            )
-        ).all()
-        assert not after_terminal, f"terminal states overwritten: {after_terminal[:5]}"
-
-        backwards = (
-            await conn.execute(
-                text("""
-                SELECT job_id, seq, attempt FROM (
-                    SELECT job_id, seq, attempt,
-                           lag(attempt) OVER (PARTITION BY job_id ORDER BY seq) AS previous
-                    FROM job_events
-                ) t WHERE attempt < previous
-                """)
-            )
-        ).all()
-        assert not backwards, f"attempts went backwards: {backwards[:5]}"
-
-        outcomes = (
-            await conn.execute(
-                text("""
-                SELECT job_id, attempt, count(*) FROM job_events
-                WHERE from_state = 'running'
-                GROUP BY job_id, attempt HAVING count(*) > 1
-                """)
-            )
-        ).all()
-        assert not outcomes, f"attempts with several outcomes: {outcomes[:5]}"
-
-        not_honoured = (
-            await conn.execute(
-                text("""
-                SELECT id, state FROM jobs
-                WHERE cancel_requested_at IS NOT NULL AND state IN ('succeeded', 'dead')
-                  AND finished_at > cancel_requested_at + interval '5 seconds'
-                """)
-            )
-        ).all()
-        assert not not_honoured, f"acknowledged cancels not honoured: {not_honoured[:5]}"
+    """The invariants (tests/faults/invariants.py) that hold at any moment of a run: every
+    acknowledged submit exists, histories are gapless, no terminal state is left, attempts
+    grow with one outcome each, cancels are honoured, cron fires once, dependents wait."""
+    await assert_invariants(db, Observed(acknowledged=set(acknowledged)), settled=False)
 
 
 async def check_one_leader_at_a_time(db: Database) -> None:
