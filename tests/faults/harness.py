@@ -120,8 +120,12 @@ class Cluster:
         await wait_serving(address)
         return service
 
-    async def executor(self, name: str, addresses: Sequence[str], capacity: int = 4) -> Service:
-        argv = ["-m", "executor", "--name", name, "--capacity", str(capacity), "--grace", "1"]
+    async def executor(
+        self, name: str, addresses: Sequence[str], capacity: int = 4, *extra: str
+    ) -> Service:
+        argv = [
+            "-m", "executor", "--name", name, "--capacity", str(capacity), "--grace", "1", *extra
+        ]  # fmt: skip
         for address in addresses:
             argv += ["--scheduler", address]
         service = Service(name=name, argv=argv, log=self.log_dir / f"{name}.log")
