@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from scheduler.domain.errors import LeadershipLost
-from scheduler.leader import LeaderElector, Role
+from scheduler.leader import LOCK_KEY, LeaderElector, Role
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch, current_leadership
 from tests.helpers import assert_eventually
@@ -129,3 +129,45 @@ async def test_a_killed_lock_connection_means_a_new_leader_and_the_old_one_is_fe
     with pytest.raises(LeadershipLost):
         async with db.transaction() as conn:
             await check_epoch(conn, old_epoch)
+
+
+async def test_the_advisory_lock_never_stacks_across_re_elections(
+    db: Database, electors: list[LeaderElector]
+) -> None:
+    """Fault case 8: a lock taken twice in one session would need two unlocks, and a leader
+    that stepped down would go on holding it. Each leadership is on a session of its own (a
+    step-down ends the session), and one session at most holds the lock."""
+    holders_seen: list[int] = []
+    for _ in range(3):
+        leader = await the_leader(electors)
+        epoch = leader.epoch
+        async with db.read() as conn:
+            holders = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                            "AND database = (SELECT oid FROM pg_database "
+                            "WHERE datname = current_database()) "
+                            "AND ((classid::bigint << 32) | objid::bigint) = :key"
+                        ),
+                        {"key": LOCK_KEY},
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            leadership = await current_leadership(conn)
+        assert len(holders) == 1, holders
+        assert leadership is not None
+        assert leadership.epoch == epoch
+        holders_seen.append(int(holders[0]))
+        # Depose it the way a successor's takeover would: the epoch moves on under it.
+        async with db.transaction() as conn:
+            await conn.execute(text("UPDATE leadership SET epoch = epoch + 1 WHERE id = 1"))
+
+        async def stepped_down(leader: LeaderElector = leader, epoch: int | None = epoch) -> None:
+            assert leader.epoch != epoch or not leader.is_leader
+
+        await assert_eventually(stepped_down, within=10)
+    assert len(set(holders_seen)) == 3, holders_seen  # a new session for every leadership
