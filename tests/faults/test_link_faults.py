@@ -1,0 +1,140 @@
+"""Fault catalogue cases on the executor's link to its scheduler (tests/faults/CASES.md 12-14),
+played by a loopback fault proxy (tests/fault_proxy.py) between a real executor process and a
+real scheduler process: a black hole, a proxy that closes idle connections, a slow link."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from jobsched.client import JobschedClient
+from jobsched.v1 import job_pb2
+from scheduler.store.database import Database
+from tests.fault_proxy import FaultProxy
+from tests.faults.harness import Cluster, cluster_status
+from tests.faults.invariants import Observed, assert_invariants
+from tests.helpers import assert_eventually
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
+    running = Cluster(database_url, tmp_path)
+    try:
+        yield running
+    finally:
+        await running.close()
+        print(running.logs())  # shown when the test failed
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[FaultProxy]]:
+    made: list[FaultProxy] = []
+    yield made
+    for proxy in made:
+        await proxy.stop()
+
+
+async def proxy_to(proxies: list[FaultProxy], address: str) -> FaultProxy:
+    proxy = FaultProxy(address)
+    await proxy.start()
+    proxies.append(proxy)
+    return proxy
+
+
+async def executor_names(address: str) -> set[str]:
+    status = await cluster_status(address)
+    return {e.name for r in status.replicas for e in r.executors}
+
+
+async def running_on(client: JobschedClient, job_id: str, executor: str) -> None:
+    async def there() -> None:
+        job = await client.get(job_id)
+        assert job.state == job_pb2.JOB_STATE_RUNNING
+        assert job.executor == executor
+
+    await assert_eventually(there, within=20, interval=0.05)
+
+
+async def succeeded(client: JobschedClient, job_id: str, within: float = 30) -> job_pb2.Job:
+    async def done() -> None:
+        assert (await client.get(job_id)).state == job_pb2.JOB_STATE_SUCCEEDED
+
+    await assert_eventually(done, within=within, interval=0.1)
+    return await client.get(job_id)
+
+
+async def test_12_a_black_hole_on_an_executor_stream_moves_its_job_and_refuses_it_later(
+    cluster: Cluster, db: Database, proxies: list[FaultProxy]
+) -> None:
+    scheduler = await cluster.scheduler("s1")
+    proxy = await proxy_to(proxies, scheduler.address)
+    await cluster.executor("behind-proxy", [proxy.address], 1)
+
+    async def registered() -> None:
+        assert await executor_names(scheduler.address) == {"behind-proxy"}
+
+    await assert_eventually(registered, within=20)
+    async with JobschedClient(scheduler.address) as client:
+        job = await client.submit("sleep", payload={"seconds": 2})
+        await running_on(client, job.id, "behind-proxy")
+        proxy.black_hole()
+        await cluster.executor("direct", [scheduler.address], 1)
+        final = await succeeded(client, job.id)
+        # Its session timed out (nothing came through), the attempt was run again elsewhere.
+        assert (final.executor, final.attempt) == ("direct", 2)
+        proxy.pass_through()
+
+        async def back() -> None:
+            assert "behind-proxy" in await executor_names(scheduler.address)
+
+        await assert_eventually(back, within=30)
+        again = await client.get(job.id)
+        assert (again.state, again.attempt) == (job_pb2.JOB_STATE_SUCCEEDED, 2)
+    await assert_invariants(db, Observed(acknowledged={job.id}))
+
+
+async def test_13_a_proxy_closing_idle_connections_costs_no_attempt(
+    cluster: Cluster, db: Database, proxies: list[FaultProxy]
+) -> None:
+    scheduler = await cluster.scheduler("s1", "--reconnect-grace", "10")
+    proxy = await proxy_to(proxies, scheduler.address)
+    await cluster.executor("behind-proxy", [proxy.address], 2)
+    async with JobschedClient(scheduler.address) as client:
+        job = await client.submit("sleep", payload={"seconds": 3})
+        await running_on(client, job.id, "behind-proxy")
+        # Shorter than the heartbeat interval (0.3 s): the stream is cut between heartbeats.
+        proxy.close_when_idle(0.2)
+
+        async def reconnected() -> None:
+            assert proxy.connections >= 3
+
+        await assert_eventually(reconnected, within=20, interval=0.05)
+        final = await succeeded(client, job.id)
+    # Every reconnect re-attached the running attempt: it was never run again.
+    assert (final.executor, final.attempt) == ("behind-proxy", 1)
+    await assert_invariants(db, Observed(acknowledged={job.id}))
+
+
+async def test_14_heartbeats_delayed_on_a_live_stream_end_nothing(
+    cluster: Cluster, db: Database, proxies: list[FaultProxy]
+) -> None:
+    scheduler = await cluster.scheduler("s1")
+    proxy = await proxy_to(proxies, scheduler.address)
+    await cluster.executor("slow-link", [proxy.address], 4)
+
+    async def registered() -> None:
+        assert await executor_names(scheduler.address) == {"slow-link"}
+
+    await assert_eventually(registered, within=20)
+    # Each way 0.6 s late: two heartbeat intervals behind, half the silence timeout (1.2 s).
+    proxy.delay(0.6)
+    async with JobschedClient(scheduler.address) as client:
+        jobs = [await client.submit("sleep", payload={"seconds": 1}) for _ in range(4)]
+        finals = [await succeeded(client, job.id) for job in jobs]
+    assert {(f.executor, f.attempt) for f in finals} == {("slow-link", 1)}
+    assert proxy.connections == 1  # the stream was never ended
+    await assert_invariants(db, Observed(acknowledged={j.id for j in jobs}))
