@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -76,6 +77,10 @@ from scheduler.watch import JobWatchHub
 # poll is a read of the store per watcher: at 1 s, a thousand watchers were a thousand reads a
 # second and starved the pool.
 WATCH_POLL_SECONDS = 10.0
+# At most one progress message per watcher this often (the latest one): a job reporting faster
+# (a flood from a raw executor stream) does not fill a slow watcher's stream with progress it
+# reads long after the job ended; state changes are not held back by more than this.
+WATCH_PROGRESS_INTERVAL = 0.05
 # Log lines a WatchJob reads at a time: a whole attempt's (with the truncation marker).
 WATCH_LOG_BATCH = MAX_LOG_LINES_PER_ATTEMPT + 1
 # WatchJobs reads the changed jobs this many ids per statement, and remembers what it last read of
@@ -464,6 +469,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             )
             line_cursor = LineCursor(job.attempt, 0)
             last_progress = job.progress.updated_at
+            progress_sent_at = 0.0  # time.monotonic() of the last live progress sent
             if last_seq == 0:
                 # A fresh watch starts from the snapshot; its history is in the snapshot.
                 yield job_service_pb2.WatchJobResponse(
@@ -499,7 +505,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                             await watch.wake.wait()
                     woken = watch.wake.is_set()
                     watch.wake.clear()
-                    if woken and not watch.take_changed():
+                    changed = woken and watch.take_changed()
+                    pause = progress_sent_at + WATCH_PROGRESS_INTERVAL - time.monotonic()
+                    if woken and not changed and pause > 0:
+                        await asyncio.sleep(pause)  # collapse: the latest report, once due
+                        watch.wake.clear()
+                        changed = watch.take_changed()
+                    if woken and not changed:
                         # Live progress only: from memory, no read of the store.
                         live = self.hub.live_progress(job_id)
                         if (
@@ -509,6 +521,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                             and _newer(live.progress.updated_at, last_progress)
                         ):
                             last_progress = live.progress.updated_at
+                            progress_sent_at = time.monotonic()
                             yield job_service_pb2.WatchJobResponse(
                                 sequence=last_seq, progress=progress_to_proto(live.progress)
                             )
