@@ -44,7 +44,7 @@ class SigningKey:
         self,
         permissions: Sequence[str] | None = ("default:submitter",),
         *,
-        sub: str = "alice",
+        sub: str | None = "alice",
         ttl: float = 300,
         kid: str | None = None,
         **claims: Any,
