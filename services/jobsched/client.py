@@ -273,7 +273,7 @@ class JobschedClient:
     `tls` (jobsched.tls.ClientTLS) connects with TLS: the CA to trust, and a client
     certificate for mutual TLS; None is plaintext.
 
-    `token` (an API key, `jsk_...`) is sent with every call as `authorization: Bearer`, for
+    `token` (an API key, `jsk_...`, or a JWT, unchanged) is sent with every call as `authorization: Bearer`, for
     schedulers running `--auth required`; the key's tenants bound what `tenant` may name (a
     key for one tenant needs no `tenant`).
 
