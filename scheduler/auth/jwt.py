@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -90,6 +91,7 @@ class _Verified:
     subject: str
     grants: Mapping[str, Role]
     expires_at: float  # the token's exp (epoch seconds)
+    valid_until: datetime  # exp + leeway: when it is refused
 
 
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
@@ -139,7 +141,12 @@ class JwtAuthenticator:
             self._cache.pop(token, None)
             raise Unauthenticated("CREDENTIAL_EXPIRED", "the token has expired")
         return principal_for(
-            KIND, verified.subject, verified.subject, verified.grants, requested_tenant
+            KIND,
+            verified.subject,
+            verified.subject,
+            verified.grants,
+            requested_tenant,
+            verified.valid_until,
         )
 
     async def _verify(self, token: str) -> _Verified:
@@ -204,7 +211,8 @@ class JwtAuthenticator:
             grants = parse_grants(claim_value(claims, name), name)
         except GrantsError as exc:
             raise Unauthenticated("JWT_CLAIM_INVALID", str(exc)) from None
-        return _Verified(subject, grants, float(expires_at))
+        valid_until = datetime.fromtimestamp(float(expires_at) + self.settings.leeway, UTC)
+        return _Verified(subject, grants, float(expires_at), valid_until)
 
 
 def claim_value(claims: Mapping[str, Any], name: str) -> object:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 
 from scheduler.domain.auth import ALL_TENANTS, DEFAULT_TENANT, Principal, Role
 from scheduler.domain.errors import PermissionDenied
@@ -62,7 +63,12 @@ def parse_grants(value: object, claim: str) -> dict[str, Role]:
 
 
 def principal_for(
-    kind: str, id: str, name: str, grants: Mapping[str, Role], requested: str | None
+    kind: str,
+    id: str,
+    name: str,
+    grants: Mapping[str, Role],
+    requested: str | None,
+    expires_at: datetime | None = None,
 ) -> Principal:
     """The principal of one call by a token holder with `grants` (see the module docstring)."""
     if not grants:
@@ -75,12 +81,14 @@ def principal_for(
             raise PermissionDenied(
                 "TENANT_NOT_ALLOWED", f"the credential may not act for tenant {requested!r}"
             )
-        return Principal(kind, id, name, role, frozenset({requested}))
+        return Principal(kind, id, name, role, frozenset({requested}), expires_at)
     roles = set(grants.values())
     if len(roles) == 1:
-        return Principal(kind, id, name, roles.pop(), frozenset(grants))
+        return Principal(kind, id, name, roles.pop(), frozenset(grants), expires_at)
     if DEFAULT_TENANT in grants:
-        return Principal(kind, id, name, grants[DEFAULT_TENANT], frozenset({DEFAULT_TENANT}))
+        return Principal(
+            kind, id, name, grants[DEFAULT_TENANT], frozenset({DEFAULT_TENANT}), expires_at
+        )
     raise PermissionDenied(
         "TENANT_NOT_SELECTED",
         "the token gives different roles in several tenants: choose one with x-jobsched-tenant",

@@ -277,3 +277,32 @@ async def test_the_jwks_url_is_read_again_on_its_interval_and_a_removed_key_stop
                 assert reason == "JWT_KEY_UNKNOWN"
 
             await assert_eventually(refused, within=10)
+
+
+async def test_an_executor_stream_ends_when_its_token_expires(db: Database, tmp_path: Path) -> None:
+    jwks = write_jwks(tmp_path / "jwks.json", KEY)
+    async with serving(
+        db, auth="required", jwt=settings(str(jwks), leeway=0), auth_cache_seconds=0.3
+    ) as server:
+        executor = Executor(
+            [server.address],
+            name="short-lived",
+            capacity=1,
+            registry=builtin_registry(),
+            token=KEY.token(["alpha:executor"], ttl=3),
+        )
+        await executor.start()
+        try:
+            await asyncio.wait_for(executor.wait_registered(), 20)
+            [session] = server.dispatcher.sessions.values()
+            assert session.credential_expires_at is not None
+
+            async def ended() -> None:
+                assert server.revocations.ended >= 1
+                assert server.dispatcher.sessions == {}  # and its reconnect is refused
+
+            await assert_eventually(ended, within=15)
+            assert session.ended is not None
+            assert session.ended.reason == "CREDENTIAL_EXPIRED"
+        finally:
+            await executor.stop(1.0)
