@@ -90,4 +90,4 @@ class CredentialAuthenticator:
         token = bearer_token(authorization)
         if self.jwt is None or token.startswith(KEY_PREFIX):
             return await self.api_keys.authenticate(token)
-        return await self.jwt.authenticate(token, requested_tenant(context))
+        return await self.jwt.authenticate(token, lambda: requested_tenant(context))

@@ -128,7 +128,11 @@ class JwtAuthenticator:
         """Empty the cache (the key set changed)."""
         self._cache.clear()
 
-    async def authenticate(self, token: str, requested_tenant: str | None) -> Principal:
+    async def authenticate(
+        self, token: str, requested_tenant: Callable[[], str | None]
+    ) -> Principal:
+        """The principal of a call with `token`; `requested_tenant` (the call's
+        x-jobsched-tenant) is read only once the token is verified."""
         verified = self._cache.get(token)
         if verified is None:
             verified = await self._verify(token)
@@ -145,7 +149,7 @@ class JwtAuthenticator:
             verified.subject,
             verified.subject,
             verified.grants,
-            requested_tenant,
+            requested_tenant(),
             verified.valid_until,
         )
 

@@ -56,14 +56,19 @@ def client(server: SchedulerServer, token: str | None, tenant: str | None = None
     return JobschedClient(server.address, token=token, tenant=tenant, timeout=10, retries=0)
 
 
-async def submit_raw(server: SchedulerServer, token: str) -> grpc.aio.AioRpcError:
-    """A SubmitJob with this bearer token that must fail; its error."""
+async def submit_raw(
+    server: SchedulerServer, token: str, tenant: str | None = None
+) -> grpc.aio.AioRpcError:
+    """A SubmitJob with this bearer token (and x-jobsched-tenant) that must fail; its error."""
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
+    if tenant is not None:
+        metadata += (("x-jobsched-tenant", tenant),)
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.SubmitJob(
                 job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type="noop")),
-                metadata=(("authorization", f"Bearer {token}"),),
+                metadata=metadata,
             )
     return raised.value
 
@@ -106,6 +111,18 @@ async def test_refused_tokens_are_unauthenticated_and_write_nothing(
     failure = failure_of(await submit_raw(server, token))
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
     assert await count(db, "jobs") == 0
+
+
+async def test_a_refused_token_is_unauthenticated_before_its_tenant_header_is_read(
+    server: SchedulerServer,
+) -> None:
+    refused = failure_of(await submit_raw(server, OTHER.token(), tenant="Not A Tenant!"))
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "JWT_SIGNATURE_INVALID",
+    )
+    bad_header = await submit_raw(server, KEY.token(["*:submitter"]), tenant="Not A Tenant!")
+    assert bad_header.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_a_token_acts_for_the_tenants_and_roles_of_its_permissions_claim(
