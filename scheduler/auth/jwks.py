@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +72,20 @@ class JwksSource:
     def is_url(self) -> bool:
         return self.location.startswith(("https://", "http://"))
 
+    @property
+    def tamperable(self) -> bool:
+        """Fetched over plain http from beyond this machine: anyone on the path can swap the
+        keys, and so sign any token."""
+        if not self.location.startswith("http://"):
+            return False
+        host = urllib.parse.urlsplit(self.location).hostname or ""
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True
+
     def read(self) -> dict[str, Jwk]:
         """The keys now (blocking: run in a thread). JwksError when they cannot be read."""
         if self.is_url:
@@ -116,6 +132,12 @@ class JwksKeys:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.source.tamperable:
+            log.warning(
+                "the JWKS is fetched over plain http: whoever can change it in transit can sign "
+                "tokens; use https",
+                extra={"fields": {"event": "auth.jwks_insecure", "source": self.source.location}},
+            )
         await self.read()
         self._task = asyncio.create_task(self._run(), name="jwks-refresh")
 

@@ -83,3 +83,11 @@ def test_symmetric_and_encryption_keys_are_dropped() -> None:
 def test_what_is_not_a_jwks_is_an_error_naming_the_source(data: bytes) -> None:
     with pytest.raises(JwksError, match=r"^idp\.json: "):
         parse_jwks(data, "idp.json")
+
+
+def test_plain_http_beyond_loopback_is_called_tamperable() -> None:
+    assert JwksSource("http://idp.internal:8080/jwks").tamperable
+    assert JwksSource("http://10.0.0.7/jwks").tamperable
+    for safe in ("https://idp.example/jwks", "http://127.0.0.1:9/jwks", "http://localhost/j"):
+        assert not JwksSource(safe).tamperable
+    assert not JwksSource("/etc/jobsched/jwks.json").tamperable
