@@ -124,6 +124,7 @@ def issue_client_cert(
     dns: Sequence[str] = (),
     email: Sequence[str] = (),
     cn: str | None = None,
+    ttl: timedelta = timedelta(days=1),
 ) -> ClientCertificate:
     """A client certificate signed by `ca`, with these names, written to `directory`."""
     ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
@@ -142,7 +143,7 @@ def issue_client_cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
+        .not_valid_after(now + ttl)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False

@@ -23,6 +23,7 @@ import re
 import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class CertificateNames:
     dns: tuple[str, ...] = ()
     email: tuple[str, ...] = ()
     cn: tuple[str, ...] = ()
+    not_after: datetime | None = None  # when the certificate expires
 
     def of(self, field: str) -> tuple[str, ...]:
         if field == "san":
@@ -73,7 +75,7 @@ class CertificateNames:
             dns = [name.lower() for name in san.get_values_for_type(x509.DNSName)]
             email = san.get_values_for_type(x509.RFC822Name)
         cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-        return cls(tuple(uri), tuple(dns), tuple(email), tuple(cn))
+        return cls(tuple(uri), tuple(dns), tuple(email), tuple(cn), cert.not_valid_after_utc)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -114,11 +116,14 @@ class MtlsIdentity:
 
 
 def identify(rules: tuple[MtlsIdentity, ...], names: CertificateNames) -> Principal | None:
-    """The principal of the first rule matching the certificate, None when none does."""
+    """The principal of the first rule matching the certificate, None when none does. It
+    expires with the certificate: an executor's stream is ended then (the handshake checked
+    the dates only when the connection opened)."""
     for rule in rules:
         matched = rule.matched(names)
         if matched is not None:
-            return Principal(KIND, matched, rule.name or matched, rule.role, rule.tenants)
+            name = rule.name or matched
+            return Principal(KIND, matched, name, rule.role, rule.tenants, names.not_after)
     return None
 
 

@@ -5,8 +5,9 @@ A credential is checked when a call starts; an executor's Connect stream lasts f
 it must not go on receiving its tenants' jobs after its key was revoked or expired. Every
 `interval` seconds (the verified-key cache's lifetime, 5 s: the same bound as for new calls),
 and at once when a key is revoked on this replica (`wake`), one statement asks which of the
-keys of the open sessions are no longer usable, and sessions opened with a JWT are ended once it
-expires (its exp and the leeway; no query); those sessions end UNAUTHENTICATED, and their
+keys of the open sessions are no longer usable, and sessions opened with a JWT or a client
+certificate are ended once it expires (exp and the leeway, notAfter; no query); those sessions
+end UNAUTHENTICATED, and their
 attempts take the lost-stream path (the executor's reconnect is refused, so they are released or
 failed after the reconnect grace). Watch streams are read-only and end by themselves (or by
 the maximum connection age); they are not swept."""

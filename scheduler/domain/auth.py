@@ -77,7 +77,8 @@ class Principal:
     name: str
     role: Role
     tenants: frozenset[str]
-    # When the credential stops being valid by itself, if it says (a JWT's exp): an executor's
+    # When the credential stops being valid by itself, if it says (a JWT's exp, a client
+    # certificate's notAfter): an executor's
     # stream opened with it is ended then (scheduler/auth/revocations.py).
     expires_at: datetime | None = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ class Pki:
     nested: ClientCertificate  # spiffe://prod/executor-alpha-1/x: "*" does not cross "/"
     foreign: ClientCertificate  # another CA altogether
     server: ServerTLS
+    authority: trustme.CA
 
     def tls(self, cert: ClientCertificate | None) -> ClientTLS:
         if cert is None:
@@ -99,6 +101,7 @@ def pki(tmp_path: Path) -> Pki:
             other, tmp_path, "foreign", uri=["spiffe://prod/executor-alpha-1"]
         ),
         server=ServerTLS(tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"),
+        authority=ca,
     )
 
 
@@ -236,3 +239,46 @@ async def test_a_certificate_principal_is_named_in_the_access_log(
         assert "certificate:ada@ops.example" in logged
 
     await assert_eventually(principal)
+
+
+async def test_an_executor_stream_ends_when_its_certificate_expires(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    rules = tmp_path / "identities.toml"
+    rules.write_text(RULES)
+    short = issue_client_cert(
+        pki.authority,
+        tmp_path,
+        "short",
+        uri=["spiffe://prod/executor-alpha-2"],
+        ttl=timedelta(seconds=4),
+    )
+    async with serving(
+        db,
+        auth="required",
+        tls=pki.server,
+        mtls_identities=load_identities(rules),
+        auth_cache_seconds=0.3,
+    ) as server:
+        executor = Executor(
+            [server.address],
+            name="short-lived-cert",
+            capacity=1,
+            registry=builtin_registry(),
+            tls=pki.tls(short),
+        )
+        await executor.start()
+        try:
+            await asyncio.wait_for(executor.wait_registered(), 20)
+            [session] = server.dispatcher.sessions.values()
+            assert session.credential_expires_at is not None
+
+            async def ended() -> None:
+                assert server.revocations.ended >= 1
+                assert server.dispatcher.sessions == {}  # and its reconnect is refused
+
+            await assert_eventually(ended, within=20)
+            assert session.ended is not None
+            assert session.ended.reason == "CREDENTIAL_EXPIRED"
+        finally:
+            await executor.stop(1.0)

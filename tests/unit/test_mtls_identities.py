@@ -4,6 +4,7 @@ errors naming the file and the rule."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,12 +67,18 @@ def test_names_are_read_from_a_certificate(tmp_path: Path) -> None:
         cn="exec-1",
     )
     names = CertificateNames.from_pem(cert.cert.read_bytes())
+    assert names.not_after is not None
     assert names == CertificateNames(
         uri=("spiffe://prod/executor-1",),
         dns=("exec.example.com",),
         email=("ops@example.com",),
         cn=("exec-1",),
+        not_after=names.not_after,
     )
+    assert timedelta(hours=23) < names.not_after - datetime.now(UTC) <= timedelta(days=1)
+    principal = identify((EXECUTORS,), names)
+    assert principal is not None
+    assert principal.expires_at == names.not_after  # its stream ends with the certificate
 
 
 def test_a_rules_file_is_read(tmp_path: Path) -> None:
