@@ -78,8 +78,8 @@ class Principal:
     role: Role
     tenants: frozenset[str]
     # When the credential stops being valid by itself, if it says (a JWT's exp, a client
-    # certificate's notAfter): an executor's
-    # stream opened with it is ended then (scheduler/auth/revocations.py).
+    # certificate's notAfter): an executor's stream opened with it is ended then
+    # (scheduler/auth/revocations.py).
     expires_at: datetime | None = None
 
     @property
