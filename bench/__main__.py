@@ -13,7 +13,8 @@ their own processes:
  7. scheduler memory with many executor streams and watchers connected;
  8. artifact upload and download throughput (MB/s) for a 100 MB file;
  9. command-job overhead: submit to exit of `true` (p50/p99), beside a no-op handler;
-10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key against none;
+10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key, a JWT and an
+    mTLS identity against none;
 11. the peer: PgQueuer on the same PostgreSQL, and the headline figures as ratios to it.
 
 Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the

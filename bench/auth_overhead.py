@@ -1,21 +1,33 @@
 """10. Authentication overhead: GetJobStatus and SubmitJob latency, one call at a time from one
-client, against a scheduler with `--auth off` and one with `--auth required` (an API key, from
-JOBSCHED_BOOTSTRAP_KEY), both on the same database and measured in alternating rounds, so the
-machine's drift falls on both alike. The difference of the medians is what authenticating a
-call costs (the key's check is cached for 5 s, so this is the cached path).
+client, against schedulers on one database, measured in alternating rounds so that the
+machine's drift falls on all alike:
 
-JWT and mTLS identities are not built yet (issue 16); their rows come with them.
+- `none`: `--auth off`, plaintext;
+- `API key` and `JWT`: one `--auth required` scheduler, plaintext, with the bootstrap key
+  (JOBSCHED_BOOTSTRAP_KEY) and with a JWT signed by a key of its JWKS file;
+- `none (mTLS)`: `--auth off` over mutual TLS, the transport of the next;
+- `mTLS identity`: `--auth required` over mutual TLS, the client certificate (no bearer)
+  mapped to an admin by an identity rule.
+
+The difference of the medians is what authenticating a call costs: API key and JWT against
+`none`, the certificate's identity against `none (mTLS)` (TLS itself is not authentication).
+Verified credentials are cached (keys 5 s, tokens until their exp, certificates by their
+PEM), so this is the cached path, which is what a client making many calls sees.
 """
 
 from __future__ import annotations
 
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 import grpc
 
+from bench.auth_credentials import BenchCredentials
+from bench.auth_path import measure_auth_path
 from bench.console import progress
 from bench.dataset import clear_jobs
 from bench.scheduler_process import running_scheduler
@@ -62,9 +74,9 @@ async def _round(
     }
 
 
-async def _require_keys(channel: grpc.aio.Channel, metadata: Metadata) -> None:
-    """The comparison means nothing unless the second scheduler really refuses a call without
-    a key."""
+async def _require_credentials(channel: grpc.aio.Channel, metadata: Metadata) -> None:
+    """The comparison means nothing unless the scheduler really refuses a call without a
+    credential."""
     stub = job_service_pb2_grpc.JobServiceStub(channel)
     try:
         await stub.GetJobStatus(job_service_pb2.GetJobStatusRequest(id="x"), metadata=metadata)
@@ -84,38 +96,64 @@ async def measure_auth_overhead(
     )
     await clear_jobs(conn)
     key = "jsk_" + secrets.token_urlsafe(32)
-    async with (
-        running_scheduler(database_url, name="auth-off") as off,
-        running_scheduler(
-            database_url,
-            name="auth-required",
-            extra_args=["--auth", "required"],
-            env={"JOBSCHED_BOOTSTRAP_KEY": key},
-        ) as required,
-        grpc.aio.insecure_channel(off.address) as off_channel,
-        grpc.aio.insecure_channel(required.address) as required_channel,
-    ):
-        tenant = (("x-jobsched-tenant", "default"),)
-        setups: list[tuple[str, grpc.aio.Channel, Metadata]] = [
-            ("none", off_channel, tenant),
-            ("API key", required_channel, (*tenant, ("authorization", f"Bearer {key}"))),
-        ]
-        await _require_keys(required_channel, tenant)
-        samples: dict[tuple[str, str], list[float]] = {}
-        for repetition in range(1, sizes.repetitions + 1):
-            progress(f"{name} (run {repetition}/{sizes.repetitions})")
-            for _ in range(ROUNDS):
-                for label, channel, metadata in setups:
-                    stub = job_service_pb2_grpc.JobServiceStub(channel)
-                    for method, values in (await _round(stub, metadata, count)).items():
-                        samples.setdefault((label, method), []).extend(values)
-            for (label, method), values in samples.items():
-                figures.add(name, f"{method} {label}: p50", "ms", percentile(values, 50))
-                figures.add(name, f"{method} {label}: p99", "ms", percentile(values, 99))
-            samples.clear()
+    with tempfile.TemporaryDirectory(prefix="jobsched-bench-auth-") as tmp:
+        made = BenchCredentials.make(Path(tmp))
+        async with (
+            running_scheduler(database_url, name="auth-off") as off,
+            running_scheduler(
+                database_url,
+                name="auth-required",
+                extra_args=["--auth", "required", *made.jwt_args()],
+                env={"JOBSCHED_BOOTSTRAP_KEY": key},
+            ) as required,
+            running_scheduler(
+                database_url, name="mtls-auth-off", extra_args=made.mtls_server_args()
+            ) as mtls_off,
+            running_scheduler(
+                database_url,
+                name="mtls-auth-required",
+                extra_args=[
+                    "--auth",
+                    "required",
+                    *made.mtls_server_args(),
+                    "--mtls-identities",
+                    str(made.identities),
+                ],
+            ) as mtls_required,
+            grpc.aio.insecure_channel(off.address) as off_channel,
+            grpc.aio.insecure_channel(required.address) as required_channel,
+            made.channel(mtls_off.address) as mtls_off_channel,
+            made.channel(mtls_required.address) as mtls_required_channel,
+        ):
+            tenant = (("x-jobsched-tenant", "default"),)
+            setups: list[tuple[str, grpc.aio.Channel, Metadata]] = [
+                ("none", off_channel, tenant),
+                ("API key", required_channel, (*tenant, ("authorization", f"Bearer {key}"))),
+                ("JWT", required_channel, (*tenant, ("authorization", f"Bearer {made.token}"))),
+                ("none (mTLS)", mtls_off_channel, tenant),
+                ("mTLS identity", mtls_required_channel, tenant),
+            ]
+            await _require_credentials(required_channel, tenant)
+            samples: dict[tuple[str, str], list[float]] = {}
+            for repetition in range(1, sizes.repetitions + 1):
+                progress(f"{name} (run {repetition}/{sizes.repetitions})")
+                for _ in range(ROUNDS):
+                    for label, channel, metadata in setups:
+                        stub = job_service_pb2_grpc.JobServiceStub(channel)
+                        for method, values in (await _round(stub, metadata, count)).items():
+                            samples.setdefault((label, method), []).extend(values)
+                for (label, method), values in samples.items():
+                    figures.add(name, f"{method} {label}: p50", "ms", percentile(values, 50))
+                    figures.add(name, f"{method} {label}: p99", "ms", percentile(values, 99))
+                samples.clear()
+                await measure_auth_path(made, sizes.mode, figures, name)
     await clear_jobs(conn)
     return [
-        "Authentication overhead: both schedulers run on the same database; `none` is --auth "
-        "off with no authorization header, `API key` is --auth required with the bootstrap key "
-        "(cached after its first check). Target (issue 16): at most +0.3 ms p50"
+        "Authentication overhead: all schedulers run on the same database; `none` is --auth "
+        "off with no authorization header, `API key` and `JWT` are one --auth required "
+        "scheduler with the bootstrap key and with a JWT of its JWKS, `mTLS identity` is "
+        "--auth required over mutual TLS with the client certificate mapped by a rule, to be "
+        "compared with `none (mTLS)` (--auth off over mutual TLS). Every credential is cached "
+        "after its first check; `authenticate()` is that check alone, in the benchmark's "
+        "process (bench/auth_path.py). Target (issue 16): at most +0.3 ms p50"
     ]

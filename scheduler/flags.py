@@ -16,6 +16,12 @@ from pathlib import Path
 from jobsched.config import Program, add_config_option
 from jobsched.options import add_log_level_option, non_negative, whole_number
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
+from scheduler.auth.options import (
+    IDENTITY_ENV,
+    add_identity_options,
+    jwt_of,
+    mtls_identities_of,
+)
 from scheduler.domain.artifacts import S3Location
 from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
 from scheduler.tls import ServerTLS
@@ -39,6 +45,7 @@ ENV = {
     "artifact_store": "JOBSCHED_ARTIFACT_STORE",
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
+    **IDENTITY_ENV,
 }
 
 
@@ -81,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(parser)
     _add_tls(parser)
     _add_auth(parser)
+    add_identity_options(parser)
     _add_artifacts(parser)
     _add_metrics(parser)
     return parser
@@ -365,6 +373,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         tls=tls_of(args),
         auth=args.auth,
         bootstrap_key=_bootstrap_key(),
+        jwt=jwt_of(args),
+        mtls_identities=mtls_identities_of(args),
         artifact_store=args.artifact_store,
         artifact_s3_endpoint=args.artifact_s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,

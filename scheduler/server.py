@@ -47,7 +47,10 @@ from scheduler.artifacts.downloads import ArtifactDownloads
 from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
 from scheduler.auth.bootstrap import bootstrap_admin_key
+from scheduler.auth.credentials import CredentialAuthenticator
 from scheduler.auth.interceptor import AuthInterceptor
+from scheduler.auth.jwt import JwtSettings
+from scheduler.auth.mtls import MtlsIdentity
 from scheduler.auth.revocations import RevokedKeySweeper
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
@@ -191,6 +194,10 @@ class ServerSettings:
     # How long a verified API key is used without asking the store again: the bound on how
     # late another replica's revocation takes effect here.
     auth_cache_seconds: float = CACHE_SECONDS
+    # With auth required, also JWT bearer tokens (scheduler/auth/jwt.py) and, over mutual TLS,
+    # client certificates mapped by these rules (scheduler/auth/mtls.py). None / (): not accepted.
+    jwt: JwtSettings | None = None
+    mtls_identities: tuple[MtlsIdentity, ...] = ()
     # Artifacts (scheduler/artifacts/): "" keeps their content in PostgreSQL, "s3://bucket/prefix"
     # in S3-compatible object storage (credentials and region from the AWS environment variables),
     # at `artifact_s3_endpoint` if given. Uploads past either limit are RESOURCE_EXHAUSTED.
@@ -220,6 +227,10 @@ class ServerSettings:
             )
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}")
+        if (self.jwt is not None or self.mtls_identities) and self.auth != "required":
+            raise ValueError("JWT and mTLS identities are credentials: they need auth required")
+        if self.mtls_identities and (self.tls is None or self.tls.client_ca is None):
+            raise ValueError("mTLS identities need mutual TLS (a client CA)")
         if not self.queue_depth_interval > 0:
             raise ValueError("queue_depth_interval must be positive")
         if self.metrics_listen is not None:
@@ -313,10 +324,13 @@ class SchedulerServer:
         self.authenticator = ApiKeyAuthenticator(
             self.api_keys, clock, cache_seconds=settings.auth_cache_seconds
         )
+        self.credentials = CredentialAuthenticator.configured(
+            self.authenticator, settings.jwt, settings.mtls_identities
+        )
         # Authentication inside the error mapping (its refusals get rich statuses) and the
         # admission limits (a flood of unknown keys cannot queue unbounded store lookups).
         auth: list[grpc.aio.ServerInterceptor] = (
-            [AuthInterceptor(self.authenticator)] if settings.auth == "required" else []
+            [AuthInterceptor(self.credentials)] if settings.auth == "required" else []
         )
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None:
@@ -575,6 +589,8 @@ class SchedulerServer:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         host = self.settings.listen.rsplit(":", 1)[0]
         self.address = f"{host}:{port}"
+        if self.settings.auth == "required":
+            await self.credentials.start()  # the JWKS is read before the first call
         await self.server.start()
         await self.probe.start()
         await self.dispatcher.start()
@@ -672,6 +688,7 @@ class SchedulerServer:
         await self.probe.stop()
         await self.watchdog.stop()
         await self.revocations.stop()
+        await self.credentials.stop()
         await self.dispatcher.stop()  # closes executor streams so the server can drain
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)

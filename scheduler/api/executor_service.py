@@ -152,6 +152,7 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
         principal = current_principal()
         if principal is not None:  # only its credential's tenants' jobs
             session.tenants = principal.tenant_filter
+            session.credential_expires_at = principal.expires_at
             if principal.kind == "api_key":
                 session.key_id = principal.id
         # Two heartbeat intervals without one: no more assignments (see dispatch/watchdog.py).

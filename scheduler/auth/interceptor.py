@@ -1,8 +1,9 @@
 """The one server interceptor that authenticates and authorizes every RPC (`--auth required`).
 
 For each call: the method's permission from the table (scheduler/auth/permissions.py; public
-methods pass, a method missing from it is refused), the bearer credential from the
-`authorization` metadata, the principal it resolves to, the permission checked against its role;
+methods pass, a method missing from it is refused), the principal its credential resolves to
+(an API key, a JWT or a client certificate: scheduler/auth/credentials.py says which wins), the
+permission checked against its role;
 then the principal is current for the servicer (scheduler/auth/identity.py), which takes its
 tenant from it. Errors are domain errors (Unauthenticated, PermissionDenied), mapped with their
 ErrorInfo reason by the ErrorInterceptor outside this one; nothing runs before they are raised,
@@ -16,26 +17,17 @@ from typing import Any
 import grpc
 
 from scheduler.api.interceptors import wrap_handler
-from scheduler.auth.api_keys import ApiKeyAuthenticator
+from scheduler.auth.credentials import Authenticator
 from scheduler.auth.identity import set_principal
 from scheduler.auth.permissions import RPC_PERMISSIONS, is_public
-from scheduler.domain.auth import Permission, bearer_token
-from scheduler.domain.errors import PermissionDenied, Unauthenticated
-
-AUTHORIZATION_KEY = "authorization"
-
-
-def authorization_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    values = [str(v) for k, v in context.invocation_metadata() or () if k == AUTHORIZATION_KEY]
-    if len(values) > 1:
-        raise Unauthenticated("CREDENTIAL_MALFORMED", "more than one authorization metadata")
-    return values[0] if values else None
+from scheduler.domain.auth import Permission
+from scheduler.domain.errors import PermissionDenied
 
 
 class _Authorize:
     def __init__(
         self,
-        authenticator: ApiKeyAuthenticator,
+        authenticator: Authenticator,
         permission: Permission | None,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
@@ -44,9 +36,7 @@ class _Authorize:
         self.context = context
 
     async def __aenter__(self) -> None:
-        principal = await self.authenticator.authenticate(
-            bearer_token(authorization_of(self.context))
-        )
+        principal = await self.authenticator.authenticate(self.context)
         if self.permission is None:  # a method missing from the table: refused, never open
             raise PermissionDenied("PERMISSION_MISSING", "this method is not open to any role")
         principal.require(self.permission)
@@ -57,7 +47,7 @@ class _Authorize:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
+    def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
         # method -> (the servicer's handler, its wrapped handler): the servicers' handlers
         # are the same objects on every call, so they are wrapped once, not per call. Bounded

@@ -1,10 +1,13 @@
-"""Ends executor streams whose API key stopped working (a start/stop service).
+"""Ends executor streams whose API key stopped working, or whose JWT expired (a start/stop
+service).
 
 A credential is checked when a call starts; an executor's Connect stream lasts for hours, and
 it must not go on receiving its tenants' jobs after its key was revoked or expired. Every
 `interval` seconds (the verified-key cache's lifetime, 5 s: the same bound as for new calls),
 and at once when a key is revoked on this replica (`wake`), one statement asks which of the
-keys of the open sessions are no longer usable; those sessions end UNAUTHENTICATED, and their
+keys of the open sessions are no longer usable, and sessions opened with a JWT or a client
+certificate are ended once it expires (exp and the leeway, notAfter; no query); those sessions
+end UNAUTHENTICATED, and their
 attempts take the lost-stream path (the executor's reconnect is refused, so they are released or
 failed after the reconnect grace). Watch streams are read-only and end by themselves (or by
 the maximum connection age); they are not swept."""
@@ -69,13 +72,15 @@ class RevokedKeySweeper:
                 )
 
     async def check(self) -> int:
-        """End the open sessions whose key is revoked or expired; how many were ended."""
+        """End the open sessions whose key is revoked or expired, or whose credential (a JWT)
+        has expired; how many were ended."""
+        ended = await self._end_expired_credentials(self.clock())
         open_sessions = [s for s in self.sessions() if not s.closed and s.key_id is not None]
         if not open_sessions:
-            return 0
+            self.ended += ended
+            return ended
         ids = sorted({s.key_id for s in open_sessions if s.key_id is not None})
         unusable = await self.store.unusable(ids, self.clock())
-        ended = 0
         for session in open_sessions:
             if session.key_id in unusable and not session.closed:
                 revoked = unusable[session.key_id]
@@ -98,3 +103,27 @@ class RevokedKeySweeper:
                 ended += 1
         self.ended += ended
         return ended
+
+    async def _end_expired_credentials(self, now: datetime) -> int:
+        """End the sessions whose credential said when it expires, and has (a JWT): nothing
+        to ask the store."""
+        expired = [
+            s
+            for s in self.sessions()
+            if not s.closed
+            and s.credential_expires_at is not None
+            and s.credential_expires_at <= now
+        ]
+        for session in expired:
+            log.warning(
+                "executor credential expired: stream ended",
+                extra={
+                    "fields": {
+                        "event": "auth.executor_credential_expired",
+                        "executor": session.name,
+                    }
+                },
+            )
+            session.end(Unauthenticated("CREDENTIAL_EXPIRED", "the credential has expired"))
+            await self.remove(session)
+        return len(expired)

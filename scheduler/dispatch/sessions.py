@@ -28,6 +28,9 @@ class ExecutorSession:
     # The API key it authenticated with (its id), checked again while the stream is open
     # (scheduler/auth/revocations.py); None with authentication off.
     key_id: str | None = None
+    # When its credential stops being valid by itself (a JWT's exp + leeway): the stream is
+    # ended then, by the same sweep (scheduler/auth/revocations.py). None: never.
+    credential_expires_at: datetime | None = None
     # Outgoing messages; None closes the stream. Assignments are bounded by credits.
     outbox: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     in_flight: dict[str, JobRecord] = field(default_factory=dict)

@@ -72,11 +72,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 class Principal:
     """An authenticated caller. `tenants` holds ALL_TENANTS for one acting for every tenant."""
 
-    kind: str  # "api_key" (later: "jwt", "certificate")
+    kind: str  # "api_key", "jwt", "certificate"
     id: str
     name: str
     role: Role
     tenants: frozenset[str]
+    # When the credential stops being valid by itself, if it says (a JWT's exp, a client
+    # certificate's notAfter): an executor's stream opened with it is ended then
+    # (scheduler/auth/revocations.py).
+    expires_at: datetime | None = None
 
     @property
     def all_tenants(self) -> bool:

@@ -273,9 +273,9 @@ class JobschedClient:
     `tls` (jobsched.tls.ClientTLS) connects with TLS: the CA to trust, and a client
     certificate for mutual TLS; None is plaintext.
 
-    `token` (an API key, `jsk_...`) is sent with every call as `authorization: Bearer`, for
-    schedulers running `--auth required`; the key's tenants bound what `tenant` may name (a
-    key for one tenant needs no `tenant`).
+    `token` (an API key, `jsk_...`, or a JWT, sent unchanged) goes with every call as
+    `authorization: Bearer`, for schedulers running `--auth required`; the credential's
+    tenants bound what `tenant` may name (one for a single tenant needs no `tenant`).
 
     `tenant` is sent with every call (the server uses "default" without it); `timeout` is the
     deadline of each call in seconds (None: no deadline). Use it as an async context manager or

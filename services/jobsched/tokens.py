@@ -1,4 +1,4 @@
-"""Bearer credentials (API keys, `jsk_...`) as the clients, the CLI and the executor send them:
+"""Bearer credentials (API keys, `jsk_...`, or JWTs, sent as they are) as the clients, the CLI and the executor send them:
 `authorization: Bearer <token>` metadata on every call, and the shared `--token` option (env
 JOBSCHED_TOKEN; prefer the environment or the config file's `token`: a flag's value is visible
 to every local user in ps)."""
@@ -22,6 +22,6 @@ def add_token_option(parser: Any) -> None:
     parser.add_argument(
         "--token",
         metavar="KEY",
-        help="API key sent as authorization: Bearer KEY to schedulers running --auth required "
-        "(env JOBSCHED_TOKEN, preferred: a flag is visible in ps)",
+        help="API key (jsk_...) or JWT sent as authorization: Bearer KEY to schedulers running "
+        "--auth required (env JOBSCHED_TOKEN, preferred: a flag is visible in ps)",
     )
