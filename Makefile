@@ -19,7 +19,7 @@ PROTO_RELEASE := releases/0.1.0/protos
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg helm lint format proto proto-check migrate bench bench-quick soak clean
+.PHONY: help install run test test-unit test-pg helm lint format proto proto-check migrate bench bench-quick soak loadtest clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -101,6 +101,9 @@ MINUTES ?= 10
 SEED ?=
 soak: $(STAMP) ## Chaos soak (issue 20): faults for MINUTES (default 10), then the invariant checker; SEED= repeats a run
 	$(BIN)/python -m tests.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) --report soak-report.md
+
+loadtest: $(STAMP) ## Load-test matrix (issue 20): capacity, then baseline, 2x, 5x and a burst for MINUTES each (default 1); appends bench/LOADTEST.md
+	$(BIN)/python -m bench.loadtest --minutes $(or $(LOADTEST_MINUTES),1)
 
 bench-quick: $(STAMP) ## A one-minute smoke run of the benchmarks (also recorded in bench/RESULTS.md)
 	$(BIN)/python -m bench --quick
