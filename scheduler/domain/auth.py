@@ -39,6 +39,7 @@ class Permission(enum.StrEnum):
     MANAGE_JOB_TYPES = "job_types.manage"
     MANAGE_KEYS = "keys.manage"
     READ_CLUSTER = "cluster.read"
+    READ_AUDIT = "audit.read"  # AuditService.ListAuditEvents
     EXECUTE = "executor.connect"  # ExecutorService.Connect and ArtifactService.UploadArtifact
 
 
@@ -62,7 +63,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,
     Role.SUBMITTER: _SUBMITTER,
     Role.OPERATOR: _OPERATOR,
-    Role.ADMIN: _OPERATOR | {Permission.MANAGE_KEYS, Permission.READ_CLUSTER},
+    Role.ADMIN: _OPERATOR
+    | {Permission.MANAGE_KEYS, Permission.READ_CLUSTER, Permission.READ_AUDIT},
     # Executors run jobs; they read nothing else (not even the jobs of their own tenants).
     Role.EXECUTOR: frozenset({Permission.EXECUTE}),
 }
