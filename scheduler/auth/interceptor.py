@@ -47,10 +47,12 @@ class _Authorize:
         principal = await self.authenticator.authenticate(
             bearer_token(authorization_of(self.context))
         )
+        # Current before the permission check: a refusal is recorded under who was refused
+        # (the audit log, the access log); a refused call runs nothing further.
+        set_principal(principal)
         if self.permission is None:  # a method missing from the table: refused, never open
             raise PermissionDenied("PERMISSION_MISSING", "this method is not open to any role")
         principal.require(self.permission)
-        set_principal(principal)
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         return False
