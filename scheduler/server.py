@@ -338,7 +338,7 @@ class SchedulerServer:
         # error mapping (it sees domain errors, not statuses); scheduler/auth/audit_table.py.
         self.audit_store = AuditStore(db)
         self.audit_writer = AuditWriter(self.audit_store)
-        audit = AuditInterceptor(
+        self.audit_interceptor = AuditInterceptor(
             self.audit_writer, clock, auth_required=settings.auth == "required"
         )
         self.metrics: SchedulerMetrics | None = None
@@ -351,7 +351,7 @@ class SchedulerServer:
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
-                audit,
+                self.audit_interceptor,
                 *auth,
                 *interceptors,
             ],

@@ -113,7 +113,7 @@ class _Call:
         )
         try:
             await self.audit.writer.record(event)
-        except errors.JobschedError as exc:
+        except Exception as exc:  # the store's error (or a bug): the event goes to the log
             fields = {k: str(v) for k, v in asdict(event).items()}
             log.error(
                 "audit event not recorded",
@@ -170,6 +170,10 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):
         wrapped = self._wrap(handler, method, rule)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+    def wrapped_methods(self) -> set[str]:
+        """The methods whose calls went through this interceptor so far."""
+        return set(self._wrapped)
 
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str, rule: AuditRule
