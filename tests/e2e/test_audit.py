@@ -7,6 +7,7 @@ and with authentication off, the principal is "anonymous"."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from jobsched.client import JobschedClient
 from jobsched.errors import (
     InvalidArgumentError,
+    JobschedError,
     JobNotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -259,11 +261,15 @@ async def test_list_audit_events_pages_filters_and_is_scoped_to_the_callers_tena
         assert [e async for e in c.list_audit_events(since=datetime.now(UTC) + timedelta(1))] == []
 
         with pytest.raises(InvalidArgumentError) as other_filters:
-            await c.list_audit_events_page(action="ResumeQueue", page_size=5, page_token=pages[0][0])
+            await c.list_audit_events_page(
+                action="ResumeQueue", page_size=5, page_token=pages[0][0]
+            )
         assert [f for f, _ in other_filters.value.field_violations] == ["page_token"]
         _, first_token = await c.list_audit_events_page(page_size=5)
         with pytest.raises(InvalidArgumentError) as reused:
-            await c.list_audit_events_page(action="ResumeQueue", page_size=5, page_token=first_token)
+            await c.list_audit_events_page(
+                action="ResumeQueue", page_size=5, page_token=first_token
+            )
         assert [f for f, _ in reused.value.field_violations] == ["page_token"]
         with pytest.raises(InvalidArgumentError) as window:
             await c.list_audit_events_page(since=middle, until=middle)
@@ -325,9 +331,7 @@ async def test_the_cli_lists_the_audit_log(server: SchedulerServer) -> None:
     )
     assert [e["action"] for e in newest] == ["PauseQueue"]
     since = json.loads(
-        await cli_ok(
-            server.address, "--token", ADMIN, "audit", "ls", "--since", "1h", "--json"
-        )
+        await cli_ok(server.address, "--token", ADMIN, "audit", "ls", "--since", "1h", "--json")
     )
     assert [e["action"] for e in since] == ["PauseQueue", "CancelJob", "CreateApiKey"]
     code, _, err = await run_cli(server.address, "--token", ADMIN, "audit", "ls", "--since", "x")
@@ -336,3 +340,34 @@ async def test_the_cli_lists_the_audit_log(server: SchedulerServer) -> None:
     code, _, err = await run_cli(server.address, "--token", operator_key, "audit", "ls")
     assert code == 7
     assert "audit.read" in err
+
+
+async def test_a_change_whose_event_cannot_be_stored_is_not_acknowledged(
+    server: SchedulerServer, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="jobsched.audit")
+    _, operator_key = await make(server, "operator", "default")
+    async with client(server, operator_key) as c:
+        job = await c.submit("noop")
+        async with db.transaction() as conn:  # from now on every audit INSERT fails
+            await conn.execute(
+                text("ALTER TABLE audit_events ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+            )
+        with pytest.raises(JobschedError) as raised:
+            await c.cancel(job.id)
+    assert raised.value.code is grpc.StatusCode.INTERNAL  # not acknowledged as done
+    async with client(server, None) as anonymous:
+        with pytest.raises(UnauthenticatedError):  # a refusal stays a refusal
+            await anonymous.cancel(job.id)
+    unrecorded = [
+        dict(getattr(r, "fields", {}))
+        for r in caplog.records
+        if getattr(r, "fields", {}).get("event") == "audit.unrecorded"
+    ]
+    # Neither event is lost without a trace: both are in the log, whole (and no credential).
+    assert [(f["action"], f["target"], f["code"]) for f in unrecorded] == [
+        ("CancelJob", job.id, "OK"),
+        ("CancelJob", job.id, "UNAUTHENTICATED"),
+    ]
+    assert all(f["request_id"] and f["peer"] for f in unrecorded)
+    assert operator_key not in caplog.text
