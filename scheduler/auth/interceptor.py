@@ -6,7 +6,7 @@ methods pass, a method missing from it is refused), the bearer credential from t
 then the principal is current for the servicer (scheduler/auth/identity.py), which takes its
 tenant from it. Errors are domain errors (Unauthenticated, PermissionDenied), mapped with their
 ErrorInfo reason by the ErrorInterceptor outside this one; nothing runs before they are raised,
-so a refused call writes nothing."""
+so a refused call writes nothing but its audit event (the AuditInterceptor, just outside)."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from sqlalchemy import text
 from jobsched.client import JobschedClient
 from jobsched.errors import (
     InvalidArgumentError,
-    JobschedError,
     JobNotFoundError,
+    JobschedError,
     PermissionDeniedError,
     UnauthenticatedError,
 )
@@ -69,7 +69,7 @@ async def events(db: Database, after: int = 0) -> list[Row]:
                 " ORDER BY occurred_at, id"
             )
         )
-        return [tuple(r) for r in rows][after:]  # type: ignore[misc]
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows][after:]
 
 
 async def everything(db: Database) -> str:
