@@ -79,11 +79,19 @@ class _Call:
     async def failed(self, exc: BaseException) -> None:
         code, reason = outcome_of(exc, self.context)
         if self.rule.always or code in _REFUSED:
-            await self._record(code, reason, None, fail_call=False)
+            await self._record(code, reason, None, fail_call=False, exc=exc)
 
     async def succeeded(self, response: Any) -> None:
         if self.rule.always:
             await self._record(OK, "", response, fail_call=True)
+
+    def _who(self, exc: BaseException | None) -> tuple[str, str]:
+        principal = current_principal()
+        if principal is not None:
+            return f"{principal.kind}:{principal.id}", principal.name
+        if isinstance(exc, errors.Unauthenticated) and exc.principal:
+            return exc.principal, exc.principal_name  # a revoked or expired key: whose it was
+        return ANONYMOUS, ""
 
     def _tenant(self) -> str:
         if self.audit.auth_required and current_principal() is None:
@@ -93,16 +101,24 @@ class _Call:
         except errors.JobschedError:  # refused or malformed: the tenant it asked for
             return _requested_tenant(self.context)
 
-    async def _record(self, code: str, reason: str, response: Any, *, fail_call: bool) -> None:
-        principal = current_principal()
+    async def _record(
+        self,
+        code: str,
+        reason: str,
+        response: Any,
+        *,
+        fail_call: bool,
+        exc: BaseException | None = None,
+    ) -> None:
+        principal, principal_name = self._who(exc)
         try:
             target = self.rule.target(self.request, response)
         except Exception:  # a target is a convenience; never fail a call over it
             target = ""
         event = AuditEvent(
             occurred_at=self.audit.clock(),
-            principal=f"{principal.kind}:{principal.id}" if principal else ANONYMOUS,
-            principal_name=principal.name if principal else "",
+            principal=principal,
+            principal_name=principal_name,
             tenant=self._tenant(),
             action=action_of(self.method),
             target=target,

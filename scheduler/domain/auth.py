@@ -141,10 +141,11 @@ class ApiKeyRecord:
         return Principal("api_key", self.id, self.name, self.role, self.tenants)
 
     def check_usable(self, now: datetime) -> None:
+        whose = {"principal": f"api_key:{self.id}", "name": self.name}
         if self.revoked_at is not None:
-            raise Unauthenticated("CREDENTIAL_REVOKED", "the API key was revoked")
+            raise Unauthenticated("CREDENTIAL_REVOKED", "the API key was revoked", **whose)
         if self.expires_at is not None and self.expires_at <= now:
-            raise Unauthenticated("CREDENTIAL_EXPIRED", "the API key has expired")
+            raise Unauthenticated("CREDENTIAL_EXPIRED", "the API key has expired", **whose)
 
 
 def new_key() -> str:

@@ -371,3 +371,21 @@ async def test_a_change_whose_event_cannot_be_stored_is_not_acknowledged(
     ]
     assert all(f["request_id"] and f["peer"] for f in unrecorded)
     assert operator_key not in caplog.text
+
+
+async def test_a_revoked_key_is_refused_under_its_own_name(
+    server: SchedulerServer, db: Database
+) -> None:
+    viewer, viewer_key = await make(server, "viewer", "acme")
+    async with client(server, ADMIN) as admin:
+        await admin.revoke_api_key(viewer.removeprefix("api_key:"))
+    start = len(await events(db))
+    async with client(server, viewer_key) as c:
+        with pytest.raises(UnauthenticatedError) as raised:
+            await c.get(UNUSED_ID)
+    assert raised.value.reason == "CREDENTIAL_REVOKED"
+    assert viewer.removeprefix("api_key:") not in raised.value.message  # not told to the caller
+    # Not authenticated, so it acts for no tenant; but the log says whose key it was.
+    assert await events(db, start) == [
+        (viewer, "", "GetJobStatus", UNUSED_ID, "UNAUTHENTICATED", "CREDENTIAL_REVOKED")
+    ]

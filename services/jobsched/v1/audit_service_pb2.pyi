@@ -39,8 +39,8 @@ class AuditEvent(_message.Message):
     id: _builtins.str
     """The event's id (a UUID)."""
     principal: _builtins.str
-    """Who made the call: "api_key:<key id>", or "anonymous" (authentication off, or a caller
-    whose credential was missing or not accepted).
+    """Who made the call: "api_key:<key id>" (also for a revoked or expired key, refused), or
+    "anonymous" (authentication off, or a credential missing, malformed or unknown).
     """
     principal_name: _builtins.str
     """The principal's name for people (an API key's name); empty for "anonymous"."""
