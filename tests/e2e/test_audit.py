@@ -2,7 +2,7 @@
 exactly one event with its principal, tenant, target and outcome; every refused credential or
 permission leaves one event and nothing else, read calls included; submits and reads leave
 none; ListAuditEvents pages and filters, scoped to the caller's tenants; `jobsched audit ls`;
-and with authentication off, the principal is "anonymous"."""
+the leader's retention sweep; and with authentication off, the principal is "anonymous"."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ from jobsched.v1 import (
     job_service_pb2_grpc,
 )
 from scheduler.domain.auth import new_key
-from scheduler.server import SchedulerServer
+from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store.database import Database
 from tests.cli import cli_ok, run_cli
 from tests.e2e.test_auth import count, job_rows
+from tests.e2e.test_retention import OffsetClock
+from tests.helpers import assert_eventually
 from tests.scripted import serving
 
 ADMIN = new_key()
@@ -389,3 +391,32 @@ async def test_a_revoked_key_is_refused_under_its_own_name(
     assert await events(db, start) == [
         (viewer, "", "GetJobStatus", UNUSED_ID, "UNAUTHENTICATED", "CREDENTIAL_REVOKED")
     ]
+
+
+async def test_the_leader_deletes_audit_events_past_the_audit_retention(db: Database) -> None:
+    clock = OffsetClock()
+    settings = ServerSettings(
+        listen="127.0.0.1:0",
+        shutdown_grace=1.0,
+        leader_tick=0.1,
+        leader_renew_timeout=1.0,
+        audit_retention=timedelta(days=90),
+    )
+    server = SchedulerServer(db, settings, clock)
+    await server.start()
+    try:
+        async with client(server, None) as c:
+            await c.pause_queue("old")
+            clock.offset = timedelta(days=60)
+            await c.pause_queue("recent")
+
+            async def leads() -> None:
+                assert server.leader.is_leader
+
+            await assert_eventually(leads)
+            clock.offset = timedelta(days=91)  # "old" is 91 days old, "recent" 31
+            await server.retention.sweep()
+            assert server.retention.audit_deleted_total == 1
+            assert [e.target async for e in c.list_audit_events()] == ["recent"]
+    finally:
+        await server.stop()
