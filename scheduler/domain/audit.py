@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from scheduler.domain.auth import KEY_PREFIX
 from scheduler.domain.echo import shorten
 from scheduler.domain.errors import FieldViolation, InvalidArgument
 
@@ -27,7 +28,14 @@ MAX_TEXT_CHARS = 200  # principal names, peers, request ids, reasons
 MAX_FILTER_CHARS = 300
 
 
+REDACTED = "[redacted: looked like an API key]"
+
+
 def _cut(text: str, limit: int) -> str:
+    """`text` bounded; and never what looks like a secret, even one a caller pasted in the
+    wrong place (a key as a job id or a tenant)."""
+    if KEY_PREFIX in text:
+        return REDACTED
     return shorten(text, limit)
 
 
