@@ -13,6 +13,9 @@ The difference of the medians is what authenticating a call costs: API key and J
 `none`, the certificate's identity against `none (mTLS)` (TLS itself is not authentication).
 Verified credentials are cached (keys 5 s, tokens until their exp, certificates by their
 PEM), so this is the cached path, which is what a client making many calls sees.
+
+PauseQueue is a mutating call: it writes one audit event (scheduler/auth/audit_writer.py) before
+it answers, with authentication off or on, so its figures are the cost of an audited change.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from bench.dataset import clear_jobs
 from bench.scheduler_process import running_scheduler
 from bench.settings import Sizes
 from bench.stats import Figures, percentile
-from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobsched.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
 
 CALLS = {"full": 2000, "quick": 300}
 ROUNDS = 4
@@ -52,9 +61,13 @@ async def _timed(call: Callable[[], Awaitable[object]], count: int) -> list[floa
 
 
 async def _round(
-    stub: job_service_pb2_grpc.JobServiceAsyncStub, metadata: Metadata, count: int
+    channel: grpc.aio.Channel, metadata: Metadata, count: int
 ) -> dict[str, list[float]]:
-    """`count` GetJobStatus of one job and count/4 SubmitJob, each call timed on its own."""
+    """`count` GetJobStatus of one job, count/4 SubmitJob and count/4 PauseQueue (audited),
+    each call timed on its own."""
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+    queues = queue_service_pb2_grpc.QueueServiceStub(channel)
+    pause_request = queue_service_pb2.PauseQueueRequest(name="bench-audit")
     submit_request = job_service_pb2.SubmitJobRequest(
         job=job_pb2.JobSpec(type="bench.auth", queue="bench-auth")
     )
@@ -67,10 +80,14 @@ async def _round(
     def status() -> Awaitable[object]:
         return stub.GetJobStatus(status_request, metadata=metadata)
 
+    def pause() -> Awaitable[object]:
+        return queues.PauseQueue(pause_request, metadata=metadata)
+
     await _timed(status, WARM_UP)
     return {
         "GetJobStatus": await _timed(status, count),
         "SubmitJob": await _timed(submit, count // 4),
+        "PauseQueue": await _timed(pause, count // 4),
     }
 
 
@@ -139,8 +156,7 @@ async def measure_auth_overhead(
                 progress(f"{name} (run {repetition}/{sizes.repetitions})")
                 for _ in range(ROUNDS):
                     for label, channel, metadata in setups:
-                        stub = job_service_pb2_grpc.JobServiceStub(channel)
-                        for method, values in (await _round(stub, metadata, count)).items():
+                        for method, values in (await _round(channel, metadata, count)).items():
                             samples.setdefault((label, method), []).extend(values)
                 for (label, method), values in samples.items():
                     figures.add(name, f"{method} {label}: p50", "ms", percentile(values, 50))
@@ -155,5 +171,6 @@ async def measure_auth_overhead(
         "--auth required over mutual TLS with the client certificate mapped by a rule, to be "
         "compared with `none (mTLS)` (--auth off over mutual TLS). Every credential is cached "
         "after its first check; `authenticate()` is that check alone, in the benchmark's "
-        "process (bench/auth_path.py). Target (issue 16): at most +0.3 ms p50"
+        "process (bench/auth_path.py). Target (issue 16): at most +0.3 ms p50. PauseQueue "
+        "writes one audit event before it answers, under every setup"
     ]

@@ -269,6 +269,13 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
         "days after they finished, with their history (0 keeps them forever; default "
         f"{defaults.retention.total_seconds() / 86400:g})",
     )
+    limits.add_argument(
+        "--audit-retention-days",
+        type=non_negative,
+        default=defaults.audit_retention.total_seconds() / 86400,
+        help="audit events are deleted this many days after they were recorded (0 keeps them "
+        f"forever; default {defaults.audit_retention.total_seconds() / 86400:g})",
+    )
 
 
 def _s3_url(value: str) -> str:
@@ -370,6 +377,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_streams=args.max_streams,
         max_connection_age=_seconds(args.max_connection_age or None),
         retention=timedelta(days=args.retention_days),
+        audit_retention=timedelta(days=args.audit_retention_days),
         tls=tls_of(args),
         auth=args.auth,
         bootstrap_key=_bootstrap_key(),

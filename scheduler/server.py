@@ -17,6 +17,8 @@ from jobsched import keepalive
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
     auth_service_pb2,
     auth_service_pb2_grpc,
     cluster_service_pb2,
@@ -33,6 +35,7 @@ from jobsched.v1 import (
     schedule_service_pb2_grpc,
 )
 from scheduler.api.artifact_service import ArtifactService
+from scheduler.api.audit_service import AuditService
 from scheduler.api.auth_service import AuthService
 from scheduler.api.cluster_service import ClusterService
 from scheduler.api.executor_service import ExecutorService
@@ -46,6 +49,8 @@ from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.artifacts.downloads import ArtifactDownloads
 from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
+from scheduler.auth.audit_interceptor import AuditInterceptor
+from scheduler.auth.audit_writer import AuditWriter
 from scheduler.auth.bootstrap import bootstrap_admin_key
 from scheduler.auth.credentials import CredentialAuthenticator
 from scheduler.auth.interceptor import AuthInterceptor
@@ -69,9 +74,14 @@ from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.artifact_janitor import ArtifactJanitor
 from scheduler.maintenance.cron import CronFirer
 from scheduler.maintenance.rescue import LeaseRescuer
-from scheduler.maintenance.retention import DEFAULT_RETENTION, RetentionSweeper
+from scheduler.maintenance.retention import (
+    DEFAULT_AUDIT_RETENTION,
+    DEFAULT_RETENTION,
+    RetentionSweeper,
+)
 from scheduler.store.api_keys import ApiKeyStore
 from scheduler.store.attempts import DEFAULT_STARVATION_AFTER, Rescued
+from scheduler.store.audit import AuditStore
 from scheduler.store.database import Database
 from scheduler.store.job_types import JobTypeStore
 from scheduler.store.jobs import JobStore
@@ -179,6 +189,8 @@ class ServerSettings:
     # The leader deletes finished jobs this long after they finished, in the queues without a
     # retention of their own (QueueService.UpdateQueue); zero keeps them forever.
     retention: timedelta = DEFAULT_RETENTION
+    # The leader deletes audit events this long after they were recorded; zero keeps them.
+    audit_retention: timedelta = DEFAULT_AUDIT_RETENTION
     # Connections are closed this long after they opened (None: never), after a grace of
     # `connection_age_grace`, so that clients and executors behind a Kubernetes Service
     # reconnect through DNS and spread over the replicas again after a rollout or a scale-up.
@@ -224,6 +236,11 @@ class ServerSettings:
             raise ValueError(
                 f"retention must be zero (keep forever) or positive, at most {MAX_RETENTION.days}"
                 " days"
+            )
+        if not timedelta(0) <= self.audit_retention <= MAX_RETENTION:
+            raise ValueError(
+                "audit_retention must be zero (keep forever) or positive, at most "
+                f"{MAX_RETENTION.days} days"
             )
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}")
@@ -332,6 +349,13 @@ class SchedulerServer:
         auth: list[grpc.aio.ServerInterceptor] = (
             [AuthInterceptor(self.credentials)] if settings.auth == "required" else []
         )
+        # The audit log, outside the authentication (it records its refusals) and inside the
+        # error mapping (it sees domain errors, not statuses); scheduler/auth/audit_table.py.
+        self.audit_store = AuditStore(db)
+        self.audit_writer = AuditWriter(self.audit_store)
+        self.audit_interceptor = AuditInterceptor(
+            self.audit_writer, clock, auth_required=settings.auth == "required"
+        )
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None:
             from scheduler.telemetry.metrics import SchedulerMetrics
@@ -342,6 +366,7 @@ class SchedulerServer:
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
+                self.audit_interceptor,
                 *auth,
                 *interceptors,
             ],
@@ -406,7 +431,13 @@ class SchedulerServer:
         if self.notifier is not None:
             self.notifier.on_schedules = self.cron.wake
         # Leader-only deletion of finished jobs (scheduler/maintenance/retention.py).
-        self.retention = RetentionSweeper(db, self.leader, clock, retention=settings.retention)
+        self.retention = RetentionSweeper(
+            db,
+            self.leader,
+            clock,
+            retention=settings.retention,
+            audit_retention=settings.audit_retention,
+        )
         schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleService(
                 ScheduleStore(db), clock, on_change=self._schedules_changed, on_fired=self._fired
@@ -490,6 +521,9 @@ class SchedulerServer:
             AuthService(self.api_keys, self.authenticator, clock, on_revoked=self.revocations.wake),
             self.server,
         )
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditService(self.audit_store), self.server
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -502,6 +536,7 @@ class SchedulerServer:
                 job_type_service_pb2.DESCRIPTOR.services_by_name["JobTypeService"].full_name,
                 schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
                 auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
@@ -591,6 +626,7 @@ class SchedulerServer:
         self.address = f"{host}:{port}"
         if self.settings.auth == "required":
             await self.credentials.start()  # the JWKS is read before the first call
+        await self.audit_writer.start()
         await self.server.start()
         await self.probe.start()
         await self.dispatcher.start()
@@ -693,6 +729,7 @@ class SchedulerServer:
         self.hub.close()  # ends WatchJobs streams (UNAVAILABLE: subscribe again elsewhere)
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         await self.submit_groups.close()  # the groups of submits cut off by the grace
+        await self.audit_writer.stop()  # after the calls: their events are written first
         if self.artifact_objects is not None:
             self.artifact_objects.close()
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

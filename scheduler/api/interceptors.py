@@ -5,6 +5,8 @@ The chain (scheduler/server.py), outermost first:
     AccessLogInterceptor   request id, one JSON line per RPC (code, duration, peer, request id)
     ErrorInterceptor       domain errors -> rich status; undecodable requests -> INVALID_ARGUMENT
     AdmissionLimiter       concurrency limits -> RESOURCE_EXHAUSTED (scheduler/api/limits.py)
+    AuditInterceptor       mutations and refusals -> the audit log (scheduler/auth/)
+    AuthInterceptor        --auth required: credential -> principal -> permission
     (test interceptors)
 
 Servicers raise domain errors (scheduler.domain.errors); `ErrorInterceptor` finds the gRPC code by

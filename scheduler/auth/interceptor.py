@@ -7,7 +7,7 @@ permission checked against its role;
 then the principal is current for the servicer (scheduler/auth/identity.py), which takes its
 tenant from it. Errors are domain errors (Unauthenticated, PermissionDenied), mapped with their
 ErrorInfo reason by the ErrorInterceptor outside this one; nothing runs before they are raised,
-so a refused call writes nothing."""
+so a refused call writes nothing but its audit event (the AuditInterceptor, just outside)."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ class _Authorize:
 
     async def __aenter__(self) -> None:
         principal = await self.authenticator.authenticate(self.context)
+        # Current before the permission check: a refusal is recorded under who was refused
+        # (the audit log, the access log); a refused call runs nothing further.
+        set_principal(principal)
         if self.permission is None:  # a method missing from the table: refused, never open
             raise PermissionDenied("PERMISSION_MISSING", "this method is not open to any role")
         principal.require(self.permission)
-        set_principal(principal)
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         return False

@@ -55,6 +55,7 @@ RPC_PERMISSIONS: dict[str, Permission] = {
     _AUTH + "CreateApiKey": Permission.MANAGE_KEYS,
     _AUTH + "ListApiKeys": Permission.MANAGE_KEYS,
     _AUTH + "RevokeApiKey": Permission.MANAGE_KEYS,
+    "/jobsched.v1.AuditService/ListAuditEvents": Permission.READ_AUDIT,
 }
 
 # Services any caller may use: health checks (probes, load balancers) and server reflection.

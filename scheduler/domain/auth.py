@@ -39,6 +39,7 @@ class Permission(enum.StrEnum):
     MANAGE_JOB_TYPES = "job_types.manage"
     MANAGE_KEYS = "keys.manage"
     READ_CLUSTER = "cluster.read"
+    READ_AUDIT = "audit.read"  # AuditService.ListAuditEvents
     EXECUTE = "executor.connect"  # ExecutorService.Connect and ArtifactService.UploadArtifact
 
 
@@ -62,7 +63,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,
     Role.SUBMITTER: _SUBMITTER,
     Role.OPERATOR: _OPERATOR,
-    Role.ADMIN: _OPERATOR | {Permission.MANAGE_KEYS, Permission.READ_CLUSTER},
+    Role.ADMIN: _OPERATOR
+    | {Permission.MANAGE_KEYS, Permission.READ_CLUSTER, Permission.READ_AUDIT},
     # Executors run jobs; they read nothing else (not even the jobs of their own tenants).
     Role.EXECUTOR: frozenset({Permission.EXECUTE}),
 }
@@ -143,10 +145,11 @@ class ApiKeyRecord:
         return Principal("api_key", self.id, self.name, self.role, self.tenants)
 
     def check_usable(self, now: datetime) -> None:
+        whose = {"principal": f"api_key:{self.id}", "name": self.name}
         if self.revoked_at is not None:
-            raise Unauthenticated("CREDENTIAL_REVOKED", "the API key was revoked")
+            raise Unauthenticated("CREDENTIAL_REVOKED", "the API key was revoked", **whose)
         if self.expires_at is not None and self.expires_at <= now:
-            raise Unauthenticated("CREDENTIAL_EXPIRED", "the API key has expired")
+            raise Unauthenticated("CREDENTIAL_EXPIRED", "the API key has expired", **whose)
 
 
 def new_key() -> str:

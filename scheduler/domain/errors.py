@@ -276,10 +276,16 @@ class Unauthenticated(JobschedError):
 
     reason = "UNAUTHENTICATED"
 
-    def __init__(self, reason: str, message: str | None = None) -> None:
+    def __init__(
+        self, reason: str, message: str | None = None, *, principal: str = "", name: str = ""
+    ) -> None:
         # CREDENTIAL_MISSING, CREDENTIAL_MALFORMED, CREDENTIAL_UNKNOWN, CREDENTIAL_REVOKED,
         # CREDENTIAL_EXPIRED: what the client can act on, nothing about other keys.
         self.reason = reason
+        # Whose credential it was, when known (a revoked or expired key): for the audit log,
+        # never told to the client.
+        self.principal = principal
+        self.principal_name = name
         super().__init__(message)
 
 

@@ -1,11 +1,13 @@
 """The retention sweep (leader-only, a start/stop service): finished jobs older than their
-queue's retention are deleted, with their history and log lines.
+queue's retention are deleted, with their history and log lines; then audit events older than
+the audit retention (scheduler/store/audit.py: the one DELETE the audit log's trigger admits).
 
 While this replica leads, every `interval` seconds it deletes in batches of `batch` jobs, each
 batch one short transaction behind the epoch check (a deposed leader deletes nothing); after a
 full batch it goes on at once, after a short batch it sleeps again. Small batches keep each
 transaction's locks and WAL small, so the claim and outcome paths never wait long behind it.
-A replica that does not lead issues no statement. `deleted_total` counts what it deleted.
+A replica that does not lead issues no statement. `deleted_total` counts the jobs it deleted,
+`audit_deleted_total` the audit events.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import datetime, timedelta
 
 from scheduler.domain.errors import JobschedError
 from scheduler.maintenance.cron import Leadership
+from scheduler.store.audit import delete_expired_audit_events
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch
 from scheduler.store.retention import delete_expired_jobs
@@ -25,6 +28,7 @@ from scheduler.store.retention import delete_expired_jobs
 log = logging.getLogger("jobsched.retention")
 
 DEFAULT_RETENTION = timedelta(days=30)
+DEFAULT_AUDIT_RETENTION = timedelta(days=90)
 
 
 class RetentionSweeper:
@@ -35,18 +39,21 @@ class RetentionSweeper:
         clock: Callable[[], datetime],
         *,
         retention: timedelta = DEFAULT_RETENTION,
+        audit_retention: timedelta = DEFAULT_AUDIT_RETENTION,
         interval: float = 60.0,
         batch: int = 500,
     ) -> None:
         """`retention`: how long finished jobs of queues without a retention of their own are
-        kept (zero: forever)."""
+        kept; `audit_retention`: how long audit events are kept (zero: forever, for both)."""
         self.db = db
         self.leader = leader
         self.clock = clock
         self.retention = retention
+        self.audit_retention = audit_retention
         self.interval = interval
         self.batch = batch
         self.deleted_total = 0
+        self.audit_deleted_total = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -89,6 +96,18 @@ class RetentionSweeper:
                 "deleted finished jobs past their retention",
                 extra={"fields": {"event": "retention.deleted", "count": deleted}},
             )
+        audit = 0
+        while self.leader.is_leader:
+            count = await self.sweep_audit_once()
+            audit += count
+            if count < self.batch:
+                break
+            await asyncio.sleep(0)
+        if audit:
+            log.info(
+                "deleted audit events past their retention",
+                extra={"fields": {"event": "retention.audit_deleted", "count": audit}},
+            )
         return deleted
 
     async def sweep_once(self) -> int:
@@ -100,4 +119,17 @@ class RetentionSweeper:
             await check_epoch(conn, epoch)
             count = await delete_expired_jobs(conn, self.clock(), self.retention, self.batch)
         self.deleted_total += count
+        return count
+
+    async def sweep_audit_once(self) -> int:
+        """One batch of expired audit events, if this replica leads."""
+        if not self.leader.is_leader or self.audit_retention <= timedelta(0):
+            return 0
+        epoch = self.leader.epoch
+        async with self.db.transaction() as conn:
+            await check_epoch(conn, epoch)
+            count = await delete_expired_audit_events(
+                conn, self.clock(), self.audit_retention, self.batch
+            )
+        self.audit_deleted_total += count
         return count

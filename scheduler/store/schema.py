@@ -435,3 +435,28 @@ api_keys = Table(
     # ListApiKeys pages newest first.
     Index("ix_api_keys_created_at_id", "created_at", "id"),
 )
+
+# The audit log (scheduler/auth/audit_*.py): append-only, enforced by the trigger of migration
+# 0015 (only the retention sweep deletes, and only rows older than the cutoff it names).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("principal_name", Text, nullable=False),
+    Column("tenant", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("peer", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    CheckConstraint("char_length(action) BETWEEN 1 AND 100", name="action_length"),
+    CheckConstraint("char_length(target) <= 300", name="target_length"),
+    CheckConstraint("char_length(tenant) <= 100", name="tenant_length"),
+    CheckConstraint("code ~ '^[A-Z_]+$'", name="code_known"),
+    Index("ix_audit_events_occurred_at_id", "occurred_at", "id"),
+    Index("ix_audit_events_principal", "principal", "occurred_at", "id"),
+    Index("ix_audit_events_target", "target", "occurred_at", "id"),
+)

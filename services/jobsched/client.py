@@ -35,6 +35,8 @@ from jobsched.tokens import bearer_metadata
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
+    audit_service_pb2,
+    audit_service_pb2_grpc,
     auth_service_pb2,
     auth_service_pb2_grpc,
     cluster_service_pb2,
@@ -332,6 +334,9 @@ class JobschedClient:
         ]
         self._auth_stubs: list[auth_service_pb2_grpc.AuthServiceAsyncStub] = [
             auth_service_pb2_grpc.AuthServiceStub(channel) for channel in self._channels
+        ]
+        self._audit_stubs: list[audit_service_pb2_grpc.AuditServiceAsyncStub] = [
+            audit_service_pb2_grpc.AuditServiceStub(channel) for channel in self._channels
         ]
         self._job_type_stubs: list[job_type_service_pb2_grpc.JobTypeServiceAsyncStub] = [
             job_type_service_pb2_grpc.JobTypeServiceStub(channel) for channel in self._channels
@@ -936,6 +941,61 @@ class JobschedClient:
             True,
         )
         return response.api_key
+
+    # -- audit log ---------------------------------------------------------------------------
+
+    async def list_audit_events_page(
+        self,
+        *,
+        principal: str = "",
+        action: str = "",
+        target: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[audit_service_pb2.AuditEvent], str]:
+        """One page of audit events, newest first (needs the admin role), and the next token.
+        `principal`: "api_key:<id>", a bare key id or "anonymous"; `since` <= time < `until`."""
+        request = audit_service_pb2.ListAuditEventsRequest(
+            principal=principal,
+            action=action,
+            target=target,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if since is not None:
+            request.start_time.FromDatetime(since)
+        if until is not None:
+            request.end_time.FromDatetime(until)
+        response = await self._invoke(
+            self._audit_stubs, lambda stub: stub.ListAuditEvents, request, True
+        )
+        return list(response.events), response.next_page_token
+
+    async def list_audit_events(
+        self,
+        *,
+        principal: str = "",
+        action: str = "",
+        target: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+    ) -> AsyncGenerator[audit_service_pb2.AuditEvent, None]:
+        """Every audit event matching the filters, newest first."""
+        async for event in _every_page(
+            lambda token: self.list_audit_events_page(
+                principal=principal,
+                action=action,
+                target=target,
+                since=since,
+                until=until,
+                page_size=page_size,
+                page_token=token,
+            )
+        ):
+            yield event
 
     # -- cluster -----------------------------------------------------------------------------
 

@@ -46,6 +46,10 @@ def test_roles_nest_and_executors_only_execute() -> None:
         Permission.MANAGE_SCHEDULES,
         Permission.MANAGE_JOB_TYPES,
     }
-    assert admin - operator == {Permission.MANAGE_KEYS, Permission.READ_CLUSTER}
+    assert admin - operator == {
+        Permission.MANAGE_KEYS,
+        Permission.READ_CLUSTER,
+        Permission.READ_AUDIT,
+    }
     assert executor == {Permission.EXECUTE}
     assert all(Permission.EXECUTE not in p for r, p in ROLE_PERMISSIONS.items() if r != "executor")

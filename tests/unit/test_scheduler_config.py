@@ -74,6 +74,19 @@ def test_limit_flags_reach_the_server_settings() -> None:
     assert kept.retention == timedelta(0)
 
 
+def test_the_audit_retention_flag_reaches_the_server_settings() -> None:
+    assert ServerSettings().audit_retention == timedelta(days=90)
+    assert settings_from(parse_args(["--audit-retention-days", "7"])).audit_retention == timedelta(
+        days=7
+    )
+    # 0 keeps audit events forever; beyond 36,500 days the sweep's cutoff would not exist.
+    assert settings_from(parse_args(["--audit-retention-days", "0"])).audit_retention == timedelta(
+        0
+    )
+    with pytest.raises(ValueError, match="audit_retention"):
+        settings_from(parse_args(["--audit-retention-days", "40000"]))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -84,6 +97,10 @@ def test_limit_flags_reach_the_server_settings() -> None:
             "--max-connection-age: '-1' is not a number of at least 0",
         ),
         (["--retention-days", "nan"], "--retention-days: 'nan' is not a number of at least 0"),
+        (
+            ["--audit-retention-days", "-1"],
+            "--audit-retention-days: '-1' is not a number of at least 0",
+        ),
         (["--log-level", "loud"], "--log-level: invalid choice: 'LOUD'"),
     ],
 )

@@ -26,6 +26,8 @@
     cluster              the replicas, the leader and the connected executors
     keys ACTION          API keys: create --name N --role R --tenant T [--expires 30d], ls,
                          revoke ID, bootstrap (the first admin key, via the database)
+    audit ls             the audit log (admin): --principal, --action, --target, --since,
+                         --until, --limit N, --json
     config show          the effective configuration, each key with its source
     completion SHELL     a completion script for bash, zsh or tcsh
 
@@ -49,6 +51,7 @@ import sys
 
 from jobsched.cli import (
     artifacts,
+    audit,
     cluster,
     completion,
     configuration,
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_commands(commands)
     cluster.add_commands(commands)
     keys.add_commands(commands)
+    audit.add_commands(commands)
     configuration.add_commands(commands)
     completion.add_commands(commands, build_parser)
     artifacts.add_commands(commands)

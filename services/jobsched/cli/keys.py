@@ -80,7 +80,7 @@ def add_commands(commands: Any) -> None:
     )
     keys.epilog = (
         "Roles: viewer (read, list, watch, logs), submitter (+ submit), operator (+ cancel, "
-        "retry, delete, priority, queues, schedules, job types), admin (+ keys, cluster), "
+        "retry, delete, priority, queues, schedules, job types), admin (+ keys, cluster, audit), "
         "executor (only runs jobs). Send a key with --token or JOBSCHED_TOKEN.\n\n"
         + (keys.epilog or "")
     )
