@@ -1,0 +1,175 @@
+"""`python -m bench.instruments`: what the metric instruments cost per job, in the scheduler's
+own process, for the ways they can be built (issue 17: prometheus_client or the OpenTelemetry
+metrics API). No database and no gRPC: only the instrument calls a job causes, timed in a loop,
+so the figure is the CPU the instruments add to each job and nothing else.
+
+A job, at saturation, causes on the scheduler: one `jobs_submitted` and one `jobs_finished`
+increment, one queue-wait and one run-time observation, and about one store transaction timed
+(`db_transaction_seconds`; claims and results are batched, so fewer than one of each per job,
+but submits are one each). RPCs are not per job (SubmitJobs and the stream carry many).
+
+    prometheus_client   Counter/Histogram children looked up by label values (the first design)
+    otel-sync           OpenTelemetry SDK synchronous instruments: counter.add, histogram.record
+    otel-tallied        OpenTelemetry SDK: counters are observable counters that read exact
+                        in-process tallies (a dict increment per event); histograms synchronous
+
+Each variant exports through a Prometheus reader in a registry of its own; a scrape at the end
+checks that every variant counted the same thing. Compare the figures with the scheduler's CPU
+per job (bench/RESULTS.md, throughput: 0.08 to 0.13 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable, Iterable
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+QUEUES = ("default", "fast", "reports")
+TYPES = ("email.send", "report.build", "noop", "resize")
+STATEMENTS = ("JobStore.submit", "Dispatcher.claim", "Dispatcher.record_results")
+Job = Callable[[int], None]
+
+
+def prometheus_client_job(registry: CollectorRegistry) -> Job:
+    submitted = Counter("jobsched_jobs_submitted", "", ["queue", "type"], registry=registry)
+    finished = Counter(
+        "jobsched_jobs_finished", "", ["queue", "type", "outcome"], registry=registry
+    )
+    wait = Histogram("jobsched_job_queue_wait_seconds", "", ["queue", "type"], registry=registry)
+    run = Histogram("jobsched_job_run_seconds", "", ["queue", "type"], registry=registry)
+    tx = Histogram("jobsched_db_transaction_seconds", "", ["statement"], registry=registry)
+
+    def job(i: int) -> None:
+        queue, type_ = QUEUES[i % 3], TYPES[i % 4]
+        submitted.labels(queue, type_).inc()
+        wait.labels(queue, type_).observe(0.01)
+        run.labels(queue, type_).observe(0.2)
+        finished.labels(queue, type_, "succeeded").inc()
+        tx.labels(STATEMENTS[i % 3]).observe(0.002)
+
+    return job
+
+
+def _provider(registry: CollectorRegistry) -> MeterProvider:
+    reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
+    return MeterProvider(metric_readers=[reader])
+
+
+def otel_sync_job(registry: CollectorRegistry) -> Job:
+    meter = _provider(registry).get_meter("bench")
+    submitted = meter.create_counter("jobsched_jobs_submitted")
+    finished = meter.create_counter("jobsched_jobs_finished")
+    wait = meter.create_histogram("jobsched_job_queue_wait_seconds", unit="s")
+    run = meter.create_histogram("jobsched_job_run_seconds", unit="s")
+    tx = meter.create_histogram("jobsched_db_transaction_seconds", unit="s")
+
+    def job(i: int) -> None:
+        labels = {"queue": QUEUES[i % 3], "type": TYPES[i % 4]}
+        submitted.add(1, labels)
+        wait.record(0.01, labels)
+        run.record(0.2, labels)
+        finished.add(1, {**labels, "outcome": "succeeded"})
+        tx.record(0.002, {"statement": STATEMENTS[i % 3]})
+
+    return job
+
+
+def otel_tallied_job(registry: CollectorRegistry) -> Job:
+    meter = _provider(registry).get_meter("bench")
+    submitted: dict[tuple[str, str], int] = {}
+    finished: dict[tuple[str, str, str], int] = {}
+
+    def observe(
+        tally: dict[tuple[str, ...], int], keys: tuple[str, ...]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(v, dict(zip(keys, k, strict=True))) for k, v in tally.items()]
+
+        return callback
+
+    meter.create_observable_counter(
+        "jobsched_jobs_submitted",
+        [observe(submitted, ("queue", "type"))],  # type: ignore[arg-type]
+    )
+    meter.create_observable_counter(
+        "jobsched_jobs_finished",
+        [observe(finished, ("queue", "type", "outcome"))],  # type: ignore[arg-type]
+    )
+    wait = meter.create_histogram("jobsched_job_queue_wait_seconds", unit="s")
+    run = meter.create_histogram("jobsched_job_run_seconds", unit="s")
+    tx = meter.create_histogram("jobsched_db_transaction_seconds", unit="s")
+
+    def job(i: int) -> None:
+        queue, type_ = QUEUES[i % 3], TYPES[i % 4]
+        key = (queue, type_)
+        submitted[key] = submitted.get(key, 0) + 1
+        labels = {"queue": queue, "type": type_}
+        wait.record(0.01, labels)
+        run.record(0.2, labels)
+        done = (queue, type_, "succeeded")
+        finished[done] = finished.get(done, 0) + 1
+        tx.record(0.002, {"statement": STATEMENTS[i % 3]})
+
+    return job
+
+
+VARIANTS: dict[str, Callable[[CollectorRegistry], Job]] = {
+    "prometheus_client": prometheus_client_job,
+    "otel-sync": otel_sync_job,
+    "otel-tallied": otel_tallied_job,
+}
+
+
+def finished_total(registry: CollectorRegistry) -> float:
+    text = generate_latest(registry).decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "jobsched_jobs_finished"
+        for s in family.samples
+        if s.name == "jobsched_jobs_finished_total"
+    )
+
+
+def time_variant(name: str, jobs: int) -> tuple[float, float]:
+    """µs per job over `jobs` jobs, and what a scrape then says was finished."""
+    registry = CollectorRegistry(auto_describe=True)
+    job = VARIANTS[name](registry)
+    for i in range(1000):  # every label set exists before the timed loop
+        job(i)
+    gc.collect()
+    started = time.perf_counter()
+    for i in range(jobs):
+        job(i)
+    elapsed = time.perf_counter() - started
+    return elapsed / jobs * 1e6, finished_total(registry)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instruments", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000, help="jobs per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, variants alternated")
+    args = parser.parse_args(argv)
+    runs: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name in VARIANTS:  # alternated, so the machine's drift falls on all alike
+            per_job, finished = time_variant(name, args.jobs)
+            if finished != args.jobs + 1000:
+                raise SystemExit(f"{name}: a scrape counted {finished:g} finished jobs")
+            runs[name].append(per_job)
+    print(f"instrument CPU per job, µs (median of {args.rounds} rounds of {args.jobs:,} jobs)")
+    for name, values in runs.items():
+        listed = ", ".join(f"{v:.2f}" for v in values)
+        print(f"  {name:18} {statistics.median(values):6.2f}   ({listed})")
+
+
+if __name__ == "__main__":
+    main()
