@@ -532,6 +532,7 @@ class SchedulerServer:
             db=db,
             queue_depth=self.queue_depth,
             queue_label=self.metrics.queue_label,
+            ready=lambda: self.probe.serving,
         ).register(self.metrics.metering)
         if settings.metrics_listen is not None:
             from jobsched.metrics_http import MetricsServer

@@ -1,6 +1,8 @@
 """Gauges read when a reader collects (a scrape of /metrics, an OTLP export), from what the
 replica already holds in memory (no query per scrape):
 
+    jobsched_ready                             1 while the replica can serve (the store answers:
+                                               what /readyz and the gRPC health service say)
     jobsched_leader                            1 on the leader, 0 on a follower
     jobsched_leader_epoch                      the fencing epoch (on the leader only)
     jobsched_executors_connected               executor streams connected to this replica
@@ -48,8 +50,10 @@ class SchedulerGauges:
         db: Database,
         queue_depth: QueueDepthSampler,
         queue_label: BoundedValues,
+        ready: Callable[[], bool],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.ready = ready
         self.leader = leader
         self.sessions = sessions
         self.hub = hub
@@ -61,6 +65,11 @@ class SchedulerGauges:
 
     def register(self, metering: Metering) -> None:
         gauge = metering.gauge
+        gauge(
+            "jobsched_ready",
+            "1 while this replica can serve (its store answers), as /readyz says.",
+            lambda: [(1 if self.ready() else 0, {})],
+        )
         gauge("jobsched_leader", "1 on the replica that leads, 0 on a follower.", self._leader)
         gauge(
             "jobsched_leader_epoch",

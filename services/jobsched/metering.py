@@ -111,8 +111,11 @@ class Metering:
         self._stopped = False
 
     def counter(self, name: str, description: str, labels: Labels = ()) -> Tally:
-        """`name` without `_total` (the Prometheus reader adds it)."""
+        """`name` without `_total` (the Prometheus reader adds it). Without labels it starts
+        at 0 (reported before the first event)."""
         tally = Tally(labels)
+        if not labels:
+            tally.add((), 0)
         self.meter.create_observable_counter(name, [tally.observe], description=description)
         return tally
 
