@@ -44,6 +44,7 @@ class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
                 for scope in resource.scope_metrics:
                     for metric in scope.metrics:
                         kind = metric.WhichOneof("data")
+                        assert kind is not None
                         points = getattr(metric, kind).data_points
                         for p in points:
                             labels = frozenset(_attributes(list(p.attributes)).items())
@@ -62,7 +63,9 @@ class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
 async def receiving() -> AsyncIterator[MetricsReceiver]:
     receiver = MetricsReceiver()
     server = grpc.aio.server()
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(receiver, server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        receiver, server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     receiver.endpoint = f"http://127.0.0.1:{port}"
