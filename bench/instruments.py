@@ -10,8 +10,10 @@ but submits are one each). RPCs are not per job (SubmitJobs and the stream carry
 
     prometheus_client   Counter/Histogram children looked up by label values (the first design)
     otel-sync           OpenTelemetry SDK synchronous instruments: counter.add, histogram.record
-    otel-tallied        OpenTelemetry SDK: counters are observable counters that read exact
-                        in-process tallies (a dict increment per event); histograms synchronous
+    jobsched.metering   what the scheduler uses (jobsched/metering.py): the OpenTelemetry SDK,
+                        counters as observable counters over exact in-process tallies (a dict
+                        update per event), histograms synchronous (their attribute dicts
+                        built once per label set)
 
 Each variant exports through a Prometheus reader in a registry of its own; a scrape at the end
 checks that every variant counted the same thing. Compare the figures with the scheduler's CPU
@@ -24,17 +26,19 @@ import argparse
 import gc
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobsched.metering import Metering
+
 QUEUES = ("default", "fast", "reports")
 TYPES = ("email.send", "report.build", "noop", "resize")
 STATEMENTS = ("JobStore.submit", "Dispatcher.claim", "Dispatcher.record_results")
+BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 Job = Callable[[int], None]
 
 
@@ -82,41 +86,26 @@ def otel_sync_job(registry: CollectorRegistry) -> Job:
     return job
 
 
-def otel_tallied_job(registry: CollectorRegistry) -> Job:
-    meter = _provider(registry).get_meter("bench")
-    submitted: dict[tuple[str, str], int] = {}
-    finished: dict[tuple[str, str, str], int] = {}
-
-    def observe(
-        tally: dict[tuple[str, ...], int], keys: tuple[str, ...]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(v, dict(zip(keys, k, strict=True))) for k, v in tally.items()]
-
-        return callback
-
-    meter.create_observable_counter(
-        "jobsched_jobs_submitted",
-        [observe(submitted, ("queue", "type"))],  # type: ignore[arg-type]
-    )
-    meter.create_observable_counter(
-        "jobsched_jobs_finished",
-        [observe(finished, ("queue", "type", "outcome"))],  # type: ignore[arg-type]
-    )
-    wait = meter.create_histogram("jobsched_job_queue_wait_seconds", unit="s")
-    run = meter.create_histogram("jobsched_job_run_seconds", unit="s")
-    tx = meter.create_histogram("jobsched_db_transaction_seconds", unit="s")
+def metering_job(registry: CollectorRegistry) -> Job:
+    """jobsched/metering.py as the scheduler uses it: Tally counters, Timing histograms."""
+    metering = Metering("jobsched-bench", prometheus=False, environ={})
+    # Its own registry, read like the others: the reader's collector goes into `registry`.
+    reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
+    metering.provider = MeterProvider(metric_readers=[reader])
+    metering.meter = metering.provider.get_meter("bench")
+    submitted = metering.counter("jobsched_jobs_submitted", "", ("queue", "type"))
+    finished = metering.counter("jobsched_jobs_finished", "", ("queue", "type", "outcome"))
+    wait = metering.histogram("jobsched_job_queue_wait_seconds", "", ("queue", "type"), BUCKETS)
+    run = metering.histogram("jobsched_job_run_seconds", "", ("queue", "type"), BUCKETS)
+    tx = metering.histogram("jobsched_db_transaction_seconds", "", ("statement",), BUCKETS)
 
     def job(i: int) -> None:
-        queue, type_ = QUEUES[i % 3], TYPES[i % 4]
-        key = (queue, type_)
-        submitted[key] = submitted.get(key, 0) + 1
-        labels = {"queue": queue, "type": type_}
-        wait.record(0.01, labels)
-        run.record(0.2, labels)
-        done = (queue, type_, "succeeded")
-        finished[done] = finished.get(done, 0) + 1
-        tx.record(0.002, {"statement": STATEMENTS[i % 3]})
+        labels = (QUEUES[i % 3], TYPES[i % 4])
+        submitted.add(labels)
+        wait.record(labels, 0.01)
+        run.record(labels, 0.2)
+        finished.add((*labels, "succeeded"))
+        tx.record((STATEMENTS[i % 3],), 0.002)
 
     return job
 
@@ -124,7 +113,7 @@ def otel_tallied_job(registry: CollectorRegistry) -> Job:
 VARIANTS: dict[str, Callable[[CollectorRegistry], Job]] = {
     "prometheus_client": prometheus_client_job,
     "otel-sync": otel_sync_job,
-    "otel-tallied": otel_tallied_job,
+    "jobsched.metering": metering_job,
 }
 
 

@@ -189,12 +189,12 @@ async def test_the_leader_reports_itself_and_the_queue_depth(
         samples = await scrape(follower)
         assert value(samples, "jobsched_leader") == 0
         assert value(samples, "jobsched_leader_epoch") is None
-        sampled = (
+        leaders_only = (
             "jobsched_queue_jobs",
             "jobsched_jobs_waiting",
             "jobsched_queue_oldest_wait_seconds",
         )
-        assert not [key for key in samples if key[0] in sampled]
+        assert not [key for key in samples if key[0] in leaders_only]
 
 
 def far_future() -> Timestamp:
