@@ -149,7 +149,7 @@ def sqlstate(exc: BaseException) -> str | None:
 
 def _opener(frame: FrameType | None) -> str:
     """The statement label of a transaction: the qualified name of the function that opened it
-    (`JobStore.submit`, `Dispatcher.claim_round`): a fixed set, one per call site, named like
+    (`JobStore.submit`, `Dispatcher.dispatch_once`): a fixed set, one per call site, named like
     the store's functions, and free to find (no name to pass at 60-odd call sites)."""
     return "unknown" if frame is None else frame.f_code.co_qualname
 
