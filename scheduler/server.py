@@ -687,6 +687,7 @@ class SchedulerServer:
         if self.artifact_objects is not None:
             self.artifact_objects.close()
         if self.metrics is not None:
-            self.db.on_statement = None
+            if self.db.on_statement == self.metrics.transaction_ended:  # not another server's
+                self.db.on_statement = None
             await asyncio.to_thread(self.metrics.shutdown)  # the last OTLP export
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})
