@@ -217,3 +217,20 @@ def test_the_chart_renders_no_monitor_rule_or_metrics_port_by_default() -> None:
         assert "JOBSCHED_METRICS_LISTEN" not in env_of(rendered.container(role)), role
     # A rule needs metrics: without them it is not rendered.
     assert render("prod", "metrics.prometheusRule.enabled=true").all("PrometheusRule") == []
+
+
+def test_every_dashboard_expression_is_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each panel's query, as a recording rule, with Grafana's variables
+    replaced by what they stand for."""
+    replacements = {"$__rate_interval": "5m", "$queue": ".*"}
+    rules = []
+    for i, expression in enumerate(dashboard_expressions()):
+        for variable, value in replacements.items():
+            expression = expression.replace(variable, value)
+        assert "$" not in expression, expression
+        rules.append({"record": f"jobsched:dashboard_panel_{i}", "expr": expression})
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
