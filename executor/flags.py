@@ -31,6 +31,7 @@ ENV = {
     "queues": "JOBSCHED_QUEUES",
     "log_level": "JOBSCHED_LOG_LEVEL",
     "handlers": "JOBSCHED_HANDLERS",
+    "metrics_listen": "JOBSCHED_METRICS_LISTEN",
     **TLS_ENV,
     **TOKEN_ENV,
     **COMMAND_ENV,  # executor/command_options.py
@@ -81,11 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grace", type=seconds, default=30.0, help="seconds running jobs get on shutdown"
     )
+    parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        type=listen_address,
+        help="serve Prometheus metrics (/metrics) and /healthz on HOST:PORT (port 0: any free "
+        "one); needs the telemetry extra (env JOBSCHED_METRICS_LISTEN; default: off)",
+    )
     add_log_level_option(parser)
     add_tls_options(parser)
     add_token_option(parser)
     add_command_options(parser)
     return parser
+
+
+def listen_address(value: str) -> str:
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return value
 
 
 PROGRAM = Program("executor", build_parser, ENV)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from executor.artifacts import ArtifactUploader
 from executor.handlers import HandlerRegistry
@@ -38,6 +39,9 @@ from executor.stream import (
 from executor.watchdog import LoopWatchdog
 from jobsched.tls import ClientTLS
 from jobsched.v1 import executor_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from executor.metrics import ExecutorMetrics
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "MAX_PENDING_RESULTS", "Executor", "take_batch"]
 
@@ -80,6 +84,7 @@ class Executor:
         loop_block_warning: float = 1.0,
         tls: ClientTLS | None = None,
         token: str | None = None,
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
@@ -127,6 +132,9 @@ class Executor:
         self._registered = asyncio.Event()  # on the handler loop, following the stream's
         self._started = False
         self._stopping = False
+        self.metrics = metrics  # executor/metrics.py; None: off
+        if metrics is not None:
+            metrics.register_gauges(lambda: len(self.running))
 
     # Lifecycle (handler loop).
 
@@ -196,6 +204,8 @@ class Executor:
         assert self._inbox is not None
         for attempt in attempts:
             attempt.ctx.artifact_uploader = self.uploads
+        if self.metrics is not None:
+            self.metrics.attempts_started(attempts)
         self._inbox.post(self._runs.start, attempts)
 
     def _stop_attempt(self, attempt: Attempt) -> None:
@@ -205,9 +215,13 @@ class Executor:
 
     def _report(self, outcomes: list[tuple[Attempt, pb.JobResult]]) -> None:
         # (handler loop) Outcomes go to the stream, which sends them.
+        if self.metrics is not None:
+            self.metrics.attempts_finished(outcomes)
         self._thread.post(self._stream.finished, outcomes)
 
     def _registration_changed(self, registered: bool) -> None:
         # (stream thread) The handler loop's event follows; posted calls keep their order.
         assert self._inbox is not None
+        if self.metrics is not None:
+            self.metrics.registration_changed(registered)
         self._inbox.post(self._registered.set if registered else self._registered.clear)

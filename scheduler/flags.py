@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobsched.config import Program, add_config_option
+from jobsched.metric_exporters import metric_exporters
 from jobsched.options import add_log_level_option, non_negative, whole_number
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
 from scheduler.auth.options import (
@@ -328,7 +329,7 @@ def _add_metrics(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="serve Prometheus metrics (/metrics) and the health endpoints (/healthz, /readyz) "
         "over plain HTTP on this address, e.g. 127.0.0.1:9464 (env JOBSCHED_METRICS_LISTEN; "
-        "default: off)",
+        "default: off). OTEL_METRICS_EXPORTER=otlp pushes them too, with or without it",
     )
     metrics.add_argument(
         "--queue-depth-interval",
@@ -355,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     """The ServerSettings of a parsed command line (ValueError when they do not fit together)."""
+    metric_exporters()  # ValueError for an OTEL_METRICS_EXPORTER exporter unknown here
     return ServerSettings(
         listen=args.listen,
         heartbeat_interval=args.heartbeat_interval,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jobsched import keepalive
+from jobsched.metric_exporters import metrics_pushed
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
@@ -93,8 +95,8 @@ from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
 
 if TYPE_CHECKING:
+    from jobsched.metrics_http import MetricsServer
     from scheduler.artifacts.s3 import S3Objects
-    from scheduler.telemetry.http import MetricsServer
     from scheduler.telemetry.metrics import SchedulerMetrics
     from scheduler.telemetry.queue_depth import QueueDepthSampler
 
@@ -218,8 +220,9 @@ class ServerSettings:
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     max_job_artifact_bytes: int = DEFAULT_MAX_JOB_ARTIFACT_BYTES
     # Metrics (scheduler/telemetry/): HTTP /metrics, /healthz and /readyz on this host:port
-    # (port 0 picks a free one); None, the default: off, and nothing is counted. The leader
-    # counts the active jobs per queue and state every queue_depth_interval seconds.
+    # (port 0 picks a free one); None, the default: off, and nothing is counted unless
+    # OTEL_METRICS_EXPORTER asks for OTLP. The leader samples the queue depth every
+    # queue_depth_interval seconds.
     metrics_listen: str | None = None
     queue_depth_interval: float = 15.0
 
@@ -357,10 +360,10 @@ class SchedulerServer:
             self.audit_writer, clock, auth_required=settings.auth == "required"
         )
         self.metrics: SchedulerMetrics | None = None
-        if settings.metrics_listen is not None:
+        if settings.metrics_listen is not None or metrics_pushed():
             from scheduler.telemetry.metrics import SchedulerMetrics
 
-            self.metrics = SchedulerMetrics()
+            self.metrics = SchedulerMetrics(prometheus=settings.metrics_listen is not None)
         self.server = grpc.aio.server(
             interceptors=[
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
@@ -556,33 +559,43 @@ class SchedulerServer:
         self.tls = ReloadingCredentials(settings.tls) if settings.tls is not None else None
 
     def _add_metrics(self, db: Database, settings: ServerSettings) -> None:
-        """With metrics on: the outcome hook, the gauges, the leader's queue-depth sampler and
-        the HTTP server of /metrics, /healthz and /readyz."""
+        """With metrics on: the outcome, start and statement hooks, the gauges, the leader's
+        queue-depth sampler and (with metrics_listen) the HTTP server of /metrics, /healthz
+        and /readyz."""
         self.queue_depth: QueueDepthSampler | None = None
         self.metrics_server: MetricsServer | None = None
-        if self.metrics is None or settings.metrics_listen is None:
+        if self.metrics is None:
             return
         from scheduler.telemetry.gauges import SchedulerGauges
-        from scheduler.telemetry.http import MetricsServer
         from scheduler.telemetry.queue_depth import QueueDepthSampler
 
         self.dispatcher.on_outcome = self.metrics.job_finished
+        self.dispatcher.on_started = self.metrics.jobs_started
+        db.on_statement = self.metrics.transaction_ended
         self.queue_depth = QueueDepthSampler(
-            db, lambda: self.leader.is_leader, settings.queue_depth_interval
+            db,
+            lambda: self.leader.is_leader,
+            settings.queue_depth_interval,
+            live_within=timedelta(seconds=3 * settings.presence_interval),
         )
-        self.metrics.register(
-            SchedulerGauges(
-                leader=self.leader,
-                sessions=lambda: self.dispatcher.sessions.values(),
-                hub=self.hub,
-                pool=db.engine.pool,
-                queue_depth=self.queue_depth,
-                queue_label=self.metrics.queue_label,
+        SchedulerGauges(
+            leader=self.leader,
+            sessions=lambda: list(self.dispatcher.sessions.values()),
+            hub=self.hub,
+            db=db,
+            queue_depth=self.queue_depth,
+            queue_label=self.metrics.queue_label,
+            ready=lambda: self.probe.serving,
+        ).register(self.metrics.metering)
+        if settings.metrics_listen is not None:
+            from jobsched.metrics_http import MetricsServer
+
+            self.metrics_server = MetricsServer(
+                settings.metrics_listen,
+                self.metrics.exposition,
+                lambda: self.probe.serving,
+                unready="the job store is unreachable",
             )
-        )
-        self.metrics_server = MetricsServer(
-            settings.metrics_listen, self.metrics.exposition, lambda: self.probe.serving
-        )
 
     def reload_tls(self) -> None:
         if self.tls is not None:
@@ -732,4 +745,8 @@ class SchedulerServer:
         await self.audit_writer.stop()  # after the calls: their events are written first
         if self.artifact_objects is not None:
             self.artifact_objects.close()
+        if self.metrics is not None:
+            if self.db.on_statement == self.metrics.transaction_ended:  # not another server's
+                self.db.on_statement = None
+            await asyncio.to_thread(self.metrics.shutdown)  # the last OTLP export
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

@@ -172,6 +172,8 @@ class Dispatcher:
         # Told of each outcome recorded here, with the state it left the job in (SUCCEEDED,
         # SCHEDULED for a retry, DEAD, CANCELLED): the metrics' hook, set by the server.
         self.on_outcome: Callable[[JobRecord, JobState], None] | None = None
+        # Metrics: attempts handed to an executor, and when (their queue wait).
+        self.on_started: Callable[[list[JobRecord], datetime], None] | None = None
         self.notifier = notifier
         if notifier is not None:
             notifier.on_work = self.wake
@@ -485,6 +487,8 @@ class Dispatcher:
             session.unacked[job.id] = ack_by
             session.send(assignment(job, expires))
             self.hub.notify(job.id)
+        if self.on_started is not None:
+            self.on_started(jobs, now)
 
     async def promote(self, now: datetime) -> int:
         """SCHEDULED jobs whose run_at has come become QUEUED; the timer is set for the next."""

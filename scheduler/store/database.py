@@ -18,8 +18,10 @@ import contextlib
 import contextvars
 import logging
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -145,6 +147,13 @@ def sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+def _opener(frame: FrameType | None) -> str:
+    """The statement label of a transaction: the qualified name of the function that opened it
+    (`JobStore.submit`, `Dispatcher.dispatch_once`): a fixed set, one per call site, named like
+    the store's functions, and free to find (no name to pass at 60-odd call sites)."""
+    return "unknown" if frame is None else frame.f_code.co_qualname
+
+
 class Database:
     """An engine plus the store's error boundary: connection failures (including any failure to
     open a connection) become DatabaseUnavailable, lost deadlocks and serialization failures
@@ -167,6 +176,11 @@ class Database:
         # this replica, or `note_unavailable` from a connection outside the pool); None: never.
         # The lease rescue waits until the store has answered for a while after an outage.
         self.unavailable_at: float | None = None
+        # Metrics (scheduler/telemetry/): callers waiting for a connection (handed out by the
+        # pool or being opened), and, when set, the hook told how long each transaction or
+        # single statement that succeeded took, named by the function that opened it.
+        self.connecting = 0
+        self.on_statement: Callable[[str, float], None] | None = None
 
     def note_unavailable(self) -> None:
         """Record that the store could not be reached (also called for connections outside the
@@ -198,12 +212,15 @@ class Database:
                 f"the job store is unreachable (since {self.circuit.open_for():.0f} s)"
             )
         conn = self.engine.connect()
+        self.connecting += 1
         try:
             await conn.start()
         except Exception as exc:
             # Whatever stops a connection from opening (refused, shut down, database not
             # accepting connections, too many clients) means the store is unavailable.
             raise self._unreachable(exc) from exc
+        finally:
+            self.connecting -= 1
         try:
             if options:
                 await conn.execution_options(**options)
@@ -249,15 +266,32 @@ class Database:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside one transaction, committed when the block ends without error."""
-        async with self._connection() as conn, conn.begin():
-            yield conn
+        observe = self.on_statement
+        if observe is None:
+            async with self._connection() as conn, conn.begin():
+                yield conn
+            return
+        name = _opener(sys._getframe(2))
+        async with self._connection() as conn:
+            started = time.perf_counter()
+            async with conn.begin():
+                yield conn
+            observe(name, time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection in autocommit mode, for single statements (no BEGIN/COMMIT): reads, and
         writes that are one statement (a promotion, a presence report)."""
+        observe = self.on_statement
+        if observe is None:
+            async with self._connection(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+            return
+        name = _opener(sys._getframe(2))
         async with self._connection(isolation_level="AUTOCOMMIT") as conn:
+            started = time.perf_counter()
             yield conn
+            observe(name, time.perf_counter() - started)
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless a trivial query answers (callers bound the wait).

@@ -196,6 +196,24 @@ def _parse_interval(value: str) -> timedelta:
     return timedelta(days=days, hours=int(hours), minutes=int(minutes), seconds=float(seconds))
 
 
+_EVERY_TENANTS_SETTINGS = text(f"SELECT tenant, {_COLUMNS} FROM queues")
+
+
+async def all_queue_settings(conn: AsyncConnection) -> dict[tuple[str, str], QueueSettings]:
+    """Every stored queue's settings, by (tenant, name) (the queue-depth gauges)."""
+    return {
+        (str(r.tenant), str(r.name)): _settings(r)
+        for r in await conn.execute(_EVERY_TENANTS_SETTINGS)
+    }
+
+
+async def live_executors(conn: AsyncConnection, live_since: datetime) -> list[ExecutorView]:
+    """The executors connected to the replicas seen since `live_since`."""
+    return _executor_views(
+        (await conn.execute(_EXECUTORS, {"live_since": live_since})).scalar_one()
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class WaitingFacts:
     settings: QueueSettings

@@ -40,7 +40,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "prod-init-container": ("prod", ("migrations.mode=initContainer",)),
     "prod-no-migrations": ("prod", ("migrations.mode=none",)),
     "prod-keda": ("prod", ("executor.keda.enabled=true",)),
-    "prod-metrics": ("prod", ("metrics.enabled=true", "metrics.serviceMonitor.enabled=true")),
+    "prod-metrics": (
+        "prod",
+        (
+            "metrics.enabled=true",
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+        ),
+    ),
     "prod-egress": (
         "prod",
         (
@@ -107,9 +114,46 @@ def check_service_monitor(manifest: Manifest, rendered: Rendered) -> None:
     assert spec["namespaceSelector"]["matchNames"] == [NAMESPACE]
 
 
+def check_pod_monitor(manifest: Manifest, rendered: Rendered) -> None:
+    """The Prometheus operator's PodMonitor: its selector picks the pods of exactly one of our
+    Deployments, whose container has the named endpoint port."""
+    assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = manifest["spec"]
+    selector = spec["selector"]["matchLabels"]
+    selected = [
+        d
+        for d in rendered.all("Deployment")
+        if matches(selector, d["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert len(selected) == 1, [d["metadata"]["name"] for d in selected]
+    containers = selected[0]["spec"]["template"]["spec"]["containers"]
+    port_names = {p["name"] for c in containers for p in c.get("ports", [])}
+    assert spec["podMetricsEndpoints"], "a PodMonitor needs at least one endpoint"
+    for endpoint in spec["podMetricsEndpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"].startswith("/")
+    assert spec["namespaceSelector"]["matchNames"] == [NAMESPACE]
+
+
+def check_prometheus_rule(manifest: Manifest, rendered: Rendered) -> None:
+    """The Prometheus operator's PrometheusRule: named groups of rules, each an alert with an
+    expression and a `for` (promtool checks the expressions: tests/deploy/test_observability)."""
+    assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+    groups = manifest["spec"]["groups"]
+    assert groups
+    for group in groups:
+        assert group["name"]
+        assert group["rules"]
+        for rule in group["rules"]:
+            for field in ("alert", "expr", "for"):
+                assert rule[field], rule
+
+
 CUSTOM_RESOURCES: dict[str, Callable[[Manifest, Rendered], None]] = {
     "ScaledObject": check_scaled_object,
     "ServiceMonitor": check_service_monitor,
+    "PodMonitor": check_pod_monitor,
+    "PrometheusRule": check_prometheus_rule,
 }
 
 
@@ -154,6 +198,14 @@ def test_the_custom_resource_checks_catch_a_broken_object() -> None:
     nothing = {**monitor, "spec": {**monitor["spec"], "selector": {"matchLabels": {"a": "b"}}}}
     with pytest.raises(AssertionError):
         check_service_monitor(nothing, rendered)
+    (pods,) = rendered.all("PodMonitor")
+    nothing = {**pods, "spec": {**pods["spec"], "selector": {"matchLabels": {"a": "b"}}}}
+    with pytest.raises(AssertionError):
+        check_pod_monitor(nothing, rendered)
+    (rule,) = rendered.all("PrometheusRule")
+    empty = {**rule, "spec": {"groups": [{"name": "jobsched", "rules": []}]}}
+    with pytest.raises(AssertionError):
+        check_prometheus_rule(empty, rendered)
 
 
 def test_kubernetes_validate_refuses_an_unknown_field() -> None:

@@ -167,9 +167,18 @@ async def test_the_leader_reports_itself_and_the_queue_depth(
         assert value(samples, "jobsched_queue_jobs", queue="backlog", state="queued") == 2
         assert value(samples, "jobsched_queue_jobs", queue="backlog", state="scheduled") == 1
         assert value(samples, "jobsched_queue_jobs", queue="backlog", state="running") == 0
+        # Why they wait: no executor runs their type; the third is not due yet.
+        waiting = "jobsched_jobs_waiting"
+        assert value(samples, waiting, queue="backlog", reason="no_executor_for_type") == 2
+        assert value(samples, waiting, queue="backlog", reason="scheduled") == 1
+        assert value(samples, waiting, queue="backlog", reason="queue_paused") == 0
         return samples
 
     samples = await assert_eventually(sampled, within=10)
+    # The oldest due job has waited since its submit (the one for tomorrow is not due).
+    oldest = value(samples, "jobsched_queue_oldest_wait_seconds", queue="backlog")
+    assert oldest is not None
+    assert 0 < oldest < 60
     epoch = value(samples, "jobsched_leader_epoch")
     assert epoch is not None
     assert epoch >= 1
@@ -180,7 +189,12 @@ async def test_the_leader_reports_itself_and_the_queue_depth(
         samples = await scrape(follower)
         assert value(samples, "jobsched_leader") == 0
         assert value(samples, "jobsched_leader_epoch") is None
-        assert not [key for key in samples if key[0] == "jobsched_queue_jobs"]
+        leaders_only = (
+            "jobsched_queue_jobs",
+            "jobsched_jobs_waiting",
+            "jobsched_queue_oldest_wait_seconds",
+        )
+        assert not [key for key in samples if key[0] in leaders_only]
 
 
 def far_future() -> Timestamp:

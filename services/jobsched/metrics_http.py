@@ -1,9 +1,10 @@
-"""The metrics port (start/stop service): GET /metrics (Prometheus text format), /healthz (the
-process is alive: 200 while it serves) and /readyz (200 while the store answers, as the gRPC
-health service says; 503 otherwise, and once the replica is stopping).
+"""The metrics port of the scheduler and the executor (start/stop service): GET /metrics
+(Prometheus text format), /healthz (the process is alive: 200 while it serves) and, where the
+server has a readiness (`ready`; the scheduler: the store answers, as the gRPC health service
+says), /readyz: 200 while ready, 503 with `unready` as the body otherwise.
 
 A small HTTP/1.0-style server on the event loop (one request per connection, then close), not
-prometheus_client's threaded one: it stops with the scheduler, and a scrape reads the replica's
+prometheus_client's threaded one: it stops with its server, and a scrape reads the server's
 state on the loop that owns it. Requests are bounded (8 KiB of head, 10 s to send it)."""
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ class MetricsServer:
         self,
         listen: str,
         exposition: Callable[[], bytes],
-        ready: Callable[[], bool],
+        ready: Callable[[], bool] | None = None,
+        unready: str = "not ready",
     ) -> None:
         self.listen = listen
         self.exposition = exposition
         self.ready = ready
+        self.unready = unready.encode() + b"\n"
+        self.paths = b"/metrics, /healthz" + (b", /readyz" if ready is not None else b"")
         self.address = ""  # host:port, known after start()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -105,8 +109,8 @@ class MetricsServer:
             return 200, CONTENT_TYPE_LATEST, self.exposition(), head_only
         if target == b"/healthz":
             return 200, text, b"ok\n", head_only
-        if target == b"/readyz":
+        if target == b"/readyz" and self.ready is not None:
             if self.ready():
                 return 200, text, b"ready\n", head_only
-            return 503, text, b"the job store is unreachable\n", head_only
-        return 404, text, b"not found: /metrics, /healthz, /readyz\n", head_only
+            return 503, text, self.unready, head_only
+        return 404, text, b"not found: " + self.paths + b"\n", head_only
