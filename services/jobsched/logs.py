@@ -1,6 +1,7 @@
 """Structured logs for every jobsched program: one JSON object per line on stdout. Pass fields
 with extra={"fields": {...}}; fields bound to the current context (`bind`: the scheduler binds
-each RPC's request id) go on every line written in it."""
+each RPC's request id, the executor each attempt's job_id and tenant) go on every line written
+in it, and so do the trace_id and span_id of the current span when tracing is on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
+
+from jobsched.tracing import trace_fields
 
 _bound: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
     "jobsched_log_fields", default=MappingProxyType({})
@@ -42,6 +45,9 @@ class JsonFormatter(logging.Formatter):
         # A line written while an RPC is handled carries its request id (the one its client
         # was told of a failure), whoever logged it.
         for key, value in _bound.get().items():
+            body.setdefault(key, value)
+        # ... and, inside a span (an RPC's, a job attempt's), its trace and span ids.
+        for key, value in trace_fields().items():
             body.setdefault(key, value)
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)

@@ -1,0 +1,454 @@
+"""Traces for every jobsched program: configuration from the standard OpenTelemetry environment
+variables (and the config file, through the options added here), one TracerProvider per
+`Tracing` object, and W3C trace context in gRPC metadata.
+
+    OTEL_TRACES_EXPORTER         none (default) | otlp | console
+    OTEL_EXPORTER_OTLP_ENDPOINT  the collector, e.g. http://otel-collector:4317 (OTLP over gRPC)
+    OTEL_SERVICE_NAME            jobsched-scheduler, jobsched-executor, jobsched-cli by default
+    OTEL_TRACES_SAMPLER          parentbased_always_on (default), parentbased_traceidratio,
+                                 traceidratio, always_on, always_off, ...
+    OTEL_TRACES_SAMPLER_ARG      the ratio of the *traceidratio samplers, 0..1
+
+Off (the default) builds nothing: `TracingSettings.build()` returns None, and every caller
+checks for None before it makes a span, so a program with tracing off creates no span objects
+and its RPCs go through no interceptor of ours. The provider is never installed as OpenTelemetry's
+global one: several schedulers and executors run in one test process, each with its own.
+
+Trace context crosses processes as the W3C `traceparent` (and `tracestate`) in gRPC metadata,
+and as the stored context of a job (scheduler: jobs.trace_context; executor: Assignment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+EXPORTERS = ("none", "otlp", "console")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+# version-traceid-spanid-flags, lower-case hex (W3C Trace Context, version 00)
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+MAX_TRACESTATE = 512
+
+_propagator = TraceContextTextMapPropagator()
+
+# The options' environment variables, for the configuration loader's `env` of each program.
+TRACING_ENV = {
+    "otel_traces_exporter": "OTEL_TRACES_EXPORTER",
+    "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_service_name": "OTEL_SERVICE_NAME",
+    "otel_traces_sampler": "OTEL_TRACES_SAMPLER",
+    "otel_traces_sampler_arg": "OTEL_TRACES_SAMPLER_ARG",
+}
+
+
+def _ratio(value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 0 to 1") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 0 to 1")
+    return ratio
+
+
+def add_tracing_options(parser: argparse.ArgumentParser) -> None:
+    """The tracing options of a command line (each with its OTEL_* variable, TRACING_ENV)."""
+    group = parser.add_argument_group("tracing (off unless --otel-traces-exporter is given)")
+    group.add_argument(
+        "--otel-traces-exporter",
+        choices=EXPORTERS,
+        default="none",
+        help="where spans go: otlp (OTLP over gRPC to --otel-exporter-otlp-endpoint), console "
+        "(stdout) or none (env OTEL_TRACES_EXPORTER; default none: no spans are made)",
+    )
+    group.add_argument(
+        "--otel-exporter-otlp-endpoint",
+        default=None,
+        help="the OTLP collector, e.g. http://127.0.0.1:4317 (env OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "default the exporter's, localhost:4317)",
+    )
+    group.add_argument(
+        "--otel-service-name",
+        default=None,
+        help="service.name of the spans (env OTEL_SERVICE_NAME; default jobsched-<program>)",
+    )
+    group.add_argument(
+        "--otel-traces-sampler",
+        choices=SAMPLERS,
+        default="parentbased_always_on",
+        help="which traces are recorded (env OTEL_TRACES_SAMPLER; default "
+        "parentbased_always_on: every trace a caller did not decide otherwise)",
+    )
+    group.add_argument(
+        "--otel-traces-sampler-arg",
+        type=_ratio,
+        default=None,
+        help="the ratio of the traceidratio samplers, 0..1 (env OTEL_TRACES_SAMPLER_ARG; "
+        "default 1)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """How a process traces. `exporter` "none" (the default) turns tracing off. `span_exporter`
+    (programmatic use: tests, benchmarks) replaces the named exporter."""
+
+    exporter: str = "none"
+    endpoint: str | None = None
+    service_name: str | None = None  # None: `program`
+    # The program's service name when none is configured (jobsched-scheduler, ...).
+    program: str = field(default="jobsched", compare=False)
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float | None = None
+    span_exporter: SpanExporter | None = field(default=None, compare=False, repr=False)
+    # BatchSpanProcessor's delay between exports (seconds); tests make it short.
+    export_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"traces exporter must be one of {', '.join(EXPORTERS)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"traces sampler must be one of {', '.join(SAMPLERS)}")
+        if self.sampler_arg is not None and not 0.0 <= self.sampler_arg <= 1.0:
+            raise ValueError("traces sampler arg must be from 0 to 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.span_exporter is not None or self.exporter != "none"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, default_service: str) -> TracingSettings:
+        """From the options of add_tracing_options (already resolved: flag > env > file)."""
+        return cls(
+            exporter=args.otel_traces_exporter,
+            endpoint=args.otel_exporter_otlp_endpoint or None,
+            service_name=args.otel_service_name or None,
+            program=default_service,
+            sampler=args.otel_traces_sampler,
+            sampler_arg=args.otel_traces_sampler_arg,
+            export_delay=_export_delay(os.environ),
+        )
+
+    @classmethod
+    def from_env(
+        cls, default_service: str, environ: Mapping[str, str] = os.environ
+    ) -> TracingSettings:
+        """From the OTEL_* variables alone (the CLI's client commands, which have no table)."""
+        parser = argparse.ArgumentParser(add_help=False)
+        add_tracing_options(parser)
+        argv: list[str] = []
+        for dest, variable in TRACING_ENV.items():
+            value = environ.get(variable, "").strip()
+            if dest in ("otel_traces_exporter", "otel_traces_sampler"):
+                value = value.lower()
+            if value:
+                argv += [f"--{dest.replace('_', '-')}", value]
+        return cls.from_args(parser.parse_args(argv), default_service)
+
+    def build(self) -> Tracing | None:
+        """A Tracing with its own provider, or None when off (nothing is made)."""
+        if not self.enabled:
+            return None
+        return Tracing(self)
+
+
+def _export_delay(environ: Mapping[str, str]) -> float:
+    raw = environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip()  # milliseconds, as the SDK reads it
+    try:
+        return max(float(raw) / 1000, 0.01) if raw else 5.0
+    except ValueError:
+        return 5.0
+
+
+class Tracing:
+    """A process's (or one server's) tracer provider and tracer. `shutdown()` exports what is
+    left; call it when the program stops."""
+
+    def __init__(self, settings: TracingSettings) -> None:
+        try:
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        except ImportError as exc:  # a client-only install
+            raise RuntimeError(
+                "tracing needs the OpenTelemetry SDK: pip install 'jobsched[tracing]'"
+            ) from exc
+        self.settings = settings
+        resource = Resource.create({"service.name": settings.service_name or settings.program})
+        self.provider: TracerProvider = TracerProvider(
+            resource=resource, sampler=_sampler(settings.sampler, settings.sampler_arg)
+        )
+        exporter = settings.span_exporter or _exporter(settings)
+        self.provider.add_span_processor(
+            BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay * 1000)
+        )
+        self.tracer: trace.Tracer = self.provider.get_tracer("jobsched")
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+    def force_flush(self) -> None:
+        self.provider.force_flush()
+
+
+def _sampler(name: str, arg: float | None) -> Any:
+    from opentelemetry.sdk.trace import sampling
+
+    ratio = 1.0 if arg is None else arg
+    if name == "always_on":
+        return sampling.ALWAYS_ON
+    if name == "always_off":
+        return sampling.ALWAYS_OFF
+    if name == "traceidratio":
+        return sampling.TraceIdRatioBased(ratio)
+    if name == "parentbased_always_off":
+        return sampling.ParentBased(sampling.ALWAYS_OFF)
+    if name == "parentbased_traceidratio":
+        return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
+    return sampling.ParentBased(sampling.ALWAYS_ON)
+
+
+def _exporter(settings: TracingSettings) -> SpanExporter:
+    if settings.exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise RuntimeError(
+            "the otlp traces exporter needs opentelemetry-exporter-otlp-proto-grpc: "
+            "pip install 'jobsched[tracing]'"
+        ) from exc
+    endpoint = settings.endpoint
+    insecure = None
+    if endpoint is not None and endpoint.startswith("http://"):
+        insecure = True
+    return OTLPSpanExporter(endpoint=endpoint, insecure=insecure)
+
+
+# --- trace context as text -------------------------------------------------------------------
+
+
+def valid_traceparent(value: str) -> bool:
+    """Whether `value` is a W3C traceparent with a non-zero trace id and span id."""
+    if not _TRACEPARENT.match(value) or value.startswith("ff"):
+        return False
+    _version, trace_id, span_id, _flags = value.split("-")
+    return trace_id != "0" * 32 and span_id != "0" * 16
+
+
+def traceparent_of(span_context: trace.SpanContext) -> str:
+    """The traceparent of a span context (which must be valid)."""
+    flags = int(span_context.trace_flags) & 0xFF
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags:02x}"
+
+
+def current_traceparent() -> str | None:
+    """The traceparent of the current span, None when there is none (no span objects made)."""
+    span_context = trace.get_current_span().get_span_context()
+    return traceparent_of(span_context) if span_context.is_valid else None
+
+
+def context_of(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context:
+    """An OpenTelemetry context whose parent is the given traceparent (a fresh, empty context
+    for None or an invalid one)."""
+    carrier = {}
+    if traceparent:
+        carrier[TRACEPARENT] = traceparent
+        if tracestate:
+            carrier[TRACESTATE] = tracestate
+    return _propagator.extract(carrier, context=otel_context.Context())
+
+
+def trace_fields() -> dict[str, str]:
+    """trace_id and span_id of the current span for a log line; empty when there is none."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return {}
+    return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
+
+
+def with_trace_metadata(
+    metadata: Sequence[tuple[str, str]] | None, span_context: trace.SpanContext | None = None
+) -> tuple[tuple[str, str], ...]:
+    """`metadata` with the traceparent of `span_context` (default: the current span's) in place
+    of any it had; unchanged when there is no valid context."""
+    if span_context is None:
+        span_context = trace.get_current_span().get_span_context()
+    pairs = tuple(metadata or ())
+    if not span_context.is_valid:
+        return pairs
+    kept = tuple((k, v) for k, v in pairs if k not in (TRACEPARENT, TRACESTATE))
+    extra: tuple[tuple[str, str], ...] = ((TRACEPARENT, traceparent_of(span_context)),)
+    state = span_context.trace_state.to_header() if span_context.trace_state else ""
+    if state:
+        extra += ((TRACESTATE, state),)
+    return kept + extra
+
+
+# --- client spans ----------------------------------------------------------------------------
+
+
+def _method_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+class _ClientSpans:
+    """The body of the four aio client interceptors: a CLIENT span per call, its context sent
+    as traceparent, ended (with the call's status code) when the call is done."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+        self._ending: set[asyncio.Future[None]] = set()
+
+    def begin(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> tuple[trace.Span, grpc.aio.ClientCallDetails]:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        span = self.tracer.start_span(
+            method.lstrip("/"), kind=trace.SpanKind.CLIENT, attributes=_method_attributes(method)
+        )
+        metadata = with_trace_metadata(
+            tuple(details.metadata or ()),  # type: ignore[arg-type]
+            span.get_span_context(),
+        )
+        new = grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata(*metadata),
+            details.credentials,
+            details.wait_for_ready,
+        )
+        return span, new
+
+    def end_with(self, span: trace.Span, call: Any) -> None:
+        def done(finished: Any) -> None:
+            # code() is a coroutine in grpc.aio, answered at once for a finished call.
+            task = asyncio.ensure_future(_end_span(span, finished))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+        call.add_done_callback(done)
+
+
+async def _end_span(span: trace.Span, call: Any) -> None:
+    try:
+        code = await call.code()
+    except Exception:
+        code = grpc.StatusCode.UNKNOWN
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    span.set_attribute(
+        "rpc.grpc.status_code", code.value[0] if isinstance(code, grpc.StatusCode) else -1
+    )
+    if code is not grpc.StatusCode.OK:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, name))
+    span.end()
+
+
+class TracingUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, spans: _ClientSpans) -> None:
+        self.spans = spans
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        span, details = self.spans.begin(details)
+        call = await continuation(details, request)
+        self.spans.end_with(span, call)
+        return call
+
+
+class TracingUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, spans: _ClientSpans) -> None:
+        self.spans = spans
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        span, details = self.spans.begin(details)
+        call = await continuation(details, request)
+        self.spans.end_with(span, call)
+        return call
+
+
+class TracingStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, spans: _ClientSpans) -> None:
+        self.spans = spans
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        span, details = self.spans.begin(details)
+        call = await continuation(details, requests)
+        self.spans.end_with(span, call)
+        return call
+
+
+class TracingStreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, spans: _ClientSpans) -> None:
+        self.spans = spans
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        span, details = self.spans.begin(details)
+        call = await continuation(details, requests)
+        self.spans.end_with(span, call)
+        return call
+
+
+def client_interceptors(tracer: trace.Tracer | None) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors of a traced channel; none without a tracer (no cost when off)."""
+    if tracer is None:
+        return []
+    spans = _ClientSpans(tracer)
+    return [
+        TracingUnaryUnary(spans),
+        TracingUnaryStream(spans),
+        TracingStreamUnary(spans),
+        TracingStreamStream(spans),
+    ]
+
+
+@contextlib.contextmanager
+def background_span(
+    tracer: trace.Tracer | None, name: str, **attributes: Any
+) -> Iterator[trace.Span | None]:
+    """A root span for background work (a claim batch, a leader duty), current inside; yields
+    None and makes nothing when `tracer` is None. Set row counts on it as attributes."""
+    if tracer is None:
+        yield None
+        return
+    with tracer.start_as_current_span(
+        name, context=otel_context.Context(), attributes=attributes
+    ) as span:
+        yield span
+
+
+def tracer_of(provider: trace.TracerProvider | None) -> trace.Tracer | None:
+    """A tracer from `provider`, else from OpenTelemetry's global provider when an application
+    installed an SDK one; None otherwise (the API's default provider makes no spans worth the
+    cost)."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return None
+    return provider.get_tracer("jobsched.client")
