@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jobsched.config import Program, add_config_option
 from jobsched.options import add_log_level_option, non_negative, whole_number
+from jobsched.tracing import TRACING_ENV, TracingSettings, add_tracing_options
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
 from scheduler.domain.artifacts import S3Location
 from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
@@ -39,6 +40,7 @@ ENV = {
     "artifact_store": "JOBSCHED_ARTIFACT_STORE",
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
+    **TRACING_ENV,
 }
 
 
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_auth(parser)
     _add_artifacts(parser)
     _add_metrics(parser)
+    add_tracing_options(parser)
     return parser
 
 
@@ -371,6 +374,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_job_artifact_bytes=args.max_job_artifact_bytes,
         metrics_listen=args.metrics_listen or None,
         queue_depth_interval=args.queue_depth_interval,
+        tracing=TracingSettings.from_args(args, "jobsched-scheduler"),
     )
 
 

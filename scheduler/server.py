@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jobsched import keepalive
+from jobsched.tracing import TracingSettings
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
@@ -75,6 +76,7 @@ from scheduler.store.jobs import JobStore
 from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.store.schedules import Fired, ScheduleStore
+from scheduler.telemetry.tracing import TracingInterceptor
 from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
 
@@ -202,6 +204,9 @@ class ServerSettings:
     # counts the active jobs per queue and state every queue_depth_interval seconds.
     metrics_listen: str | None = None
     queue_depth_interval: float = 15.0
+    # Traces (scheduler/telemetry/tracing.py, jobsched/tracing.py): off unless an exporter is
+    # configured (OTEL_TRACES_EXPORTER, the config file); each server has its own provider.
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     def __post_init__(self) -> None:
         self.artifact_limits  # noqa: B018 (raises ValueError for bad limits)
@@ -322,8 +327,12 @@ class SchedulerServer:
             from scheduler.telemetry.metrics import SchedulerMetrics
 
             self.metrics = SchedulerMetrics()
+        # With tracing off there is no provider, no interceptor and tracer None everywhere.
+        self.tracing = settings.tracing.build()
+        tracer = self.tracing.tracer if self.tracing is not None else None
         self.server = grpc.aio.server(
             interceptors=[
+                *([TracingInterceptor(tracer)] if tracer is not None else []),
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
@@ -348,6 +357,7 @@ class SchedulerServer:
             lease_renew_within=settings.lease_renew_within,
             max_releases=settings.max_releases,
             heartbeat_timeout=settings.executor_heartbeat_timeout,
+            tracer=tracer,
         )
         # One task ends the streams of silent executors (scheduler/dispatch/watchdog.py).
         self.watchdog = HeartbeatWatchdog(
@@ -392,6 +402,7 @@ class SchedulerServer:
             self.notifier.on_schedules = self.cron.wake
         # Leader-only deletion of finished jobs (scheduler/maintenance/retention.py).
         self.retention = RetentionSweeper(db, self.leader, clock, retention=settings.retention)
+        self.rescuer.tracer = self.cron.tracer = self.retention.tracer = tracer
         schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleService(
                 ScheduleStore(db), clock, on_change=self._schedules_changed, on_fired=self._fired
@@ -673,4 +684,6 @@ class SchedulerServer:
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
         if self.artifact_objects is not None:
             self.artifact_objects.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still buffered
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

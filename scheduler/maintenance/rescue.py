@@ -36,12 +36,17 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+from jobsched.tracing import background_span
 from scheduler.domain.errors import JobschedError
 from scheduler.leader import LeaderElector
 from scheduler.store.attempts import Rescued, rescue_expired_leases, rescue_timed_out
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch, rescue_deadlines
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("jobsched.rescue")
 
@@ -50,6 +55,9 @@ _RETRY_LOCKED = 0.1  # seconds before looking again at due jobs that a round cou
 
 
 class LeaseRescuer:
+    # Set by the server with tracing on: a span per round, its row count an attribute.
+    tracer: Tracer | None = None
+
     def __init__(
         self,
         db: Database,
@@ -146,15 +154,18 @@ class LeaseRescuer:
         if not self.leader.is_leader:
             return []
         epoch = self.leader.epoch
-        async with self.db.transaction() as conn:
-            await check_epoch(conn, epoch)
-            now = self.clock()
-            # The epoch in the history: which leader did it (checked by the fault tests).
-            actor = f"leader:{self.leader.replica_id}@{epoch}"
-            rescued = await rescue_expired_leases(conn, now, self.batch, actor)
-            rescued += await rescue_timed_out(
-                conn, now, self.timeout_grace, self.batch - len(rescued), actor
-            )
+        with background_span(self.tracer, "jobsched.rescue", **{"jobsched.epoch": epoch}) as span:
+            async with self.db.transaction() as conn:
+                await check_epoch(conn, epoch)
+                now = self.clock()
+                # The epoch in the history: which leader did it (checked by the fault tests).
+                actor = f"leader:{self.leader.replica_id}@{epoch}"
+                rescued = await rescue_expired_leases(conn, now, self.batch, actor)
+                rescued += await rescue_timed_out(
+                    conn, now, self.timeout_grace, self.batch - len(rescued), actor
+                )
+            if span is not None:
+                span.set_attribute("jobsched.rescued", len(rescued))
         if rescued:
             self.rescued_total += len(rescued)
             log.warning(
