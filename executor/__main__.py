@@ -11,6 +11,8 @@ import logging
 import signal
 import sys
 
+from opentelemetry import trace
+
 from executor.command import COMMAND_TYPE, CommandHandler
 from executor.command_options import command_settings
 from executor.flags import parse_args
@@ -19,6 +21,7 @@ from executor.loading import HandlerLoadError, Loaded, load_handlers
 from executor.runner import Executor
 from jobsched import logs
 from jobsched.tls import ClientTLS, TLSConfigError, tls_from_args
+from jobsched.tracing import TracingSettings
 
 log = logging.getLogger("jobsched.executor")
 
@@ -33,6 +36,11 @@ def registry_of(args: argparse.Namespace) -> tuple[HandlerRegistry, Loaded]:
 async def run(
     args: argparse.Namespace, registry: HandlerRegistry, loaded: Loaded, tls: ClientTLS | None
 ) -> None:
+    tracing = TracingSettings.from_args(args, "jobsched-executor").build()
+    if tracing is not None:
+        # This process is one executor: its provider is also the global one, so that handler
+        # code using trace.get_tracer(...) records spans in the attempt's trace.
+        trace.set_tracer_provider(tracing.provider)
     executor = Executor(
         args.schedulers,
         name=args.name,
@@ -41,6 +49,7 @@ async def run(
         queues=args.queues,
         tls=tls,
         token=args.token,
+        tracing=tracing,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -65,6 +74,8 @@ async def run(
         await stop.wait()
     finally:
         await executor.stop(grace=args.grace)
+        if tracing is not None:
+            tracing.shutdown()  # exports the spans still buffered
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from executor.stream import (
 )
 from executor.watchdog import LoopWatchdog
 from jobsched.tls import ClientTLS
+from jobsched.tracing import Tracing, client_interceptors
 from jobsched.v1 import executor_service_pb2 as pb
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "MAX_PENDING_RESULTS", "Executor", "take_batch"]
@@ -80,7 +81,10 @@ class Executor:
         loop_block_warning: float = 1.0,
         tls: ClientTLS | None = None,
         token: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        """`tracing`: the spans' provider (jobsched/tracing.py), None for none; it stays
+        the caller's to shut down."""
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
         if capacity < 1:
@@ -115,7 +119,10 @@ class Executor:
             cancel_grace=cancel_grace,
             report=self._report,
             max_result_bytes=lambda: self._stream.max_result_bytes,
+            tracer=tracing.tracer if tracing is not None else None,
         )
+        if tracing is not None:
+            self._stream.interceptors = client_interceptors(tracing.tracer)
         self.uploads = ArtifactUploader(
             name,
             lambda: (self._stream.address, self._stream.session_token),
