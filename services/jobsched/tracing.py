@@ -48,6 +48,8 @@ SAMPLERS = (
     "parentbased_traceidratio",
 )
 TRACEPARENT = "traceparent"
+# The environment carrier (a command job's, read by the CLI and OpenTelemetry SDKs that use it).
+TRACEPARENT_ENV = "TRACEPARENT"
 TRACESTATE = "tracestate"
 # version-traceid-spanid-flags, lower-case hex (W3C Trace Context, version 00)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")

@@ -45,7 +45,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from jobsched.cli import (
     artifacts,
@@ -67,6 +71,7 @@ from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
 from jobsched.tls import TLS_ENV, TLSConfigError, add_tls_options, tls_from_args
 from jobsched.tokens import TOKEN_ENV, add_token_option
+from jobsched.tracing import TRACEPARENT_ENV, TracingSettings, context_of
 
 __all__ = ["CLIENT", "build_parser", "main"]
 
@@ -125,14 +130,29 @@ CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 
 async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
-    async with JobschedClient(
-        args.address,
-        tenant=args.tenant,
-        timeout=args.timeout,
-        tls=tls_from_args(args),
-        token=args.token,
-    ) as client:
-        return await handler(client, args)
+    # Tracing from the OTEL_* variables (jobsched/tracing.py): a span for the command, its
+    # calls' client spans inside. TRACEPARENT (a command job's environment) makes it part of
+    # that trace, and is sent on even with tracing off.
+    tracing = TracingSettings.from_env("jobsched-cli").build()
+    token = otel_context.attach(context_of(os.environ.get(TRACEPARENT_ENV, "").strip() or None))
+    try:
+        async with JobschedClient(
+            args.address,
+            tenant=args.tenant,
+            timeout=args.timeout,
+            tls=tls_from_args(args),
+            token=args.token,
+            tracer_provider=tracing.provider if tracing is not None else None,
+        ) as client:
+            if tracing is None:
+                return await handler(client, args)
+            name = "jobsched " + getattr(handler, "__name__", "command").removeprefix("_")
+            with tracing.tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT):
+                return await handler(client, args)
+    finally:
+        otel_context.detach(token)
+        if tracing is not None:
+            tracing.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
