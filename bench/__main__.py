@@ -13,7 +13,9 @@ their own processes:
  7. scheduler memory with many executor streams and watchers connected;
  8. artifact upload and download throughput (MB/s) for a 100 MB file;
  9. command-job overhead: submit to exit of `true` (p50/p99), beside a no-op handler;
-10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key against none.
+10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key against none;
+11. telemetry overhead: throughput and enqueue-to-start latency with tracing off, at 100 % and
+    at 10 % sampling (bench/telemetry_overhead.py: one entry per configuration).
 
 Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the
 issue's target; the table is printed and appended to bench/RESULTS.md.
@@ -48,6 +50,7 @@ from bench.settings import FULL, QUICK, Sizes
 from bench.statements import measure_statements
 from bench.stats import Figures
 from bench.submits import measure_submits
+from bench.telemetry_overhead import measure_telemetry_overhead
 from bench.throughput import measure_throughput
 
 
@@ -100,6 +103,10 @@ async def _auth(c: Context) -> None:
     c.notes.extend(await measure_auth_overhead(c.database.url, c.conn, c.sizes, c.figures))
 
 
+async def _telemetry(c: Context) -> None:
+    c.notes.extend(await measure_telemetry_overhead(c.database, c.conn, c.sizes, c.figures))
+
+
 async def _read_path(c: Context) -> None:
     c.notes.extend(await measure_read_path(c.database, c.conn, c.sizes, c.figures))
 
@@ -116,6 +123,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "artifacts": _artifacts,
     "command": _command,
     "auth": _auth,
+    "telemetry": _telemetry,
     "read-path": _read_path,
 }
 

@@ -10,7 +10,8 @@ serving many traces), which an attempt never is.
 `attempt_context` builds the contextvars context the handler's task runs in: the span is the
 current OpenTelemetry span there, and the job's id, attempt and tenant are bound to its log
 lines (jobsched.logs); a plain function's thread gets a copy (executor/runs.py). Without a
-tracer no span is made: the context only carries the log fields.
+tracer no span is made: the context only carries the log fields; with a parent-based sampler
+(the default) neither is one for a job whose submit was not sampled.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from opentelemetry import trace
 
 from executor.handlers import JobContext
 from jobsched import logs
-from jobsched.tracing import context_of, traceparent_of, valid_traceparent
+from jobsched.tracing import (
+    context_of,
+    follows_parent,
+    sampled,
+    span_context_of,
+    traceparent_of,
+    valid_traceparent,
+)
 from jobsched.v1 import executor_service_pb2 as pb
 
 
@@ -36,6 +44,17 @@ def attempt_context(
     run = contextvars.copy_context()
     if tracer is None:
         run.run(_bind, ctx, None)
+        return run
+    if incoming and not sampled(incoming) and follows_parent(tracer):
+        # The submit was not sampled and the sampler follows it: no span would be recorded.
+        # The parent's (non-recording) span is current instead, so that the handler's own
+        # spans follow the same decision, at no cost.
+        parent = span_context_of(incoming)
+        assert parent is not None
+        unsampled = trace.NonRecordingSpan(parent)
+        ctx.span = unsampled
+        ctx.tracer = tracer
+        run.run(_bind, ctx, unsampled)
         return run
     span = tracer.start_span(
         "jobsched.attempt",

@@ -11,7 +11,8 @@ it, as are the executors' attempt spans (the Assignment carries the same context
                          > jobsched.record_result   event "state": RUNNING -> SUCCEEDED, ...
 
 A job without a stored context (a cron fire, a submit with tracing off everywhere) gets none of
-these: only traced submits pay for spans.
+these, and with a parent-based sampler (the default) neither does a job whose submit was not
+sampled: only the sampled jobs pay for spans (a span object costs tens of microseconds).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime
 
 from opentelemetry import trace
 
-from jobsched.tracing import context_of
+from jobsched.tracing import context_of, follows_parent, sampled
 from scheduler.domain.jobs import JobRecord
 from scheduler.domain.states import JobState
 
@@ -32,10 +33,16 @@ def _ns(at: datetime) -> int:
 class JobSpans:
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
+        self.follows_parent = follows_parent(tracer)
+
+    def _traced(self, job: JobRecord) -> bool:
+        if job.trace_context is None:
+            return False
+        return sampled(job.trace_context) or not self.follows_parent
 
     def queue_wait(self, job: JobRecord, executor: str, claimed_at: datetime) -> None:
         """A span from the attempt's run_at (when it was due) to its claim: the queue wait."""
-        if job.trace_context is None:
+        if not self._traced(job):
             return
         start = min(job.run_at, claimed_at)
         span = self.tracer.start_span(
@@ -55,7 +62,7 @@ class JobSpans:
 
     def recorded(self, job: JobRecord, state: JobState) -> None:
         """The outcome of an attempt recorded: a span with the state transition as its event."""
-        if job.trace_context is None:
+        if not self._traced(job):
             return
         attributes: dict[str, str | int] = {
             "jobsched.job_id": job.id,
@@ -63,10 +70,10 @@ class JobSpans:
             "jobsched.queue": job.queue,
             "jobsched.type": job.type,
         }
-        with self.tracer.start_as_current_span(
+        span = self.tracer.start_span(
             "jobsched.record_result", context=context_of(job.trace_context), attributes=attributes
-        ) as span:
-            span.add_event(
-                "state",
-                {"from": JobState.RUNNING.value, "to": state.value, "attempt": job.attempt},
-            )
+        )
+        span.add_event(
+            "state", {"from": JobState.RUNNING.value, "to": state.value, "attempt": job.attempt}
+        )
+        span.end()

@@ -276,15 +276,41 @@ def current_traceparent() -> str | None:
     return traceparent_of(span_context) if span_context.is_valid else None
 
 
+def span_context_of(traceparent: str | None) -> trace.SpanContext | None:
+    """The remote span context of a valid traceparent, None otherwise (parsed by hand: the
+    propagator's extract took several times as long, and this runs per job)."""
+    if not traceparent or not valid_traceparent(traceparent):
+        return None
+    return trace.SpanContext(
+        trace_id=int(traceparent[3:35], 16),
+        span_id=int(traceparent[36:52], 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(traceparent[53:55], 16)),
+    )
+
+
+def sampled(traceparent: str | None) -> bool:
+    """Whether a traceparent's sampled flag is set (a valid one's: see valid_traceparent)."""
+    return bool(traceparent) and int(traceparent[-2:], 16) & 1 == 1  # type: ignore[index]
+
+
+def follows_parent(tracer: trace.Tracer) -> bool:
+    """Whether the tracer's sampler is parent-based: an unsampled parent then means no span."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    return isinstance(getattr(tracer, "sampler", None), ParentBased)
+
+
 def context_of(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context:
     """An OpenTelemetry context whose parent is the given traceparent (a fresh, empty context
     for None or an invalid one)."""
-    carrier = {}
-    if traceparent:
-        carrier[TRACEPARENT] = traceparent
-        if tracestate:
-            carrier[TRACESTATE] = tracestate
-    return _propagator.extract(carrier, context=otel_context.Context())
+    if tracestate:
+        carrier = {TRACEPARENT: traceparent or "", TRACESTATE: tracestate}
+        return _propagator.extract(carrier, context=otel_context.Context())
+    span_context = span_context_of(traceparent)
+    if span_context is None:
+        return otel_context.Context()
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context), otel_context.Context())
 
 
 def trace_fields() -> dict[str, str]:
