@@ -117,6 +117,15 @@ class LeaseRescuer:
         """Rescue what is due, if this replica leads; returns how long to sleep (seconds)."""
         if not self.leader.is_leader:
             return self.interval
+        epoch = {"jobsched.epoch": self.leader.epoch}
+        with background_span(self.tracer, "jobsched.rescue", **epoch) as span:
+            before = self.rescued_total
+            delay = await self._round()
+            if span is not None:
+                span.set_attribute("jobsched.rescued", self.rescued_total - before)
+        return delay
+
+    async def _round(self) -> float:
         recovering = self.recovering()
         if recovering > 0:
             return recovering
@@ -154,18 +163,15 @@ class LeaseRescuer:
         if not self.leader.is_leader:
             return []
         epoch = self.leader.epoch
-        with background_span(self.tracer, "jobsched.rescue", **{"jobsched.epoch": epoch}) as span:
-            async with self.db.transaction() as conn:
-                await check_epoch(conn, epoch)
-                now = self.clock()
-                # The epoch in the history: which leader did it (checked by the fault tests).
-                actor = f"leader:{self.leader.replica_id}@{epoch}"
-                rescued = await rescue_expired_leases(conn, now, self.batch, actor)
-                rescued += await rescue_timed_out(
-                    conn, now, self.timeout_grace, self.batch - len(rescued), actor
-                )
-            if span is not None:
-                span.set_attribute("jobsched.rescued", len(rescued))
+        async with self.db.transaction() as conn:
+            await check_epoch(conn, epoch)
+            now = self.clock()
+            # The epoch in the history: which leader did it (checked by the fault tests).
+            actor = f"leader:{self.leader.replica_id}@{epoch}"
+            rescued = await rescue_expired_leases(conn, now, self.batch, actor)
+            rescued += await rescue_timed_out(
+                conn, now, self.timeout_grace, self.batch - len(rescued), actor
+            )
         if rescued:
             self.rescued_total += len(rescued)
             log.warning(

@@ -132,11 +132,17 @@ class TracingSettings:
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
-            raise ValueError(f"traces exporter must be one of {', '.join(EXPORTERS)}")
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER (--otel-traces-exporter) {self.exporter!r} is not one of "
+                + ", ".join(EXPORTERS)
+            )
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"traces sampler must be one of {', '.join(SAMPLERS)}")
+            raise ValueError(
+                f"OTEL_TRACES_SAMPLER (--otel-traces-sampler) {self.sampler!r} is not one of "
+                + ", ".join(SAMPLERS)
+            )
         if self.sampler_arg is not None and not 0.0 <= self.sampler_arg <= 1.0:
-            raise ValueError("traces sampler arg must be from 0 to 1")
+            raise ValueError("OTEL_TRACES_SAMPLER_ARG (--otel-traces-sampler-arg) must be 0..1")
 
     @property
     def enabled(self) -> bool:
@@ -159,17 +165,26 @@ class TracingSettings:
     def from_env(
         cls, default_service: str, environ: Mapping[str, str] = os.environ
     ) -> TracingSettings:
-        """From the OTEL_* variables alone (the CLI's client commands, which have no table)."""
-        parser = argparse.ArgumentParser(add_help=False)
-        add_tracing_options(parser)
-        argv: list[str] = []
-        for dest, variable in TRACING_ENV.items():
-            value = environ.get(variable, "").strip()
-            if dest in ("otel_traces_exporter", "otel_traces_sampler"):
-                value = value.lower()
-            if value:
-                argv += [f"--{dest.replace('_', '-')}", value]
-        return cls.from_args(parser.parse_args(argv), default_service)
+        """From the OTEL_* variables alone (the CLI's client commands, which have no table);
+        ValueError naming the variable for a bad value."""
+
+        def get(name: str) -> str:
+            return environ.get(name, "").strip()
+
+        ratio = get("OTEL_TRACES_SAMPLER_ARG")
+        try:
+            sampler_arg = _ratio(ratio) if ratio else None
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG: {exc}") from None
+        return cls(
+            exporter=get("OTEL_TRACES_EXPORTER").lower() or "none",
+            endpoint=get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            service_name=get("OTEL_SERVICE_NAME") or None,
+            sampler=get("OTEL_TRACES_SAMPLER").lower() or "parentbased_always_on",
+            sampler_arg=sampler_arg,
+            program=default_service,
+            export_delay=_export_delay(environ),
+        )
 
     def build(self) -> Tracing | None:
         """A Tracing with its own provider, or None when off (nothing is made)."""
@@ -291,7 +306,9 @@ def span_context_of(traceparent: str | None) -> trace.SpanContext | None:
 
 def sampled(traceparent: str | None) -> bool:
     """Whether a traceparent's sampled flag is set (a valid one's: see valid_traceparent)."""
-    return bool(traceparent) and int(traceparent[-2:], 16) & 1 == 1  # type: ignore[index]
+    if not traceparent:
+        return False
+    return int(traceparent[-2:], 16) & 1 == 1
 
 
 def follows_parent(tracer: trace.Tracer) -> bool:

@@ -8,8 +8,10 @@ the in-process scheduler and client have providers of their own with in-memory e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +32,7 @@ from jobsched.tracing import TracingSettings, valid_traceparent
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
+from tests.cli import JOBSCHED
 from tests.e2e.test_command_jobs import SH_GLOB
 from tests.e2e.test_user_handlers import environment, start_executor
 from tests.faults.harness import Service
@@ -57,7 +60,7 @@ def traced(ctx):  # a plain function: it runs in a pool thread
         with trace.get_tracer("handlers").start_as_current_span("global tracer work"):
             log.warning("working")
     if ctx.attempt == 1:
-        raise jobsched.RetryableError("the first attempt fails")
+        raise RuntimeError("the first attempt fails")
     return {"traceparent": ctx.traceparent}
 """
 
@@ -264,6 +267,17 @@ async def test_one_trace_follows_a_job_from_submit_through_each_attempt(
     )
     assert transitions == [(1, "scheduled"), (2, "succeeded")]
 
+    # Background work: the claims that handed the attempts out, and the leader's rounds
+    # (each a root span of its own), with their row counts.
+    claims = [s for s in local if s.name == "jobsched.claim"]
+    assert sum(int(c.attributes["jobsched.claimed"]) for c in claims) >= 2
+    assert all(c.parent_id == "" and c.trace_id != trace_id for c in claims)
+    duties = {s.name: s for s in local if s.name.startswith(("jobsched.rescue", "jobsched.cron"))}
+    assert duties["jobsched.rescue"].attributes["jobsched.rescued"] == 0
+    assert duties["jobsched.cron"].attributes["jobsched.fired"] == 0
+    retention = [s for s in local if s.name == "jobsched.retention"]
+    assert all(r.attributes["jobsched.deleted"] == 0 for r in retention)
+
     # The handler saw its attempt span's traceparent.
     seen = json.loads(job.result)["traceparent"]
     assert valid_traceparent(seen)
@@ -417,3 +431,69 @@ async def test_without_tracing_nothing_is_made_and_the_context_still_travels(
         f"{submit.context.trace_id:032x}",
         f"{submit.context.span_id:016x}",
     ]
+
+
+@pytest.mark.timeout(60)
+async def test_the_cli_traces_its_command_and_continues_traceparent(
+    scheduler: SchedulerServer, db: Database, receiver: tuple[OtlpReceiver, str]
+) -> None:
+    """`jobsched` with OTEL_* set: a span for the command and a client span per call, in the
+    trace of TRACEPARENT from its environment (as inside a command job)."""
+    collector, endpoint = receiver
+    outer_trace, outer_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    process = await asyncio.create_subprocess_exec(
+        JOBSCHED,
+        "--address",
+        scheduler.address,
+        "submit",
+        "--type",
+        "noop",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "TRACEPARENT": f"00-{outer_trace}-{outer_span}-01",
+        },
+    )
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    job_id = json.loads(out)["id"]
+
+    # Exported before the CLI exits (its provider is shut down at the end of the command).
+    commands = [s for s in collector.spans if s.name == "jobsched submit"]
+    assert [(c.trace_id, c.parent_id, c.service) for c in commands] == [
+        (outer_trace, outer_span, "jobsched-cli")
+    ]
+    [call] = [s for s in collector.spans if s.name == "jobsched.v1.JobService/SubmitJob"]
+    assert (call.trace_id, call.parent_id) == (outer_trace, commands[0].span_id)
+    async with db.read() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT trace_context FROM jobs WHERE id = :id"), {"id": job_id}
+            )
+        ).scalar_one()
+    assert stored.split("-")[1] == outer_trace
+
+
+async def test_bad_tracing_settings_are_refused_naming_the_variable(
+    scheduler: SchedulerServer,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        JOBSCHED,
+        "--address",
+        scheduler.address,
+        "status",
+        "00000000-0000-4000-8000-000000000000",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "zipkin"},
+    )
+    async with asyncio.timeout(30):
+        _out, err = await process.communicate()
+    assert process.returncode == 2
+    assert "OTEL_TRACES_EXPORTER" in err.decode()
+    assert "'zipkin' is not one of none, otlp, console" in err.decode()

@@ -71,7 +71,7 @@ from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
 from jobsched.tls import TLS_ENV, TLSConfigError, add_tls_options, tls_from_args
 from jobsched.tokens import TOKEN_ENV, add_token_option
-from jobsched.tracing import TRACEPARENT_ENV, TracingSettings, context_of
+from jobsched.tracing import TRACEPARENT_ENV, Tracing, TracingSettings, context_of
 
 __all__ = ["CLIENT", "build_parser", "main"]
 
@@ -129,11 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 
-async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
+async def _run_client_command(
+    handler: Handler, args: argparse.Namespace, tracing: Tracing | None = None
+) -> int:
     # Tracing from the OTEL_* variables (jobsched/tracing.py): a span for the command, its
     # calls' client spans inside. TRACEPARENT (a command job's environment) makes it part of
     # that trace, and is sent on even with tracing off.
-    tracing = TracingSettings.from_env("jobsched-cli").build()
     token = otel_context.attach(context_of(os.environ.get(TRACEPARENT_ENV, "").strip() or None))
     try:
         async with JobschedClient(
@@ -184,7 +185,12 @@ def _dispatch(args: argparse.Namespace, resolved: Resolved) -> int:
         return code
 
     try:
-        return asyncio.run(_run_client_command(args.handler, args))
+        tracing = TracingSettings.from_env("jobsched-cli").build()
+    except (ValueError, RuntimeError) as err:  # a bad OTEL_* value, the SDK not installed
+        print(f"jobsched: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return asyncio.run(_run_client_command(args.handler, args, tracing))
     except TLSConfigError as err:
         print(f"jobsched: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
