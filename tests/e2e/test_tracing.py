@@ -115,7 +115,9 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 async def receiver() -> AsyncIterator[tuple[OtlpReceiver, str]]:
     server = grpc.aio.server()
     collector = OtlpReceiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        collector, server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
