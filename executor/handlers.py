@@ -162,6 +162,10 @@ class JobContext:
         self.tracer: trace.Tracer = _NO_TRACER
         self.traceparent: str = ""
 
+    def log_fields(self) -> dict[str, str]:
+        """What every log line written while the handler runs carries (jobsched.logs)."""
+        return {"job_id": self.job_id, "attempt": str(self.attempt), "tenant": self.tenant}
+
     def json(self) -> Any:
         """The payload decoded as JSON; an empty payload decodes to None.
 

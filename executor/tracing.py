@@ -80,7 +80,7 @@ def attempt_context(
 
 def _bind(ctx: JobContext, span: trace.Span | None) -> None:
     # Inside the handler's context copy, which is dropped with its task: nothing to detach.
-    logs.bind(job_id=ctx.job_id, attempt=str(ctx.attempt), tenant=ctx.tenant)
+    logs.bind_lazily(ctx.log_fields)
     if span is not None:
         otel_context.attach(trace.set_span_in_context(span))
 

@@ -9,7 +9,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
@@ -24,6 +24,19 @@ def bind(**fields: str) -> None:
     """Add `fields` to every line logged from the current context (a task, and the tasks it
     starts) from now on."""
     _bound.set(MappingProxyType({**_bound.get(), **fields}))
+
+
+# Fields computed only when a line is written (an executor's job fields: binding them eagerly
+# cost every job a dictionary, though few jobs log).
+_lazy: contextvars.ContextVar[Callable[[], Mapping[str, str]] | None] = contextvars.ContextVar(
+    "jobsched_lazy_log_fields", default=None
+)
+
+
+def bind_lazily(fields: Callable[[], Mapping[str, str]]) -> None:
+    """Add what `fields()` returns, asked when a line is written, to the lines of the current
+    context (as `bind`, without building them now)."""
+    _lazy.set(fields)
 
 
 def bound() -> Mapping[str, str]:
@@ -46,6 +59,10 @@ class JsonFormatter(logging.Formatter):
         # was told of a failure), whoever logged it.
         for key, value in _bound.get().items():
             body.setdefault(key, value)
+        lazy = _lazy.get()
+        if lazy is not None:
+            for key, value in lazy().items():
+                body.setdefault(key, value)
         # ... and, inside a span (an RPC's, a job attempt's), its trace and span ids.
         for key, value in trace_fields().items():
             body.setdefault(key, value)

@@ -273,7 +273,7 @@ def _exporter(settings: TracingSettings) -> SpanExporter:
 
 def valid_traceparent(value: str) -> bool:
     """Whether `value` is a W3C traceparent with a non-zero trace id and span id."""
-    if not _TRACEPARENT.match(value) or value.startswith("ff"):
+    if len(value) != 55 or not _TRACEPARENT.match(value) or value.startswith("ff"):
         return False
     _version, trace_id, span_id, _flags = value.split("-")
     return trace_id != "0" * 32 and span_id != "0" * 16
