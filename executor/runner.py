@@ -36,8 +36,9 @@ from executor.stream import (
     take_batch,
 )
 from executor.watchdog import LoopWatchdog
+from jobsched.client_spans import client_interceptors
 from jobsched.tls import ClientTLS
-from jobsched.tracing import Tracing, client_interceptors
+from jobsched.tracing import Tracing
 from jobsched.v1 import executor_service_pb2 as pb
 
 __all__ = ["DEFAULT_HEARTBEAT_INTERVAL", "MAX_PENDING_RESULTS", "Executor", "take_batch"]

@@ -29,10 +29,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched import payloads
 from jobsched.artifacts import Artifact, ChecksumMismatchError
+from jobsched.client_spans import client_interceptors, tracer_of
 from jobsched.errors import from_rpc_error
 from jobsched.tls import ClientTLS, open_channel
 from jobsched.tokens import bearer_metadata
-from jobsched.tracing import client_interceptors, tracer_of, with_trace_metadata
+from jobsched.tracing import with_trace_metadata
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
