@@ -16,6 +16,8 @@ their own processes:
 10. authentication overhead: GetJobStatus and SubmitJob p50/p99 with an API key, a JWT and an
     mTLS identity against none;
 11. the peer: PgQueuer on the same PostgreSQL, and the headline figures as ratios to it.
+12. telemetry overhead: throughput and enqueue-to-start latency with tracing off, at 100 % and
+    at 10 % sampling (bench/telemetry_overhead.py: one entry per configuration).
 
 Every measurement is repeated (`--quick`: once, smaller) and the median reported next to the
 issue's target; the table is printed and appended to bench/RESULTS.md.
@@ -51,6 +53,7 @@ from bench.settings import FULL, QUICK, Sizes
 from bench.statements import measure_statements
 from bench.stats import Figures
 from bench.submits import measure_submits
+from bench.telemetry_overhead import measure_telemetry_overhead
 from bench.throughput import measure_throughput
 
 
@@ -107,6 +110,10 @@ async def _peer(c: Context) -> None:
     c.notes.extend(await measure_pgqueuer(c.database.url, c.conn, c.sizes, c.figures))
 
 
+async def _telemetry(c: Context) -> None:
+    c.notes.extend(await measure_telemetry_overhead(c.database, c.conn, c.sizes, c.figures))
+
+
 async def _read_path(c: Context) -> None:
     c.notes.extend(await measure_read_path(c.database, c.conn, c.sizes, c.figures))
 
@@ -125,6 +132,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "command": _command,
     "auth": _auth,
     "peer": _peer,
+    "telemetry": _telemetry,
     "read-path": _read_path,
 }
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from executor.handlers import HandlerRegistry, JobContext
 from executor.runner import Executor
+from jobsched.tracing import Tracing
 
 START_TYPE = "bench.start"
 PROGRESS_TYPE = "bench.progress"
@@ -103,14 +104,19 @@ class ExecutorEvents(logging.Handler):
 
 @contextlib.asynccontextmanager
 async def running_executor(
-    address: str, registry: HandlerRegistry, *, name: str, capacity: int
+    address: str,
+    registry: HandlerRegistry,
+    *,
+    name: str,
+    capacity: int,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[ExecutorEvents]:
     """An in-process executor connected to `address`; yields the counts of its log events."""
     logger = logging.getLogger(EXECUTOR_LOGGER)
     events = ExecutorEvents()
     logger.addHandler(events)
     logger.propagate = False
-    executor = Executor([address], name=name, capacity=capacity, registry=registry)
+    executor = Executor([address], name=name, capacity=capacity, registry=registry, tracing=tracing)
     await executor.start()
     try:
         async with asyncio.timeout(30):

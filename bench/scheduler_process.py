@@ -178,19 +178,32 @@ async def running_scheduler(
 
 @contextlib.asynccontextmanager
 async def running_schedulers(
-    database_url: str, count: int
+    database_url: str,
+    count: int,
+    *,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[list[SchedulerProcess]]:
     """`count` scheduler replicas on the same database."""
     async with contextlib.AsyncExitStack() as stack:
         yield [
-            await stack.enter_async_context(running_scheduler(database_url, name=f"scheduler-{i}"))
+            await stack.enter_async_context(
+                running_scheduler(
+                    database_url, name=f"scheduler-{i}", extra_args=extra_args, env=env
+                )
+            )
             for i in range(count)
         ]
 
 
 @contextlib.asynccontextmanager
 async def running_executors(
-    addresses: Sequence[str], count: int, capacity: int
+    addresses: Sequence[str],
+    count: int,
+    capacity: int,
+    *,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[list[Process]]:
     """`count` `python -m executor` processes (built-in handlers), executor i connected to
     addresses[i % len(addresses)]: spread evenly over the replicas. Stopped together on exit."""
@@ -202,7 +215,8 @@ async def running_executors(
                 command = executor_command(
                     addresses[i % len(addresses)], f"bench-executor-{i}", capacity
                 )
-                executors.append(Process(_spawn(command, log_path), log_path))
+                command += extra_args
+                executors.append(Process(_spawn(command, log_path, env), log_path))
             yield executors
         finally:
             await _terminate([e.process for e in executors])

@@ -16,6 +16,7 @@ transactions and the schedulers' start and stop, a few dozen commits over 20,000
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,12 +110,23 @@ async def _wait_for_first_claim(conn: asyncpg.Connection) -> int:
         return polls
 
 
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """How the processes of a run are started (bench/telemetry_overhead.py varies it)."""
+
+    scheduler_args: Sequence[str] = ()
+    executor_args: Sequence[str] = ()
+    env: Mapping[str, str] | None = None  # more environment variables for both
+    submit_batch: int = SUBMIT_BATCH
+
+
 async def run_once(
     database: BenchDatabase,
     counter: CommitCounter,
     topology: Topology,
     sizes: Sizes,
     profile_dir: Path | None = None,
+    setup: Setup = Setup(),
 ) -> Run:
     """One run; with `profile_dir`, py-spy records the (first) scheduler and executor."""
     jobs = sizes.throughput_jobs
@@ -124,13 +136,19 @@ async def run_once(
     poll = await asyncpg.connect(asyncpg_dsn(database.url))
     recordings: list[profiling.Recording] = []
     try:
-        async with running_schedulers(database.url, topology.replicas) as schedulers:
+        async with running_schedulers(
+            database.url, topology.replicas, extra_args=setup.scheduler_args, env=setup.env
+        ) as schedulers:
             async with grpc.aio.insecure_channel(schedulers[0].address) as channel:
                 stub: JobServiceAsyncStub = job_service_pb2_grpc.JobServiceStub(channel)
-                await submit_in_batches(stub, jobs, SUBMIT_BATCH)
+                await submit_in_batches(stub, jobs, setup.submit_batch)
             addresses = [s.address for s in schedulers]
             async with running_executors(
-                addresses, topology.executors, sizes.executor_capacity
+                addresses,
+                topology.executors,
+                sizes.executor_capacity,
+                extra_args=setup.executor_args,
+                env=setup.env,
             ) as executors:
                 # CPU is counted from the first claim on: executor start-up is not per-job work.
                 polls = await _wait_for_first_claim(poll)

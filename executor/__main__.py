@@ -12,6 +12,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
+
 from executor.command import COMMAND_TYPE, CommandHandler
 from executor.command_options import command_settings
 from executor.flags import parse_args
@@ -21,6 +23,7 @@ from executor.runner import Executor
 from jobsched import logs
 from jobsched.metric_exporters import metrics_pushed
 from jobsched.tls import ClientTLS, TLSConfigError, tls_from_args
+from jobsched.tracing import TracingSettings
 
 if TYPE_CHECKING:
     from executor.metrics import ExecutorMetrics
@@ -57,6 +60,11 @@ async def run(
     tls: ClientTLS | None,
     metrics: ExecutorMetrics | None = None,
 ) -> None:
+    tracing = TracingSettings.from_args(args, "jobsched-executor").build()
+    if tracing is not None:
+        # This process is one executor: its provider is also the global one, so that handler
+        # code using trace.get_tracer(...) records spans in the attempt's trace.
+        trace.set_tracer_provider(tracing.provider)
     executor = Executor(
         args.schedulers,
         name=args.name,
@@ -66,6 +74,7 @@ async def run(
         tls=tls,
         token=args.token,
         metrics=metrics,
+        tracing=tracing,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -100,6 +109,8 @@ async def run(
             await served.stop()
         if metrics is not None:
             await asyncio.to_thread(metrics.shutdown)  # the last OTLP export
+        if tracing is not None:
+            tracing.shutdown()  # exports the spans still buffered
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,9 @@
    become the job's artifacts, named by their path under it, once the program has ended,
    whatever its exit code), removed after the attempt unless ``--keep-work-dirs``;
 4. the environment is the executor's variables named by ``--env-allow`` (default PATH, LANG,
-   LC_ALL, TZ, HOME), then the job's ``env``, then JOBSCHED_JOB_ID, JOBSCHED_ATTEMPT and
-   JOBSCHED_OUTPUT_DIR;
+   LC_ALL, TZ, HOME), then the job's ``env``, then JOBSCHED_JOB_ID, JOBSCHED_ATTEMPT,
+   JOBSCHED_OUTPUT_DIR and, when the job has a trace context, TRACEPARENT (the attempt span's
+   with tracing on, else the submit's);
 5. the program runs in a process group of its own with the resource limits
    (executor/processes.py); its output becomes log lines and progress (executor/command_output.py);
 6. a cancel, the job's timeout or the payload's ``timeout`` sends SIGTERM to the group, then
@@ -120,6 +121,9 @@ class CommandHandler:
         env["JOBSCHED_JOB_ID"] = ctx.job_id
         env["JOBSCHED_ATTEMPT"] = str(ctx.attempt)
         env["JOBSCHED_OUTPUT_DIR"] = str(output)
+        if ctx.traceparent:
+            # W3C trace context for the program's own spans (OpenTelemetry's env carrier).
+            env["TRACEPARENT"] = ctx.traceparent
         return env
 
     async def _run(self, ctx: JobContext, spec: CommandSpec, work: Path) -> dict[str, Any]:

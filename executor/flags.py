@@ -17,6 +17,7 @@ from jobsched.config import Program, add_config_option
 from jobsched.options import add_log_level_option, seconds, whole_number
 from jobsched.tls import TLS_ENV, add_tls_options
 from jobsched.tokens import TOKEN_ENV, add_token_option
+from jobsched.tracing import TRACING_ENV, add_tracing_options
 
 DESCRIPTION = """Run an executor: the built-in handlers (noop, sleep, and command, which runs
 only what --allow-command allows), those of --handlers modules, and those installed packages
@@ -35,6 +36,7 @@ ENV = {
     **TLS_ENV,
     **TOKEN_ENV,
     **COMMAND_ENV,  # executor/command_options.py
+    **TRACING_ENV,
 }
 
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tls_options(parser)
     add_token_option(parser)
     add_command_options(parser)
+    add_tracing_options(parser)
     return parser
 
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from opentelemetry import trace
+
 from jobsched import payloads
 from jobsched.artifacts import Artifact, ArtifactSource
 
@@ -103,6 +105,9 @@ class ProgressUpdate:
     update_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+_NO_TRACER = trace.NoOpTracer()
+
+
 class JobContext:
     """What a handler gets: the attempt it runs, its payload, and ways to report back.
 
@@ -148,6 +153,18 @@ class JobContext:
         self.on_progress: Callable[[], None] = lambda: None
         self._logs: collections.deque[str] = collections.deque(maxlen=max_log_lines)
         self._next_line_number = 1  # lines are numbered per attempt, from 1
+        # Tracing (executor/tracing.py): the attempt's span, current while the handler runs
+        # (in its thread too, for a plain function), so that spans the handler starts are its
+        # children; a tracer of the executor's provider for them. Without tracing: the
+        # non-recording span and a no-op tracer (nothing is made). `traceparent`: the context
+        # to hand on (TRACEPARENT of a command job), the span's or the one the job came with.
+        self.span: trace.Span = trace.INVALID_SPAN
+        self.tracer: trace.Tracer = _NO_TRACER
+        self.traceparent: str = ""
+
+    def log_fields(self) -> dict[str, str]:
+        """What every log line written while the handler runs carries (jobsched.logs)."""
+        return {"job_id": self.job_id, "attempt": str(self.attempt), "tenant": self.tenant}
 
     def json(self) -> Any:
         """The payload decoded as JSON; an empty payload decodes to None.

@@ -37,7 +37,9 @@ from executor.stream import (
     take_batch,
 )
 from executor.watchdog import LoopWatchdog
+from jobsched.client_spans import client_interceptors
 from jobsched.tls import ClientTLS
+from jobsched.tracing import Tracing
 from jobsched.v1 import executor_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -85,7 +87,10 @@ class Executor:
         tls: ClientTLS | None = None,
         token: str | None = None,
         metrics: ExecutorMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        """`tracing`: the spans' provider (jobsched/tracing.py), None for none; it stays
+        the caller's to shut down."""
         if not addresses:
             raise ValueError("at least one scheduler address is needed")
         if capacity < 1:
@@ -120,7 +125,10 @@ class Executor:
             cancel_grace=cancel_grace,
             report=self._report,
             max_result_bytes=lambda: self._stream.max_result_bytes,
+            tracer=tracing.tracer if tracing is not None else None,
         )
+        if tracing is not None:
+            self._stream.interceptors = client_interceptors(tracing.tracer)
         self.uploads = ArtifactUploader(
             name,
             lambda: (self._stream.address, self._stream.session_token),

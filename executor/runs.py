@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import inspect
 import logging
 import threading
 import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from executor.handlers import (
     AsyncHandler,
@@ -34,7 +35,11 @@ from executor.handlers import (
     encode_result,
     is_async_handler,
 )
+from executor.tracing import attempt_context, end_attempt_span
 from jobsched.v1 import executor_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("jobsched.executor")
 
@@ -85,8 +90,10 @@ class HandlerRuns:
         cancel_grace: float,
         report: Callable[[list[tuple[Attempt, pb.JobResult]]], None],
         max_result_bytes: Callable[[], int],
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = name
+        self.tracer = tracer  # None: no spans (executor/tracing.py)
         self.capacity = capacity
         self.cancel_grace = cancel_grace
         self._report = report
@@ -129,7 +136,9 @@ class HandlerRuns:
             runner = self._run_async(cast(AsyncHandler, handler), attempt)
         else:
             runner = self._run_plain(cast(PlainHandler, handler), attempt)
-        task = loop.create_task(runner, name=attempt.name)
+        # The handler's context: its log fields and, with tracing, its attempt span.
+        run_context = attempt_context(attempt.ctx, self.tracer, self.name)
+        task = loop.create_task(runner, name=attempt.name, context=run_context)
         attempt.task = task
         self._active[attempt.key] = attempt
         self._by_task[task] = attempt.key
@@ -182,7 +191,9 @@ class HandlerRuns:
                 with self._threads_lock:
                     self._in_threads.discard(attempt.key)
 
-        value = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        # The thread runs in a copy of the task's context: the attempt's span is current there.
+        in_context = contextvars.copy_context()
+        value = await asyncio.get_running_loop().run_in_executor(self._pool, in_context.run, call)
         if inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()  # never to be awaited: say so here, not as a RuntimeWarning
@@ -259,6 +270,7 @@ class HandlerRuns:
                 extra={"fields": {"event": "executor.result_failed", "job_id": attempt.key[0]}},
             )
             result = _failure(exc, retryable=True)
+        end_attempt_span(attempt.ctx, result)
         self._outcome(attempt, result)
 
     def _result(self, attempt: Attempt, task: asyncio.Task[HandlerResult]) -> pb.JobResult:

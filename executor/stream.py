@@ -151,6 +151,8 @@ class ConnectStream:
     ) -> None:
         self.addresses = list(addresses)
         self.tls = tls
+        # The Connect call's client span, with tracing on (set by the Executor).
+        self.interceptors: list[grpc.aio.ClientInterceptor] = []
         # Its credential's tenants are the only ones whose jobs it receives.
         self.metadata = bearer_metadata(token)
         self.name = name
@@ -351,7 +353,7 @@ class ConnectStream:
         outbox: asyncio.Queue[pb.ConnectRequest | None] = asyncio.Queue()
         outbox.put_nowait(self._register_request())
         options = [*keepalive.channel_options(), *balancing(address)]
-        async with open_channel(address, options, self.tls) as channel:
+        async with open_channel(address, options, self.tls, self.interceptors) as channel:
             stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
             call = stub.Connect(_requests(outbox), metadata=self.metadata)
             try:
@@ -653,6 +655,7 @@ class ConnectStream:
             labels=dict(assignment.labels),
             tenant=assignment.tenant,
         )
+        ctx.traceparent = assignment.traceparent  # continued by the attempt's span
         timeout = _seconds(assignment.timeout) if assignment.HasField("timeout") else 0.0
         attempt = Attempt(
             key=key, ctx=ctx, handler=handler, timeout=timeout if timeout > 0 else None

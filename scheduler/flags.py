@@ -16,6 +16,7 @@ from pathlib import Path
 from jobsched.config import Program, add_config_option
 from jobsched.metric_exporters import metric_exporters
 from jobsched.options import add_log_level_option, non_negative, whole_number
+from jobsched.tracing import TRACING_ENV, TracingSettings, add_tracing_options
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
 from scheduler.auth.options import (
     IDENTITY_ENV,
@@ -47,6 +48,7 @@ ENV = {
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
     **IDENTITY_ENV,
+    **TRACING_ENV,
 }
 
 
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_identity_options(parser)
     _add_artifacts(parser)
     _add_metrics(parser)
+    add_tracing_options(parser)
     return parser
 
 
@@ -391,6 +394,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_job_artifact_bytes=args.max_job_artifact_bytes,
         metrics_listen=args.metrics_listen or None,
         queue_depth_interval=args.queue_depth_interval,
+        tracing=TracingSettings.from_args(args, "jobsched-scheduler"),
     )
 
 

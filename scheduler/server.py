@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from jobsched import keepalive
 from jobsched.metric_exporters import metrics_pushed
+from jobsched.tracing import TracingSettings
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
@@ -91,6 +92,7 @@ from scheduler.store.leadership import ClusterStore
 from scheduler.store.queues import QueueReads, QueueStore
 from scheduler.store.schedules import Fired, ScheduleStore
 from scheduler.store.submit_groups import SubmitGroups
+from scheduler.telemetry.tracing import TracingInterceptor
 from scheduler.tls import ReloadingCredentials, ServerTLS
 from scheduler.watch import JobWatchHub
 
@@ -225,6 +227,9 @@ class ServerSettings:
     # queue_depth_interval seconds.
     metrics_listen: str | None = None
     queue_depth_interval: float = 15.0
+    # Traces (scheduler/telemetry/tracing.py, jobsched/tracing.py): off unless an exporter is
+    # configured (OTEL_TRACES_EXPORTER, the config file); each server has its own provider.
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     def __post_init__(self) -> None:
         self.artifact_limits  # noqa: B018 (raises ValueError for bad limits)
@@ -364,8 +369,12 @@ class SchedulerServer:
             from scheduler.telemetry.metrics import SchedulerMetrics
 
             self.metrics = SchedulerMetrics(prometheus=settings.metrics_listen is not None)
+        # With tracing off there is no provider, no interceptor and tracer None everywhere.
+        self.tracing = settings.tracing.build()
+        tracer = self.tracing.tracer if self.tracing is not None else None
         self.server = grpc.aio.server(
             interceptors=[
+                *([TracingInterceptor(tracer)] if tracer is not None else []),
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
@@ -391,6 +400,7 @@ class SchedulerServer:
             lease_renew_within=settings.lease_renew_within,
             max_releases=settings.max_releases,
             heartbeat_timeout=settings.executor_heartbeat_timeout,
+            tracer=tracer,
         )
         # One task ends the streams of silent executors (scheduler/dispatch/watchdog.py).
         self.watchdog = HeartbeatWatchdog(
@@ -441,6 +451,7 @@ class SchedulerServer:
             retention=settings.retention,
             audit_retention=settings.audit_retention,
         )
+        self.rescuer.tracer = self.cron.tracer = self.retention.tracer = tracer
         schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleService(
                 ScheduleStore(db), clock, on_change=self._schedules_changed, on_fired=self._fired
@@ -749,4 +760,6 @@ class SchedulerServer:
             if self.db.on_statement == self.metrics.transaction_ended:  # not another server's
                 self.db.on_statement = None
             await asyncio.to_thread(self.metrics.shutdown)  # the last OTLP export
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still buffered
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})

@@ -2,7 +2,9 @@
 
 The chain (scheduler/server.py), outermost first:
 
-    AccessLogInterceptor   request id, one JSON line per RPC (code, duration, peer, request id)
+    TracingInterceptor     a SERVER span per RPC, with tracing on (scheduler/telemetry/tracing.py)
+    AccessLogInterceptor   request id (x-request-id, or a new one; sent back in the initial
+                           metadata), one JSON line per RPC (code, duration, peer, request id)
     ErrorInterceptor       domain errors -> rich status; undecodable requests -> INVALID_ARGUMENT
     AdmissionLimiter       concurrency limits -> RESOURCE_EXHAUSTED (scheduler/api/limits.py)
     AuditInterceptor       mutations and refusals -> the audit log (scheduler/auth/)
@@ -35,7 +37,12 @@ from google.protobuf import message as protobuf_message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from scheduler.api.request_ids import current_request_id, new_request_id
+from scheduler.api.request_ids import (
+    REQUEST_ID_KEY,
+    current_request_id,
+    incoming_request_id,
+    new_request_id,
+)
 from scheduler.auth.identity import current_principal
 from scheduler.domain import errors
 from scheduler.domain.echo import shorten
@@ -372,17 +379,17 @@ class _AccessLog:
 
     async def __aenter__(self) -> None:
         self.start = time.perf_counter()
-        self.request_id = new_request_id()
+        self.request_id = new_request_id(incoming_request_id(self.context))
         # Read now: grpcio (1.85) segfaults in context.peer() once a client has cancelled a
         # stream that still had messages in flight (a stalled watcher going away).
         self.peer = self.context.peer()
+        # The caller learns the id of its call (and can quote it) whatever the outcome.
+        await self.context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         seconds = time.perf_counter() - self.start
         duration_ms = seconds * 1000
-        code = self.context.code()
-        if code is None or isinstance(code, int):
-            code = _code_from(code, exc, self.context)
+        code = call_code(self.context, exc)
         if self.observe is not None:
             self.observe(self.method, code.name, seconds)
         fields = {
@@ -398,6 +405,16 @@ class _AccessLog:
             fields["principal"] = f"{principal.kind}:{principal.id}"
         log.info("rpc", extra={"fields": fields})
         return False
+
+
+def call_code(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None
+) -> grpc.StatusCode:
+    """The status code a call ended with (as the access log, the metrics and the spans say)."""
+    code = context.code()
+    if code is None or isinstance(code, int):
+        code = _code_from(code, exc, context)
+    return code
 
 
 def _code_from(

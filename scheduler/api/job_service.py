@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from scheduler.domain.errors import (
     InvalidArgument,
     Unavailable,
 )
-from scheduler.domain.jobs import JobEventRecord, JobRecord, Submitted
+from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Submitted
 from scheduler.domain.log_lines import MAX_LOG_LINES_PER_ATTEMPT, LineCursor, LogLine
 from scheduler.domain.pagination import (
     Cursor,
@@ -69,6 +70,7 @@ from scheduler.store.jobs import Guard, JobStore
 from scheduler.store.logs import JobLogStore
 from scheduler.store.queues import QueueReads
 from scheduler.store.submit_groups import SubmitGroups
+from scheduler.telemetry.tracing import submit_trace_context
 from scheduler.watch import JobWatchHub
 
 # Watchers are woken in-process on every change made by this replica, and through jobsched_jobs
@@ -123,6 +125,12 @@ def _next_token(
     return encode_token(Cursor(at=key(last), id=last.id), fp)
 
 
+def with_trace_context(job: NewJob, context: Context) -> NewJob:
+    """The job with the trace context of its submit (scheduler/telemetry/tracing.py)."""
+    traceparent = submit_trace_context(context)
+    return job if traceparent is None else dataclasses.replace(job, trace_context=traceparent)
+
+
 class JobService(job_service_pb2_grpc.JobServiceServicer):
     def __init__(
         self,
@@ -158,7 +166,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.SubmitJobRequest, context: Context
     ) -> job_service_pb2.SubmitJobResponse:
         tenant = tenant_of(context)
-        new = validate_job(spec_from_proto(request.job, "job"), self.clock())
+        new = with_trace_context(
+            validate_job(spec_from_proto(request.job, "job"), self.clock()), context
+        )
         submitted = await self.submit_groups.submit(tenant, new)
         self._announce([submitted])
         if submitted.created:
@@ -176,6 +186,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         jobs = validate_batch(
             [spec_from_proto(s, f"jobs[{i}]") for i, s in enumerate(request.jobs)], self.clock()
         )
+        jobs = [with_trace_context(job, context) for job in jobs]
         submitted = await self.store.submit(tenant, jobs)
         self._announce(submitted)
         self.hub.notify_many(s.job.id for s in submitted if s.created)

@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from jobsched.tracing import background_span
 from jobsched.v1 import executor_service_pb2 as pb
 from scheduler.dispatch.notify import Notifier
 from scheduler.dispatch.reports import AttemptKey, BufferedLines, Reports, log_lines
@@ -55,7 +57,11 @@ from scheduler.store.attempts import (
 from scheduler.store.database import Database
 from scheduler.store.jobs import Guard, cancel_job
 from scheduler.store.logs import insert_log_lines
+from scheduler.telemetry.job_spans import JobSpans
 from scheduler.watch import JobWatchHub
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("jobsched.dispatch")
 PROMOTE_BATCH = 1000
@@ -111,6 +117,7 @@ def assignment(job: JobRecord, expires: Timestamp) -> pb.ConnectResponse:
         labels=job.labels,
         lease_expire_time=expires,
         tenant=job.tenant,
+        traceparent=job.trace_context or "",
     )
     if job.timeout is not None:
         timeout = Duration()
@@ -136,8 +143,12 @@ class Dispatcher:
         lease_renew_within: timedelta | None = None,
         max_releases: int = DEFAULT_MAX_RELEASES,
         heartbeat_timeout: timedelta = timedelta(seconds=12),
+        tracer: Tracer | None = None,
     ) -> None:
         self.db = db
+        # Spans (with tracing on only): claims, and the queue wait and outcome of traced jobs.
+        self.tracer = tracer
+        self.job_spans = JobSpans(tracer) if tracer is not None else None
         self.clock = clock
         self.lease = lease
         # A heartbeat renews the leases that end within this (None: every lease, every time).
@@ -341,8 +352,7 @@ class Dispatcher:
                         )
                         if outcome.run_at is not None:
                             self.wake_at(outcome.run_at)
-                        if self.on_outcome is not None:
-                            self.on_outcome(job, outcome.state)
+                        self._outcome(job, outcome.state)
                     else:
                         await release_attempt(
                             conn,
@@ -449,19 +459,24 @@ class Dispatcher:
             # Read the clock again: the round's start may be a while ago (a promotion, earlier
             # claims), and a job submitted since must be eligible (run_at <= now) like the rest.
             now = self.clock()
-            async with self.db.transaction() as conn:
-                jobs = await claim_jobs(
-                    conn,
-                    executor=session.name,
-                    job_types=session.job_types,
-                    queues=session.queues,
-                    tenants=session.tenants,
-                    limit=credits,
-                    lease=self.lease,
-                    now=now,
-                    starvation_after=self.starvation_after,
-                    avoid=avoid,
-                )
+            with background_span(
+                self.tracer, "jobsched.claim", **{"jobsched.executor": session.name}
+            ) as span:
+                async with self.db.transaction() as conn:
+                    jobs = await claim_jobs(
+                        conn,
+                        executor=session.name,
+                        job_types=session.job_types,
+                        queues=session.queues,
+                        tenants=session.tenants,
+                        limit=credits,
+                        lease=self.lease,
+                        now=now,
+                        starvation_after=self.starvation_after,
+                        avoid=avoid,
+                    )
+                if span is not None:
+                    span.set_attributes({"jobsched.limit": credits, "jobsched.claimed": len(jobs)})
             if len(jobs) < credits and not avoid:  # with exclusions, others may find more
                 drained.add(filters)
             if jobs:
@@ -487,8 +502,17 @@ class Dispatcher:
             session.unacked[job.id] = ack_by
             session.send(assignment(job, expires))
             self.hub.notify(job.id)
+            if self.job_spans is not None:
+                self.job_spans.queue_wait(job, session.name, now)
         if self.on_started is not None:
             self.on_started(jobs, now)
+
+    def _outcome(self, job: JobRecord, state: JobState) -> None:
+        """An attempt's outcome was recorded (the metrics' and the spans' hooks)."""
+        if self.on_outcome is not None:
+            self.on_outcome(job, state)
+        if self.job_spans is not None:
+            self.job_spans.recorded(job, state)
 
     async def promote(self, now: datetime) -> int:
         """SCHEDULED jobs whose run_at has come become QUEUED; the timer is set for the next."""
@@ -696,8 +720,8 @@ class Dispatcher:
         for pending in batch:
             job_id = pending.success.job_id
             job = pending.session.in_flight.get(job_id)
-            if self.on_outcome is not None and job is not None and job_id in succeeded:
-                self.on_outcome(job, JobState.SUCCEEDED)
+            if job is not None and job_id in succeeded:
+                self._outcome(job, JobState.SUCCEEDED)
             self._finished(pending.session, job_id)
             if pending.done.done():
                 continue
@@ -742,8 +766,7 @@ class Dispatcher:
             self._settle(session, job_id, exc)
             raise
         self._finished(session, job_id)
-        if self.on_outcome is not None:
-            self.on_outcome(job, outcome.state)
+        self._outcome(job, outcome.state)
         if outcome.run_at is not None:
             self.wake_at(outcome.run_at)  # the retry starts when its backoff ends
 
@@ -782,8 +805,7 @@ class Dispatcher:
             self._settle(session, job_id, exc)
             raise
         self._finished(session, job_id)
-        if self.on_outcome is not None:
-            self.on_outcome(job, JobState.CANCELLED)
+        self._outcome(job, JobState.CANCELLED)
 
     async def fail_forgotten(self, session: ExecutorSession, job_id: str) -> None:
         """The executor no longer runs this acknowledged attempt (its heartbeats leave it out):

@@ -30,6 +30,8 @@ class NewJob:
     depends_on: tuple[str, ...] = ()
     depends_on_refs: tuple[int, ...] = ()
     pending_dependencies: int = 0
+    # The W3C traceparent of the submit, kept for the attempts' spans (jobsched/tracing.py).
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class JobRecord:
     # Where max_attempts, timeout and each retry field came from at submit (setting, source),
     # in setting_sources.SETTINGS order; empty for jobs stored before that was recorded.
     setting_sources: tuple[tuple[str, Source], ...] = ()
+    # The W3C traceparent of the submit; None when there was none.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jobsched.tracing import background_span
 from scheduler.domain.errors import InvalidArgument, JobschedError
 from scheduler.domain.jobs import NewJob
 from scheduler.domain.schedules import MAX_FIRES_PER_ROUND, ScheduleRecord, cron_rule, plan_fires
@@ -39,6 +40,9 @@ from scheduler.store.schedules import (
     select_next_due,
     update_after_fires,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("jobsched.cron")
 
@@ -68,6 +72,9 @@ class FireRound:
 
 
 class CronFirer:
+    # Set by the server with tracing on: a span per round, its row count an attribute.
+    tracer: Tracer | None = None
+
     def __init__(
         self,
         db: Database,
@@ -132,11 +139,14 @@ class CronFirer:
         if not self.leader.is_leader:
             return FireRound([], False, None)
         epoch = self.leader.epoch
-        async with self.db.transaction() as conn:
-            await check_epoch(conn, epoch)
-            # The epoch in the history: which leader submitted (checked by the fault tests).
-            actor = f"leader:{self.leader.replica_id}@{epoch}"
-            result = await self.fire_due(conn, self.clock(), actor)
+        with background_span(self.tracer, "jobsched.cron", **{"jobsched.epoch": epoch}) as span:
+            async with self.db.transaction() as conn:
+                await check_epoch(conn, epoch)
+                # The epoch in the history: which leader submitted (checked by the fault tests).
+                actor = f"leader:{self.leader.replica_id}@{epoch}"
+                result = await self.fire_due(conn, self.clock(), actor)
+            if span is not None:
+                span.set_attribute("jobsched.fired", len(result.fired))
         self.announce(result.fired)
         return result
 

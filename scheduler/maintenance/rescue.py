@@ -36,12 +36,17 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+from jobsched.tracing import background_span
 from scheduler.domain.errors import JobschedError
 from scheduler.leader import LeaderElector
 from scheduler.store.attempts import Rescued, rescue_expired_leases, rescue_timed_out
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch, rescue_deadlines
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("jobsched.rescue")
 
@@ -50,6 +55,9 @@ _RETRY_LOCKED = 0.1  # seconds before looking again at due jobs that a round cou
 
 
 class LeaseRescuer:
+    # Set by the server with tracing on: a span per round, its row count an attribute.
+    tracer: Tracer | None = None
+
     def __init__(
         self,
         db: Database,
@@ -109,6 +117,15 @@ class LeaseRescuer:
         """Rescue what is due, if this replica leads; returns how long to sleep (seconds)."""
         if not self.leader.is_leader:
             return self.interval
+        epoch = {"jobsched.epoch": self.leader.epoch}
+        with background_span(self.tracer, "jobsched.rescue", **epoch) as span:
+            before = self.rescued_total
+            delay = await self._round()
+            if span is not None:
+                span.set_attribute("jobsched.rescued", self.rescued_total - before)
+        return delay
+
+    async def _round(self) -> float:
         recovering = self.recovering()
         if recovering > 0:
             return recovering

@@ -17,13 +17,18 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+from jobsched.tracing import background_span
 from scheduler.domain.errors import JobschedError
 from scheduler.maintenance.cron import Leadership
 from scheduler.store.audit import delete_expired_audit_events
 from scheduler.store.database import Database
 from scheduler.store.leadership import check_epoch
 from scheduler.store.retention import delete_expired_jobs
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("jobsched.retention")
 
@@ -32,6 +37,9 @@ DEFAULT_AUDIT_RETENTION = timedelta(days=90)
 
 
 class RetentionSweeper:
+    # Set by the server with tracing on: a span per round, its row count an attribute.
+    tracer: Tracer | None = None
+
     def __init__(
         self,
         db: Database,
@@ -115,9 +123,14 @@ class RetentionSweeper:
         if not self.leader.is_leader:
             return 0
         epoch = self.leader.epoch
-        async with self.db.transaction() as conn:
-            await check_epoch(conn, epoch)
-            count = await delete_expired_jobs(conn, self.clock(), self.retention, self.batch)
+        with background_span(
+            self.tracer, "jobsched.retention", **{"jobsched.epoch": epoch}
+        ) as span:
+            async with self.db.transaction() as conn:
+                await check_epoch(conn, epoch)
+                count = await delete_expired_jobs(conn, self.clock(), self.retention, self.batch)
+            if span is not None:
+                span.set_attribute("jobsched.deleted", count)
         self.deleted_total += count
         return count
 

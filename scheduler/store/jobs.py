@@ -52,7 +52,7 @@ LIST_COLUMN_NAMES = (
     "progress_message", "progress_eta", "progress_updated_at", "last_error", "executor",
     "labels", "idempotency_key", "cancel_requested_at", "timeout", "event_seq",
     "retry_initial_backoff", "retry_multiplier", "retry_max_backoff", "retry_jitter",
-    "pending_dependencies", "setting_sources",
+    "pending_dependencies", "setting_sources", "trace_context",
 )  # fmt: skip
 LIST_COLUMNS = ", ".join(LIST_COLUMN_NAMES)
 FULL_COLUMNS = LIST_COLUMNS + ", payload, result"
@@ -68,7 +68,7 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
         progress_message, progress_eta, progress_updated_at, last_error, executor,
         labels, idempotency_key, cancel_requested_at, timeout, event_seq,
         retry_initial_backoff, retry_multiplier, retry_max_backoff, retry_jitter,
-        pending_dependencies, setting_sources,
+        pending_dependencies, setting_sources, trace_context,
     ) = row[:_WIDTH]  # fmt: skip
     if isinstance(labels, str):
         labels = json.loads(labels)
@@ -104,6 +104,7 @@ def row_to_job(row: Row[Any], *, full: bool) -> JobRecord:
         ),
         pending_dependencies=pending_dependencies,
         setting_sources=decode_sources(setting_sources),
+        trace_context=trace_context,
     )
 
 
@@ -176,15 +177,16 @@ WITH input AS (
         CAST(:labels AS text[]), CAST(:keys AS text[]), CAST(:timeouts AS interval[]),
         CAST(:retry_initials AS interval[]), CAST(:retry_multipliers AS double precision[]),
         CAST(:retry_maximums AS interval[]), CAST(:retry_jitters AS double precision[]),
-        CAST(:pending AS integer[])
+        CAST(:pending AS integer[]), CAST(:trace_contexts AS text[])
     ) AS t(id, queue, type, payload, priority, state, max_attempts, run_at, labels,
            idempotency_key, timeout, retry_initial, retry_multiplier, retry_maximum,
-           retry_jitter, pending_dependencies)
+           retry_jitter, pending_dependencies, trace_context)
 ), resolved AS (
     -- What the job leaves unset, its type's settings decide, then its queue's, then the
     -- global defaults; each setting on its own.
     SELECT input.id, input.queue, input.type, input.payload, input.priority, input.state,
            input.run_at, input.labels, input.idempotency_key, input.pending_dependencies,
+           input.trace_context,
            COALESCE(input.max_attempts, t.max_attempts, q.default_max_attempts,
                     :default_max_attempts) AS max_attempts,
            COALESCE(input.timeout, t.timeout, q.default_timeout) AS timeout,
@@ -204,13 +206,13 @@ WITH input AS (
     INSERT INTO jobs (id, tenant, queue, type, payload, priority, state, max_attempts, run_at,
                       labels, idempotency_key, timeout, retry_initial_backoff, retry_multiplier,
                       retry_max_backoff, retry_jitter, pending_dependencies, event_seq,
-                      setting_sources, created_at, updated_at)
+                      setting_sources, trace_context, created_at, updated_at)
     SELECT r.id, :tenant, r.queue, r.type, r.payload, r.priority, CAST(r.state AS job_state),
            r.max_attempts, r.run_at, CAST(r.labels AS jsonb), r.idempotency_key, r.timeout,
            r.initial, r.multiplier,
            -- A maximum below the initial backoff is raised to it.
            GREATEST(r.initial, r.maximum),
-           r.jitter, r.pending_dependencies, 1, r.setting_sources, now(), now()
+           r.jitter, r.pending_dependencies, 1, r.setting_sources, r.trace_context, now(), now()
     FROM resolved r
     -- A fixed lock order: batches sharing idempotency keys must not deadlock each other.
     ORDER BY r.idempotency_key NULLS LAST
@@ -251,6 +253,7 @@ async def insert_jobs(
             "retry_maximums": [j.retry.maximum for j in jobs],
             "retry_jitters": [j.retry.jitter for j in jobs],
             "pending": [j.pending_dependencies for j in jobs],
+            "trace_contexts": [j.trace_context for j in jobs],
             "default_max_attempts": DEFAULT_MAX_ATTEMPTS,
             "default_initial": DEFAULT_RETRY_POLICY.initial,
             "default_multiplier": DEFAULT_RETRY_POLICY.multiplier,

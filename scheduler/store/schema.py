@@ -102,12 +102,18 @@ jobs = Table(
     # Where max_attempts, timeout and the retry fields came from at submit, a letter each
     # (scheduler/domain/setting_sources.py); NULL for jobs submitted before 0013.
     Column("setting_sources", Text),
+    # The W3C traceparent of the submit (0016): the executors' attempt spans continue it.
+    # NULL when the submitter sent none and the scheduler does not trace.
+    Column("trace_context", Text),
     CheckConstraint("attempt >= 0", name="attempt_non_negative"),
     CheckConstraint(
         f"setting_sources IS NULL OR setting_sources ~ '{SETTING_SOURCES_PATTERN}'",
         name="setting_sources_known",
     ),
     CheckConstraint("releases >= 0", name="releases_non_negative"),
+    CheckConstraint(
+        "trace_context IS NULL OR length(trace_context) <= 55", name="trace_context_bounded"
+    ),
     CheckConstraint("pending_dependencies >= 0", name="pending_dependencies_non_negative"),
     CheckConstraint(
         "retry_initial_backoff > interval '0' AND retry_max_backoff >= retry_initial_backoff "

@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from jobsched.client import DEFAULT_ADDRESS, JobschedClient, JobSpecLike, Payload
 from jobsched.jobs import Job, JobFailedError, JobState, WatchEvent, watch_event
 from jobsched.tls import ClientTLS
 from jobsched.v1 import job_pb2
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +67,17 @@ class AsyncClient:
         retries: int = 3,
         tls: ClientTLS | None = None,
         token: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         addresses = address if isinstance(address, str) else list(address)
         self.raw = JobschedClient(
-            addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls, token=token
+            addresses,
+            tenant=tenant,
+            timeout=timeout,
+            retries=retries,
+            tls=tls,
+            token=token,
+            tracer_provider=tracer_provider,
         )
 
     async def close(self) -> None:

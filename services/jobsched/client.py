@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, Self, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self, TypeAlias, TypeVar, overload
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -29,9 +29,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched import payloads
 from jobsched.artifacts import Artifact, ChecksumMismatchError
+from jobsched.client_spans import client_interceptors, tracer_of
 from jobsched.errors import from_rpc_error
 from jobsched.tls import ClientTLS, open_channel
 from jobsched.tokens import bearer_metadata
+from jobsched.tracing import with_trace_metadata
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 from jobsched.v1 import (
     artifact_service_pb2,
     artifact_service_pb2_grpc,
@@ -294,6 +299,7 @@ class JobschedClient:
         retries: int = 3,
         tls: ClientTLS | None = None,
         token: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         parts = address.split(",") if isinstance(address, str) else list(address)
         self.addresses = [a.strip() for a in parts if a.strip()]
@@ -317,8 +323,13 @@ class JobschedClient:
                 ("grpc.http2.max_pings_without_data", 0),
             ]
         self.channel_options = tuple(options)
+        # A CLIENT span per call with `tracer_provider`, or OpenTelemetry's global provider when
+        # an application installed an SDK one; otherwise no interceptor at all, and the caller's
+        # current span context (if any) is still sent as traceparent (`_metadata`).
+        self.tracer = tracer_of(tracer_provider)
+        interceptors = client_interceptors(self.tracer)
         self._channels: list[grpc.aio.Channel] = [
-            open_channel(a, [*options, *balancing(a)], tls) for a in self.addresses
+            open_channel(a, [*options, *balancing(a)], tls, interceptors) for a in self.addresses
         ]
         self._stubs: list[job_service_pb2_grpc.JobServiceAsyncStub] = [
             job_service_pb2_grpc.JobServiceStub(channel) for channel in self._channels
@@ -344,7 +355,7 @@ class JobschedClient:
         self._artifact_stubs: list[artifact_service_pb2_grpc.ArtifactServiceAsyncStub] = [
             artifact_service_pb2_grpc.ArtifactServiceStub(channel) for channel in self._channels
         ]
-        self._metadata: tuple[tuple[str, str], ...] = (
+        self._base_metadata: tuple[tuple[str, str], ...] = (
             ((TENANT_METADATA_KEY, tenant),) if tenant else ()
         ) + bearer_metadata(token)
 
@@ -358,6 +369,12 @@ class JobschedClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        # The caller's trace context goes with every call (the interceptor, when there is one,
+        # replaces it with its client span's).
+        return with_trace_metadata(self._base_metadata)
 
     @property
     def address(self) -> str:

@@ -21,14 +21,27 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from opentelemetry import context as otel_context
 
 from jobsched.async_client import AsyncClient, AsyncJob
 from jobsched.client import DEFAULT_ADDRESS, JobSpecLike, Payload
 from jobsched.jobs import Job, JobFailedError, WatchEvent
 from jobsched.tls import ClientTLS
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 T = TypeVar("T")
+
+
+async def _in_context(ctx: otel_context.Context, coro: Coroutine[Any, Any, T]) -> T:
+    token = otel_context.attach(ctx)
+    try:
+        return await coro
+    finally:
+        otel_context.detach(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,7 @@ class Client:
         retries: int = 3,
         tls: ClientTLS | None = None,
         token: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -79,7 +93,13 @@ class Client:
 
         async def connect() -> AsyncClient:  # its channels bind to the loop that makes them
             return AsyncClient(
-                addresses, tenant=tenant, timeout=timeout, retries=retries, tls=tls, token=token
+                addresses,
+                tenant=tenant,
+                timeout=timeout,
+                retries=retries,
+                tls=tls,
+                token=token,
+                tracer_provider=tracer_provider,
             )
 
         self._client = self._run(connect())
@@ -88,7 +108,10 @@ class Client:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        # The caller's OpenTelemetry context crosses to the client's loop thread with the call,
+        # so that its span is the parent of the call's (and its traceparent is sent).
+        caller = otel_context.get_current()
+        future = asyncio.run_coroutine_threadsafe(_in_context(caller, coro), self._loop)
         try:
             return future.result(timeout)
         except (TimeoutError, KeyboardInterrupt):

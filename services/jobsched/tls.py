@@ -63,12 +63,19 @@ def _read(path: Path | None) -> bytes | None:
 
 
 def open_channel(
-    target: str, options: Sequence[tuple[str, Any]], tls: ClientTLS | None
+    target: str,
+    options: Sequence[tuple[str, Any]],
+    tls: ClientTLS | None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """A channel to `target`: TLS when `tls` is given, plaintext otherwise."""
+    """A channel to `target`: TLS when `tls` is given, plaintext otherwise; `interceptors` (the
+    client spans of jobsched/tracing.py) only when given."""
+    chain = list(interceptors) or None
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=list(options))
-    return grpc.aio.secure_channel(target, tls.credentials(), options=[*options, *tls.options()])
+        return grpc.aio.insecure_channel(target, options=list(options), interceptors=chain)
+    return grpc.aio.secure_channel(
+        target, tls.credentials(), options=[*options, *tls.options()], interceptors=chain
+    )
 
 
 def client_tls_of(

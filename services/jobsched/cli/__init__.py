@@ -47,7 +47,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from jobsched.cli import (
     artifacts,
@@ -70,6 +74,7 @@ from jobsched.config import Program, Resolved, add_config_option
 from jobsched.errors import JobschedError
 from jobsched.tls import TLS_ENV, TLSConfigError, add_tls_options, tls_from_args
 from jobsched.tokens import TOKEN_ENV, add_token_option
+from jobsched.tracing import TRACEPARENT_ENV, Tracing, TracingSettings, context_of
 
 __all__ = ["CLIENT", "build_parser", "main"]
 
@@ -128,15 +133,31 @@ def build_parser() -> argparse.ArgumentParser:
 CLIENT = Program("client", build_parser, CLIENT_ENV)
 
 
-async def _run_client_command(handler: Handler, args: argparse.Namespace) -> int:
-    async with JobschedClient(
-        args.address,
-        tenant=args.tenant,
-        timeout=args.timeout,
-        tls=tls_from_args(args),
-        token=args.token,
-    ) as client:
-        return await handler(client, args)
+async def _run_client_command(
+    handler: Handler, args: argparse.Namespace, tracing: Tracing | None = None
+) -> int:
+    # Tracing from the OTEL_* variables (jobsched/tracing.py): a span for the command, its
+    # calls' client spans inside. TRACEPARENT (a command job's environment) makes it part of
+    # that trace, and is sent on even with tracing off.
+    token = otel_context.attach(context_of(os.environ.get(TRACEPARENT_ENV, "").strip() or None))
+    try:
+        async with JobschedClient(
+            args.address,
+            tenant=args.tenant,
+            timeout=args.timeout,
+            tls=tls_from_args(args),
+            token=args.token,
+            tracer_provider=tracing.provider if tracing is not None else None,
+        ) as client:
+            if tracing is None:
+                return await handler(client, args)
+            name = "jobsched " + getattr(handler, "__name__", "command").removeprefix("_")
+            with tracing.tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT):
+                return await handler(client, args)
+    finally:
+        otel_context.detach(token)
+        if tracing is not None:
+            tracing.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +189,12 @@ def _dispatch(args: argparse.Namespace, resolved: Resolved) -> int:
         return code
 
     try:
-        return asyncio.run(_run_client_command(args.handler, args))
+        tracing = TracingSettings.from_env("jobsched-cli").build()
+    except (ValueError, RuntimeError) as err:  # a bad OTEL_* value, the SDK not installed
+        print(f"jobsched: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return asyncio.run(_run_client_command(args.handler, args, tracing))
     except TLSConfigError as err:
         print(f"jobsched: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

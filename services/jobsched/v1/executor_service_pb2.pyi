@@ -565,6 +565,7 @@ class Assignment(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Job type."""
     queue: _builtins.str
@@ -573,6 +574,10 @@ class Assignment(_message.Message):
     """The payload."""
     tenant: _builtins.str
     """The tenant the job belongs to (who submitted it), for handlers that act on its behalf."""
+    traceparent: _builtins.str
+    """The W3C traceparent stored with the job at submit ("00-<trace id>-<span id>-<flags>"),
+    empty when there is none: the executor's span of this attempt continues that trace.
+    """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
         """The attempt to run; results must carry it."""
@@ -600,10 +605,11 @@ class Assignment(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         tenant: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "lease_expire_time", b"lease_expire_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "payload", b"payload", "queue", b"queue", "tenant", b"tenant", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "labels", b"labels", "lease_expire_time", b"lease_expire_time", "payload", b"payload", "queue", b"queue", "tenant", b"tenant", "timeout", b"timeout", "traceparent", b"traceparent", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
