@@ -1,7 +1,7 @@
 """The TypeScript client package (clients/typescript) against a real scheduler: its own tests
 (node's test runner: JobService calls with a bearer token and a tenant, rich error details, the
-Executor loop with progress, logs, results, retries and a reconnect re-attaching in_flight, and
-an unnumbered LogReport refused) run here against a scheduler with --auth required on a fresh
+Executor loop with progress, logs, results, retries, cancel and a reconnect re-attaching
+in_flight, and an unnumbered LogReport refused) run here against a scheduler with --auth required on a fresh
 database, since this harness is what starts schedulers."""
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ async def server(db: Database) -> AsyncIterator[SchedulerServer]:
 
 async def keys(server: SchedulerServer) -> dict[str, str]:
     async with JobschedClient(server.address, token=ADMIN, timeout=10) as admin:
-        _, submitter = await admin.create_api_key("ts submitter", "submitter", [TENANT])
+        _, operator = await admin.create_api_key("ts operator", "operator", [TENANT])
         _, executor = await admin.create_api_key("ts executor", "executor", [TENANT])
-    return {"JOBSCHED_SUBMITTER_TOKEN": submitter, "JOBSCHED_EXECUTOR_TOKEN": executor}
+    return {"JOBSCHED_OPERATOR_TOKEN": operator, "JOBSCHED_EXECUTOR_TOKEN": executor}
 
 
 @pytest.mark.timeout(240)
@@ -51,4 +51,4 @@ async def test_the_typescript_package_passes_its_tests_against_a_real_scheduler(
     print(output[-6000:])
     assert code == 0, output[-6000:]
     assert "# fail 0" in output
-    assert "# pass 11" in output  # every test ran (none skipped or left out)
+    assert "# pass 12" in output  # every test ran (none skipped or left out)

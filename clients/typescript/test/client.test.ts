@@ -12,7 +12,7 @@ import {
   fromJsonBytes,
   toJsonBytes,
 } from "../src/index.js";
-import { ADDRESS, SUBMITTER_TOKEN, TENANT } from "./env.js";
+import { ADDRESS, OPERATOR_TOKEN, TENANT } from "./env.js";
 
 const jobs = (token?: string, tenant?: string) =>
   new Connection({ address: ADDRESS(), token, tenant, timeoutMs: 10_000 }).client(JobService);
@@ -27,7 +27,7 @@ async function refusal(call: Promise<unknown>) {
 }
 
 test("a job submitted with a JSON payload reads back with it", async () => {
-  const client = jobs(SUBMITTER_TOKEN(), TENANT());
+  const client = jobs(OPERATOR_TOKEN(), TENANT());
   const { job, created } = await client.submitJob({
     job: { type: "ts.unclaimed", payload: toJsonBytes({ n: 1, text: "héllo" }), labels: { from: "ts" } },
   });
@@ -39,7 +39,7 @@ test("a job submitted with a JSON payload reads back with it", async () => {
 });
 
 test("a reused idempotency key names the job that holds it in ErrorInfo metadata", async () => {
-  const client = jobs(SUBMITTER_TOKEN(), TENANT());
+  const client = jobs(OPERATOR_TOKEN(), TENANT());
   const key = `k-${randomUUID()}`;
   const first = await client.submitJob({ job: { type: "ts.unclaimed", idempotencyKey: key, payload: toJsonBytes(1) } });
   const again = await client.submitJob({ job: { type: "ts.unclaimed", idempotencyKey: key, payload: toJsonBytes(1) } });
@@ -55,7 +55,7 @@ test("a reused idempotency key names the job that holds it in ErrorInfo metadata
 });
 
 test("a violation names its field and limit in ErrorInfo metadata and BadRequest", async () => {
-  const err = await refusal(jobs(SUBMITTER_TOKEN(), TENANT()).submitJob({ job: { type: "ts.x", priority: 101 } }));
+  const err = await refusal(jobs(OPERATOR_TOKEN(), TENANT()).submitJob({ job: { type: "ts.x", priority: 101 } }));
   assert.equal(err.code, Code.InvalidArgument);
   assert.equal(err.reason, "INVALID_ARGUMENT");
   assert.equal(err.metadata.field, "job.priority");
@@ -66,7 +66,7 @@ test("a violation names its field and limit in ErrorInfo metadata and BadRequest
 
 test("an unknown job is NOT_FOUND with its id in the metadata", async () => {
   const id = randomUUID();
-  const err = await refusal(jobs(SUBMITTER_TOKEN(), TENANT()).getJobStatus({ id }));
+  const err = await refusal(jobs(OPERATOR_TOKEN(), TENANT()).getJobStatus({ id }));
   assert.equal(err.code, Code.NotFound);
   assert.equal(err.reason, "JOB_NOT_FOUND");
   assert.equal(err.metadata.job_id, id);
@@ -76,14 +76,14 @@ test("the bearer token is required, and the tenant must be the key's", async () 
   const missing = await refusal(jobs(undefined, TENANT()).getJobStatus({ id: randomUUID() }));
   assert.equal(missing.code, Code.Unauthenticated);
   assert.equal(missing.reason, "CREDENTIAL_MISSING");
-  const other = await refusal(jobs(SUBMITTER_TOKEN(), "someone-else").getJobStatus({ id: randomUUID() }));
+  const other = await refusal(jobs(OPERATOR_TOKEN(), "someone-else").getJobStatus({ id: randomUUID() }));
   assert.equal(other.code, Code.PermissionDenied);
   assert.equal(other.reason, "TENANT_NOT_ALLOWED");
 });
 
 test("a job of the key's tenant is read without naming the tenant (a one-tenant key)", async () => {
-  const { job } = await jobs(SUBMITTER_TOKEN(), TENANT()).submitJob({ job: { type: "ts.unclaimed" } });
-  const read = await jobs(SUBMITTER_TOKEN()).getJobStatus({ id: job!.id });
+  const { job } = await jobs(OPERATOR_TOKEN(), TENANT()).submitJob({ job: { type: "ts.unclaimed" } });
+  const read = await jobs(OPERATOR_TOKEN()).getJobStatus({ id: job!.id });
   assert.equal(read.job!.id, job!.id);
 });
 

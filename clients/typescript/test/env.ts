@@ -12,7 +12,7 @@ export function env(name: string): string {
 }
 
 export const ADDRESS = () => env("JOBSCHED_ADDRESS");
-export const SUBMITTER_TOKEN = () => env("JOBSCHED_SUBMITTER_TOKEN");
+export const OPERATOR_TOKEN = () => env("JOBSCHED_OPERATOR_TOKEN");
 export const EXECUTOR_TOKEN = () => env("JOBSCHED_EXECUTOR_TOKEN");
 export const TENANT = () => env("JOBSCHED_TENANT");
 

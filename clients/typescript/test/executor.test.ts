@@ -20,9 +20,9 @@ import {
   type Handler,
 } from "../src/index.js";
 import { AsyncQueue } from "../src/async_queue.js";
-import { ADDRESS, EXECUTOR_TOKEN, SUBMITTER_TOKEN, TENANT, eventually } from "./env.js";
+import { ADDRESS, EXECUTOR_TOKEN, OPERATOR_TOKEN, TENANT, eventually } from "./env.js";
 
-const jobs = () => new Connection({ address: ADDRESS(), token: SUBMITTER_TOKEN(), tenant: TENANT() }).client(JobService);
+const jobs = () => new Connection({ address: ADDRESS(), token: OPERATOR_TOKEN(), tenant: TENANT() }).client(JobService);
 
 function executor(handlers: Record<string, Handler>, events: ExecutorEvent[] = []) {
   return new Executor({
@@ -168,4 +168,32 @@ test("a LogReport without first_line_number ends the stream INVALID_ARGUMENT nam
   assert.equal(err.code, Code.InvalidArgument);
   assert.equal(err.metadata.field, "log.first_line_number");
   assert.deepEqual(err.violations.map((v) => v.field), ["log.first_line_number"]);
+});
+
+test("CancelJob aborts the handler's signal and the job ends CANCELLED", async () => {
+  const type = `ts.cancel.${randomUUID().slice(0, 8)}`;
+  let started!: () => void;
+  const begun = new Promise<void>((resolve) => (started = resolve));
+  let sawAbort = false;
+  const worker = executor({
+    [type]: async (job) => {
+      started();
+      await new Promise<void>((resolve) => job.signal.addEventListener("abort", () => resolve(), { once: true }));
+      sawAbort = true;
+      throw job.signal.reason;
+    },
+  });
+  const running = worker.run();
+  try {
+    const { job } = await jobs().submitJob({ job: { type } });
+    await begun;
+    await eventually(async () => ((await jobs().getJobStatus({ id: job!.id })).job!.state === JobState.RUNNING ? true : undefined));
+    await jobs().cancelJob({ id: job!.id, reason: "not needed" });
+    const done = await finished(job!.id);
+    assert.equal(done.state, JobState.CANCELLED);
+    await eventually(async () => (sawAbort ? true : undefined));
+  } finally {
+    await worker.stop(1000);
+    await running;
+  }
 });
