@@ -61,6 +61,8 @@ export interface ExecutorOptions extends ConnectionOptions {
 }
 
 export type ExecutorEvent =
+  // `reattached`: the attempts this Register listed in in_flight (those the scheduler does not
+  // re-attach come back as CancelAssignment)
   | { kind: "registered"; sessionId: string; reattached: number }
   | { kind: "disconnected"; error: string }
   | { kind: "finished"; jobId: string; attempt: number; outcome: string }
