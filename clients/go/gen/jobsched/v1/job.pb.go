@@ -391,7 +391,8 @@ type JobSpec struct {
 	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	// Job type, which selects the handler on the executor. Required.
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	// Opaque payload handed to the handler (JSON by convention); at most 1 MiB.
+	// Opaque payload handed to the handler: bytes, JSON (UTF-8) by convention, so encode it with
+	// JSON.stringify / json.dumps (in JSON mappings of this message it is base64); at most 1 MiB.
 	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Priority in [0, 100], higher first; unset means 50 (PRIORITY_MEDIUM).
 	Priority *int32 `protobuf:"varint,4,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
@@ -634,7 +635,7 @@ type Job struct {
 	Queue string `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
 	// Normalised (lower case) job type.
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	// The payload as submitted. Empty in list responses.
+	// The payload as submitted (bytes, JSON by convention). Empty in list responses.
 	Payload []byte `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Priority in [0, 100]; higher runs first.
 	Priority int32 `protobuf:"varint,5,opt,name=priority,proto3" json:"priority,omitempty"`
@@ -657,7 +658,8 @@ type Job struct {
 	Progress *Progress `protobuf:"bytes,13,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Error of the last failed attempt, if any.
 	LastError string `protobuf:"bytes,14,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	// Result returned by the handler of the successful attempt. Empty in list responses.
+	// Result returned by the handler of the successful attempt: bytes, JSON (UTF-8) by
+	// convention, at most 1 MiB. Empty in list responses.
 	Result []byte `protobuf:"bytes,15,opt,name=result,proto3" json:"result,omitempty"`
 	// Name of the executor running (or that last ran) the job.
 	Executor string `protobuf:"bytes,16,opt,name=executor,proto3" json:"executor,omitempty"`

@@ -85,7 +85,8 @@ export type JobSpec = Message<"jobsched.v1.JobSpec"> & {
   type: string;
 
   /**
-   * Opaque payload handed to the handler (JSON by convention); at most 1 MiB.
+   * Opaque payload handed to the handler: bytes, JSON (UTF-8) by convention, so encode it with
+   * JSON.stringify / json.dumps (in JSON mappings of this message it is base64); at most 1 MiB.
    *
    * @generated from field: bytes payload = 3;
    */
@@ -247,7 +248,7 @@ export type Job = Message<"jobsched.v1.Job"> & {
   type: string;
 
   /**
-   * The payload as submitted. Empty in list responses.
+   * The payload as submitted (bytes, JSON by convention). Empty in list responses.
    *
    * @generated from field: bytes payload = 4;
    */
@@ -325,7 +326,8 @@ export type Job = Message<"jobsched.v1.Job"> & {
   lastError: string;
 
   /**
-   * Result returned by the handler of the successful attempt. Empty in list responses.
+   * Result returned by the handler of the successful attempt: bytes, JSON (UTF-8) by
+   * convention, at most 1 MiB. Empty in list responses.
    *
    * @generated from field: bytes result = 15;
    */
