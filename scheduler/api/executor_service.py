@@ -5,7 +5,8 @@ FAILED_PRECONDITION); its name must be free unless it proves with its session to
 the same executor reconnecting (scheduler/dispatch/registration.py). From then on the scheduler
 pushes assignments (never more than the executor's free credits), cancels and pings, and the
 executor sends heartbeats (which keep the session alive and renew its leases that run low, one
-statement per heartbeat) and results (recorded only for the attempt it was given; a result over
+statement per heartbeat), log lines (numbered from 1: a LogReport without a first_line_number
+ends the stream INVALID_ARGUMENT) and results (recorded only for the attempt it was given; a result over
 MAX_RESULT_BYTES is refused and fails the attempt without retry). A stream the scheduler ends
 (a silent executor, a second Register) ends with that error as its status.
 """
@@ -59,9 +60,15 @@ def _duration(value: timedelta) -> Duration:
 def session_from_register(register: pb.Register) -> ExecutorSession:
     violations: list[FieldViolation] = []
     if not register.name or len(register.name) > MAX_NAME:
-        violations.append(FieldViolation("register.name", f"1 to {MAX_NAME} characters"))
+        violations.append(
+            FieldViolation("register.name", f"1 to {MAX_NAME} characters", limit=str(MAX_NAME))
+        )
     if not 1 <= register.capacity <= MAX_CAPACITY:
-        violations.append(FieldViolation("register.capacity", f"must be in [1, {MAX_CAPACITY}]"))
+        violations.append(
+            FieldViolation(
+                "register.capacity", f"must be in [1, {MAX_CAPACITY}]", limit=f"[1, {MAX_CAPACITY}]"
+            )
+        )
     if not register.job_types:
         violations.append(FieldViolation("register.job_types", "at least one job type"))
     types = [
@@ -88,6 +95,20 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
         job_types=tuple(sorted(set(types))),
         queues=tuple(sorted(set(queues))),
         accepts_batches=register.accepts_batches,
+    )
+
+
+def _unnumbered_lines() -> InvalidArgument:
+    """The error ending a stream that sent a LogReport its lines cannot be numbered from (they
+    were dropped silently before: an implementer left first_line_number unset)."""
+    return InvalidArgument(
+        [
+            FieldViolation(
+                "log.first_line_number",
+                "must be at least 1: an attempt's log lines are numbered from 1",
+                limit="1",
+            )
+        ]
     )
 
 
@@ -239,6 +260,9 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                     # Buffered before the next message is read: an attempt's last lines are
                     # there when its result (sent after them) is recorded.
                     logs = request.log
+                    if logs.first_line_number < 1:
+                        session.end(_unnumbered_lines())
+                        return
                     self.dispatcher.record_logs(
                         session,
                         logs.attempt.job_id,

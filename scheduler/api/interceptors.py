@@ -97,6 +97,8 @@ def to_rich_status(exc: errors.JobschedError, request_id: str = "") -> grpc.Stat
     code = grpc_code(exc)
     message = _shorten_bytes(client_message(exc, request_id), MAX_MESSAGE_BYTES)
     info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN)
+    if grpc_code(exc) is not grpc.StatusCode.INTERNAL:  # internal errors say nothing more
+        info.metadata.update(exc.metadata)
     if request_id:
         info.metadata["request_id"] = request_id
     extra: list[protobuf_message.Message] = []

@@ -30,7 +30,7 @@ from scheduler.domain.errors import (
     ConcurrentModification,
     FieldViolation,
     InvalidArgument,
-    Unavailable,
+    ShuttingDown,
 )
 from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Submitted
 from scheduler.domain.log_lines import MAX_LOG_LINES_PER_ATTEMPT, LineCursor, LogLine
@@ -336,7 +336,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                             job=job_to_proto(job),
                             transitions=[event_to_proto(e) for e in change.transitions],
                         )
-            raise Unavailable("the scheduler is shutting down; subscribe again")
+            raise ShuttingDown("the scheduler is shutting down; subscribe again")
         finally:
             self.hub.unsubscribe_changes(subscription)
 

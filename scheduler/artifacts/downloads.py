@@ -9,9 +9,9 @@ from scheduler.artifacts.s3 import S3Objects
 from scheduler.domain.artifacts import ArtifactRecord
 from scheduler.domain.errors import (
     ArtifactNotFound,
+    ArtifactStoreMissing,
     ConcurrentModification,
     JobNotFound,
-    Unavailable,
 )
 from scheduler.store import artifacts as sql
 from scheduler.store.database import Database
@@ -48,9 +48,7 @@ class ArtifactDownloads:
         sent = 0
         if record.object_key is not None:
             if self.objects is None:
-                raise Unavailable(
-                    "this artifact is stored in S3, and this scheduler has no --artifact-store"
-                )
+                raise ArtifactStoreMissing()
             async for chunk in self.objects.chunks(record.object_key):
                 sent += len(chunk)
                 yield chunk

@@ -80,7 +80,8 @@ class ArtifactLimits:
     def check_artifact(self, size: int) -> None:
         if size > self.max_artifact_bytes:
             raise ArtifactTooLarge(
-                f"the artifact is over the limit of {self.max_artifact_bytes} bytes per artifact"
+                f"the artifact is over the limit of {self.max_artifact_bytes} bytes per artifact",
+                limit=self.max_artifact_bytes,
             )
 
     def check_job(self, stored_bytes: int, size: int) -> None:
@@ -88,7 +89,8 @@ class ArtifactLimits:
         if stored_bytes + size > self.max_job_bytes:
             raise JobArtifactsTooLarge(
                 f"the job's artifacts would be {stored_bytes + size} bytes, over the limit of "
-                f"{self.max_job_bytes} bytes per job"
+                f"{self.max_job_bytes} bytes per job",
+                limit=self.max_job_bytes,
             )
 
 

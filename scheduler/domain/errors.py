@@ -9,6 +9,7 @@
     │   └── ApiKeyNotFound
     ├── FailedPrecondition
     │   ├── InvalidTransition        the state machine forbids the change (with the reason)
+    │   ├── HasWaitingDependents     a delete of a job that WAITING jobs still count on
     │   ├── AlreadyRegistered        a second Register on an executor stream
     │   └── AttemptNotRunning        an artifact upload for an attempt that is not running
     ├── Conflict
@@ -19,7 +20,9 @@
     │   ├── ArtifactExists           this attempt stored an artifact of that name (ALREADY_EXISTS)
     │   └── LeadershipLost           a leader-only write by a replica whose epoch is over
     ├── Unavailable
-    │   └── DatabaseUnavailable      the store cannot be reached
+    │   ├── DatabaseUnavailable      the store cannot be reached
+    │   ├── ShuttingDown             the scheduler is stopping: call another replica
+    │   └── ArtifactStoreMissing     an artifact kept in S3, and no --artifact-store here
     ├── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
     ├── QuotaExceeded                over a size limit (RESOURCE_EXHAUSTED)
     │   ├── ArtifactTooLarge
@@ -28,7 +31,10 @@
     │                                expired); `reason` says which
     └── PermissionDenied             a known principal lacks the permission or the tenant
 
-Each class's docstring is its default message and `reason` is the ErrorInfo reason clients see.
+Each class's docstring is its default message and `reason` is the ErrorInfo reason clients see:
+one reason per kind of refusal, so that a client can branch on it. `metadata` is what the
+ErrorInfo carries besides (the existing job of a reused idempotency key, the offending field and
+the limit of a violation), so that clients need not parse messages.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class FieldViolation:
 
     field: str
     description: str
+    # The bound the value breaks ("200", "[1, 10000]"), when the violation is of a bound; it
+    # becomes ErrorInfo metadata `limit` of the first violation.
+    limit: str = ""
 
 
 class JobschedError(Exception):
@@ -54,6 +63,11 @@ class JobschedError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message or (self.__doc__ or self.reason).strip()
         super().__init__(self.message)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """ErrorInfo metadata for the client (short values; the interceptor adds request_id)."""
+        return {}
 
 
 # An error about huge input must stay small: gRPC carries the message and the rich status in
@@ -75,7 +89,9 @@ class InvalidArgument(JobschedError):
         # `violations` ends with one saying so (named after the omitted fields' common root).
         self.listed = [
             FieldViolation(
-                shorten(v.field, MAX_VIOLATION_CHARS), shorten(v.description, MAX_VIOLATION_CHARS)
+                shorten(v.field, MAX_VIOLATION_CHARS),
+                shorten(v.description, MAX_VIOLATION_CHARS),
+                shorten(v.limit, MAX_VIOLATION_CHARS),
             )
             for v in violations[:MAX_VIOLATIONS]
         ]
@@ -87,6 +103,14 @@ class InvalidArgument(JobschedError):
         if message is not None:
             message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """`field`: the first offending field; `limit`: its bound, if it broke one."""
+        if not self.listed:
+            return {}
+        first = self.listed[0]
+        return {"field": first.field, **({"limit": first.limit} if first.limit else {})}
 
     def listed_with_summary(self, count: int) -> list[FieldViolation]:
         """The first `count` listed violations, and one saying how many more there are."""
@@ -136,6 +160,10 @@ class JobNotFound(NotFound):
         self.job_id = job_id
         super().__init__(f"job {job_id} not found")
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"job_id": shorten(self.job_id, 100)}
+
 
 class ScheduleNotFound(NotFound):
     """No such schedule."""
@@ -167,6 +195,12 @@ class InvalidTransition(FailedPrecondition):
     """The job's state does not allow this operation."""
 
     reason = "INVALID_TRANSITION"
+
+
+class HasWaitingDependents(FailedPrecondition):
+    """WAITING jobs still count on this job: cancel it instead, or delete them first."""
+
+    reason = "JOB_HAS_DEPENDENTS"
 
 
 class ArtifactNotFound(NotFound):
@@ -207,6 +241,16 @@ class IdempotencyKeyReused(Conflict):
 
     reason = "IDEMPOTENCY_KEY_REUSED"
 
+    def __init__(self, message: str | None = None, *, job_id: str = "", key: str = "") -> None:
+        self.job_id = job_id  # the job that holds the key
+        self.key = key
+        super().__init__(message)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        found = {"job_id": self.job_id, "idempotency_key": shorten(self.key, 200)}
+        return {k: v for k, v in found.items() if v}
+
 
 class ScheduleNameTaken(Conflict):
     """A schedule of that name already exists."""
@@ -229,6 +273,10 @@ class ExecutorNameTaken(Conflict):
             f"an executor named {echo(name)} is connected; names are unique among live executors "
             "(a reconnect of that executor sends Register.session_token)"
         )
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"executor": shorten(self.name, 200)}
 
 
 class ArtifactExists(Conflict):
@@ -259,6 +307,18 @@ class DatabaseUnavailable(Unavailable):
     """The job store is unreachable."""
 
     reason = "DATABASE_UNAVAILABLE"
+
+
+class ShuttingDown(Unavailable):
+    """The scheduler is shutting down; call again (another replica takes over)."""
+
+    reason = "SHUTTING_DOWN"
+
+
+class ArtifactStoreMissing(Unavailable):
+    """This artifact is stored in S3, and this scheduler has no --artifact-store."""
+
+    reason = "ARTIFACT_STORE_MISSING"
 
 
 class Overloaded(JobschedError):
@@ -304,6 +364,14 @@ class QuotaExceeded(JobschedError):
     """Over a size limit."""
 
     reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str | None = None, *, limit: int | None = None) -> None:
+        self.limit = limit  # the limit, in bytes
+        super().__init__(message)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {} if self.limit is None else {"limit": str(self.limit)}
 
 
 class ArtifactTooLarge(QuotaExceeded):

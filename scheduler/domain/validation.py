@@ -107,6 +107,7 @@ def _check_spec(
             FieldViolation(
                 f"{path}.payload",
                 f"is {len(spec.payload)} bytes; at most {MAX_PAYLOAD_BYTES} are allowed",
+                limit=str(MAX_PAYLOAD_BYTES),
             )
         )
     elif job_type == COMMAND_TYPE:
@@ -114,12 +115,20 @@ def _check_spec(
     priority = DEFAULT_PRIORITY if spec.priority is None else spec.priority
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         violations.append(
-            FieldViolation(f"{path}.priority", f"must be in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
+            FieldViolation(
+                f"{path}.priority",
+                f"must be in [{PRIORITY_MIN}, {PRIORITY_MAX}]",
+                limit=f"[{PRIORITY_MIN}, {PRIORITY_MAX}]",
+            )
         )
     max_attempts = spec.max_attempts
     if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
         violations.append(
-            FieldViolation(f"{path}.max_attempts", f"must be in [1, {MAX_ATTEMPTS_LIMIT}]")
+            FieldViolation(
+                f"{path}.max_attempts",
+                f"must be in [1, {MAX_ATTEMPTS_LIMIT}]",
+                limit=f"[1, {MAX_ATTEMPTS_LIMIT}]",
+            )
         )
     run_at = spec.run_at
     if run_at is not None and run_at.tzinfo is None:
@@ -130,14 +139,20 @@ def _check_spec(
             FieldViolation(f"{path}.run_at", f"is more than {MAX_SCHEDULE_AHEAD.days} days ahead")
         )
     if len(spec.labels) > MAX_LABELS:
-        violations.append(FieldViolation(f"{path}.labels", f"at most {MAX_LABELS} labels"))
+        violations.append(
+            FieldViolation(f"{path}.labels", f"at most {MAX_LABELS} labels", limit=str(MAX_LABELS))
+        )
     for key, value in spec.labels.items():
         label = f"{path}.labels[{echo(key)}]"
         if not NAME_PATTERN.fullmatch(key):
             violations.append(FieldViolation(label, f"key must match {NAME_PATTERN.pattern}"))
         if len(value) > MAX_LABEL_VALUE:
             violations.append(
-                FieldViolation(label, f"value is longer than {MAX_LABEL_VALUE} characters")
+                FieldViolation(
+                    label,
+                    f"value is longer than {MAX_LABEL_VALUE} characters",
+                    limit=str(MAX_LABEL_VALUE),
+                )
             )
         else:
             check_text(value, label, violations)
@@ -147,6 +162,7 @@ def _check_spec(
             FieldViolation(
                 f"{path}.idempotency_key",
                 f"must be at most {MAX_IDEMPOTENCY_KEY} printable characters",
+                limit=str(MAX_IDEMPOTENCY_KEY),
             )
         )
     if spec.timeout is not None and not timedelta(0) < spec.timeout <= MAX_TIMEOUT:
@@ -199,7 +215,9 @@ def validate_batch(specs: Sequence[JobSpecInput], now: datetime) -> list[NewJob]
     if not specs:
         violations.append(FieldViolation("jobs", "at least one job is required"))
     if len(specs) > MAX_BATCH:
-        violations.append(FieldViolation("jobs", f"at most {MAX_BATCH} jobs per batch"))
+        violations.append(
+            FieldViolation("jobs", f"at most {MAX_BATCH} jobs per batch", limit=str(MAX_BATCH))
+        )
         raise InvalidArgument(violations)
     jobs = [_check_spec(s, now, f"jobs[{i}]", violations) for i, s in enumerate(specs)]
     seen: dict[str, int] = {}

@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scheduler.domain.dependencies import StoredJob, plan_dependencies
 from scheduler.domain.errors import (
     ConcurrentModification,
-    FailedPrecondition,
+    HasWaitingDependents,
     IdempotencyKeyReused,
+    InvalidTransition,
     JobNotFound,
 )
 from scheduler.domain.jobs import (
@@ -387,7 +388,7 @@ async def check_no_waiting_dependents(conn: AsyncConnection, guard: Guard) -> No
         raise ConcurrentModification(f"job {guard.job_id} changed while being deleted")
     count, example = (await conn.execute(_WAITING_DEPENDENTS, {"id": guard.job_id})).one()
     if count:
-        raise FailedPrecondition(
+        raise HasWaitingDependents(
             f"job {guard.job_id} has {count} dependent job(s) waiting for it to succeed "
             f"(for example {example}): cancel it instead, which cancels them, or delete them "
             "first"
@@ -966,7 +967,9 @@ class JobStore:
                 if not _same_job(found, job):
                     raise IdempotencyKeyReused(
                         f"idempotency key {job.idempotency_key!r} was used for job {found.id} "
-                        "with a different queue, type or payload"
+                        "with a different queue, type or payload",
+                        job_id=found.id,
+                        key=job.idempotency_key,
                     )
                 results.append(Submitted(job=found, created=False))
             if plan is not None:
@@ -1062,7 +1065,7 @@ class JobStore:
         if job is None:
             raise JobNotFound(job_id)
         if job.state not in PRIORITY_STATES:
-            raise FailedPrecondition(
+            raise InvalidTransition(
                 f"job {job_id} is {job.state.name}: only WAITING, SCHEDULED or QUEUED jobs "
                 "can change priority"
             )

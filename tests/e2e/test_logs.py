@@ -361,10 +361,10 @@ async def test_re_sent_numbers_are_stored_once_and_the_bound_holds_on_the_wire(
     await scripted.log(job_id, attempt, 2, "TWO", "THREE", "four")
     await scripted.log(job_id, attempt, 5, "five")
     await scripted.log(job_id, attempt, 5, "FIVE")
-    # Not this attempt, or not numbered: ignored.
+    # Not this attempt: ignored. (Not numbered, 0, ends the stream INVALID_ARGUMENT: see
+    # tests/e2e/test_protocol_rules.py.)
     await scripted.log(job_id, attempt + 1, 6, "other attempt")
     await scripted.log(str(uuid.uuid4()), attempt, 6, "other job")
-    await scripted.log(job_id, attempt, 0, "unnumbered")
     # Across the bound: 999 and 1000 are kept, 1001 becomes the marker, 1002 is dropped.
     await scripted.log(job_id, attempt, 999, "l999", "l1000", "l1001", "l1002")
     await scripted.call.write(

@@ -50,7 +50,8 @@ Global___JobAttempt: _TypeAlias = JobAttempt  # noqa: Y015
 @_typing.final
 class Register(_message.Message):
     """Register is the first message of a Connect stream, and only the first: a second Register on
-    a registered stream ends it with FAILED_PRECONDITION (reason ALREADY_REGISTERED).
+    a registered stream ends it with FAILED_PRECONDITION (reason ALREADY_REGISTERED), and a stream
+    whose first message is anything else ends with INVALID_ARGUMENT (field `register`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -93,7 +94,9 @@ class Register(_message.Message):
     its presence row drops it: up to `Registered.heartbeat_timeout` plus a presence interval).
     """
     capacity: _builtins.int
-    """Maximum number of jobs run at once, 1 to 10000."""
+    """Maximum number of jobs run at once, 1 to 10000 (INVALID_ARGUMENT otherwise, with ErrorInfo
+    metadata `field` "register.capacity" and `limit` "[1, 10000]").
+    """
     accepts_batches: _builtins.bool
     """The executor reads batched messages (ConnectResponse.assignments and .result_acks); the
     scheduler then puts consecutive assignments or result acks into one message. An executor
@@ -106,11 +109,13 @@ class Register(_message.Message):
     """
     @_builtins.property
     def job_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Job types this executor handles (case-insensitive)."""
+        """Job types this executor handles, at least one; case-insensitive, each matching
+        ^[a-z][a-z0-9_.-]{0,63}$ after lower-casing.
+        """
 
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Queues it takes work from; empty for all."""
+        """Queues it takes work from (names as for job types); empty for all."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -121,7 +126,9 @@ class Register(_message.Message):
         """Attempts still running (or with results not yet acknowledged) from before a reconnect, to
         re-attach. They are re-attached only with the `session_token` of the session they were
         assigned in; the scheduler answers every other one with a CancelAssignment (its result
-        would be refused as stale).
+        would be refused as stale): stop that handler and send nothing more for it. A re-attached
+        attempt goes on as before (heartbeats, progress, result). Attempts of a lost stream wait a
+        reconnect grace (10 s by default) before they are failed as retryable, so reconnect at once.
         """
 
     def __init__(
@@ -194,8 +201,10 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 class AssignmentAck(_message.Message):
     """AssignmentAck confirms an assignment was received and started. It must arrive within
     `Registered.ack_timeout`; otherwise the assignment is reverted (the job goes back to QUEUED
-    without burning an attempt) and offered to other executors first. A job reverted or released
-    more than a bounded number of times (10 by default) ends DEAD with an error saying so.
+    without burning an attempt) and offered to other executors first, and a result sent later for
+    it is refused (ResultAck.accepted false): send the ack before starting the handler, not after
+    it. A job reverted or released more than a bounded number of times (10 by default) ends DEAD
+    with an error saying so.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -220,7 +229,11 @@ Global___AssignmentAck: _TypeAlias = AssignmentAck  # noqa: Y015
 
 @_typing.final
 class ProgressReport(_message.Message):
-    """ProgressReport is the latest progress of a running attempt."""
+    """ProgressReport is the latest progress of a running attempt. Send it as often as you like: the
+    scheduler keeps only the latest per attempt and writes it at a bounded rate. `percent` outside
+    0..100 is clamped; `step` and `message` are cut to 1000 characters. A report for an attempt
+    this stream does not run is ignored.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -250,7 +263,9 @@ Global___ProgressReport: _TypeAlias = ProgressReport  # noqa: Y015
 
 @_typing.final
 class LogReport(_message.Message):
-    """LogReport carries log lines of a running attempt."""
+    """LogReport carries log lines of a running attempt. Send lines before the attempt's JobResult:
+    the lines a stream sent before a result are stored when the result is.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -259,7 +274,9 @@ class LogReport(_message.Message):
     FIRST_LINE_NUMBER_FIELD_NUMBER: _builtins.int
     first_line_number: _builtins.int
     """Line number (within the attempt, from 1) of the first line; the following lines are
-    numbered on from it. A re-sent line with a number already stored is ignored.
+    numbered on from it. Required: 0 (unset) or less ends the stream with INVALID_ARGUMENT
+    (field `log.first_line_number`). A re-sent line with a number already stored is ignored,
+    so lines may be sent again after a reconnect; numbers may have gaps.
     """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
@@ -267,7 +284,9 @@ class LogReport(_message.Message):
 
     @_builtins.property
     def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The lines, oldest first."""
+        """The lines, oldest first, without line endings. Each is cut to 4096 characters; only the
+        first 1000 lines of an attempt are kept (then a line says the log was truncated).
+        """
 
     def __init__(
         self,
@@ -293,9 +312,13 @@ class JobFailure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
     message: _builtins.str
-    """Error message."""
+    """Error message (cut to 4096 characters), stored as the job's `last_error`."""
     retryable: _builtins.bool
-    """False when retrying cannot help: the job goes DEAD at once."""
+    """True when another attempt may succeed: the job is retried after its backoff while attempts
+    are left. False (the default, so also when unset) means retrying cannot help: the job goes
+    DEAD at once, whatever attempts are left. A handler failing for a transient reason (a
+    network error, a timeout) must set it to true.
+    """
     def __init__(
         self,
         *,
@@ -312,7 +335,11 @@ Global___JobFailure: _TypeAlias = JobFailure  # noqa: Y015
 
 @_typing.final
 class JobResult(_message.Message):
-    """JobResult is the outcome of an attempt."""
+    """JobResult is the outcome of an attempt: exactly one per attempt. It is answered by a
+    ResultAck; until then keep it and send it again (after a reconnect, or once per heartbeat
+    interval). A result for an attempt that is over already changes nothing: its ResultAck says
+    accepted false ("stale attempt"), and the first recorded outcome stands.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -330,9 +357,9 @@ class JobResult(_message.Message):
     """The handler stopped because the job was cancelled."""
     released: _builtins.bool
     """Always true: the executor gives the attempt back unfinished (it is shutting down and the
-    handler did not finish within its grace). The job is requeued without burning an attempt
-    (its max_attempts grows by one); releases and ack reverts together are bounded (see
-    AssignmentAck).
+    handler did not finish within its grace). The job is requeued without burning an attempt:
+    its attempt number still grows, so its max_attempts grows by one (visible on the Job).
+    Releases and ack reverts together are bounded (see AssignmentAck).
     """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
@@ -401,11 +428,13 @@ class ConnectRequest(_message.Message):
 
     @_builtins.property
     def acks(self) -> Global___AssignmentAckBatch:
-        """Several acks, in order (as many `ack` messages)."""
+        """Several acks, in order (as many `ack` messages). Optional: single `ack` messages are
+        always accepted too.
+        """
 
     @_builtins.property
     def results(self) -> Global___JobResultBatch:
-        """Several outcomes, in order (as many `result` messages)."""
+        """Several outcomes, in order (as many `result` messages). Optional, like `acks`."""
 
     def __init__(
         self,
@@ -479,7 +508,9 @@ Global___JobResultBatch: _TypeAlias = JobResultBatch  # noqa: Y015
 
 @_typing.final
 class Registered(_message.Message):
-    """Registered answers Register."""
+    """Registered answers Register. Use its durations rather than constants: they are the
+    scheduler's settings.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -495,18 +526,22 @@ class Registered(_message.Message):
     session_token: _builtins.str
     """Secret of this session: send it as `Register.session_token` when reconnecting. Never log it."""
     max_result_bytes: _builtins.int
-    """The largest JobResult.result accepted, in bytes."""
+    """The largest JobResult.result accepted, in bytes (1 MiB)."""
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
-        """How often the executor should send heartbeats."""
+        """How often the executor should send heartbeats (3 s by default)."""
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
-        """How long a lease lasts without renewal."""
+        """How long a lease lasts without renewal. Heartbeats renew it; a job whose lease expires
+        (its executor went silent) is failed as retryable by the scheduler.
+        """
 
     @_builtins.property
     def ack_timeout(self) -> _duration_pb2.Duration:
-        """How long an assignment may wait for its AssignmentAck before it is reverted."""
+        """How long an assignment may wait for its AssignmentAck before it is reverted (10 s by
+        default; see AssignmentAck).
+        """
 
     @_builtins.property
     def heartbeat_timeout(self) -> _duration_pb2.Duration:
@@ -533,7 +568,10 @@ Global___Registered: _TypeAlias = Registered  # noqa: Y015
 
 @_typing.final
 class Assignment(_message.Message):
-    """Assignment hands one attempt of a job to the executor."""
+    """Assignment hands one attempt of a job to the executor. Acknowledge it (AssignmentAck) within
+    `Registered.ack_timeout`. Assignments may come one per message or, to executors that set
+    `Register.accepts_batches`, several in one AssignmentBatch: handle both.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -567,11 +605,11 @@ class Assignment(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """Job type."""
+    """Job type (lower case), one of `Register.job_types`."""
     queue: _builtins.str
-    """Queue."""
+    """Queue (lower case)."""
     payload: _builtins.bytes
-    """The payload."""
+    """The payload as submitted: bytes, JSON (UTF-8) by convention; empty when none was given."""
     tenant: _builtins.str
     """The tenant the job belongs to (who submitted it), for handlers that act on its behalf."""
     traceparent: _builtins.str
@@ -580,7 +618,7 @@ class Assignment(_message.Message):
     """
     @_builtins.property
     def attempt(self) -> Global___JobAttempt:
-        """The attempt to run; results must carry it."""
+        """The attempt to run; every message about it (ack, progress, log, result) must carry it."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -588,7 +626,12 @@ class Assignment(_message.Message):
 
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
-        """Execution timeout, if any."""
+        """Execution timeout, if any. The executor enforces it: when it runs out, stop the handler and
+        send a JobFailure (retryable true, as the Python executor does, so that the retry policy
+        decides). The scheduler is only the backstop: an attempt still running a grace (10 s by
+        default) past its timeout is failed as retryable ("timed out after Ns") and its result
+        refused.
+        """
 
     @_builtins.property
     def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
@@ -617,7 +660,10 @@ Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
 
 @_typing.final
 class CancelAssignment(_message.Message):
-    """CancelAssignment asks the executor to stop an attempt."""
+    """CancelAssignment asks the executor to stop an attempt: stop its handler and send
+    JobResult.cancelled (or its real outcome, if it finished first). Also sent for an `in_flight`
+    attempt that may no longer run; then send nothing more for it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -645,7 +691,10 @@ Global___CancelAssignment: _TypeAlias = CancelAssignment  # noqa: Y015
 
 @_typing.final
 class ResultAck(_message.Message):
-    """ResultAck tells the executor whether its result was recorded."""
+    """ResultAck tells the executor whether its result was recorded. Either way the attempt is over
+    for the executor: forget the result and free its slot. Acks may come singly or, to executors
+    that set `Register.accepts_batches`, in a ResultAckBatch.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

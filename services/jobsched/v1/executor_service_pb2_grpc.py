@@ -29,6 +29,28 @@ class ExecutorServiceStub:
     """ExecutorService is how executors receive work. An executor opens one Connect stream per
     scheduler, registers, and from then on holds credits (free slots): the scheduler never sends
     more assignments than the executor has free slots.
+
+    The protocol, for an executor written in any language:
+    1. Send Register first (and only once); wait for Registered and keep its durations.
+    2. Send a Heartbeat every `Registered.heartbeat_interval`, listing the attempts it runs.
+    3. For every Assignment: send AssignmentAck within `Registered.ack_timeout`, run the handler,
+    send ProgressReport and LogReport while it runs, then one JobResult. Identify the attempt
+    by the (job_id, attempt) pair of the assignment in every message: the attempt number is
+    the fencing token, and anything for another attempt is refused or ignored.
+    4. Keep the result until its ResultAck arrives; send it again after a reconnect.
+    5. On CancelAssignment, stop the handler and send JobResult.cancelled.
+    6. When the stream breaks, reconnect with backoff and a new Register carrying the old
+    `session_token` and the still-running attempts in `in_flight`.
+
+    Payloads and results are bytes: JSON (UTF-8) by convention, so encode with JSON.stringify or
+    json.dumps and decode the same way. Messages the scheduler sends that the executor does not
+    know (a newer scheduler) can be ignored; the scheduler ignores the same.
+
+    Authentication: under `--auth required` the stream needs `authorization: Bearer <API key>` of
+    a key with the executor role; the executor is then given only jobs of that key's tenants.
+    Errors end the stream with a google.rpc.Status (see JobService): INVALID_ARGUMENT with a
+    BadRequest naming the field (ErrorInfo metadata `field`, and `limit` when a bound was
+    broken) for a Register, LogReport or message that breaks the rules below.
     """
 
     def __init__(self, channel):
@@ -48,6 +70,28 @@ class ExecutorServiceServicer:
     """ExecutorService is how executors receive work. An executor opens one Connect stream per
     scheduler, registers, and from then on holds credits (free slots): the scheduler never sends
     more assignments than the executor has free slots.
+
+    The protocol, for an executor written in any language:
+    1. Send Register first (and only once); wait for Registered and keep its durations.
+    2. Send a Heartbeat every `Registered.heartbeat_interval`, listing the attempts it runs.
+    3. For every Assignment: send AssignmentAck within `Registered.ack_timeout`, run the handler,
+    send ProgressReport and LogReport while it runs, then one JobResult. Identify the attempt
+    by the (job_id, attempt) pair of the assignment in every message: the attempt number is
+    the fencing token, and anything for another attempt is refused or ignored.
+    4. Keep the result until its ResultAck arrives; send it again after a reconnect.
+    5. On CancelAssignment, stop the handler and send JobResult.cancelled.
+    6. When the stream breaks, reconnect with backoff and a new Register carrying the old
+    `session_token` and the still-running attempts in `in_flight`.
+
+    Payloads and results are bytes: JSON (UTF-8) by convention, so encode with JSON.stringify or
+    json.dumps and decode the same way. Messages the scheduler sends that the executor does not
+    know (a newer scheduler) can be ignored; the scheduler ignores the same.
+
+    Authentication: under `--auth required` the stream needs `authorization: Bearer <API key>` of
+    a key with the executor role; the executor is then given only jobs of that key's tenants.
+    Errors end the stream with a google.rpc.Status (see JobService): INVALID_ARGUMENT with a
+    BadRequest naming the field (ErrorInfo metadata `field`, and `limit` when a bound was
+    broken) for a Register, LogReport or message that breaks the rules below.
     """
 
     def Connect(self, request_iterator, context):
@@ -78,6 +122,28 @@ class ExecutorService:
     """ExecutorService is how executors receive work. An executor opens one Connect stream per
     scheduler, registers, and from then on holds credits (free slots): the scheduler never sends
     more assignments than the executor has free slots.
+
+    The protocol, for an executor written in any language:
+    1. Send Register first (and only once); wait for Registered and keep its durations.
+    2. Send a Heartbeat every `Registered.heartbeat_interval`, listing the attempts it runs.
+    3. For every Assignment: send AssignmentAck within `Registered.ack_timeout`, run the handler,
+    send ProgressReport and LogReport while it runs, then one JobResult. Identify the attempt
+    by the (job_id, attempt) pair of the assignment in every message: the attempt number is
+    the fencing token, and anything for another attempt is refused or ignored.
+    4. Keep the result until its ResultAck arrives; send it again after a reconnect.
+    5. On CancelAssignment, stop the handler and send JobResult.cancelled.
+    6. When the stream breaks, reconnect with backoff and a new Register carrying the old
+    `session_token` and the still-running attempts in `in_flight`.
+
+    Payloads and results are bytes: JSON (UTF-8) by convention, so encode with JSON.stringify or
+    json.dumps and decode the same way. Messages the scheduler sends that the executor does not
+    know (a newer scheduler) can be ignored; the scheduler ignores the same.
+
+    Authentication: under `--auth required` the stream needs `authorization: Bearer <API key>` of
+    a key with the executor role; the executor is then given only jobs of that key's tenants.
+    Errors end the stream with a google.rpc.Status (see JobService): INVALID_ARGUMENT with a
+    BadRequest naming the field (ErrorInfo metadata `field`, and `limit` when a bound was
+    broken) for a Register, LogReport or message that breaks the rules below.
     """
 
     @staticmethod

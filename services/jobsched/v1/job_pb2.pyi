@@ -272,7 +272,9 @@ class JobSpec(_message.Message):
     type: _builtins.str
     """Job type, which selects the handler on the executor. Required."""
     payload: _builtins.bytes
-    """Opaque payload handed to the handler (JSON by convention); at most 1 MiB."""
+    """Opaque payload handed to the handler: bytes, JSON (UTF-8) by convention, so encode it with
+    JSON.stringify / json.dumps (in JSON mappings of this message it is base64); at most 1 MiB.
+    """
     priority: _builtins.int
     """Priority in [0, 100], higher first; unset means 50 (PRIORITY_MEDIUM)."""
     max_attempts: _builtins.int
@@ -457,7 +459,7 @@ class Job(_message.Message):
     type: _builtins.str
     """Normalised (lower case) job type."""
     payload: _builtins.bytes
-    """The payload as submitted. Empty in list responses."""
+    """The payload as submitted (bytes, JSON by convention). Empty in list responses."""
     priority: _builtins.int
     """Priority in [0, 100]; higher runs first."""
     state: Global___JobState.ValueType
@@ -471,7 +473,9 @@ class Job(_message.Message):
     last_error: _builtins.str
     """Error of the last failed attempt, if any."""
     result: _builtins.bytes
-    """Result returned by the handler of the successful attempt. Empty in list responses."""
+    """Result returned by the handler of the successful attempt: bytes, JSON (UTF-8) by
+    convention, at most 1 MiB. Empty in list responses.
+    """
     executor: _builtins.str
     """Name of the executor running (or that last ran) the job."""
     idempotency_key: _builtins.str

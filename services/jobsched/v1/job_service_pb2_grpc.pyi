@@ -39,10 +39,18 @@ class JobServiceStub:
     (PERMISSION_DENIED otherwise, reasons PERMISSION_MISSING, TENANT_NOT_ALLOWED,
     TENANT_NOT_SELECTED). The other services follow the same rules; see AuthService.
 
-    Errors carry a google.rpc.Status with an ErrorInfo (domain "jobsched.dev", reasons such as
-    JOB_NOT_FOUND, INVALID_TRANSITION, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT)
-    and, for bad input, a BadRequest with one field violation per offending field. Bad input never
-    writes anything.
+    Errors carry a google.rpc.Status (in the `grpc-status-details-bin` trailer; the messages are
+    in protos/google/rpc, vendored from googleapis) with an ErrorInfo and, for bad input, a
+    BadRequest with one field violation per offending field. Bad input never writes anything.
+    ErrorInfo.domain is "jobsched.dev"; ErrorInfo.reason is one per kind of refusal, so branch on
+    it rather than on the message: for example JOB_NOT_FOUND, INVALID_TRANSITION,
+    JOB_HAS_DEPENDENTS, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT,
+    OVERLOADED (with a RetryInfo), DATABASE_UNAVAILABLE, SHUTTING_DOWN. ErrorInfo.metadata says
+    what a client would otherwise parse from the message: `request_id` always (quote it when
+    reporting a problem); `field` (the first offending field) and `limit` (the bound it broke,
+    when it broke one, for example "[0, 100]") on INVALID_ARGUMENT; `job_id` and
+    `idempotency_key` on IDEMPOTENCY_KEY_REUSED (the job that holds the key); `job_id` on
+    JOB_NOT_FOUND.
     """
 
     @_typing.overload
@@ -121,10 +129,18 @@ class JobServiceAsyncStub(JobServiceStub):
     (PERMISSION_DENIED otherwise, reasons PERMISSION_MISSING, TENANT_NOT_ALLOWED,
     TENANT_NOT_SELECTED). The other services follow the same rules; see AuthService.
 
-    Errors carry a google.rpc.Status with an ErrorInfo (domain "jobsched.dev", reasons such as
-    JOB_NOT_FOUND, INVALID_TRANSITION, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT)
-    and, for bad input, a BadRequest with one field violation per offending field. Bad input never
-    writes anything.
+    Errors carry a google.rpc.Status (in the `grpc-status-details-bin` trailer; the messages are
+    in protos/google/rpc, vendored from googleapis) with an ErrorInfo and, for bad input, a
+    BadRequest with one field violation per offending field. Bad input never writes anything.
+    ErrorInfo.domain is "jobsched.dev"; ErrorInfo.reason is one per kind of refusal, so branch on
+    it rather than on the message: for example JOB_NOT_FOUND, INVALID_TRANSITION,
+    JOB_HAS_DEPENDENTS, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT,
+    OVERLOADED (with a RetryInfo), DATABASE_UNAVAILABLE, SHUTTING_DOWN. ErrorInfo.metadata says
+    what a client would otherwise parse from the message: `request_id` always (quote it when
+    reporting a problem); `field` (the first offending field) and `limit` (the bound it broke,
+    when it broke one, for example "[0, 100]") on INVALID_ARGUMENT; `job_id` and
+    `idempotency_key` on IDEMPOTENCY_KEY_REUSED (the job that holds the key); `job_id` on
+    JOB_NOT_FOUND.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -199,10 +215,18 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     (PERMISSION_DENIED otherwise, reasons PERMISSION_MISSING, TENANT_NOT_ALLOWED,
     TENANT_NOT_SELECTED). The other services follow the same rules; see AuthService.
 
-    Errors carry a google.rpc.Status with an ErrorInfo (domain "jobsched.dev", reasons such as
-    JOB_NOT_FOUND, INVALID_TRANSITION, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT)
-    and, for bad input, a BadRequest with one field violation per offending field. Bad input never
-    writes anything.
+    Errors carry a google.rpc.Status (in the `grpc-status-details-bin` trailer; the messages are
+    in protos/google/rpc, vendored from googleapis) with an ErrorInfo and, for bad input, a
+    BadRequest with one field violation per offending field. Bad input never writes anything.
+    ErrorInfo.domain is "jobsched.dev"; ErrorInfo.reason is one per kind of refusal, so branch on
+    it rather than on the message: for example JOB_NOT_FOUND, INVALID_TRANSITION,
+    JOB_HAS_DEPENDENTS, CONCURRENT_MODIFICATION, IDEMPOTENCY_KEY_REUSED, INVALID_ARGUMENT,
+    OVERLOADED (with a RetryInfo), DATABASE_UNAVAILABLE, SHUTTING_DOWN. ErrorInfo.metadata says
+    what a client would otherwise parse from the message: `request_id` always (quote it when
+    reporting a problem); `field` (the first offending field) and `limit` (the bound it broke,
+    when it broke one, for example "[0, 100]") on INVALID_ARGUMENT; `job_id` and
+    `idempotency_key` on IDEMPOTENCY_KEY_REUSED (the job that holds the key); `job_id` on
+    JOB_NOT_FOUND.
     """
 
     @_abc_1.abstractmethod
