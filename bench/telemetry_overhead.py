@@ -75,10 +75,19 @@ def traced(ratio: float) -> dict[str, str]:
 
 
 # The first is the baseline the others are compared with.
+METRICS_ON = ("--metrics-listen", "127.0.0.1:0")  # the Prometheus endpoint, never scraped here
+
 CONFIGURATIONS: tuple[Configuration, ...] = (
     Configuration("everything off"),
+    Configuration("metrics on", scheduler_args=METRICS_ON, executor_args=METRICS_ON),
     Configuration("tracing 100 %", traced(1.0)),
     Configuration("tracing 10 %", traced(0.1)),
+    Configuration(
+        "metrics on, tracing 10 %",
+        traced(0.1),
+        scheduler_args=METRICS_ON,
+        executor_args=METRICS_ON,
+    ),
 )
 
 
