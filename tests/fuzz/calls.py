@@ -124,6 +124,7 @@ async def call(
         if method.client_streaming and not method.server_streaming:
             await channel.stream_unary(name, **kwargs)(_requests(streamed), timeout=UNARY_DEADLINE)
             return Outcome(Code.OK, answered=1)
+        stream: Any
         if method.server_streaming and not method.client_streaming:
             stream = channel.unary_stream(name, **kwargs)(request)
         else:

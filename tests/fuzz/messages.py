@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -57,6 +57,11 @@ _INT_RANGES = {
 }
 
 
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None, field.full_name
+    return field.message_type
+
+
 def text() -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(SPECIAL_TEXT), st.text(max_size=12))
 
@@ -78,6 +83,7 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
         return st.floats(width=64 if kind == F.TYPE_DOUBLE else 32)
     if kind == F.TYPE_ENUM:
+        assert field.enum_type is not None, field.full_name
         numbers = [v.number for v in field.enum_type.values]
         return st.one_of(st.sampled_from(numbers), st.integers(-3, max(numbers) + 3))
     low, high = _INT_RANGES[kind]
@@ -87,21 +93,19 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
 def value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     """One value of a field (a message for message fields), ignoring its label."""
     if field.type == F.TYPE_MESSAGE:
-        return arbitrary(field.message_type, depth + 1)
+        return arbitrary(_message_type(field), depth + 1)
     return scalar(field)
 
 
 def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+    return field.type == F.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
 
 
 def field_values(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     """What to assign to a field: a value, a list of them, or a dict for a map."""
     if _is_map(field):
-        key, val = (
-            field.message_type.fields_by_name["key"],
-            field.message_type.fields_by_name["value"],
-        )
+        entry = _message_type(field)
+        key, val = entry.fields_by_name["key"], entry.fields_by_name["value"]
         return st.dictionaries(scalar(key), value(val, depth), max_size=3)
     if field.is_repeated:
         return st.lists(value(field, depth), max_size=3)
@@ -160,7 +164,7 @@ def _paths(descriptor: Descriptor, depth: int = 0) -> list[tuple[FieldDescriptor
         paths.append((field,))
         singular_message = field.type == F.TYPE_MESSAGE and not field.is_repeated
         if singular_message and depth + 1 < MAX_DEPTH:
-            paths.extend((field, *rest) for rest in _paths(field.message_type, depth + 1))
+            paths.extend((field, *rest) for rest in _paths(_message_type(field), depth + 1))
     return paths
 
 
@@ -168,7 +172,7 @@ def _paths(descriptor: Descriptor, depth: int = 0) -> list[tuple[FieldDescriptor
 def _mutation(draw: st.DrawFn, base: Message) -> Message:
     message = type(base)()
     message.CopyFrom(base)
-    paths = _paths(message.DESCRIPTOR)
+    paths = _paths(cast(Descriptor, message.DESCRIPTOR))
     if not paths:
         return message
     path = draw(st.sampled_from(paths))

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from tests.fuzz.calls import call, methods, path
 from tests.fuzz.conftest import Fuzz
 from tests.fuzz.invariants import check
-from tests.fuzz.test_fuzzed_requests import FUZZ_SETTINGS
+from tests.fuzz.test_fuzzed_requests import EXAMPLES, FUZZ_SETTINGS
 
-GARBAGE_SETTINGS = settings(FUZZ_SETTINGS, max_examples=8)
+GARBAGE_SETTINGS = settings(FUZZ_SETTINGS, max_examples=max(1, EXAMPLES // 2))
 
 # Corrupt protobuf of the kinds a decoder trips over, and any bytes at all.
 GARBAGE = st.one_of(

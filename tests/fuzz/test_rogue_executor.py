@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -36,7 +37,7 @@ class RogueStream:
         self.received: asyncio.Queue[pb.ConnectResponse] = asyncio.Queue()
         self.reader = asyncio.create_task(self._read())
 
-    async def _send(self):  # type: ignore[no-untyped-def]
+    async def _send(self) -> AsyncIterator[pb.ConnectRequest]:
         while (message := await self.outgoing.get()) is not None:
             yield message
 
