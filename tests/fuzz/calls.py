@@ -1,9 +1,9 @@
 """Calling any RPC by its descriptor, with a message (or a list of them for a client stream) or
 with raw bytes, and reducing the answer to a status code.
 
-Streams the server keeps open (WatchJob, WatchJobs, a registered Connect, GetArtifact) count as
-accepted once a first message arrives (or nothing went wrong for `STREAM_LOOK` seconds); the
-call is then cancelled.
+Server streams (WatchJob, WatchJobs, GetArtifact) count as accepted once a first message
+arrives; a Connect stream is read for `STREAM_LOOK` seconds (or to its end), since what the
+executor sends after its Register may end it; either is cancelled then.
 """
 
 from __future__ import annotations
@@ -127,20 +127,23 @@ async def call(
         stream: Any
         if method.server_streaming and not method.client_streaming:
             stream = channel.unary_stream(name, **kwargs)(request)
-        else:
-            stream = channel.stream_stream(name, **kwargs)(_requests(streamed))
-        return await _look_at(stream)
+            return await _look_at(stream, enough=1)  # the request was taken: it answers
+        stream = channel.stream_stream(name, **kwargs)(_requests(streamed))
+        return await _look_at(stream)  # what it sent after the first message counts too
     except grpc.aio.AioRpcError as err:
         return Outcome(err.code(), err.details() or "", send_race=client_send_race(err))
 
 
-async def _look_at(stream: Any) -> Outcome:
-    """Read a server stream for up to STREAM_LOOK seconds (to its end if it ends), cancel it."""
+async def _look_at(stream: Any, enough: int | None = None) -> Outcome:
+    """Read a server stream for up to STREAM_LOOK seconds (to its end if it ends, or `enough`
+    messages), cancel it."""
     answered = 0
     try:
         async with asyncio.timeout(STREAM_LOOK):
             async for _ in stream:
                 answered += 1
+                if answered == enough:
+                    break
         return Outcome(Code.OK, answered=answered)
     except TimeoutError:
         return Outcome(Code.OK, answered=answered)

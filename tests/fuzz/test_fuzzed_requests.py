@@ -19,9 +19,9 @@ from tests.fuzz.invariants import check
 from tests.fuzz.requests import PLAUSIBLE, strategy_for
 from tests.fuzz.snapshot import changed
 
-# Per method: 35 methods in ~40 s on the shared 2-core machine. A longer hunt, by hand:
+# Per method: 35 methods in ~30 s on the shared 2-core machine. A longer hunt, by hand:
 # JOBSCHED_FUZZ_EXAMPLES=500 JOBSCHED_FUZZ_RANDOM=1 pytest tests/fuzz
-EXAMPLES = int(os.environ.get("JOBSCHED_FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("JOBSCHED_FUZZ_EXAMPLES", "30"))
 
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
