@@ -1,5 +1,6 @@
 """Bytes that may or may not be the request message, sent to every RPC with identity
-serializers: never UNKNOWN/INTERNAL, a refusal writes nothing, the server keeps serving."""
+serializers (to client streams also after a well-formed first message): never UNKNOWN/INTERNAL,
+a refusal writes nothing, the server keeps serving."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from tests.fuzz.calls import call, methods, path
 from tests.fuzz.conftest import Fuzz
 from tests.fuzz.invariants import check
+from tests.fuzz.requests import PLAUSIBLE
 from tests.fuzz.test_fuzzed_requests import EXAMPLES, FUZZ_SETTINGS
 
 GARBAGE_SETTINGS = settings(FUZZ_SETTINGS, max_examples=max(1, EXAMPLES // 2))
@@ -39,7 +41,11 @@ async def test_garbage_bytes_are_refused_cleanly(
     fuzz: Fuzz, method: MethodDescriptor, data: st.DataObject
 ) -> None:
     if method.client_streaming:
-        body: object = data.draw(st.lists(GARBAGE, min_size=1, max_size=3), label="messages")
+        # Garbage first, or after a plausible first message (a Register, an upload's header).
+        opening = PLAUSIBLE[path(method)](fuzz.world).map(lambda stream: [stream[0]])
+        first = data.draw(st.one_of(st.just([]), opening), label="first")
+        garbage = data.draw(st.lists(GARBAGE, min_size=1, max_size=3), label="garbage")
+        body: object = [m.SerializeToString() for m in first] + garbage
     else:
         body = data.draw(GARBAGE, label="body")
     before = await fuzz.snapshots.take()
