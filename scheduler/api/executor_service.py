@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,6 +45,8 @@ from scheduler.domain.errors import (
 from scheduler.domain.jobs import Progress
 from scheduler.domain.results import MAX_RESULT_BYTES, clip_error, oversized_result
 from scheduler.domain.validation import check_name, validate_job_id
+
+log = logging.getLogger("jobsched.dispatch")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CAPACITY = 10_000
@@ -337,6 +340,19 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
             return  # no answer: the executor sends the result again, and it is recorded then
         except JobschedError as exc:
             reason = exc.message
+        if reason:
+            log.warning(
+                "result refused",
+                extra={
+                    "fields": {
+                        "event": "dispatch.result_refused",
+                        "executor": session.name,
+                        "job_id": job_id[:64],
+                        "attempt": attempt,
+                        "reason": reason,
+                    }
+                },
+            )
         session.send(
             pb.ConnectResponse(
                 result_ack=pb.ResultAck(attempt=result.attempt, accepted=not reason, reason=reason)

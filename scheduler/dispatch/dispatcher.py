@@ -301,6 +301,17 @@ class Dispatcher:
         session.close()
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
+        if session.dropped_reports > 1:
+            log.warning(
+                "reports for attempts not running on the stream refused",
+                extra={
+                    "fields": {
+                        "event": "dispatch.reports_dropped",
+                        "executor": session.name,
+                        "count": session.dropped_reports,
+                    }
+                },
+            )
         now = self.clock()
         current = self.sessions.get(session.name)
         for job in session.in_flight.values():
@@ -537,6 +548,8 @@ class Dispatcher:
         job = session.in_flight.get(job_id)
         if job is not None and job.attempt == attempt:
             self.reports.progress(job_id, attempt, progress)
+        else:
+            _dropped(session, "progress", job_id, attempt)
 
     def record_logs(
         self,
@@ -550,6 +563,8 @@ class Dispatcher:
         job = session.in_flight.get(job_id)
         if job is not None and job.attempt == attempt:
             self.reports.lines(job_id, attempt, first_line_number, lines)
+        else:
+            _dropped(session, "log", job_id, attempt)
 
     async def flush_progress(self) -> int:
         """Write the buffered progress and log lines now (see Reports.flush)."""
@@ -559,6 +574,8 @@ class Dispatcher:
         job = session.in_flight.get(job_id)
         if job is not None and job.attempt == attempt:
             session.unacked.pop(job_id, None)
+        else:
+            _dropped(session, "ack", job_id, attempt)
 
     async def revert_unacknowledged(self, now: datetime) -> int:
         """Assignments not acknowledged in time go back to QUEUED (attempt handed back)."""
@@ -826,3 +843,22 @@ class Dispatcher:
             session, job_id, attempt, FORGOTTEN, retryable=True, actor="scheduler"
         )
         session.send(cancel_message(job_id, attempt, FORGOTTEN))
+
+
+def _dropped(session: ExecutorSession, kind: str, job_id: str, attempt: int) -> None:
+    """An ack, progress or log report for an attempt not in flight on this stream: dropped;
+    the first of a stream is logged (and their count when it ends, see Dispatcher.remove)."""
+    session.dropped_reports += 1
+    if session.dropped_reports == 1:
+        log.warning(
+            "report for an attempt not running on the stream refused",
+            extra={
+                "fields": {
+                    "event": "dispatch.report_dropped",
+                    "executor": session.name,
+                    "kind": kind,
+                    "job_id": job_id[:64],
+                    "attempt": attempt,
+                }
+            },
+        )

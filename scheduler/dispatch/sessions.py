@@ -60,6 +60,9 @@ class ExecutorSession:
     # job id -> time.monotonic() when a result for its attempt last arrived (an unanswered one
     # is re-sent by the executor while the store is unavailable: it still has the attempt).
     results_at: dict[str, float] = field(default_factory=dict)
+    # Acks, progress and log lines for attempts not in flight here, dropped: the first is
+    # logged, the count when the stream ends (a flood must not flood the log too).
+    dropped_reports: int = 0
 
     @property
     def silent(self) -> bool:
