@@ -16,6 +16,8 @@ from pathlib import Path
 from jobsched.config import Program, add_config_option
 from jobsched.options import add_log_level_option, non_negative, whole_number
 from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
+from scheduler.auth.rate_limit_options import ENV as RATE_LIMIT_ENV
+from scheduler.auth.rate_limit_options import add_rate_limit_options, policy_of
 from scheduler.domain.artifacts import S3Location
 from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
 from scheduler.tls import ServerTLS
@@ -39,6 +41,7 @@ ENV = {
     "artifact_store": "JOBSCHED_ARTIFACT_STORE",
     "artifact_s3_endpoint": "JOBSCHED_ARTIFACT_S3_ENDPOINT",
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
+    **RATE_LIMIT_ENV,
 }
 
 
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limits(parser)
     _add_tls(parser)
     _add_auth(parser)
+    add_rate_limit_options(parser)
     _add_artifacts(parser)
     _add_metrics(parser)
     return parser
@@ -365,6 +369,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         tls=tls_of(args),
         auth=args.auth,
         bootstrap_key=_bootstrap_key(),
+        rate_limits=policy_of(args),
         artifact_store=args.artifact_store,
         artifact_s3_endpoint=args.artifact_s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,

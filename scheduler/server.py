@@ -48,6 +48,7 @@ from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
 from scheduler.auth.bootstrap import bootstrap_admin_key
 from scheduler.auth.interceptor import AuthInterceptor
+from scheduler.auth.rate_limits import RateLimiter
 from scheduler.auth.revocations import RevokedKeySweeper
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
@@ -61,6 +62,7 @@ from scheduler.domain.artifacts import (
     S3Location,
 )
 from scheduler.domain.queues import MAX_RETENTION
+from scheduler.domain.rate_limits import RateLimitPolicy
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.artifact_janitor import ArtifactJanitor
@@ -190,6 +192,8 @@ class ServerSettings:
     # How long a verified API key is used without asking the store again: the bound on how
     # late another replica's revocation takes effect here.
     auth_cache_seconds: float = CACHE_SECONDS
+    # Rate and stream limits per caller (scheduler/domain/rate_limits.py).
+    rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     # Artifacts (scheduler/artifacts/): "" keeps their content in PostgreSQL, "s3://bucket/prefix"
     # in S3-compatible object storage (credentials and region from the AWS environment variables),
     # at `artifact_s3_endpoint` if given. Uploads past either limit are RESOURCE_EXHAUSTED.
@@ -317,6 +321,8 @@ class SchedulerServer:
         auth: list[grpc.aio.ServerInterceptor] = (
             [AuthInterceptor(self.authenticator)] if settings.auth == "required" else []
         )
+        # Inside the authentication: it limits each principal (with auth off, each peer).
+        self.rate_limiter = RateLimiter(settings.rate_limits)
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None:
             from scheduler.telemetry.metrics import SchedulerMetrics
@@ -328,6 +334,7 @@ class SchedulerServer:
                 ErrorInterceptor(),
                 self.limiter,
                 *auth,
+                self.rate_limiter,
                 *interceptors,
             ],
             options=settings.grpc_options,
