@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jobsched.config import Program, add_config_option
 from jobsched.options import add_log_level_option, non_negative, whole_number
-from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
+from scheduler.auth.bootstrap import BOOTSTRAP_ENV, BOOTSTRAP_EXECUTOR_ENV, check_bootstrap_key
 from scheduler.auth.rate_limit_options import ENV as RATE_LIMIT_ENV
 from scheduler.auth.rate_limit_options import add_rate_limit_options, policy_of
 from scheduler.domain.artifacts import S3Location
@@ -369,6 +369,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         tls=tls_of(args),
         auth=args.auth,
         bootstrap_key=_bootstrap_key(),
+        bootstrap_executor_key=_bootstrap_key(BOOTSTRAP_EXECUTOR_ENV),
         rate_limits=policy_of(args),
         artifact_store=args.artifact_store,
         artifact_s3_endpoint=args.artifact_s3_endpoint,
@@ -379,11 +380,12 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     )
 
 
-def _bootstrap_key() -> str | None:
-    """JOBSCHED_BOOTSTRAP_KEY, checked (an environment variable only: a secret in a flag
-    would be visible to every local user in ps, and in a file it would be in the config)."""
-    value = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    return check_bootstrap_key(value) if value else None
+def _bootstrap_key(variable: str = BOOTSTRAP_ENV) -> str | None:
+    """JOBSCHED_BOOTSTRAP_KEY (or _EXECUTOR_KEY), checked (an environment variable only: a
+    secret in a flag would be visible to every local user in ps, and in a file it would be in
+    the config)."""
+    value = os.environ.get(variable, "").strip()
+    return check_bootstrap_key(value, variable) if value else None
 
 
 def _seconds(value: float | None) -> timedelta | None:

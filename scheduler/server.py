@@ -46,7 +46,7 @@ from scheduler.api.schedule_service import ScheduleService, job_from_template
 from scheduler.artifacts.downloads import ArtifactDownloads
 from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
-from scheduler.auth.bootstrap import bootstrap_admin_key
+from scheduler.auth.bootstrap import bootstrap_admin_key, bootstrap_executor_key
 from scheduler.auth.interceptor import AuthInterceptor
 from scheduler.auth.rate_limits import RateLimiter
 from scheduler.auth.revocations import RevokedKeySweeper
@@ -189,6 +189,8 @@ class ServerSettings:
     auth: str = "off"
     # JOBSCHED_BOOTSTRAP_KEY: stored as an admin key at start when no admin key exists.
     bootstrap_key: str | None = field(default=None, repr=False)
+    # JOBSCHED_BOOTSTRAP_EXECUTOR_KEY: stored as an executor key (every tenant) if new.
+    bootstrap_executor_key: str | None = field(default=None, repr=False)
     # How long a verified API key is used without asking the store again: the bound on how
     # late another replica's revocation takes effect here.
     auth_cache_seconds: float = CACHE_SECONDS
@@ -570,6 +572,12 @@ class SchedulerServer:
     async def start(self) -> str:
         if self.settings.bootstrap_key is not None:
             await self._bootstrap(self.settings.bootstrap_key)
+        if self.settings.bootstrap_executor_key is not None:
+            stored = await bootstrap_executor_key(
+                self.api_keys, self.clock(), self.settings.bootstrap_executor_key
+            )
+            fields = {"event": "scheduler.bootstrap_executor_key", "stored": stored is not None}
+            log.info("bootstrap executor key", extra={"fields": fields})
         if self.tls is not None:
             port = self.server.add_secure_port(self.settings.listen, self.tls.credentials())
         else:
