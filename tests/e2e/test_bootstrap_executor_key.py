@@ -5,6 +5,7 @@ revoked, a restart does not revive it. How the Helm chart and compose hand it to
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -37,7 +38,11 @@ async def executor_keys(db: Database) -> list[tuple[str, list[str], bool]]:
 async def test_the_executors_key_is_stored_once_and_runs_every_tenants_jobs(
     db: Database,
 ) -> None:
-    keys = {"auth": "required", "bootstrap_key": ADMIN, "bootstrap_executor_key": EXECUTORS}
+    keys: dict[str, Any] = {
+        "auth": "required",
+        "bootstrap_key": ADMIN,
+        "bootstrap_executor_key": EXECUTORS,
+    }
     async with serving(db, **keys) as first, serving(db, **keys) as second:
         assert await executor_keys(db) == [("bootstrap executors", ["*"], False)]
         executor = Executor(

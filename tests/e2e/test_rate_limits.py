@@ -21,6 +21,7 @@ from jobsched.errors import OverloadedError
 from jobsched.v1 import (
     executor_service_pb2,
     executor_service_pb2_grpc,
+    job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
 )
@@ -73,7 +74,8 @@ async def test_a_flooding_key_is_refused_while_another_key_and_the_leader_carry_
         stub = job_service_pb2_grpc.JobServiceStub(channel)
         job = (
             await stub.SubmitJob(
-                job_service_pb2.SubmitJobRequest(job={"type": "noop"}), metadata=bearer(other)
+                job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type="noop")),
+                metadata=bearer(other),
             )
         ).job
         request = job_service_pb2.GetJobStatusRequest(id=job.id)
@@ -173,7 +175,8 @@ async def test_each_key_holds_at_most_its_roles_streams(server: SchedulerServer)
         stub: Any = job_service_pb2_grpc.JobServiceStub(channel)
         job = (
             await stub.SubmitJob(
-                job_service_pb2.SubmitJobRequest(job={"type": "noop"}), metadata=bearer(submitter)
+                job_service_pb2.SubmitJobRequest(job=job_pb2.JobSpec(type="noop")),
+                metadata=bearer(submitter),
             )
         ).job
         watch = job_service_pb2.WatchJobRequest(id=job.id)
