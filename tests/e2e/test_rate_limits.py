@@ -34,7 +34,7 @@ from tests.helpers import assert_eventually
 from tests.scripted import serving
 
 ADMIN = new_key()
-RATE, BURST = 50, 50
+RATE, BURST = 20, 20
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -95,7 +95,7 @@ async def test_a_flooding_key_is_refused_while_another_key_and_the_leader_carry_
 
         async def flood() -> list[Any]:
             results: list[Any] = []
-            for _ in range(15):  # 15 waves of 100 concurrent calls: far past 50/s
+            for _ in range(10):  # 10 waves of 100 concurrent calls: far past 20/s
                 results += await asyncio.gather(
                     *(
                         outcome(stub.GetJobStatus(request, metadata=bearer(flooder)))
@@ -131,11 +131,12 @@ async def test_a_flooding_key_is_refused_while_another_key_and_the_leader_carry_
     assert allowed <= BURST + RATE * elapsed + 5, (allowed, elapsed)
     assert len(refused) >= len(flooded) // 2
     assert server.rate_limiter.refused_calls == len(refused)
-    # The leader never stopped leading, and its renewals kept their rhythm (every ~0.67 s).
+    # The leader never stopped leading: it renewed (every ~0.67 s) well within its renew
+    # timeout (2 s) all through the flood, on a machine as loaded as it may be.
     assert not_leading == []
     gaps = [b - a for a, b in itertools.pairwise(answers)]
-    assert len(gaps) >= elapsed / elector.renew_interval - 2, (gaps, elapsed)
-    assert max(gaps) < elector.renew_interval + 1.0, gaps
+    assert len(gaps) >= elapsed / elector.renew_timeout, (gaps, elapsed)
+    assert max(gaps) < elector.renew_timeout, gaps
     # One warning for the flood (at most one per 10 s), naming the key by id, never its secret.
     warnings = [
         r for r in caplog.records if getattr(r, "fields", {}).get("event") == "rpc.rate_limited"
@@ -156,16 +157,15 @@ async def test_the_client_reads_a_rate_limit_as_overloaded_with_its_delay(
         server.address, token=await make(server, "submitter"), timeout=10, retries=0
     ) as c:
         job = await c.submit("noop")
-        refused: OverloadedError | None = None
-        for _ in range(100 * BURST):  # calls one at a time: refused once the burst is gone
-            try:
-                await c.get(job.id)
-            except OverloadedError as exc:
-                refused = exc
-                break
-    assert refused is not None
-    assert refused.reason == "RATE_LIMITED"
-    assert 0 < refused.retry_after <= 1
+        # Three bursts at once: most find the bucket empty, however slow the machine.
+        results = await asyncio.gather(
+            *(c.get(job.id) for _ in range(3 * BURST)), return_exceptions=True
+        )
+    refused = [r for r in results if isinstance(r, OverloadedError)]
+    assert len(refused) + sum(isinstance(r, job_pb2.Job) for r in results) == 3 * BURST
+    assert len(refused) >= BURST // 2
+    assert {r.reason for r in refused} == {"RATE_LIMITED"}
+    assert all(0 < r.retry_after <= 1 for r in refused)
 
 
 async def test_each_key_holds_at_most_its_roles_streams(server: SchedulerServer) -> None:
@@ -253,7 +253,7 @@ async def test_an_executor_key_holds_at_most_its_connect_streams(server: Schedul
 async def test_with_auth_off_callers_are_limited_per_peer_when_anonymous_has_a_limit(
     db: Database,
 ) -> None:
-    policy = RateLimitPolicy.parse(["anonymous=1/5"], stream_limits=["anonymous=1"])
+    policy = RateLimitPolicy.parse(["anonymous=0.1/5"])
     async with (
         serving(db, rate_limits=policy) as server,
         grpc.aio.insecure_channel(server.address) as a,
@@ -261,9 +261,10 @@ async def test_with_auth_off_callers_are_limited_per_peer_when_anonymous_has_a_l
     ):
         stubs = [job_service_pb2_grpc.JobServiceStub(a), job_service_pb2_grpc.JobServiceStub(b)]
         request = job_service_pb2.GetJobStatusRequest(id="7d3a1c7e-0000-4000-8000-000000000000")
-        # Two connections from one host share its bucket: 5 calls, then refused.
+        # Two connections from one host share its bucket: 5 calls, then refused (the next
+        # token is 10 s away).
         results = [await outcome(stubs[i % 2].GetJobStatus(request)) for i in range(8)]
         codes = [r if isinstance(r, grpc.StatusCode) else r.code() for r in results]
         assert codes[:5] == [grpc.StatusCode.NOT_FOUND] * 5
-        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes[5:]
-        assert list(server.rate_limiter.streams) == []
+        assert codes[5:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
+        assert server.rate_limiter.refused_calls == 3
