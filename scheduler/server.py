@@ -48,7 +48,7 @@ from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
 from scheduler.auth.bootstrap import bootstrap_admin_key, bootstrap_executor_key
 from scheduler.auth.interceptor import AuthInterceptor
-from scheduler.auth.rate_limits import RateLimiter
+from scheduler.auth.rate_limits import FailedAuthGate, RateLimiter
 from scheduler.auth.revocations import RevokedKeySweeper
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
@@ -323,8 +323,10 @@ class SchedulerServer:
         auth: list[grpc.aio.ServerInterceptor] = (
             [AuthInterceptor(self.authenticator)] if settings.auth == "required" else []
         )
-        # Inside the authentication: it limits each principal (with auth off, each peer).
+        # Rate limits (scheduler/auth/rate_limits.py): inside the authentication, per principal
+        # (with auth off, per peer); failed authentications per peer, outside it.
         self.rate_limiter = RateLimiter(settings.rate_limits)
+        gate = [FailedAuthGate(self.rate_limiter, self.authenticator)] if auth else []
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None:
             from scheduler.telemetry.metrics import SchedulerMetrics
@@ -335,6 +337,7 @@ class SchedulerServer:
                 AccessLogInterceptor(self.metrics.rpc_ended if self.metrics else None),
                 ErrorInterceptor(),
                 self.limiter,
+                *gate,
                 *auth,
                 self.rate_limiter,
                 *interceptors,

@@ -11,6 +11,12 @@ refused before it runs: RESOURCE_EXHAUSTED with ErrorInfo RATE_LIMITED (RetryInf
 next token comes) or TOO_MANY_STREAMS (RetryInfo: 1 s), counted, and logged as a warning at
 most every `log_interval` seconds per kind. Limits are per replica: N replicas behind a load
 balancer let a caller make up to N times its rate.
+
+`FailedAuthGate` runs outside the AuthInterceptor (with --auth required): each failed
+authentication takes a token from its peer host's `unauthenticated` bucket, and while that is
+empty the host's calls are refused RATE_LIMITED before authentication, unless they carry a key
+verified within the authenticator's cache lifetime (so a guessing flood costs no lookup each,
+and a good client on the same host carries on).
 """
 
 from __future__ import annotations
@@ -23,12 +29,21 @@ from typing import Any
 import grpc
 
 from scheduler.api.interceptors import wrap_handler
+from scheduler.auth.api_keys import ApiKeyAuthenticator
 from scheduler.auth.identity import current_principal, requested_tenant
+from scheduler.auth.interceptor import authorization_of
 from scheduler.auth.permissions import is_public
-from scheduler.domain.errors import InvalidArgument, RateLimited, TooManyStreams
+from scheduler.domain.auth import bearer_token
+from scheduler.domain.errors import (
+    InvalidArgument,
+    RateLimited,
+    TooManyStreams,
+    Unauthenticated,
+)
 from scheduler.domain.rate_limits import (
     ANONYMOUS,
     DEFAULT_MAX_BUCKETS,
+    UNAUTHENTICATED,
     BucketTable,
     RateLimitPolicy,
 )
@@ -193,4 +208,73 @@ class _Limited:
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if self.holds_stream and self.caller is not None:
             self.limiter.close_stream(self.caller)
+        return False
+
+
+class FailedAuthGate(grpc.aio.ServerInterceptor):
+    """Refuses calls from a host that failed authentication too often (see the module
+    docstring); shares the RateLimiter's table, policy and clock."""
+
+    def __init__(self, limiter: RateLimiter, authenticator: ApiKeyAuthenticator) -> None:
+        self.limiter = limiter
+        self.authenticator = authenticator
+        self.refused = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or is_public(method):
+            return handler
+        return wrap_handler(handler, method, lambda m, c: _Gated(self, m, c))
+
+    def _known_good(self, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+        try:
+            return self.authenticator.verified_recently(bearer_token(authorization_of(context)))
+        except Unauthenticated:
+            return False
+
+
+class _Gated:
+    __slots__ = ("context", "gate", "key", "method")
+
+    def __init__(
+        self, gate: FailedAuthGate, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        self.gate = gate
+        self.method = method
+        self.context = context
+        self.key = ("", "")
+
+    async def __aenter__(self) -> None:
+        limiter = self.gate.limiter
+        limit = limiter.policy.role_rates.get(UNAUTHENTICATED)
+        if limit is None:
+            return
+        self.key = (f"peer {peer_host(self.context.peer())}", UNAUTHENTICATED)
+        wait = limiter.buckets.wait(self.key, limit, limiter.clock())
+        if wait > 0 and not self.gate._known_good(self.context):
+            self.gate.refused += 1
+            wait = max(wait, _MIN_RETRY_AFTER)
+            limiter._warn(
+                "rpc.auth_failures_limited",
+                _Caller(self.key[0], UNAUTHENTICATED, None),
+                self.method,
+                {"limit": str(limit)},
+            )
+            raise RateLimited(
+                f"too many failed authentications from this address; retry in {wait:.3g} s",
+                retry_after=wait,
+            )
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        limiter = self.gate.limiter
+        limit = limiter.policy.role_rates.get(UNAUTHENTICATED)
+        if isinstance(exc, Unauthenticated) and limit is not None:
+            limiter.buckets.take(self.key, limit, limiter.clock())
         return False

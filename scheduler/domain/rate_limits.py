@@ -7,7 +7,8 @@ per second; each call takes one). The `RateLimitPolicy` picks the limit of a cal
 override when the call acts for a tenant that has one, else its role's; a role or tenant set to
 "off" is not limited. With authentication off, callers are told apart by peer address under the
 pseudo-role `anonymous`, unlimited by default (auth off serves loopback, or a network something
-else guards, unless --insecure). Concurrent streams have a limit per role too (`StreamLimits`).
+else guards, unless --insecure); failed authentications are counted per peer address under the
+pseudo-role `unauthenticated`. Concurrent streams have a limit per role too.
 
 Buckets live in a `BucketTable`: an idle bucket refills to full, and a full bucket is the same as
 no bucket, so buckets full at `now` are dropped as the table is used (oldest first), and past
@@ -26,9 +27,14 @@ from dataclasses import dataclass, field
 from scheduler.domain.auth import Role
 
 ANONYMOUS = "anonymous"  # the pseudo-role of callers when authentication is off
+# The pseudo-role of failed authentications, counted per peer address (with --auth required):
+# once a host's bucket is empty, its calls without a recently verified key are refused before
+# any lookup, so a flood of guessed keys costs no query each.
+UNAUTHENTICATED = "unauthenticated"
 OFF = "off"
-# The keys of the role tables: the roles, and the callers of a scheduler without authentication.
-LIMITED_ROLES = (*(role.value for role in Role), ANONYMOUS)
+# The keys of the role tables: the roles, the callers of a scheduler without authentication,
+# and failed authentications.
+LIMITED_ROLES = (*(role.value for role in Role), ANONYMOUS, UNAUTHENTICATED)
 
 DEFAULT_MAX_BUCKETS = 100_000
 # Refills are float sums: a token 1e-15 short is a token (else a caller told "retry in 0.1 s"
@@ -96,12 +102,14 @@ DEFAULT_RATE = RateLimit(1000, 2000)
 DEFAULT_ROLE_RATES: Mapping[str, RateLimit | None] = {
     **{role.value: DEFAULT_RATE for role in Role},
     ANONYMOUS: None,
+    UNAUTHENTICATED: RateLimit(10, 50),  # a misconfigured client retrying is far below
 }
 DEFAULT_STREAMS = 100
 DEFAULT_ROLE_STREAMS: Mapping[str, int | None] = {
     **{role.value: DEFAULT_STREAMS for role in Role},
     Role.EXECUTOR.value: 1000,
     ANONYMOUS: None,
+    UNAUTHENTICATED: None,  # never holds a stream
 }
 
 
@@ -186,6 +194,11 @@ class TokenBucket:
             return 0.0
         return (1.0 - self.tokens) / self.limit.rate
 
+    def wait(self, now: float) -> float:
+        """What `take` would answer, taking nothing."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1.0 - _EPSILON else (1.0 - self.tokens) / self.limit.rate
+
     def is_full(self, now: float) -> bool:
         self._refill(now)
         return self.tokens >= self.limit.burst - _EPSILON
@@ -214,6 +227,11 @@ class BucketTable:
         wait = bucket.take(now)
         self._evict(now)
         return wait
+
+    def wait(self, key: tuple[str, str], limit: RateLimit, now: float) -> float:
+        """The seconds until `key` has a token (0.0: it has one), taking nothing."""
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None or bucket.limit != limit else bucket.wait(now)
 
     def _evict(self, now: float) -> None:
         # Least recently used first: once one is not yet full, the later ones (used since)

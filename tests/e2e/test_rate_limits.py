@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobsched.client import JobschedClient
 from jobsched.errors import OverloadedError
@@ -268,3 +269,42 @@ async def test_with_auth_off_callers_are_limited_per_peer_when_anonymous_has_a_l
         assert codes[:5] == [grpc.StatusCode.NOT_FOUND] * 5
         assert codes[5:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
         assert server.rate_limiter.refused_calls == 3
+
+
+async def test_a_host_guessing_keys_is_refused_before_any_lookup(db: Database) -> None:
+    policy = RateLimitPolicy.parse(["unauthenticated=0.1/5"])  # the next token 10 s away
+    async with serving(
+        db, auth="required", bootstrap_key=ADMIN, rate_limits=policy, auth_cache_seconds=60
+    ) as server:
+        good = await make(server, "viewer")
+        request = job_service_pb2.GetJobStatusRequest(id="7d3a1c7e-0000-4000-8000-000000000000")
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            assert await outcome(stub.GetJobStatus(request, metadata=bearer(good))) != (
+                grpc.StatusCode.OK
+            )  # NOT_FOUND: the key is verified (and cached)
+            lookups = server.authenticator.lookups
+            guesses = [
+                await outcome(stub.GetJobStatus(request, metadata=bearer(new_key())))
+                for _ in range(8)
+            ]
+            codes = [g.code() for g in guesses if isinstance(g, grpc.aio.AioRpcError)]
+            assert (
+                codes
+                == [grpc.StatusCode.UNAUTHENTICATED] * 5 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
+            )
+            assert details_of(guesses[-1])[0] == "RATE_LIMITED"  # type: ignore[arg-type]
+            assert server.authenticator.lookups == lookups + 5  # no query for the refused
+            # Without a credential at all, the same.
+            bare = await outcome(stub.GetJobStatus(request))
+            assert isinstance(bare, grpc.aio.AioRpcError)
+            assert bare.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # A key verified recently still gets through from the same host.
+            ok = await outcome(stub.GetJobStatus(request, metadata=bearer(good)))
+            assert isinstance(ok, grpc.aio.AioRpcError)
+            assert ok.code() == grpc.StatusCode.NOT_FOUND
+            # Health checks are never gated.
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (await health.Check(health_pb2.HealthCheckRequest())).status == (
+                health_pb2.HealthCheckResponse.SERVING
+            )

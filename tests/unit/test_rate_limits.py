@@ -148,3 +148,14 @@ def test_a_changed_limit_starts_a_new_full_bucket() -> None:
     assert table.take(("a", ""), RateLimit(1, 1), 0.0) == 0.0
     assert table.take(("a", ""), RateLimit(1, 1), 0.0) > 0
     assert table.take(("a", ""), RateLimit(2, 1), 0.0) == 0.0
+
+
+def test_waiting_looks_without_taking() -> None:
+    table = BucketTable()
+    limit = RateLimit(rate=1, burst=1)
+    assert table.wait(("a", ""), limit, 0.0) == 0.0  # no bucket: full
+    assert table.take(("a", ""), limit, 0.0) == 0.0
+    for _ in range(3):
+        assert table.wait(("a", ""), limit, 0.5) == pytest.approx(0.5)
+    assert table.wait(("a", ""), limit, 1.0) == 0.0
+    assert table.take(("a", ""), limit, 1.0) == 0.0
