@@ -200,6 +200,8 @@ class _Limited:
         self.holds_stream = False
 
     async def __aenter__(self) -> None:
+        if current_principal() is None and not self.limiter.policy.limits_anonymous:
+            return  # auth off and no anonymous limit (the default): nothing to count
         caller = self.caller = caller_of(self.context)
         self.limiter.admit(caller, self.method)
         if self.streaming:

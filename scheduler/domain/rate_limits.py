@@ -158,6 +158,15 @@ class RateLimitPolicy:
     def streams_for(self, role: str) -> int | None:
         return self.role_streams.get(role)
 
+    @property
+    def limits_anonymous(self) -> bool:
+        """Whether callers without a principal (auth off) have any limit at all."""
+        return bool(
+            self.tenant_rates
+            or self.role_rates.get(ANONYMOUS) is not None
+            or self.role_streams.get(ANONYMOUS) is not None
+        )
+
 
 def _parse_count(text: str) -> int | None:
     text = text.strip().lower()

@@ -89,6 +89,10 @@ def test_the_policy_takes_roles_tenants_and_stream_counts() -> None:
 
 def test_by_default_anonymous_callers_are_not_limited_and_roles_are() -> None:
     policy = RateLimitPolicy()
+    assert not policy.limits_anonymous
+    assert RateLimitPolicy.parse(["anonymous=5"]).limits_anonymous
+    assert RateLimitPolicy.parse(stream_limits=["anonymous=5"]).limits_anonymous
+    assert RateLimitPolicy.parse(tenant_rate_limits=["acme=5"]).limits_anonymous
     assert policy.rate_for("anonymous", None) == ("", None)
     assert policy.streams_for("anonymous") is None
     for role in ("viewer", "submitter", "operator", "admin", "executor"):
