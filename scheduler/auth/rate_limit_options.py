@@ -11,6 +11,7 @@ from scheduler.domain.rate_limits import (
     DEFAULT_ROLE_RATES,
     DEFAULT_ROLE_STREAMS,
     LIMITED_ROLES,
+    UNAUTHENTICATED,
     RateLimitPolicy,
 )
 
@@ -34,7 +35,11 @@ def _checked(build: Callable[[str], RateLimitPolicy]) -> Callable[[str], str]:
 
 def _defaults() -> str:
     rates = ", ".join(f"{role} {DEFAULT_ROLE_RATES[role] or 'off'}" for role in LIMITED_ROLES)
-    streams = ", ".join(f"{role} {DEFAULT_ROLE_STREAMS[role] or 'off'}" for role in LIMITED_ROLES)
+    streams = ", ".join(
+        f"{role} {DEFAULT_ROLE_STREAMS[role] or 'off'}"
+        for role in LIMITED_ROLES
+        if role != UNAUTHENTICATED
+    )
     return f"defaults: rates {rates}; streams {streams}"
 
 
@@ -51,8 +56,9 @@ def add_rate_limit_options(parser: argparse.ArgumentParser) -> None:
         metavar="ROLE=RATE[/BURST]",
         type=_checked(lambda v: RateLimitPolicy.parse(rate_limits=[v])),
         help="calls per second each caller of ROLE (viewer, submitter, operator, admin, "
-        "executor, anonymous) may make, in bursts of BURST (default 2 x RATE); 'off' for no "
-        "limit; repeatable (env JOBSCHED_RATE_LIMITS, comma-separated)",
+        "executor, anonymous; unauthenticated: failed authentications per address) may make, "
+        "in bursts of BURST (default 2 x RATE); 'off' for no limit; repeatable (env "
+        "JOBSCHED_RATE_LIMITS, comma-separated)",
     )
     group.add_argument(
         "--tenant-rate-limit",
