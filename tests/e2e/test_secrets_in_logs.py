@@ -22,6 +22,9 @@ from scheduler.store.database import Database
 from tests.e2e.test_configuration import clean_environment, jobsched
 from tests.scripted import serving
 
+# Each test starts one or two scheduler processes (imports, migrations, a start-up check).
+pytestmark = pytest.mark.timeout(180)
+
 PASSWORD = "pw-9f3b1c-s3cret"
 UNREACHABLE = "127.0.0.1:1"  # nothing listens on port 1
 
