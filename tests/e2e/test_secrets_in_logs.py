@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,22 +40,29 @@ async def scheduler_output(
     """Everything a scheduler process writes until each of `until` was written (then it is
     stopped with SIGTERM) or it exits (`until` empty: it must exit by itself): (its output, its
     exit status)."""
+    argv = [sys.executable, "-m", "scheduler", "--listen", "127.0.0.1:0", *args]
+    env = {"JOBSCHED_LOG_LEVEL": "debug", **env}
+    if not until:
+        # A plain subprocess (waited for in a thread): asyncio's child watcher once reported
+        # a process that exits at once as an "unknown child" with status 255.
+        done = await asyncio.to_thread(
+            subprocess.run,
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=within,
+            check=False,
+        )
+        return done.stdout.decode(), done.returncode
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "scheduler",
-        "--listen",
-        "127.0.0.1:0",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={"JOBSCHED_LOG_LEVEL": "debug", **env},
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
     )
     assert process.stdout is not None
     output = ""
     try:
         async with asyncio.timeout(within):
-            while not until or not all(text in output for text in until):
+            while not all(text in output for text in until):
                 line = await process.stdout.readline()
                 if not line:
                     break
