@@ -18,7 +18,7 @@ from jobsched.client import DEFAULT_ADDRESS
 from scheduler.flags import exposure_problem, parse_args, settings_from
 from scheduler.server import SchedulerServer, ServerSettings
 from scheduler.store import embedded, migrate
-from scheduler.store.credentials import masked, with_password_file
+from scheduler.store.credentials import masked, parse_database_url, with_password_file
 from scheduler.store.database import Database
 from scheduler.store.preflight import connection_problem
 
@@ -51,6 +51,7 @@ def dev_banner(address: str, database_url: str) -> str:
 def database_url(args: argparse.Namespace) -> str:
     if args.database_url:
         url = str(args.database_url)
+        parse_database_url(url)  # a bad URL: one line, never quoting it (nor its password)
         if args.database_password_file is not None:
             url = with_password_file(url, Path(args.database_password_file))
         return url

@@ -17,13 +17,15 @@ from jobsched.config import Program, add_config_option
 from jobsched.metric_exporters import metric_exporters
 from jobsched.options import add_log_level_option, non_negative, whole_number
 from jobsched.tracing import TRACING_ENV, TracingSettings, add_tracing_options
-from scheduler.auth.bootstrap import BOOTSTRAP_ENV, check_bootstrap_key
+from scheduler.auth.bootstrap import BOOTSTRAP_ENV, BOOTSTRAP_EXECUTOR_ENV, check_bootstrap_key
 from scheduler.auth.options import (
     IDENTITY_ENV,
     add_identity_options,
     jwt_of,
     mtls_identities_of,
 )
+from scheduler.auth.rate_limit_options import ENV as RATE_LIMIT_ENV
+from scheduler.auth.rate_limit_options import add_rate_limit_options, policy_of
 from scheduler.domain.artifacts import S3Location
 from scheduler.server import AUTH_MODES, DEFAULT_LISTEN, ServerSettings
 from scheduler.tls import ServerTLS
@@ -49,6 +51,7 @@ ENV = {
     "metrics_listen": "JOBSCHED_METRICS_LISTEN",
     **IDENTITY_ENV,
     **TRACING_ENV,
+    **RATE_LIMIT_ENV,
 }
 
 
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tls(parser)
     _add_auth(parser)
     add_identity_options(parser)
+    add_rate_limit_options(parser)
     _add_artifacts(parser)
     _add_metrics(parser)
     add_tracing_options(parser)
@@ -388,6 +392,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         bootstrap_key=_bootstrap_key(),
         jwt=jwt_of(args),
         mtls_identities=mtls_identities_of(args),
+        bootstrap_executor_key=_bootstrap_key(BOOTSTRAP_EXECUTOR_ENV),
+        rate_limits=policy_of(args),
         artifact_store=args.artifact_store,
         artifact_s3_endpoint=args.artifact_s3_endpoint,
         max_artifact_bytes=args.max_artifact_bytes,
@@ -398,11 +404,12 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     )
 
 
-def _bootstrap_key() -> str | None:
-    """JOBSCHED_BOOTSTRAP_KEY, checked (an environment variable only: a secret in a flag
-    would be visible to every local user in ps, and in a file it would be in the config)."""
-    value = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    return check_bootstrap_key(value) if value else None
+def _bootstrap_key(variable: str = BOOTSTRAP_ENV) -> str | None:
+    """JOBSCHED_BOOTSTRAP_KEY (or _EXECUTOR_KEY), checked (an environment variable only: a
+    secret in a flag would be visible to every local user in ps, and in a file it would be in
+    the config)."""
+    value = os.environ.get(variable, "").strip()
+    return check_bootstrap_key(value, variable) if value else None
 
 
 def _seconds(value: float | None) -> timedelta | None:

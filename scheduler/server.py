@@ -54,11 +54,12 @@ from scheduler.artifacts.uploads import ArtifactUploads
 from scheduler.auth.api_keys import CACHE_SECONDS, ApiKeyAuthenticator
 from scheduler.auth.audit_interceptor import AuditInterceptor
 from scheduler.auth.audit_writer import AuditWriter
-from scheduler.auth.bootstrap import bootstrap_admin_key
+from scheduler.auth.bootstrap import bootstrap_admin_key, bootstrap_executor_key
 from scheduler.auth.credentials import CredentialAuthenticator
 from scheduler.auth.interceptor import AuthInterceptor
 from scheduler.auth.jwt import JwtSettings
 from scheduler.auth.mtls import MtlsIdentity
+from scheduler.auth.rate_limits import FailedAuthGate, RateLimiter
 from scheduler.auth.revocations import RevokedKeySweeper
 from scheduler.cluster import ReplicaPresence, new_replica_id
 from scheduler.dispatch.dispatcher import Dispatcher
@@ -72,6 +73,7 @@ from scheduler.domain.artifacts import (
     S3Location,
 )
 from scheduler.domain.queues import MAX_RETENTION
+from scheduler.domain.rate_limits import RateLimitPolicy
 from scheduler.domain.states import JobState
 from scheduler.leader import LeaderElector, Role
 from scheduler.maintenance.artifact_janitor import ArtifactJanitor
@@ -207,6 +209,8 @@ class ServerSettings:
     auth: str = "off"
     # JOBSCHED_BOOTSTRAP_KEY: stored as an admin key at start when no admin key exists.
     bootstrap_key: str | None = field(default=None, repr=False)
+    # JOBSCHED_BOOTSTRAP_EXECUTOR_KEY: stored as an executor key (every tenant) if new.
+    bootstrap_executor_key: str | None = field(default=None, repr=False)
     # How long a verified API key is used without asking the store again: the bound on how
     # late another replica's revocation takes effect here.
     auth_cache_seconds: float = CACHE_SECONDS
@@ -214,6 +218,8 @@ class ServerSettings:
     # client certificates mapped by these rules (scheduler/auth/mtls.py). None / (): not accepted.
     jwt: JwtSettings | None = None
     mtls_identities: tuple[MtlsIdentity, ...] = ()
+    # Rate and stream limits per caller (scheduler/domain/rate_limits.py).
+    rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     # Artifacts (scheduler/artifacts/): "" keeps their content in PostgreSQL, "s3://bucket/prefix"
     # in S3-compatible object storage (credentials and region from the AWS environment variables),
     # at `artifact_s3_endpoint` if given. Uploads past either limit are RESOURCE_EXHAUSTED.
@@ -364,6 +370,10 @@ class SchedulerServer:
         self.audit_interceptor = AuditInterceptor(
             self.audit_writer, clock, auth_required=settings.auth == "required"
         )
+        # Rate limits (scheduler/auth/rate_limits.py): inside the authentication, per principal
+        # (with auth off, per peer); failed authentications per peer, outside it.
+        self.rate_limiter = RateLimiter(settings.rate_limits)
+        gate = [FailedAuthGate(self.rate_limiter, self.authenticator)] if auth else []
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None or metrics_pushed():
             from scheduler.telemetry.metrics import SchedulerMetrics
@@ -379,7 +389,9 @@ class SchedulerServer:
                 ErrorInterceptor(),
                 self.limiter,
                 self.audit_interceptor,
+                *gate,
                 *auth,
+                self.rate_limiter,
                 *interceptors,
             ],
             options=settings.grpc_options,
@@ -640,6 +652,12 @@ class SchedulerServer:
     async def start(self) -> str:
         if self.settings.bootstrap_key is not None:
             await self._bootstrap(self.settings.bootstrap_key)
+        if self.settings.bootstrap_executor_key is not None:
+            stored = await bootstrap_executor_key(
+                self.api_keys, self.clock(), self.settings.bootstrap_executor_key
+            )
+            fields = {"event": "scheduler.bootstrap_executor_key", "stored": stored is not None}
+            log.info("bootstrap executor key", extra={"fields": fields})
         if self.tls is not None:
             port = self.server.add_secure_port(self.settings.listen, self.tls.credentials())
         else:

@@ -33,6 +33,7 @@ from scheduler.auth.identity import current_principal
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.registration import Registrar
 from scheduler.dispatch.sessions import ExecutorSession
+from scheduler.domain.echo import echo
 from scheduler.domain.errors import (
     AlreadyRegistered,
     ConcurrentModification,
@@ -44,7 +45,7 @@ from scheduler.domain.errors import (
 )
 from scheduler.domain.jobs import Progress
 from scheduler.domain.results import MAX_RESULT_BYTES, clip_error, oversized_result
-from scheduler.domain.validation import check_name, validate_job_id
+from scheduler.domain.validation import MAX_LABEL_VALUE, MAX_LABELS, check_name, validate_job_id
 
 log = logging.getLogger("jobsched.dispatch")
 
@@ -52,6 +53,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CAPACITY = 10_000
 MAX_NAME = 200
 MAX_PROGRESS_TEXT = 1000
+# What one Register or Heartbeat may list: far above any real executor, far below what a
+# 64 MiB message could carry (every entry is looked at).
+MAX_REGISTER_NAMES = 1000  # job types; queues
+MAX_ATTEMPTS_LISTED = MAX_CAPACITY  # Register.in_flight, Heartbeat.running
+MAX_EXECUTOR_LABEL_KEY = 64
 
 
 def _duration(value: timedelta) -> Duration:
@@ -74,6 +80,28 @@ def session_from_register(register: pb.Register) -> ExecutorSession:
         )
     if not register.job_types:
         violations.append(FieldViolation("register.job_types", "at least one job type"))
+    too_long = [
+        FieldViolation(path, f"at most {bound} entries, not {len(listed)}")
+        for path, listed, bound in (
+            ("register.job_types", register.job_types, MAX_REGISTER_NAMES),
+            ("register.queues", register.queues, MAX_REGISTER_NAMES),
+            ("register.in_flight", register.in_flight, MAX_ATTEMPTS_LISTED),
+            ("register.labels", register.labels, MAX_LABELS),
+        )
+        if len(listed) > bound
+    ]
+    if too_long:  # refused before each of too many entries is looked at
+        raise InvalidArgument([*violations, *too_long])
+    for key, value in register.labels.items():
+        label = f"register.labels[{echo(key)}]"
+        if not key or len(key) > MAX_EXECUTOR_LABEL_KEY:
+            violations.append(
+                FieldViolation(label, f"key of 1 to {MAX_EXECUTOR_LABEL_KEY} characters")
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            violations.append(
+                FieldViolation(label, f"value is longer than {MAX_LABEL_VALUE} characters")
+            )
     types = [
         check_name(t, f"register.job_types[{i}]", violations)
         for i, t in enumerate(register.job_types)
@@ -242,6 +270,19 @@ class ExecutorService(executor_service_pb2_grpc.ExecutorServiceServicer):
                         )
                 elif kind == "heartbeat":
                     heartbeat = request.heartbeat
+                    if len(heartbeat.running) > MAX_ATTEMPTS_LISTED:
+                        session.end(
+                            InvalidArgument(
+                                [
+                                    FieldViolation(
+                                        "heartbeat.running",
+                                        f"at most {MAX_ATTEMPTS_LISTED} attempts, not "
+                                        f"{len(heartbeat.running)}",
+                                    )
+                                ]
+                            )
+                        )
+                        return
                     session.draining = session.draining or heartbeat.draining
                     running = [(a.job_id, a.attempt) for a in heartbeat.running]
                     with contextlib.suppress(JobschedError):

@@ -58,6 +58,11 @@ class ApiKeyAuthenticator:
         record.check_usable(self.clock())
         return record.principal()
 
+    def verified_recently(self, key: str) -> bool:
+        """Whether `key` is a key verified within the cache's lifetime (no query, no expiry
+        check: a hint for the failed-authentication gate, never a grant)."""
+        return self._cached(key_digest(key)) is not None
+
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (it was revoked here)."""
         for digest in [d for d, (r, _) in self._cache.items() if r.id == key_id]:

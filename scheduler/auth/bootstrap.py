@@ -1,4 +1,5 @@
-"""The first admin key, made without a key (there is none yet). Two ways in:
+"""The first admin key, made without a key (there is none yet), and the executors' key of a
+deployment. Two ways in for the admin key:
 
 - `JOBSCHED_BOOTSTRAP_KEY=jsk_...` (automation: a secret from the deployment's secret store):
   each scheduler, at start, stores that key as an admin key for every tenant when no usable
@@ -7,6 +8,11 @@
 - `jobsched keys bootstrap --database-url URL` (a person at a terminal): reaches the database
   directly, like `jobsched migrate`, makes a fresh admin key when none exists and prints it,
   once. Whoever can reach the database owns the scheduler anyway.
+
+And `JOBSCHED_BOOTSTRAP_EXECUTOR_KEY=jsk_...` (a deployment's executors' key, from the same
+secret store as their JOBSCHED_TOKEN): each scheduler, at start, stores it as an executor key
+for every tenant unless a key of that value exists (revoked, it stays revoked). Rotating it:
+deploy a new value (schedulers first), then revoke the old key (`jobsched keys revoke`).
 """
 
 from __future__ import annotations
@@ -26,15 +32,17 @@ from scheduler.store.database import Database
 
 BOOTSTRAP_ENV = "JOBSCHED_BOOTSTRAP_KEY"
 BOOTSTRAP_NAME = "bootstrap admin"
+BOOTSTRAP_EXECUTOR_ENV = "JOBSCHED_BOOTSTRAP_EXECUTOR_KEY"
+BOOTSTRAP_EXECUTOR_NAME = "bootstrap executors"
 
 
-def check_bootstrap_key(value: str) -> str:
+def check_bootstrap_key(value: str, variable: str = BOOTSTRAP_ENV) -> str:
     """`value` if it is a usable key (ValueError, one line, otherwise)."""
     try:
         check_key_format(value)
     except Unauthenticated:
         raise ValueError(
-            f"{BOOTSTRAP_ENV} is not an API key: jsk_ followed by 43 URL-safe base64 characters "
+            f"{variable} is not an API key: jsk_ followed by 43 URL-safe base64 characters "
             "(make one with: python -c \"import secrets; print('jsk_' + secrets.token_urlsafe(32))\")"
         ) from None
     return value
@@ -48,6 +56,16 @@ async def bootstrap_admin_key(
     record, key = make_key(BOOTSTRAP_NAME, Role.ADMIN, frozenset({ALL_TENANTS}), now, secret=secret)
     stored = await store.bootstrap(record, now)
     return None if stored is None else (stored, key)
+
+
+async def bootstrap_executor_key(
+    store: ApiKeyStore, now: datetime, secret: str
+) -> ApiKeyRecord | None:
+    """Store `secret` as an executor key for every tenant unless it is stored already."""
+    record, _ = make_key(
+        BOOTSTRAP_EXECUTOR_NAME, Role.EXECUTOR, frozenset({ALL_TENANTS}), now, secret=secret
+    )
+    return await store.ensure(record)
 
 
 def build_parser() -> argparse.ArgumentParser:

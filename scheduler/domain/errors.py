@@ -24,6 +24,8 @@
     │   ├── ShuttingDown             the scheduler is stopping: call another replica
     │   └── ArtifactStoreMissing     an artifact kept in S3, and no --artifact-store here
     ├── Overloaded                   over the concurrency limits (RESOURCE_EXHAUSTED)
+    │   ├── RateLimited              the caller is over its rate limit
+    │   └── TooManyStreams           the caller holds as many streams as it may
     ├── QuotaExceeded                over a size limit (RESOURCE_EXHAUSTED)
     │   ├── ArtifactTooLarge
     │   └── JobArtifactsTooLarge
@@ -329,6 +331,18 @@ class Overloaded(JobschedError):
     def __init__(self, message: str | None = None, retry_after: float = 1.0) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class RateLimited(Overloaded):
+    """Too many calls from this caller; retry after the delay given."""
+
+    reason = "RATE_LIMITED"
+
+
+class TooManyStreams(Overloaded):
+    """This caller holds as many streams open as it may; close one or retry later."""
+
+    reason = "TOO_MANY_STREAMS"
 
 
 class Unauthenticated(JobschedError):

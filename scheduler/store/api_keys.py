@@ -185,6 +185,14 @@ class ApiKeyStore:
                 return None
             return await insert_api_key(conn, key)
 
+    async def ensure(self, key: ApiKeyRecord) -> ApiKeyRecord | None:
+        """Store `key` unless a key of its digest exists (None then: revoked, it stays so)."""
+        async with self.db.transaction() as conn:
+            await lock_bootstrap(conn)
+            if await select_api_key_by_digest(conn, key.digest) is not None:
+                return None
+            return await insert_api_key(conn, key)
+
 
 def scope_of(tenants: frozenset[str]) -> list[str] | None:
     """The `scope` argument for a principal's tenants (None: every key)."""

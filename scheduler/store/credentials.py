@@ -9,12 +9,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+# libpq also takes the password as a query parameter (?password=...; sslpassword for a key).
+_SECRET_QUERY_KEYS = ("password", "sslpassword")
+UNPARSABLE = "<a database URL that does not parse>"
+
+
+def parse_database_url(url: str) -> URL:
+    """The parsed URL; ValueError that never quotes it (it may hold a password) otherwise."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        problem = "its port is not a number" if isinstance(exc, ValueError) else "not a URL"
+        raise ValueError(
+            f"the database URL (--database-url, DATABASE_URL) is not a PostgreSQL URL: {problem}"
+            " (postgresql://USER@HOST:PORT/DATABASE)"
+        ) from None
 
 
 def masked(url: str) -> str:
-    """`url` with its password (if any) shown as ***."""
-    return make_url(url).render_as_string(hide_password=True)
+    """`url` with its password (if any, in the user part or the query) shown as ***."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return UNPARSABLE
+    hidden = {key: "***" for key in _SECRET_QUERY_KEYS if key in parsed.query}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def with_password_file(url: str, path: Path) -> str:
@@ -26,4 +50,4 @@ def with_password_file(url: str, path: Path) -> str:
         raise ValueError(f"cannot read the database password file {path}: {exc.strerror}") from exc
     if not password:
         raise ValueError(f"the database password file {path} is empty")
-    return make_url(url).set(password=password).render_as_string(hide_password=False)
+    return parse_database_url(url).set(password=password).render_as_string(hide_password=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ CONFIG_ENV = "JOBSCHED_CONFIG"
 CONFIG_FLAG = "--config"
 # Keys whose values are secrets wherever they appear: shown as *** by `redact`.
 SECRET_KEYS = frozenset({"token", "api_key", "password", "secret", "tls_key"})
+# A password given as a URL's query parameter (libpq takes ?password=... and ?sslpassword=...).
+_QUERY_SECRET = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
 # The tables a file may have: one per program that reads it.
 SECTIONS = ("scheduler", "executor", "client", "dashboard")
 
@@ -277,7 +280,8 @@ def redact(key: str, value: Any) -> Any:
         return None
     if any(part in key for part in SECRET_KEYS) and not key.endswith("_file"):
         return "***"
-    if isinstance(value, str) and "://" in value and "@" in value:
+    if isinstance(value, str) and "://" in value:
+        value = _QUERY_SECRET.sub(r"\1***", value)
         scheme, rest = value.split("://", 1)
         credentials, at, host = rest.rpartition("@")
         if at and ":" in credentials:

@@ -14,7 +14,9 @@
     ├── PermissionDeniedError            PERMISSION_DENIED: PERMISSION_MISSING, TENANT_NOT_ALLOWED,
     │                                    TENANT_NOT_SELECTED
     ├── UnavailableError                 UNAVAILABLE, DATABASE_UNAVAILABLE: retry later
-    │   └── OverloadedError              OVERLOADED (RESOURCE_EXHAUSTED): .retry_after seconds
+    │   └── OverloadedError              OVERLOADED (RESOURCE_EXHAUSTED): .retry_after seconds;
+    │                                    also RATE_LIMITED and TOO_MANY_STREAMS (this caller's
+    │                                    rate or stream limit)
     └── DeadlineExceededError            no answer within the call's timeout
 
 The ErrorInfo reason (domain "jobsched.dev") picks the class. A status without a known reason (a
@@ -159,7 +161,8 @@ class UnavailableError(JobschedError):
 
 
 class OverloadedError(UnavailableError):
-    """The scheduler is at its limit of concurrent calls; retry after `retry_after` seconds."""
+    """The scheduler is at its limit of concurrent calls, or the caller at its rate or stream
+    limit (`reason` says which); retry after `retry_after` seconds."""
 
     default_reason = "OVERLOADED"
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -211,6 +214,8 @@ _BY_REASON: dict[str, type[JobschedError]] = {
     "UNAVAILABLE": UnavailableError,
     "DATABASE_UNAVAILABLE": UnavailableError,
     "OVERLOADED": OverloadedError,
+    "RATE_LIMITED": OverloadedError,
+    "TOO_MANY_STREAMS": OverloadedError,
     "INTERNAL": JobschedError,
 }
 

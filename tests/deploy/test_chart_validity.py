@@ -55,6 +55,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "networkPolicy.egress.database[0].ipBlock.cidr=10.20.0.0/16",
         ),
     ),
+    "dev-auth-off": ("dev", ("auth.mode=off",)),
+    "prod-chart-auth-secret": ("prod", ("auth.existingSecret=",)),
     "staging-chart-secret": (
         "staging",
         ("database.existingSecret=", "database.url=postgresql://jobsched:pw@db:5432/jobsched"),

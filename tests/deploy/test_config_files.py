@@ -246,3 +246,18 @@ def test_each_program_reads_its_table(environment: str) -> None:
             got = getattr(resolved.args, key)
             expected = Path(value) if isinstance(got, Path) else value
             assert got == expected, f"[{section}] {key}: {value!r} read as {got!r}"
+
+
+@pytest.mark.parametrize("environment", ["staging", "prod"])
+def test_staging_and_prod_require_keys_and_never_serve_insecure(environment: str) -> None:
+    scheduler = load(environment)["scheduler"]
+    assert scheduler["auth"] == "required"
+    assert "insecure" not in scheduler
+
+
+def test_dev_leaves_auth_off_on_loopback_only() -> None:
+    """`make run` stays zero-configuration; compose and the dev chart turn auth on."""
+    scheduler = load("dev")["scheduler"]
+    assert scheduler.get("auth", "off") == "off"
+    assert scheduler["listen"].startswith("127.0.0.1:")
+    assert "insecure" not in scheduler

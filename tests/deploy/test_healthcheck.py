@@ -16,9 +16,12 @@ from pathlib import Path
 import yaml
 from grpc_health.v1 import health_pb2
 
+from scheduler.domain.auth import new_key
 from scheduler.server import SchedulerServer
+from scheduler.store.database import Database
 from tests.deploy.chart import REPO
 from tests.deploy.dockerfile import stages
+from tests.scripted import serving
 
 BIN = str(Path(sys.executable).parent)
 
@@ -72,3 +75,25 @@ async def test_the_compose_healthcheck_passes_while_the_scheduler_serves(
     argv = [scheduler.address if word == "127.0.0.1:50051" else word for word in test[1:]]
     assert argv != test[1:]
     assert await run(*argv, listen="unused") == 0
+
+
+async def test_the_health_checks_need_no_key_when_authentication_is_required(
+    db: Database,
+) -> None:
+    """compose and the chart run --auth required: their checks send no key and still pass."""
+    async with serving(db, auth="required", bootstrap_key=new_key()) as scheduler:
+        port = scheduler.address.rpartition(":")[2]
+        assert await run("/bin/sh", "-c", dockerfile_healthcheck(), listen=f"0.0.0.0:{port}") == 0
+        compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+        test = compose["services"]["scheduler-1"]["healthcheck"]["test"]
+        argv = [scheduler.address if word == "127.0.0.1:50051" else word for word in test[1:]]
+        assert await run(*argv, listen="unused") == 0
+        # While a call that needs a key is refused: authentication is really on.
+        assert (
+            await run(
+                *[w if w != "health" else "status" for w in argv],
+                "7d3a1c7e-0000-4000-8000-000000000000",
+                listen="unused",
+            )
+            != 0
+        )

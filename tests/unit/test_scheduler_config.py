@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.domain.rate_limits import DEFAULT_RATE, RateLimit
 from scheduler.flags import parse_args, settings_from
 from scheduler.server import ServerSettings
 
@@ -148,3 +149,44 @@ def test_the_bootstrap_key_comes_from_the_environment_only(
     monkeypatch.setenv("JOBSCHED_BOOTSTRAP_KEY", "not-a-key")
     with pytest.raises(ValueError, match="JOBSCHED_BOOTSTRAP_KEY is not an API key"):
         settings_from(parse_args([]))
+
+
+def test_rate_limits_come_from_flags_environment_and_the_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "jobsched.toml"
+    config.write_text(
+        '[scheduler]\nrate_limits = ["viewer=5/10"]\ntenant_rate_limits = ["acme=1"]\n'
+        'stream_limits = ["viewer=3"]\n'
+    )
+    policy = settings_from(parse_args(["--config", str(config)])).rate_limits
+    assert policy.rate_for("viewer", None) == ("", RateLimit(5, 10))
+    assert policy.rate_for("viewer", "acme") == ("acme", RateLimit(1, 2))
+    assert policy.streams_for("viewer") == 3
+    assert policy.rate_for("admin", None) == ("", DEFAULT_RATE)
+    # The environment over the file (comma-separated), the flags over both.
+    monkeypatch.setenv("JOBSCHED_RATE_LIMITS", "viewer=7,admin=off")
+    policy = settings_from(parse_args(["--config", str(config)])).rate_limits
+    assert policy.rate_for("viewer", None) == ("", RateLimit(7, 14))
+    assert policy.rate_for("admin", None) == ("", None)
+    args = parse_args(["--config", str(config), "--rate-limit", "viewer=9/9"])
+    assert settings_from(args).rate_limits.rate_for("viewer", None) == ("", RateLimit(9, 9))
+    assert settings_from(args).rate_limits.rate_for("admin", None) == ("", DEFAULT_RATE)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--rate-limit", "root=5"],
+        ["--rate-limit", "viewer=fast"],
+        ["--tenant-rate-limit", "acme"],
+        ["--stream-limit", "viewer=0"],
+    ],
+)
+def test_bad_rate_limits_are_refused_at_the_command_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert argv[0] in capsys.readouterr().err

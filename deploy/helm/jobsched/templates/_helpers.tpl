@@ -193,3 +193,49 @@ checksum/database: {{ .Values.database.url | default "" | sha256sum }}
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
+
+{{/* Authentication (auth.mode): the Secret holding the admin and executors' keys. */}}
+{{- define "jobsched.authSecretName" -}}
+{{- default (printf "%s-auth" (include "jobsched.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+The schedulers' authentication: --auth required with the first admin key and the executors'
+key from the Secret; or --auth off, which on every interface needs --insecure (the
+NetworkPolicy is then all that guards the port).
+*/}}
+{{- define "jobsched.schedulerAuthEnv" -}}
+- name: JOBSCHED_AUTH
+  value: {{ .Values.auth.mode | quote }}
+{{- if eq .Values.auth.mode "required" }}
+- name: JOBSCHED_BOOTSTRAP_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "jobsched.authSecretName" . }}
+      key: {{ .Values.auth.adminKeyKey }}
+- name: JOBSCHED_BOOTSTRAP_EXECUTOR_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "jobsched.authSecretName" . }}
+      key: {{ .Values.auth.executorKeyKey }}
+{{- else }}
+- name: JOBSCHED_INSECURE
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/* The executors send the executors' key on their stream (authorization: Bearer). */}}
+{{- define "jobsched.executorAuthEnv" -}}
+{{- if eq .Values.auth.mode "required" }}
+- name: JOBSCHED_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "jobsched.authSecretName" . }}
+      key: {{ .Values.auth.executorKeyKey }}
+{{- end }}
+{{- end }}
+
+{{/* A fresh API key: jsk_ and 43 characters of [A-Za-z0-9] (256 bits), as the scheduler takes. */}}
+{{- define "jobsched.newKey" -}}
+{{- printf "jsk_%s" (randAlphaNum 43) }}
+{{- end }}
