@@ -30,8 +30,8 @@ import grpc
 
 from scheduler.api.interceptors import wrap_handler
 from scheduler.auth.api_keys import ApiKeyAuthenticator
+from scheduler.auth.credentials import authorization_of
 from scheduler.auth.identity import current_principal, requested_tenant
-from scheduler.auth.interceptor import authorization_of
 from scheduler.auth.permissions import is_public
 from scheduler.domain.auth import bearer_token
 from scheduler.domain.errors import (
