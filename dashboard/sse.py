@@ -48,7 +48,8 @@ class JobBuffer:
         self.max_lines = max_lines
         self._items: deque[Item] = deque()
         self._lines = 0
-        self._dropped = 0
+        # The pending `dropped` event (its count grows while it waits), where lines were lost.
+        self._dropped: dict[str, Any] | None = None
         self._closed = False
         self._ready = asyncio.Event()
 
@@ -62,7 +63,11 @@ class JobBuffer:
                 self._items.remove(pending)
         elif name == "log":
             if self._lines >= self.max_lines:
-                self._dropped += 1
+                if self._dropped is None:
+                    self._dropped = {"lines": 0}
+                    self._items.append(("dropped", self._dropped, None))
+                self._dropped["lines"] += 1
+                self._ready.set()
                 return
             self._lines += 1
         self._items.append((name, data, sequence))
@@ -76,13 +81,12 @@ class JobBuffer:
         """The next event; ("keepalive", ...) after `timeout` idle seconds; None once closed and
         drained."""
         while True:
-            if self._dropped and (not self._items or self._items[0][0] != "log"):
-                dropped, self._dropped = self._dropped, 0
-                return ("dropped", {"lines": dropped}, None)
             if self._items:
                 item = self._items.popleft()
                 if item[0] == "log":
                     self._lines -= 1
+                elif item[1] is self._dropped:
+                    self._dropped = None
                 return item
             if self._closed:
                 return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -51,7 +51,7 @@ class Viewer:
     async def delete(self, path: str) -> httpx.Response:
         return await self.http.delete(path, headers={"x-csrf-token": self.csrf})
 
-    async def events(self, path: str) -> AsyncIterator[tuple[str, Any]]:
+    async def events(self, path: str) -> AsyncGenerator[tuple[str, Any], None]:
         """The SSE stream at `path` as (event, data) pairs."""
         async with self.http.stream("GET", path, timeout=30) as answer:
             assert answer.status_code == 200
