@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import uvicorn
 
 from dashboard.app import create_app
-from dashboard.flags import PROGRAM, settings_of
+from dashboard.flags import PROGRAM, host_port, settings_of
 from jobsched.tls import TLSConfigError
 
 
@@ -15,10 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     args = PROGRAM.resolve(argv).args
     try:
         settings = settings_of(args)
-    except TLSConfigError as err:
+        host, port = host_port(args.listen)
+    except (TLSConfigError, argparse.ArgumentTypeError) as err:
         print(f"jobsched dashboard: {err}", file=sys.stderr)
         return 2
-    host, port = args.listen
     app = create_app(settings)
     config = uvicorn.Config(
         app,

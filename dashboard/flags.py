@@ -55,7 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--listen",
         default=DEFAULT_LISTEN,
-        type=host_port,
         metavar="HOST:PORT",
         help="where to serve HTTP (env JOBSCHED_DASHBOARD_LISTEN; default %(default)s, loopback "
         "only: put it behind a TLS proxy to serve it beyond this machine)",

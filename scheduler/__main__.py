@@ -100,7 +100,11 @@ async def start_dev_dashboard(address: str) -> Any:
     except ModuleNotFoundError as exc:
         print(f"no dashboard: {exc} (pip install 'jobsched[dashboard]')", flush=True)
         return None
-    host, port = host_port(listen)
+    try:
+        host, port = host_port(listen)
+    except argparse.ArgumentTypeError as exc:
+        print(f"no dashboard: {DASHBOARD_ENV}: {exc}", flush=True)
+        return None
     dashboard = DashboardServer(DashboardSettings(schedulers=(address,)), host, port)
     try:
         url = await dashboard.start()
