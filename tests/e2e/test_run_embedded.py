@@ -80,7 +80,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.timeout(120)
-async def test_dev_serves_the_dashboard_next_to_the_scheduler_and_prints_its_url(
+def test_dev_serves_the_dashboard_next_to_the_scheduler_and_prints_its_url(
     data_dir: Path,
 ) -> None:
     dev = DevProcess(data_dir)
