@@ -12,6 +12,9 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     DELETE /api/jobs/{id}
     GET    /api/queues                         queues with their statistics
     POST   /api/queues/{name}/pause | /resume
+    GET    /api/schedules                      cron schedules with their next fire times
+    POST   /api/schedules/{id}/pause | /resume | /trigger
+    POST   /api/dead-letters/retry             {queue?, type?}: retry DEAD jobs in bulk
     GET    /api/overview                       active jobs per state, queues, cluster if allowed
     GET    /api/cluster                        replicas, leader, executors (admin keys)
 """
@@ -355,6 +358,42 @@ async def resume_queue(request: Request, session: Session, client: AsyncClient) 
     return JSONResponse({"queue": serialize.queue(queue)})
 
 
+async def list_schedules(request: Request, session: Session, client: AsyncClient) -> Response:
+    schedules = [serialize.schedule(s) async for s in client.raw.list_schedules()]
+    return JSONResponse({"schedules": schedules})
+
+
+async def pause_schedule(request: Request, session: Session, client: AsyncClient) -> Response:
+    schedule = await client.raw.pause_schedule(request.path_params["id"])
+    return JSONResponse({"schedule": serialize.schedule(schedule)})
+
+
+async def resume_schedule(request: Request, session: Session, client: AsyncClient) -> Response:
+    schedule = await client.raw.resume_schedule(request.path_params["id"])
+    return JSONResponse({"schedule": serialize.schedule(schedule)})
+
+
+async def trigger_schedule(request: Request, session: Session, client: AsyncClient) -> Response:
+    job, skipped = await client.raw.trigger_schedule(request.path_params["id"])
+    return JSONResponse(
+        {"job": serialize.job(job, full=False) if job is not None else None, "skipped": skipped}
+    )
+
+
+async def retry_dead_letters(request: Request, session: Session, client: AsyncClient) -> Response:
+    """One RetryJobs call (up to the server's limit, 1,000) over the dead-letter queue, by queue
+    and type; `more` says whether another call would retry more."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    retried, more = await client.raw.retry_many(
+        queue=str(body.get("queue") or "") or None,
+        type=str(body.get("type") or "") or None,
+        states=["DEAD"],
+    )
+    return JSONResponse({"retried": retried, "more": more})
+
+
 def _cluster(status: Any) -> dict[str, Any]:
     return {
         "leader_id": status.leader_id,
@@ -413,6 +452,11 @@ ROUTES = [
     Route("/api/queues", endpoint(list_queues), methods=["GET"]),
     Route("/api/queues/{name}/pause", endpoint(pause_queue), methods=["POST"]),
     Route("/api/queues/{name}/resume", endpoint(resume_queue), methods=["POST"]),
+    Route("/api/schedules", endpoint(list_schedules), methods=["GET"]),
+    Route("/api/schedules/{id}/pause", endpoint(pause_schedule), methods=["POST"]),
+    Route("/api/schedules/{id}/resume", endpoint(resume_schedule), methods=["POST"]),
+    Route("/api/schedules/{id}/trigger", endpoint(trigger_schedule), methods=["POST"]),
+    Route("/api/dead-letters/retry", endpoint(retry_dead_letters), methods=["POST"]),
     Route("/api/overview", endpoint(overview), methods=["GET"]),
     Route("/api/cluster", endpoint(cluster), methods=["GET"]),
 ]

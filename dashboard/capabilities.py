@@ -1,7 +1,7 @@
 """What the signed-in key may do, so that the UI can hide the actions it lacks.
 
 The public API has no "who am I" call, so each permission is probed with a request that is
-invalid by construction (an empty job type, an empty job id, an empty queue name): the
+invalid by construction (an empty job type, job id, queue or schedule name): the
 scheduler's auth interceptor decides before the servicer validates, so PERMISSION_DENIED means
 the permission is missing and INVALID_ARGUMENT (or NOT_FOUND) means it is held. Nothing is
 written either way. The UI only hides buttons: the scheduler still refuses whatever the key
@@ -21,6 +21,7 @@ READ = "jobs.read"
 SUBMIT = "jobs.submit"
 OPERATE = "jobs.operate"
 MANAGE_QUEUES = "queues.manage"
+MANAGE_SCHEDULES = "schedules.manage"
 READ_CLUSTER = "cluster.read"
 
 
@@ -43,6 +44,7 @@ async def permissions(client: AsyncClient) -> frozenset[str]:
         SUBMIT: lambda: raw.submit_job({"type": ""}),
         OPERATE: lambda: raw.cancel(""),
         MANAGE_QUEUES: lambda: raw.pause_queue(""),
+        MANAGE_SCHEDULES: lambda: raw.pause_schedule(""),
         READ_CLUSTER: raw.cluster_status,
     }
     held = await asyncio.gather(*(_held(probe) for probe in probes.values()))

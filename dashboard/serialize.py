@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from jobsched.jobs import Job
-from jobsched.v1 import job_pb2, queue_service_pb2
+from jobsched.v1 import job_pb2, queue_service_pb2, schedule_service_pb2
 
 _PREFIX = "JOB_STATE_"
 
@@ -137,3 +137,19 @@ def queue(message: queue_service_pb2.Queue) -> dict[str, Any]:
 
 def timestamp(message: Message, name: str) -> str | None:
     return _timestamp(message, name)
+
+
+def schedule(message: schedule_service_pb2.Schedule) -> dict[str, Any]:
+    template = message.job_template
+    return {
+        "id": message.id,
+        "name": message.name,
+        "cron": message.cron,
+        "time_zone": message.time_zone,
+        "paused": message.paused,
+        "type": template.type,
+        "queue": template.queue,
+        "next_fire_times": [t.ToDatetime().isoformat() + "Z" for t in message.next_fire_times],
+        "last_fire_time": _timestamp(message, "last_fire_time"),
+        "last_job_id": message.last_job_id,
+    }

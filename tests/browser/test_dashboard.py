@@ -13,12 +13,18 @@ from playwright.async_api import Browser, Page, expect
 
 from dashboard.serving import DashboardServer
 from jobsched.client import JobschedClient
+from jobsched.v1 import job_pb2
 from scheduler.domain.auth import new_key
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.browser.conftest import screenshot, serious_violations
 from tests.dashboard.harness import dashboard_for
 from tests.scripted import serving
+
+# The first test's setup may build the front end (npm ci, next build) and install chromium
+# (apt-get) when `make test` has not done it already; the steps inside a test each wait a few
+# seconds at most (Playwright's expect timeouts).
+pytestmark = pytest.mark.timeout(600)
 
 
 async def test_submit_from_the_form_and_watch_the_progress_bar_reach_succeeded(
@@ -187,3 +193,37 @@ async def test_a_viewer_key_sees_no_action_buttons(
             await expect(page.get_by_text("This key may not submit jobs.")).to_be_visible()
         finally:
             await context.close()
+
+
+async def test_schedules_dead_letters_and_executors_pages(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with JobschedClient(scheduler.address) as client:
+        await client.create_schedule("nightly", "0 3 * * *", {"type": "report"})
+        doomed = [(await client.submit("doomed", queue="mail")).id for _ in range(2)]
+
+        await page.goto(dashboard.url + "/schedules/")
+        row = page.locator("tr[data-schedule=nightly]")
+        await expect(row.get_by_test_id("schedule-status")).to_have_text("active")
+        await page.get_by_role("button", name="Pause schedule nightly").click()
+        await expect(row.get_by_test_id("schedule-status")).to_have_text("paused")
+        assert (await client.get_schedule("nightly")).paused is True
+        assert await serious_violations(page) == []
+        await screenshot(page, "schedules")
+
+        await page.goto(dashboard.url + "/dead-letters/")
+        await expect(page.get_by_test_id("dead-count")).to_have_text("2 dead jobs", timeout=15_000)
+        assert await serious_violations(page) == []
+        await screenshot(page, "dead-letters")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.get_by_role("button", name="Retry all shown").click()
+        await expect(page.get_by_role("status")).to_have_text("Retried 2 jobs.")
+        for job_id in doomed:
+            _, events = await client.get(job_id, include_events=True)
+            moves = [(e.from_state, e.to_state) for e in events]
+            assert (job_pb2.JOB_STATE_DEAD, job_pb2.JOB_STATE_QUEUED) in moves
+
+    await page.goto(dashboard.url + "/executors/")
+    await expect(page.locator("tr[data-executor=dash-e]")).to_be_visible(timeout=15_000)
+    assert await serious_violations(page) == []
+    await screenshot(page, "executors")

@@ -14,7 +14,7 @@ import httpx
 
 from dashboard.flags import DashboardSettings
 from dashboard.serving import DashboardServer
-from executor.handlers import HandlerRegistry, JobContext
+from executor.handlers import HandlerRegistry, JobContext, NonRetryableError
 from executor.runner import Executor
 
 
@@ -99,9 +99,14 @@ async def fail(ctx: JobContext) -> Any:
     raise RuntimeError("it broke")
 
 
+async def doomed(ctx: JobContext) -> Any:
+    """Fails for good at once: DEAD after one attempt."""
+    raise NonRetryableError("no hope")
+
+
 @contextlib.asynccontextmanager
 async def executing(address: str, **kwargs: Any) -> AsyncIterator[Executor]:
-    registry = HandlerRegistry({"steps": steps, "forever": forever, "fail": fail})
+    registry = HandlerRegistry({"steps": steps, "forever": forever, "fail": fail, "doomed": doomed})
     executor = Executor(
         [address], name="dash-e", capacity=4, registry=registry, progress_interval=0.05, **kwargs
     )

@@ -13,8 +13,10 @@ import pytest
 from dashboard.serving import DashboardServer
 from jobsched.client import JobschedClient
 from scheduler.server import SchedulerServer
+from scheduler.store.database import Database
 from tests.dashboard.harness import Viewer, dashboard_for, executing
 from tests.helpers import assert_eventually
+from tests.scripted import serving
 
 
 @pytest.fixture
@@ -220,3 +222,68 @@ async def test_watch_jobs_streams_changes_of_many_jobs(viewer: Viewer) -> None:
     assert data["id"] == made["id"]
     assert data["state"] == "QUEUED"
     await stream.aclose()
+
+
+async def test_schedules_pause_resume_and_trigger(
+    viewer: Viewer, scheduler: SchedulerServer
+) -> None:
+    async with JobschedClient(scheduler.address) as client:
+        await client.create_schedule("nightly", "0 3 * * *", {"type": "report", "queue": "q"})
+    listed = (await viewer.get("/api/schedules")).json()["schedules"]
+    assert [(s["name"], s["cron"], s["type"], s["paused"]) for s in listed] == [
+        ("nightly", "0 3 * * *", "report", False)
+    ]
+    assert listed[0]["next_fire_times"], "an active schedule has next fire times"
+    assert viewer.session["permissions"].count("schedules.manage") == 1
+    paused = await viewer.post("/api/schedules/nightly/pause")
+    assert paused.json()["schedule"]["paused"] is True
+    resumed = await viewer.post(f"/api/schedules/{listed[0]['id']}/resume")
+    assert resumed.json()["schedule"]["paused"] is False
+    triggered = (await viewer.post("/api/schedules/nightly/trigger")).json()
+    assert triggered["skipped"] is False
+    assert triggered["job"]["type"] == "report"
+    assert await job_ids(viewer, queue="q") == [triggered["job"]["id"]]
+    unknown = await viewer.post("/api/schedules/nope/pause")
+    assert unknown.status_code == 404
+
+
+async def test_dead_letters_are_retried_in_bulk_by_queue_and_type(
+    viewer: Viewer, scheduler: SchedulerServer
+) -> None:
+    async with executing(scheduler.address):
+        made = [
+            (await viewer.post("/api/jobs", {"type": "doomed", "queue": q})).json()["job"]["id"]
+            for q in ("a", "a", "b")
+        ]
+
+        async def dead() -> None:
+            assert len(await job_ids(viewer, state="DEAD")) == 3
+
+        await assert_eventually(dead, within=20)
+    retried = (await viewer.post("/api/dead-letters/retry", {"queue": "a"})).json()
+    assert retried == {"retried": 2, "more": False}
+    assert await job_ids(viewer, state="DEAD") == [made[2]]
+    assert sorted(await job_ids(viewer, state="QUEUED", queue="a")) == sorted(made[:2])
+
+
+async def test_the_cluster_shows_replicas_and_executors(db: Database) -> None:
+    # Presence rows (which the cluster view reads) written every 0.2 s rather than every few.
+    async with (
+        serving(db, presence_interval=0.2) as scheduler,
+        dashboard_for(scheduler.address) as dashboard,
+        executing(scheduler.address),
+    ):
+        viewer = Viewer(dashboard.url)
+        try:
+            await viewer.open()
+
+            async def listed() -> None:
+                cluster = (await viewer.get("/api/cluster")).json()
+                [replica] = cluster["replicas"]
+                assert replica["leader"] is True
+                executors = [(e["name"], e["capacity"]) for e in replica["executors"]]
+                assert executors == [("dash-e", 4)]
+
+            await assert_eventually(listed, within=10)
+        finally:
+            await viewer.close()

@@ -8,6 +8,9 @@ const LINKS = [
   ["/jobs/", "Jobs"],
   ["/submit/", "Submit"],
   ["/queues/", "Queues"],
+  ["/schedules/", "Schedules"],
+  ["/dead-letters/", "Dead letters"],
+  ["/executors/", "Executors"],
 ] as const;
 
 export function Nav() {

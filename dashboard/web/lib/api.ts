@@ -145,3 +145,20 @@ export function when(value: string | null | undefined): string {
   if (!value) return "—";
   return new Date(value).toLocaleString();
 }
+
+export type Schedule = {
+  id: string;
+  name: string;
+  cron: string;
+  time_zone: string;
+  paused: boolean;
+  type: string;
+  queue: string;
+  next_fire_times: string[];
+  last_fire_time: string | null;
+  last_job_id: string;
+};
+
+export function message(err: unknown): string {
+  return err instanceof ApiError ? err.problem.message : String(err);
+}

@@ -2,7 +2,7 @@
 
 import Link from "next/link";
 import { useRouter, useSearchParams } from "next/navigation";
-import { useCallback, useEffect, useState } from "react";
+import React, { useCallback, useEffect, useState } from "react";
 import { api, ApiError, TERMINAL, when, type Job, type JobDetail, type JobEvent, type LogLine, type Progress } from "@/lib/api";
 import { useSession } from "@/lib/session";
 
@@ -84,6 +84,22 @@ export function JobView() {
     }
   }
 
+  async function setPriority(event: React.FormEvent<HTMLFormElement>) {
+    event.preventDefault();
+    if (!job) return;
+    const value = Number(new FormData(event.currentTarget).get("priority"));
+    try {
+      const answer = await api<{ job: Job; changed: boolean }>(`/api/jobs/${encodeURIComponent(job.id)}/priority`, {
+        method: "POST",
+        body: { priority: Number.isInteger(value) ? value : String(value) },
+      });
+      setJob((old) => (old ? { ...old, priority: answer.job.priority } : old));
+      setNotice(answer.changed ? `Priority set to ${answer.job.priority}.` : "Priority unchanged.");
+    } catch (err) {
+      setNotice(err instanceof ApiError ? err.problem.message : String(err));
+    }
+  }
+
   if (!id) return <p className="error">No job id in the address.</p>;
   if (error && !job)
     return (
@@ -134,6 +150,19 @@ export function JobView() {
               </button>
             )}
           </div>
+        )}
+        {operate && ["WAITING", "SCHEDULED", "QUEUED"].includes(job.state) && (
+          <form onSubmit={setPriority} className="filters" aria-label="Priority">
+            <div>
+              <label htmlFor="job-priority">Priority (0–100)</label>
+              <input id="job-priority" name="priority" inputMode="numeric" defaultValue={job.priority} key={job.priority} />
+            </div>
+            <div>
+              <button type="submit" className="secondary">
+                Set priority
+              </button>
+            </div>
+          </form>
         )}
         {notice && <p role="status">{notice}</p>}
       </section>
