@@ -126,6 +126,13 @@ async def test_filter_by_state_and_queue(
     await page.goto(dashboard.url + "/jobs/?state=QUEUED&queue=q2")
     await expect(page.get_by_test_id("loaded")).to_have_text("2 jobs loaded (all)")
     await expect(page.get_by_label("Queue")).to_have_value("q2")
+    # Rows follow their jobs live (WatchJobs through the SSE bridge), without a reload.
+    await expect(page.get_by_test_id("loaded")).to_have_attribute("data-live", "yes")
+    first = await page.locator("li[data-job-id]").first.get_attribute("data-job-id")
+    assert first is not None
+    async with JobschedClient(scheduler.address) as client:
+        await client.cancel(first)
+    await expect(page.locator(f"li[data-job-id='{first}'] .state")).to_have_text("CANCELLED")
 
 
 async def test_pause_and_resume_a_queue(

@@ -55,6 +55,32 @@ export function JobsList() {
     void load("", generation.current);
   }, [load]);
 
+  // Live: WatchJobs through the SSE bridge updates the loaded rows in place (new jobs are not
+  // inserted: the pages' keyset order stays the one that was read).
+  const [stale, setStale] = useState(false);
+  const [live, setLive] = useState(false);
+  useEffect(() => {
+    setLive(false);
+    const query = new URLSearchParams();
+    if (state) query.set("state", state);
+    if (queue) query.set("queue", queue);
+    if (type) query.set("type", type);
+    const source = new EventSource(`/api/events/jobs?${query}`);
+    source.addEventListener("job", (e) => {
+      const changed = JSON.parse((e as MessageEvent).data) as Job;
+      setJobs((old) => {
+        const at = old.findIndex((j) => j.id === changed.id);
+        if (at < 0) return old;
+        const next = old.slice();
+        next[at] = changed;
+        return next;
+      });
+    });
+    source.addEventListener("subscribed", () => setLive(true));
+    source.addEventListener("changes_dropped", () => setStale(true));
+    return () => source.close();
+  }, [state, queue, type]);
+
   const virtualizer = useVirtualizer({
     count: jobs.length,
     getScrollElement: () => scroller.current,
@@ -113,7 +139,12 @@ export function JobsList() {
           {error}
         </p>
       )}
-      <p className="muted" aria-live="polite" data-testid="loaded">
+      {stale && (
+        <p role="status">
+          Some live changes were missed: <a href={typeof window === "undefined" ? "/jobs/" : window.location.href}>reload</a> to see every job as it is now.
+        </p>
+      )}
+      <p className="muted" aria-live="polite" data-testid="loaded" data-live={live ? "yes" : "no"}>
         {jobs.length} jobs loaded{cursor === null ? " (all)" : loading ? ", loading more…" : ""}
       </p>
       <div className="row head" style={{ position: "relative" }} aria-hidden="true">
