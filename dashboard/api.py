@@ -249,9 +249,7 @@ async def list_jobs(request: Request, session: Session, client: AsyncClient) -> 
         cursor = _cursor(phase, next_token)
     elif phase == "active" and "history" in phases:
         cursor = _cursor("history", "")
-    return JSONResponse(
-        {"jobs": [serialize.job(j, full=False) for j in jobs], "next_cursor": cursor}
-    )
+    return JSONResponse({"jobs": [serialize.job_row(j) for j in jobs], "next_cursor": cursor})
 
 
 async def submit_job(request: Request, session: Session, client: AsyncClient) -> Response:

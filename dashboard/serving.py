@@ -24,9 +24,16 @@ class _Server(uvicorn.Server):
 
 class DashboardServer:
     def __init__(
-        self, settings: DashboardSettings, host: str = "127.0.0.1", port: int = 0, **app: Any
+        self,
+        settings: DashboardSettings,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        **app: Any,
     ) -> None:
         self.settings = settings
+        self.log_level = log_level
         self.host, self.port = host, port
         self.app = create_app(settings, **app)
         self._server: _Server | None = None
@@ -49,7 +56,7 @@ class DashboardServer:
             raise
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+            self.app, log_level=self.log_level, lifespan="on", timeout_graceful_shutdown=2
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))

@@ -221,7 +221,7 @@ async def watch_jobs(request: Request, session: Session, client: AsyncClient) ->
             ):
                 kind = item.WhichOneof("item")
                 if kind == "job":
-                    buffer.put_job(serialize.job(item.job, full=False))
+                    buffer.put_job(serialize.job_row(item.job))
                 elif kind in ("subscribed", "changes_dropped"):
                     buffer.signal(kind)
         except JobschedError as err:
