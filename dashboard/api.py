@@ -4,6 +4,7 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     GET    /api/session                        who is signed in, what they may do, the CSRF token
     POST   /api/session                        sign in {api_key, tenant?}
     DELETE /api/session                        sign out
+    POST   /api/session/tenant                 {tenant}: act for another tenant of the key
     GET    /api/jobs?state=&queue=&type=&cursor=&page_size=   one page, next_cursor
     POST   /api/jobs                           submit {type, queue?, priority?, payload?}
     GET    /api/jobs/{id}                      job, events, attempts, dependencies, log tail
@@ -161,6 +162,23 @@ async def sign_in(request: Request) -> Response:
     response = JSONResponse(_session_view(fresh, True))
     sessions.set_cookie(response, fresh)
     return response
+
+
+async def switch_tenant(request: Request, session: Session, client: AsyncClient) -> Response:
+    """The same key acting for another of its tenants: a new client, its permissions probed
+    again (the scheduler refuses a tenant the key does not have, and nothing changes then)."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    tenant = str(body.get("tenant") or "").strip() or None
+    trial = Session(id="", csrf="", token=session.token, tenant=tenant)
+    try:
+        permissions = await capabilities.permissions(trial.client(settings_of(request)))
+    finally:
+        await trial.close()
+    await session.close()  # its client had the old tenant
+    session.tenant, session.permissions = tenant, permissions
+    return JSONResponse(_session_view(session, session.token is not None))
 
 
 async def sign_out(request: Request) -> Response:
@@ -440,6 +458,7 @@ ROUTES = [
     Route("/api/session", get_session, methods=["GET"]),
     Route("/api/session", sign_in, methods=["POST"]),
     Route("/api/session", sign_out, methods=["DELETE"]),
+    Route("/api/session/tenant", endpoint(switch_tenant), methods=["POST"]),
     Route("/api/jobs", endpoint(list_jobs), methods=["GET"]),
     Route("/api/jobs", endpoint(submit_job), methods=["POST"]),
     Route("/api/jobs/{id}", endpoint(job_detail), methods=["GET"]),

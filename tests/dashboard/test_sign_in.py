@@ -78,3 +78,33 @@ async def test_signing_in_with_keys_of_each_role(
         assert (await viewer.get("/api/jobs")).status_code == 401
     finally:
         await viewer.close()
+
+
+async def test_a_key_of_two_tenants_picks_one_and_switches(
+    dashboard: DashboardServer, secured: SchedulerServer
+) -> None:
+    async with JobschedClient(secured.address, token=ADMIN, timeout=10) as admin:
+        _, secret = await admin.create_api_key("both", "operator", ["acme", "globex"])
+    viewer = Viewer(dashboard.url)
+    try:
+        await viewer.open()
+        # No tenant chosen: the scheduler says so, and the sign-in fails with its reason.
+        undecided = await viewer.sign_in(secret)
+        assert undecided.status_code == 403
+        assert undecided.json()["error"]["reason"] == "TENANT_NOT_SELECTED"
+        assert (await viewer.sign_in(secret, "acme")).status_code == 200
+        made = (await viewer.post("/api/jobs", {"type": "x"})).json()["job"]["id"]
+        switched = await viewer.post("/api/session/tenant", {"tenant": "globex"})
+        assert switched.status_code == 200
+        assert switched.json()["tenant"] == "globex"
+        assert (await viewer.get("/api/jobs")).json()["jobs"] == []
+        assert (await viewer.get(f"/api/jobs/{made}")).status_code == 404
+        refused = await viewer.post("/api/session/tenant", {"tenant": "initech"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["reason"] == "TENANT_NOT_ALLOWED"
+        # Still globex: a refused switch changes nothing.
+        assert (await viewer.get("/api/session")).json()["tenant"] == "globex"
+        assert (await viewer.post("/api/session/tenant", {"tenant": "acme"})).status_code == 200
+        assert [j["id"] for j in (await viewer.get("/api/jobs")).json()["jobs"]] == [made]
+    finally:
+        await viewer.close()

@@ -3,7 +3,7 @@
 import Link from "next/link";
 import { useEffect, useState } from "react";
 import { api, ApiError, type Overview } from "@/lib/api";
-import { SignOutButton } from "@/lib/session";
+import { SignOutButton, TenantSwitcher } from "@/lib/session";
 
 const ACTIVE = ["WAITING", "SCHEDULED", "QUEUED", "RUNNING"];
 
@@ -31,6 +31,7 @@ export default function OverviewPage() {
     <>
       <h1>Overview</h1>
       <SignOutButton />
+      <TenantSwitcher />
       {error && (
         <p role="alert" className="error">
           {error}

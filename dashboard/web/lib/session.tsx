@@ -7,12 +7,14 @@ type SessionState = {
   session: SessionInfo | null;
   can: (permission: string) => boolean;
   signOut: () => Promise<void>;
+  switchTenant: (tenant: string) => Promise<void>;
 };
 
 const SessionContext = createContext<SessionState>({
   session: null,
   can: () => false,
   signOut: async () => {},
+  switchTenant: async () => {},
 });
 
 export function useSession() {
@@ -82,6 +84,10 @@ export function SessionGate({ children }: { children: ReactNode }) {
     setSession(null);
     await load();
   }, [load]);
+  const switchTenant = useCallback(async (tenant: string) => {
+    const s = await api<SessionInfo>("/api/session/tenant", { method: "POST", body: { tenant } });
+    setSession(s);
+  }, []);
   const can = useCallback((p: string) => !!session && session.permissions.includes(p), [session]);
   if (error) {
     return (
@@ -92,7 +98,7 @@ export function SessionGate({ children }: { children: ReactNode }) {
   }
   if (!session) return <p aria-busy="true">Loading…</p>;
   if (session.auth_required && !session.signed_in) return <SignIn onSignedIn={setSession} />;
-  return <SessionContext.Provider value={{ session, can, signOut }}>{children}</SessionContext.Provider>;
+  return <SessionContext.Provider value={{ session, can, signOut, switchTenant }}>{children}</SessionContext.Provider>;
 }
 
 export function SignOutButton() {
@@ -102,5 +108,38 @@ export function SignOutButton() {
     <button type="button" className="link" onClick={() => void signOut()}>
       Sign out
     </button>
+  );
+}
+
+export function TenantSwitcher() {
+  const { session, switchTenant } = useSession();
+  const [error, setError] = useState("");
+  if (!session?.signed_in) return null;
+  async function submit(event: FormEvent<HTMLFormElement>) {
+    event.preventDefault();
+    setError("");
+    try {
+      await switchTenant(String(new FormData(event.currentTarget).get("tenant") ?? ""));
+    } catch (err) {
+      setError(err instanceof ApiError ? err.problem.message : String(err));
+    }
+  }
+  return (
+    <form className="filters" onSubmit={submit} aria-label="Tenant">
+      <div>
+        <label htmlFor="switch-tenant">Tenant</label>
+        <input id="switch-tenant" name="tenant" defaultValue={session.tenant ?? ""} key={session.tenant ?? ""} />
+      </div>
+      <div>
+        <button type="submit" className="secondary">
+          Switch tenant
+        </button>
+      </div>
+      {error && (
+        <p role="alert" className="error">
+          {error}
+        </p>
+      )}
+    </form>
   );
 }
