@@ -7,7 +7,9 @@ The dashboard runs as its own process (`python -m dashboard`), so that its RSS i
 viewers are minimal HTTP clients in this process that parse the event stream (the time to the
 browser's DOM update adds the page's own handling, not measured here). The handler reports every
 `Sizes.progress_report_interval` seconds with time.time() as the message; a viewer takes receive
-time minus that stamp for every progress event in the window."""
+time minus that stamp for every progress event in the window. The viewers' sessions carry no key
+(the scheduler runs without auth), so they share one upstream WatchJob (dashboard/feeds.py):
+viewers on different keys each get a stream of their own."""
 
 from __future__ import annotations
 
@@ -74,11 +76,31 @@ async def running_dashboard(scheduler: str) -> AsyncIterator[tuple[int, int]]:
         line = await asyncio.wait_for(process.stderr.readline(), 60)
         if b"jobsched dashboard on" not in line:
             raise RuntimeError(f"the dashboard did not start: {line!r}")
+        # Keep reading what it says, so that a full pipe never blocks it.
+        tail: list[bytes] = []
+        drain = asyncio.create_task(_drain(process.stderr, tail))
         yield process.pid, port
     finally:
         if process.returncode is None:
             process.terminate()
-        await asyncio.wait_for(process.wait(), 15)
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RuntimeError(
+                "the dashboard did not stop within 15 s of SIGTERM: "
+                + b"".join(tail[-20:]).decode(errors="replace")
+            ) from None
+        finally:
+            with contextlib.suppress(NameError):
+                drain.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader, tail: list[bytes]) -> None:
+    while line := await stream.readline():
+        tail.append(line)
+        del tail[:-50]
 
 
 class Viewer:
@@ -91,8 +113,8 @@ class Viewer:
         self.error = ""
 
     async def run(self, port: int, job_id: str, ready: asyncio.Event) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /api/session HTTP/1.1\r\nhost: bench\r\n\r\n")
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             cookie = next(
@@ -126,6 +148,8 @@ class Viewer:
         except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             ready.set()
+        finally:
+            writer.close()
 
 
 async def measure_dashboard_progress(

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard import api, sse
+from dashboard.feeds import Feeds
 from dashboard.flags import DashboardSettings
 from dashboard.session import Sessions
 
@@ -76,12 +77,14 @@ def create_app(
     sse_max_jobs: int = sse.MAX_JOBS,
 ) -> Starlette:
     sessions = Sessions(settings)
+    feeds = Feeds(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await feeds.close()
             await sessions.close()
 
     routes: list[Route | Mount] = [
@@ -96,6 +99,7 @@ def create_app(
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)], lifespan=lifespan)
     app.state.settings = settings
     app.state.sessions = sessions
+    app.state.feeds = feeds
     app.state.sse_keepalive = sse_keepalive
     app.state.sse_max_lines = sse_max_lines
     app.state.sse_max_jobs = sse_max_jobs

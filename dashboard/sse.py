@@ -1,8 +1,10 @@
 """Server-Sent Events bridging WatchJob (`/api/jobs/{id}/events`) and WatchJobs
-(`/api/events/jobs`) to browsers, one upstream stream per viewer with the viewer's credential.
+(`/api/events/jobs`) to browsers, with the viewer's credential: the viewers of one job on one
+credential share one WatchJob stream (feeds.py); a resume (Last-Event-ID) and each WatchJobs
+viewer get a stream of their own.
 
-A pump task drains the gRPC stream into the viewer's bounded buffer and never waits for the
-browser, so a slow viewer cannot hold the scheduler's stream (nor slow anyone else). The buffer
+A pump task drains the gRPC stream into each viewer's bounded buffer (sse_buffers.py) and never
+waits for a browser, so a slow viewer cannot hold the stream (nor slow anyone else). The buffer
 keeps what matters when it fills: for a job, progress is collapsed to the latest value, log
 lines beyond `max_lines` are dropped and counted (a `dropped` event says how many), and the
 snapshot and state transitions (so the final state) are always delivered. For many jobs, the
@@ -20,125 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dashboard import serialize
 from dashboard.api import endpoint
+from dashboard.feeds import Feeds
 from dashboard.session import Session
+from dashboard.sse_buffers import MAX_JOBS, MAX_LINES, Item, JobBuffer, JobsBuffer, watch_item
 from jobsched.async_client import AsyncClient
 from jobsched.errors import JobschedError
-from jobsched.v1 import job_service_pb2
 
 KEEPALIVE = 15.0
-MAX_LINES = 500
-MAX_JOBS = 1000
-
-Item = tuple[str, dict[str, Any], int | None]  # (event name, data, sequence)
-
-
-class JobBuffer:
-    """A viewer's pending events of one job (see the module docstring)."""
-
-    def __init__(self, max_lines: int = MAX_LINES) -> None:
-        self.max_lines = max_lines
-        self._items: deque[Item] = deque()
-        self._lines = 0
-        # The pending `dropped` event (its count grows while it waits), where lines were lost.
-        self._dropped: dict[str, Any] | None = None
-        self._closed = False
-        self._ready = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, name: str, data: dict[str, Any], sequence: int | None = None) -> None:
-        if name == "progress":
-            # Only the latest progress is worth showing.
-            for pending in [i for i in self._items if i[0] == "progress"]:
-                self._items.remove(pending)
-        elif name == "log":
-            if self._lines >= self.max_lines:
-                if self._dropped is None:
-                    self._dropped = {"lines": 0}
-                    self._items.append(("dropped", self._dropped, None))
-                self._dropped["lines"] += 1
-                self._ready.set()
-                return
-            self._lines += 1
-        self._items.append((name, data, sequence))
-        self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    async def get(self, timeout: float) -> Item | None:  # noqa: ASYNC109
-        """The next event; ("keepalive", ...) after `timeout` idle seconds; None once closed and
-        drained."""
-        while True:
-            if self._items:
-                item = self._items.popleft()
-                if item[0] == "log":
-                    self._lines -= 1
-                elif item[1] is self._dropped:
-                    self._dropped = None
-                return item
-            if self._closed:
-                return None
-            self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
-                return ("keepalive", {}, None)
-
-
-class JobsBuffer:
-    """A viewer's pending changes of many jobs: the latest item per job."""
-
-    def __init__(self, max_jobs: int = MAX_JOBS) -> None:
-        self.max_jobs = max_jobs
-        self._jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._signals: deque[str] = deque()
-        self._closed = False
-        self._ready = asyncio.Event()
-
-    def put_job(self, job: dict[str, Any]) -> None:
-        self._jobs.pop(job["id"], None)
-        self._jobs[job["id"]] = job
-        if len(self._jobs) > self.max_jobs:
-            self._jobs.clear()
-            self.signal("changes_dropped")
-        self._ready.set()
-
-    def signal(self, name: str) -> None:
-        if name == "changes_dropped":
-            self._jobs.clear()
-        self._signals.append(name)
-        self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    async def get(self, timeout: float) -> Item | None:  # noqa: ASYNC109
-        while True:
-            if self._signals:
-                return (self._signals.popleft(), {}, None)
-            if self._jobs:
-                _, job = self._jobs.popitem(last=False)
-                return ("job", job, None)
-            if self._closed:
-                return None
-            self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
-                return ("keepalive", {}, None)
+__all__ = ["KEEPALIVE", "MAX_JOBS", "MAX_LINES", "WATCH_JOB", "WATCH_JOBS"]
 
 
 def _format(item: Item) -> str:
@@ -149,20 +47,8 @@ def _format(item: Item) -> str:
     return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _watch_item(item: job_service_pb2.WatchJobResponse) -> tuple[str, dict[str, Any]]:
-    kind = item.WhichOneof("item")
-    if kind == "snapshot":
-        return "snapshot", serialize.job(item.snapshot)
-    if kind == "event":
-        return "transition", serialize.event(item.event)
-    if kind == "progress":
-        p = item.progress
-        return "progress", {"percent": p.percent, "step": p.step, "message": p.message}
-    return "log", {"attempt": item.log.attempt, "line": item.log.line_number, "text": item.log.line}
-
-
 async def _stream(
-    pump: asyncio.Task[None], buffer: JobBuffer | JobsBuffer, keepalive: float
+    buffer: JobBuffer | JobsBuffer, keepalive: float, done: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[str]:
     try:
         yield ": connected\n\n"
@@ -172,9 +58,16 @@ async def _stream(
                 return
             yield _format(item)
     finally:
-        pump.cancel()
+        await done()
+
+
+def _cancelling(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
+    async def done() -> None:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await pump
+            await task
+
+    return done
 
 
 def _headers() -> dict[str, str]:
@@ -189,11 +82,21 @@ async def watch_job(request: Request, session: Session, client: AsyncClient) -> 
     except ValueError:
         after = 0
     buffer = JobBuffer(request.app.state.sse_max_lines)
+    keepalive = request.app.state.sse_keepalive
+    if after == 0:
+        # A fresh viewer shares the job's stream with the others on the same credential.
+        feeds: Feeds = request.app.state.feeds
+        feed = feeds.join(session.token, session.tenant, job_id, buffer)
+        return StreamingResponse(
+            _stream(buffer, keepalive, lambda: feeds.leave(feed, buffer)),
+            media_type="text/event-stream",
+            headers=_headers(),
+        )
 
-    async def pump() -> None:
+    async def pump() -> None:  # a resume (Last-Event-ID): a stream of its own
         try:
             async for item in client.raw.watch(job_id, after_sequence=after):
-                name, data = _watch_item(item)
+                name, data = watch_item(item)
                 buffer.put(name, data, item.sequence)
             buffer.put("end", {})
         except JobschedError as err:
@@ -203,7 +106,7 @@ async def watch_job(request: Request, session: Session, client: AsyncClient) -> 
 
     task = asyncio.create_task(pump())
     return StreamingResponse(
-        _stream(task, buffer, request.app.state.sse_keepalive),
+        _stream(buffer, keepalive, _cancelling(task)),
         media_type="text/event-stream",
         headers=_headers(),
     )
@@ -224,17 +127,14 @@ async def watch_jobs(request: Request, session: Session, client: AsyncClient) ->
                     buffer.put_job(serialize.job_row(item.job))
                 elif kind in ("subscribed", "changes_dropped"):
                     buffer.signal(kind)
-        except JobschedError as err:
-            buffer.signal("problem")
-            del err
-        except ValueError:  # an unknown state name
+        except (JobschedError, ValueError):  # ValueError: an unknown state name
             buffer.signal("problem")
         finally:
             buffer.close()
 
     task = asyncio.create_task(pump())
     return StreamingResponse(
-        _stream(task, buffer, request.app.state.sse_keepalive),
+        _stream(buffer, request.app.state.sse_keepalive, _cancelling(task)),
         media_type="text/event-stream",
         headers=_headers(),
     )

@@ -287,3 +287,44 @@ async def test_the_cluster_shows_replicas_and_executors(db: Database) -> None:
             await assert_eventually(listed, within=10)
         finally:
             await viewer.close()
+
+
+async def test_viewers_of_one_job_share_one_stream_and_a_late_one_starts_from_now(
+    viewer: Viewer, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    feeds = dashboard.app.state.feeds
+    other = Viewer(dashboard.url)
+    await other.open()
+    try:
+        async with executing(scheduler.address):
+            job = (await viewer.post("/api/jobs", {"type": "forever"})).json()["job"]
+            first = viewer.events(f"/api/jobs/{job['id']}/events")
+
+            async def until(stream: Any, wanted: str) -> list[tuple[str, Any]]:
+                seen = []
+                async for name, data in stream:
+                    seen.append((name, data))
+                    if name == wanted:
+                        return seen
+                raise AssertionError(f"the stream ended before {wanted}: {seen}")
+
+            assert [n for n, _ in await until(first, "progress")][0] == "snapshot"
+            assert len(feeds) == 1
+            late = other.events(f"/api/jobs/{job['id']}/events")
+            name, snapshot = await anext(late)
+            assert name == "snapshot"
+            assert snapshot["state"] == "RUNNING"
+            assert snapshot["progress"]["step"] == "waiting"
+            assert len(feeds) == 1, "the second viewer got a stream of its own"
+            await viewer.post(f"/api/jobs/{job['id']}/cancel")
+            for stream in (first, late):
+                seen = await until(stream, "end")
+                assert [d["to"] for n, d in seen if n == "transition"][-1] == "CANCELLED"
+                await stream.aclose()
+
+            async def gone() -> None:
+                assert len(feeds) == 0
+
+            await assert_eventually(gone)
+    finally:
+        await other.close()

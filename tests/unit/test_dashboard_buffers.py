@@ -1,11 +1,11 @@
-"""The dashboard's per-viewer SSE buffers (dashboard/sse.py): bounded whatever the viewer's
+"""The dashboard's per-viewer SSE buffers (dashboard/sse_buffers.py): bounded whatever the viewer's
 speed; progress collapsed to the latest value, log lines beyond the cap dropped and counted,
 the snapshot and every transition (so the final state) always kept; for many jobs, the latest
 change per job, and a reset past the cap."""
 
 from __future__ import annotations
 
-from dashboard.sse import JobBuffer, JobsBuffer
+from dashboard.sse_buffers import JobBuffer, JobsBuffer
 
 
 async def drain(buffer: JobBuffer | JobsBuffer) -> list[tuple[str, dict[str, object]]]:
