@@ -308,7 +308,7 @@ async def test_viewers_of_one_job_share_one_stream_and_a_late_one_starts_from_no
                         return seen
                 raise AssertionError(f"the stream ended before {wanted}: {seen}")
 
-            assert [n for n, _ in await until(first, "progress")][0] == "snapshot"
+            assert (await until(first, "progress"))[0][0] == "snapshot"
             assert len(feeds) == 1
             late = other.events(f"/api/jobs/{job['id']}/events")
             name, snapshot = await anext(late)
