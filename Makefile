@@ -27,7 +27,14 @@ PROTO_RELEASE := releases/0.1.0/protos
 LOCAL_PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-pg helm node-deps lint format proto proto-check migrate bench bench-quick soak loadtest clean
+# The dashboard's front end (dashboard/web, Next.js): its static export is built into
+# dashboard/static (not committed; the wheel ships it), rebuilt only when a source changed.
+WEB := dashboard/web
+WEB_SOURCES := $(shell find $(WEB)/app $(WEB)/lib -type f 2>/dev/null) $(WEB)/package.json $(WEB)/package-lock.json $(WEB)/next.config.ts $(WEB)/tsconfig.json
+WEB_STAMP := dashboard/static/.built
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: help install run test test-unit test-pg helm node-deps lint format proto proto-check migrate bench bench-quick soak loadtest clean dashboard browser test-browser
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -78,10 +85,32 @@ promtool: ## Install promtool (Debian's prometheus package) for tests/deploy, un
 	{ $$sudo apt-get update -qq >/dev/null && $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 	echo "promtool: apt-get could not install prometheus; tests/deploy will fail until promtool is on PATH"
 
-run: $(STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler
+
+run: $(STAMP) $(WEB_STAMP) ## Start embedded PostgreSQL (unless DATABASE_URL is set), migrate, run the scheduler, an executor and the dashboard
 	$(BIN)/jobsched dev
 
-test: lint proto-check $(HELM) promtool $(NODE_STAMP) ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --silent --no-audit --no-fund
+	touch $@
+
+$(WEB_STAMP): $(WEB)/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd $(WEB) && NEXT_TELEMETRY_DISABLED=1 npx next build
+	rm -rf dashboard/static && cp -r $(WEB)/out dashboard/static
+	@$(PYTHON) -c 'import gzip, pathlib, re, sys; html = pathlib.Path("dashboard/static/jobs/index.html").read_text(); files = sorted(set(re.findall(r"/_next/static/[^\"]+?\.js", html))); total = sum(len(gzip.compress(pathlib.Path("dashboard/static" + f).read_bytes())) for f in files); print(f"dashboard: first-load JavaScript of the jobs page: {total / 1000:.1f} kB gzipped ({len(files)} files)")'
+	touch $@
+
+dashboard: $(WEB_STAMP) ## Build the dashboard's front end (npm ci, next build) into dashboard/static
+
+$(CHROMIUM):
+	@echo "make browser: installing Debian's chromium for the browser tests (apt-get)"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: $(CHROMIUM) ## Install Debian's chromium (apt-get) for the browser tests; never a browser download
+
+test-browser: $(STAMP) $(WEB_STAMP) $(CHROMIUM) ## Run the dashboard's real-browser tests (tests/browser)
+	$(BIN)/pytest tests/browser
+
+test: lint proto-check $(HELM) promtool $(NODE_STAMP) $(WEB_STAMP) $(CHROMIUM) ## Lint, check the stubs, run the whole test suite (and again on local PG 15 if up)
 	$(BIN)/pytest
 	@$(MAKE) --no-print-directory test-pg
 
@@ -152,4 +181,4 @@ bench-quick: $(STAMP) ## A one-minute smoke run of the benchmarks (also recorded
 
 clean: ## Remove the virtualenv, tools and caches (keeps the dev database in .jobsched/)
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
-	rm -rf $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist $(NODE_EXAMPLE)/node_modules
+	rm -rf $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist $(NODE_EXAMPLE)/node_modules $(WEB)/node_modules $(WEB)/.next $(WEB)/out dashboard/static

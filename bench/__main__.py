@@ -7,6 +7,7 @@ their own processes:
  2. submit throughput: SubmitJobs in batches, SubmitJob from concurrent callers;
  3. enqueue-to-start latency at a steady rate (an in-process executor times its handler);
  4. progress latency, executor report to WatchJob subscriber, with 1 and with many subscribers;
+    and through the dashboard's SSE bridge to 1 and 200 viewers, with the dashboard's memory;
  5. the read path at scale: GetJobStatus, ListActiveJobs and GetJobHistory pages (first and deep,
     under each filter) on a million jobs, and the same pages with OFFSET;
  6. database cost: commits per job at saturation (in 1), statements per second of an idle replica;
@@ -42,6 +43,7 @@ from bench.artifacts import measure_artifacts
 from bench.auth_overhead import measure_auth_overhead
 from bench.command_jobs import measure_command_overhead
 from bench.console import progress
+from bench.dashboard_sse import measure_dashboard_progress
 from bench.latency import measure_start_latency
 from bench.memory import measure_memory
 from bench.pgqueuer_peer import measure_pgqueuer
@@ -90,6 +92,10 @@ async def _progress(c: Context) -> None:
     c.notes.extend(await measure_progress_latency(c.database.url, c.conn, c.sizes, c.figures))
 
 
+async def _dashboard_sse(c: Context) -> None:
+    c.notes.extend(await measure_dashboard_progress(c.database.url, c.conn, c.sizes, c.figures))
+
+
 async def _memory(c: Context) -> None:
     c.notes.extend(await measure_memory(c.database.url, c.conn, c.sizes, c.figures))
 
@@ -126,6 +132,7 @@ MEASUREMENTS: dict[str, Measurement] = {
     "submit": _submits,
     "start-latency": _start_latency,
     "progress": _progress,
+    "dashboard-sse": _dashboard_sse,
     "statements": _statements,
     "memory": _memory,
     "artifacts": _artifacts,

@@ -293,10 +293,15 @@ async def measure_read_path(
             for listing in LISTINGS
             for f in listing_filters(listing.terminal)
         }
+        # Imported here: bench.dashboard_jobs imports this module's helpers.
+        from bench.dashboard_jobs import measure_dashboard_jobs
+
+        dashboard_note = await measure_dashboard_jobs(scheduler.address, conn, sizes, figures)
     states = ", ".join(f"{r['state']} {r['n']:,}" for r in counts)
     return [
         f"Read-path data set: {sizes.scale_jobs:,} jobs in tenant `{SCALE_TENANT}` ({states}; "
         f"jobs table with indexes {size_mb:,.0f} MB; no job_events rows: these reads never touch "
         "them), loaded with INSERT ... SELECT FROM generate_series, then VACUUM ANALYZE. "
-        f"Deep pages: {' / '.join(sorted(tokens))}; each checked against SQL (same first row)"
+        f"Deep pages: {' / '.join(sorted(tokens))}; each checked against SQL (same first row)",
+        dashboard_note,
     ]

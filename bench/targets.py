@@ -18,6 +18,10 @@ PROGRESS_P99_1000_SUBSCRIBERS_MS = at_most(50)
 # Read path at 1M jobs ("flat with depth": the deep page's p95 bound is the same).
 STATUS_P99_MS = at_most(2)
 LIST_PAGE_P95_MS = at_most(10)
+# The dashboard's jobs page API at 1M jobs, first and deep pages (issue 18).
+DASHBOARD_JOBS_P95_MS = at_most(20)
+# Progress report to a browser's event stream through the dashboard (issue 18).
+DASHBOARD_SSE_P99_MS = at_most(100)
 # Database cost.
 COMMITS_PER_JOB = at_most(0.05)
 IDLE_STATEMENTS_PER_S = at_most(2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -68,17 +69,51 @@ async def serve(url: str, settings: ServerSettings, *, dev: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_tls)  # new certificates
     dev_executor: Any = None
+    dev_dashboard: Any = None
     try:
         address = await server.start()
         if dev:
             dev_executor = await start_dev_executor(address)
             print(dev_banner(address, url), flush=True)
+            dev_dashboard = await start_dev_dashboard(address)
         await stop.wait()
     finally:
+        if dev_dashboard is not None:
+            await dev_dashboard.stop()
         if dev_executor is not None:
             await dev_executor.stop(grace=5.0)
         await server.stop()
         await db.dispose()
+
+
+DASHBOARD_ENV = "JOBSCHED_DASHBOARD_LISTEN"
+
+
+async def start_dev_dashboard(address: str) -> Any:
+    """`jobsched dev` serves the dashboard next to the scheduler (on 127.0.0.1:8080, or
+    $JOBSCHED_DASHBOARD_LISTEN; "off" for none), when its extra is installed; None otherwise."""
+    listen = os.environ.get(DASHBOARD_ENV, "127.0.0.1:8080").strip()
+    if listen.lower() == "off":
+        return None
+    try:
+        from dashboard.flags import DashboardSettings, host_port
+        from dashboard.serving import DashboardServer
+    except ModuleNotFoundError as exc:
+        print(f"no dashboard: {exc} (pip install 'jobsched[dashboard]')", flush=True)
+        return None
+    try:
+        host, port = host_port(listen)
+    except argparse.ArgumentTypeError as exc:
+        print(f"no dashboard: {DASHBOARD_ENV}: {exc}", flush=True)
+        return None
+    dashboard = DashboardServer(DashboardSettings(schedulers=(address,)), host, port)
+    try:
+        url = await dashboard.start()
+    except OSError as exc:
+        print(f"no dashboard: cannot listen on {listen}: {exc.strerror} (set {DASHBOARD_ENV})")
+        return None
+    print(f"\nThe dashboard: {url}/", flush=True)
+    return dashboard
 
 
 async def start_dev_executor(address: str) -> Any:

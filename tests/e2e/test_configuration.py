@@ -188,5 +188,5 @@ def test_config_show_refuses_a_program_it_does_not_know() -> None:
     assert shown.returncode == 2
     assert shown.stdout == ""
     assert shown.stderr.strip() == (
-        "jobsched: config show: no program 'schedular' (one of scheduler, executor, client)"
+        "jobsched: config show: no program 'schedular' (one of scheduler, executor, dashboard, client)"
     )

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ START_TIMEOUT = 60.0
 class DevProcess:
     def __init__(self, data_dir: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        # The dashboard next to it on a free port (8080 may be taken on a shared machine).
+        env["JOBSCHED_DASHBOARD_LISTEN"] = "127.0.0.1:0"
         self.proc = subprocess.Popen(
             [JOBSCHED, "dev", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
             stdout=subprocess.PIPE,
@@ -74,6 +77,28 @@ class DevProcess:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "dev"
+
+
+@pytest.mark.timeout(120)
+def test_dev_serves_the_dashboard_next_to_the_scheduler_and_prints_its_url(
+    data_dir: Path,
+) -> None:
+    dev = DevProcess(data_dir)
+    try:
+        assert dev.proc.stdout is not None
+        url = ""
+        while not url:
+            line = dev.proc.stdout.readline()
+            assert line, "jobsched dev ended without a dashboard:\n" + dev.read_rest()
+            dev.output.append(line)
+            if line.startswith("The dashboard: "):
+                url = line.removeprefix("The dashboard: ").strip()
+        with urllib.request.urlopen(url + "api/session", timeout=10) as answer:
+            session = json.loads(answer.read())
+        assert session["auth_required"] is False
+        assert "jobs.submit" in session["permissions"]
+    finally:
+        assert dev.stop() == 0
 
 
 @pytest.mark.timeout(180)

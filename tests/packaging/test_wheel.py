@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -26,7 +27,15 @@ from tests.faults.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # What deploy/Dockerfile copies into its build stage.
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "services", "scheduler", "executor")
+SOURCES = (
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "services",
+    "scheduler",
+    "executor",
+    "dashboard",
+)
 SERVER_ONLY = ("sqlalchemy", "asyncpg", "alembic")
 
 pytestmark = pytest.mark.timeout(600)
@@ -56,7 +65,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(
-                source, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                source,
+                context / name,
+                ignore=shutil.ignore_patterns(
+                    "__pycache__", "*.pyc", "node_modules", ".next", "out"
+                ),
             )
         else:
             shutil.copy2(source, context / name)
@@ -279,3 +292,30 @@ def test_the_wheel_carries_its_migrations_types_and_license(wheel: Path) -> None
     versions = {p.name for p in (REPO / "scheduler/migrations/versions").glob("*.py")}
     assert {n.rsplit("/", 1)[1] for n in names if "/migrations/versions/" in n} == versions
     assert not [n for n in names if n.startswith(("tests/", "bench/"))]
+
+
+def test_the_wheel_carries_the_dashboard_and_its_front_end(
+    wheel: Path, client_bin: Path, elsewhere: Path
+) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "dashboard/app.py" in names
+    assert "dashboard/static/index.html" in names, (
+        "the wheel has no dashboard front end: `make dashboard` builds it into dashboard/static "
+        "(make test does it first)"
+    )
+    assert "dashboard/static/jobs/detail/index.html" in names
+    assert any(n.startswith("dashboard/static/_next/static/") and n.endswith(".js") for n in names)
+    assert not [n for n in names if "node_modules" in n or n.startswith("dashboard/web/")]
+    # Without the dashboard extra, the command says which one to install.
+    refused = subprocess.run(
+        [client_bin / "jobsched", "dashboard"],
+        cwd=elsewhere,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("jobsched: jobsched dashboard needs the dashboard extra")
+    assert line.endswith("pip install 'jobsched[dashboard]'")

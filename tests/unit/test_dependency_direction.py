@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CLIENT_SIDE = {"jobsched": REPO / "services" / "jobsched", "executor": REPO / "executor"}
+CLIENT_SIDE = {
+    "jobsched": REPO / "services" / "jobsched",
+    "executor": REPO / "executor",
+    "dashboard": REPO / "dashboard",
+}
 SERVER_ONLY = ("scheduler", "sqlalchemy", "asyncpg", "alembic", "croniter", "grpc_reflection")
 
 

@@ -6,6 +6,7 @@
     dev [ARGS...]        a scheduler and an executor for local development (`make run`)
     migrate [ARGS...]    apply the database migrations and exit
     executor [ARGS...]   run an executor (`python -m executor`; --scheduler ADDR, --capacity N)
+    dashboard [ARGS...]  the web UI (`python -m dashboard`; --listen, --scheduler ADDR[,ADDR])
     submit --type T      submit a job; prints its id (the job with --json); --after ID
                          (repeatable): run it once that job has succeeded
     status ID            show a job and its dependencies (--events: with its history)
@@ -179,11 +180,11 @@ def _dispatch(args: argparse.Namespace, resolved: Resolved) -> int:
         argv = [*args.scheduler_argv, *args.scheduler_args]
         if args.config is not None:  # `jobsched --config FILE scheduler`: the file is for both
             argv = ["--config", args.config, *argv]
-        return (
-            services.run_executor(argv)
-            if args.service == "executor"
-            else services.run_scheduler(argv, args.command)
-        )
+        if args.service == "executor":
+            return services.run_executor(argv)
+        if args.service == "dashboard":
+            return services.run_dashboard(argv)
+        return services.run_scheduler(argv, args.command)
     if hasattr(args, "local"):  # a command that needs no scheduler (config show)
         code: int = args.local(args, resolved)
         return code

@@ -22,7 +22,7 @@ from jobsched.cli.exits import EXIT_BAD_INPUT, EXIT_ERROR
 from jobsched.cli.services import SERVER_EXTRA_HINT
 from jobsched.config import CONFIG_ENV, Program, Resolved, redact
 
-SECTIONS = ("scheduler", "executor", "client")
+SECTIONS = ("scheduler", "executor", "dashboard", "client")
 # Options that are not settings: what a command line does once, not how a program runs.
 NOT_SETTINGS = {"migrate_only", "dev"}
 

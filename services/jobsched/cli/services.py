@@ -1,5 +1,5 @@
-"""The server commands: `jobsched scheduler`, `dev`, `migrate` and `executor` hand their arguments
-to the service's own command line.
+"""The server commands: `jobsched scheduler`, `dev`, `migrate`, `executor` and `dashboard` hand
+their arguments to the service's own command line.
 
 Neither service is imported from here: their commands come from the `jobsched.commands` entry
 point group (pyproject.toml), so that the client package imports neither the scheduler nor the
@@ -16,8 +16,9 @@ from typing import Any
 from jobsched.cli.exits import EXIT_ERROR
 
 SERVER_EXTRA_HINT = "pip install 'jobsched[server]'"
-# The jobsched.commands entry points that need the server extra (the executor's does not).
+# The jobsched.commands entry points that need an extra (the executor's needs none), by extra.
 SERVER_COMMANDS = frozenset({"scheduler", "keys-bootstrap"})
+EXTRA_COMMANDS = {"dashboard": "dashboard"}
 
 
 def run_executor(argv: list[str]) -> int:
@@ -33,8 +34,8 @@ def run_executor(argv: list[str]) -> int:
 def server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
     """The entry point's function, or why it cannot be loaded (one line naming the command the
     user `typed`)."""
-    server = name in SERVER_COMMANDS
-    hint = SERVER_EXTRA_HINT if server else "reinstall jobsched"
+    extra_name = "server" if name in SERVER_COMMANDS else EXTRA_COMMANDS.get(name)
+    hint = f"pip install 'jobsched[{extra_name}]'" if extra_name else "reinstall jobsched"
     points = metadata.entry_points(group="jobsched.commands", name=name)
     if not points:
         return f"jobsched {typed} is not installed: {hint}"
@@ -42,9 +43,18 @@ def server_command(name: str, typed: str) -> Callable[[list[str]], int] | str:
     try:
         command: Callable[[list[str]], int] = point.load()
     except ModuleNotFoundError as exc:
-        extra = "the server extra" if server else "a module that is missing"
+        extra = f"the {extra_name} extra" if extra_name else "a module that is missing"
         return f"jobsched {typed} needs {extra} (no module {exc.name!r}): {hint}"
     return command
+
+
+def run_dashboard(argv: list[str]) -> int:
+    """`jobsched dashboard ARGS`: the web UI (`python -m dashboard`), a client of the schedulers."""
+    command = server_command("dashboard", "dashboard")
+    if isinstance(command, str):
+        print(f"jobsched: {command}", file=sys.stderr)
+        return EXIT_ERROR
+    return exit_code(command, argv)
 
 
 def run_scheduler(argv: list[str], typed: str = "scheduler") -> int:
@@ -81,6 +91,12 @@ def add_commands(commands: Any) -> None:
         ("dev", "scheduler", ["--dev"], "run a scheduler and an executor for local development"),
         ("migrate", "scheduler", ["--migrate-only"], "apply the database migrations and exit"),
         ("executor", "executor", [], "run an executor (arguments go to `python -m executor`)"),
+        (
+            "dashboard",
+            "dashboard",
+            [],
+            "run the web dashboard (arguments go to `python -m dashboard`)",
+        ),
     ):
         server = commands.add_parser(
             name, help=text, description=text, add_help=False, prefix_chars="+"

@@ -1,0 +1,479 @@
+"""The JSON API the front end calls, under /api. Each route is one or two calls of the public
+gRPC API with the session's credential; scheduler errors pass through `problems.from_error`.
+
+    GET    /api/session                        who is signed in, what they may do, the CSRF token
+    POST   /api/session                        sign in {api_key, tenant?}
+    DELETE /api/session                        sign out
+    POST   /api/session/tenant                 {tenant}: act for another tenant of the key
+    GET    /api/jobs?state=&queue=&type=&cursor=&page_size=   one page, next_cursor
+    POST   /api/jobs                           submit {type, queue?, priority?, payload?}
+    GET    /api/jobs/{id}                      job, events, attempts, dependencies, log tail
+    POST   /api/jobs/{id}/cancel | /retry      the action; the job after it
+    POST   /api/jobs/{id}/priority             {priority}
+    DELETE /api/jobs/{id}
+    GET    /api/queues                         queues with their statistics
+    POST   /api/queues/{name}/pause | /resume
+    GET    /api/schedules                      cron schedules with their next fire times
+    POST   /api/schedules/{id}/pause | /resume | /trigger
+    POST   /api/dead-letters/retry             {queue?, type?}: retry DEAD jobs in bulk
+    GET    /api/overview                       active jobs per state, queues, cluster if allowed
+    GET    /api/cluster                        replicas, leader, executors (admin keys)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dashboard import capabilities, serialize
+from dashboard.flags import DashboardSettings
+from dashboard.problems import from_error, problem
+from dashboard.session import Session, Sessions, csrf_problem
+from jobsched.async_client import AsyncClient
+from jobsched.errors import JobschedError, UnauthenticatedError
+
+ACTIVE = ("WAITING", "SCHEDULED", "QUEUED", "RUNNING")
+TERMINAL = ("SUCCEEDED", "DEAD", "CANCELLED")
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+LOG_TAIL = 200
+MAX_BODY = 1 << 20  # a payload is at most 1 MiB at the scheduler too
+
+Handler = Callable[[Request, Session, AsyncClient], Awaitable[Response]]
+
+
+def sessions_of(request: Request) -> Sessions:
+    value: Sessions = request.app.state.sessions
+    return value
+
+
+def settings_of(request: Request) -> DashboardSettings:
+    value: DashboardSettings = request.app.state.settings
+    return value
+
+
+def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """The session, CSRF check and error translation every route shares."""
+
+    async def route(request: Request) -> Response:
+        session = await sessions_of(request).get(request)
+        refused = csrf_problem(request, session)
+        if refused is not None:
+            return problem(403, refused, reason="CSRF_CHECK_FAILED")
+        if session is None:
+            return problem(401, "no session: load the dashboard first", reason="NO_SESSION")
+        try:
+            return await handler(request, session, session.client(settings_of(request)))
+        except JobschedError as err:
+            return from_error(err)
+
+    return route
+
+
+async def _body(request: Request) -> dict[str, Any] | Response:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        return problem(413, f"the request body is over {MAX_BODY} bytes", reason="TOO_LARGE")
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return problem(400, "the request body is not JSON", reason="INVALID_ARGUMENT")
+    if not isinstance(value, dict):
+        return problem(400, "the request body must be a JSON object", reason="INVALID_ARGUMENT")
+    return value
+
+
+# -- session -------------------------------------------------------------------------------
+
+
+def _session_view(session: Session, auth_required: bool) -> dict[str, Any]:
+    return {
+        "signed_in": session.token is not None,
+        "auth_required": auth_required,
+        "tenant": session.tenant,
+        "permissions": sorted(session.permissions),
+        "csrf_token": session.csrf,
+    }
+
+
+async def get_session(request: Request) -> Response:
+    sessions = sessions_of(request)
+    session = await sessions.get(request)
+    fresh = session is None
+    if session is None:
+        session = await sessions.create()
+    auth_required = False
+    if session.token is None:
+        try:
+            session.permissions = await capabilities.permissions(
+                session.client(settings_of(request))
+            )
+        except UnauthenticatedError:
+            auth_required = True
+            session.permissions = frozenset()
+        except JobschedError as err:
+            response: Response = from_error(err)
+            if fresh:
+                sessions.set_cookie(response, session)
+            return response
+    response = JSONResponse(_session_view(session, auth_required or session.token is not None))
+    if fresh:
+        sessions.set_cookie(response, session)
+    return response
+
+
+async def sign_in(request: Request) -> Response:
+    sessions = sessions_of(request)
+    session = await sessions.get(request)
+    refused = csrf_problem(request, session)
+    if refused is not None or session is None:
+        return problem(403, refused or "no session", reason="CSRF_CHECK_FAILED")
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    key = str(body.get("api_key") or "").strip()
+    tenant = str(body.get("tenant") or "").strip() or None
+    if not key:
+        return problem(
+            400,
+            "an API key is needed",
+            reason="INVALID_ARGUMENT",
+            field_violations=[{"field": "api_key", "description": "is required"}],
+        )
+    # A new session for the signed-in user (the old id may have been seen before sign-in).
+    await sessions.end(session)
+    fresh = await sessions.create()
+    fresh.token, fresh.tenant = key, tenant
+    try:
+        fresh.permissions = await capabilities.permissions(fresh.client(settings_of(request)))
+    except JobschedError as err:
+        await sessions.end(fresh)
+        anonymous = await sessions.create()
+        response = from_error(err)
+        sessions.set_cookie(response, anonymous)
+        return response
+    response = JSONResponse(_session_view(fresh, True))
+    sessions.set_cookie(response, fresh)
+    return response
+
+
+async def switch_tenant(request: Request, session: Session, client: AsyncClient) -> Response:
+    """The same key acting for another of its tenants: a new client, its permissions probed
+    again (the scheduler refuses a tenant the key does not have, and nothing changes then)."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    tenant = str(body.get("tenant") or "").strip() or None
+    trial = Session(id="", csrf="", token=session.token, tenant=tenant)
+    try:
+        permissions = await capabilities.permissions(trial.client(settings_of(request)))
+    finally:
+        await trial.close()
+    await session.close()  # its client had the old tenant
+    session.tenant, session.permissions = tenant, permissions
+    return JSONResponse(_session_view(session, session.token is not None))
+
+
+async def sign_out(request: Request) -> Response:
+    sessions = sessions_of(request)
+    session = await sessions.get(request)
+    refused = csrf_problem(request, session)
+    if refused is not None:
+        return problem(403, refused, reason="CSRF_CHECK_FAILED")
+    if session is not None:
+        await sessions.end(session)
+    response = Response(status_code=204)
+    sessions.clear_cookie(response)
+    return response
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def _cursor(phase: str, token: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([phase, token]).encode()).decode()
+
+
+def _read_cursor(value: str) -> tuple[str, str] | None:
+    try:
+        phase, token = json.loads(base64.urlsafe_b64decode(value.encode()))
+    except (ValueError, binascii.Error, TypeError):
+        return None
+    if phase not in {"active", "history"} or not isinstance(token, str):
+        return None
+    return phase, token
+
+
+async def list_jobs(request: Request, session: Session, client: AsyncClient) -> Response:
+    """Active jobs (oldest first), then finished ones (newest first), each through its keyset
+    API; the cursor says which list and carries that list's page token."""
+    query = request.query_params
+    states = [s.strip().upper() for s in query.get("state", "").split(",") if s.strip()]
+    unknown = [s for s in states if s not in ACTIVE + TERMINAL]
+    if unknown:
+        return problem(
+            400,
+            f"{unknown[0]!r} is not a job state",
+            reason="INVALID_ARGUMENT",
+            field_violations=[{"field": "state", "description": f"unknown state {unknown[0]}"}],
+        )
+    try:
+        size = int(query.get("page_size", DEFAULT_PAGE))
+    except ValueError:
+        size = -1
+    if size < 1:
+        return problem(
+            400,
+            "page_size must be a positive number",
+            reason="INVALID_ARGUMENT",
+            field_violations=[{"field": "page_size", "description": "must be 1 or more"}],
+        )
+    size = min(size, MAX_PAGE)
+    active = [s for s in states if s in ACTIVE]
+    terminal = [s for s in states if s in TERMINAL]
+    phases = [
+        p for p, chosen in (("active", active), ("history", terminal)) if chosen or not states
+    ]
+    position = ("", "")
+    if query.get("cursor"):
+        read = _read_cursor(query["cursor"])
+        if read is None or read[0] not in phases:
+            return problem(
+                400,
+                "the cursor is not one this list gave",
+                reason="INVALID_ARGUMENT",
+                field_violations=[{"field": "cursor", "description": "is invalid"}],
+            )
+        position = read
+    phase, token = position if position[0] else (phases[0], "")
+    queue, job_type = query.get("queue") or None, query.get("type") or None
+    if phase == "active":
+        jobs, next_token = await client.raw.list_active_page(
+            queue=queue, type=job_type, states=active, page_size=size, page_token=token
+        )
+    else:
+        jobs, next_token = await client.raw.history_page(
+            queue=queue, type=job_type, states=terminal, page_size=size, page_token=token
+        )
+    cursor = ""
+    if next_token:
+        cursor = _cursor(phase, next_token)
+    elif phase == "active" and "history" in phases:
+        cursor = _cursor("history", "")
+    return JSONResponse({"jobs": [serialize.job_row(j) for j in jobs], "next_cursor": cursor})
+
+
+async def submit_job(request: Request, session: Session, client: AsyncClient) -> Response:
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    violations: list[dict[str, str]] = []
+    spec: dict[str, Any] = {
+        "type": str(body.get("type") or ""),
+        "queue": str(body.get("queue") or ""),
+    }
+    priority = body.get("priority")
+    if priority not in (None, ""):
+        try:
+            spec["priority"] = int(priority)
+        except (TypeError, ValueError):
+            violations.append({"field": "priority", "description": "must be a whole number"})
+    payload = body.get("payload")
+    if isinstance(payload, str) and payload.strip():
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            violations.append({"field": "payload", "description": f"is not JSON: {exc}"})
+        spec["payload"] = payload.strip()
+    elif payload not in (None, ""):
+        spec["payload"] = json.dumps(payload, separators=(",", ":"))
+    if violations:
+        return problem(
+            400, "the job is invalid", reason="INVALID_ARGUMENT", field_violations=violations
+        )
+    result = await client.raw.submit_job(spec)
+    return JSONResponse({"job": serialize.job(result.job)}, status_code=201)
+
+
+async def job_detail(request: Request, session: Session, client: AsyncClient) -> Response:
+    job_id = request.path_params["id"]
+    status = await client.raw.status(job_id, include_events=True)
+    events = list(status.events)
+    lines = [line async for line in client.raw.logs(job_id, status.job.attempt)]
+    return JSONResponse(
+        {
+            "job": serialize.job(status.job),
+            "events": [serialize.event(e) for e in events],
+            "attempts": serialize.attempts(events),
+            "dependencies": [
+                {"id": d.id, "state": serialize.state_name(d.state)} for d in status.dependencies
+            ],
+            "logs": [
+                {"attempt": line.attempt, "line": line.line_number, "text": line.line}
+                for line in lines[-LOG_TAIL:]
+            ],
+        }
+    )
+
+
+async def cancel_job(request: Request, session: Session, client: AsyncClient) -> Response:
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    job = await client.raw.cancel(request.path_params["id"], str(body.get("reason") or ""))
+    return JSONResponse({"job": serialize.job(job)})
+
+
+async def retry_job(request: Request, session: Session, client: AsyncClient) -> Response:
+    job = await client.raw.retry(request.path_params["id"])
+    return JSONResponse({"job": serialize.job(job)})
+
+
+async def delete_job(request: Request, session: Session, client: AsyncClient) -> Response:
+    await client.raw.delete(request.path_params["id"])
+    return Response(status_code=204)
+
+
+async def job_priority(request: Request, session: Session, client: AsyncClient) -> Response:
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    value = body.get("priority")
+    if not isinstance(value, int) or isinstance(value, bool):
+        return problem(
+            400,
+            "priority must be a whole number",
+            reason="INVALID_ARGUMENT",
+            field_violations=[{"field": "priority", "description": "must be a whole number"}],
+        )
+    job, changed = await client.raw.update_priority(request.path_params["id"], value)
+    return JSONResponse({"job": serialize.job(job), "changed": changed})
+
+
+# -- queues, overview, cluster -------------------------------------------------------------
+
+
+async def list_queues(request: Request, session: Session, client: AsyncClient) -> Response:
+    return JSONResponse({"queues": [serialize.queue(q) for q in await client.raw.queues()]})
+
+
+async def pause_queue(request: Request, session: Session, client: AsyncClient) -> Response:
+    queue = await client.raw.pause_queue(request.path_params["name"])
+    return JSONResponse({"queue": serialize.queue(queue)})
+
+
+async def resume_queue(request: Request, session: Session, client: AsyncClient) -> Response:
+    queue = await client.raw.resume_queue(request.path_params["name"])
+    return JSONResponse({"queue": serialize.queue(queue)})
+
+
+async def list_schedules(request: Request, session: Session, client: AsyncClient) -> Response:
+    schedules = [serialize.schedule(s) async for s in client.raw.list_schedules()]
+    return JSONResponse({"schedules": schedules})
+
+
+async def pause_schedule(request: Request, session: Session, client: AsyncClient) -> Response:
+    schedule = await client.raw.pause_schedule(request.path_params["id"])
+    return JSONResponse({"schedule": serialize.schedule(schedule)})
+
+
+async def resume_schedule(request: Request, session: Session, client: AsyncClient) -> Response:
+    schedule = await client.raw.resume_schedule(request.path_params["id"])
+    return JSONResponse({"schedule": serialize.schedule(schedule)})
+
+
+async def trigger_schedule(request: Request, session: Session, client: AsyncClient) -> Response:
+    job, skipped = await client.raw.trigger_schedule(request.path_params["id"])
+    return JSONResponse(
+        {"job": serialize.job(job, full=False) if job is not None else None, "skipped": skipped}
+    )
+
+
+async def retry_dead_letters(request: Request, session: Session, client: AsyncClient) -> Response:
+    """One RetryJobs call (up to the server's limit, 1,000) over the dead-letter queue, by queue
+    and type; `more` says whether another call would retry more."""
+    body = await _body(request)
+    if isinstance(body, Response):
+        return body
+    retried, more = await client.raw.retry_many(
+        queue=str(body.get("queue") or "") or None,
+        type=str(body.get("type") or "") or None,
+        states=["DEAD"],
+    )
+    return JSONResponse({"retried": retried, "more": more})
+
+
+def _cluster(status: Any) -> dict[str, Any]:
+    return {
+        "leader_id": status.leader_id,
+        "epoch": status.epoch,
+        "leader_since": serialize.timestamp(status, "leader_since"),
+        "replicas": [
+            {
+                "id": r.id,
+                "address": r.address,
+                "leader": r.leader,
+                "started_at": serialize.timestamp(r, "start_time"),
+                "last_seen": serialize.timestamp(r, "last_seen_time"),
+                "executors": [
+                    {
+                        "name": e.name,
+                        "capacity": e.capacity,
+                        "running": e.running,
+                        "job_types": list(e.job_types),
+                        "queues": list(e.queues),
+                    }
+                    for e in r.executors
+                ],
+            }
+            for r in status.replicas
+        ],
+    }
+
+
+async def cluster(request: Request, session: Session, client: AsyncClient) -> Response:
+    return JSONResponse(_cluster(await client.raw.cluster_status()))
+
+
+async def overview(request: Request, session: Session, client: AsyncClient) -> Response:
+    queues = [serialize.queue(q) for q in await client.raw.queues()]
+    counts = dict.fromkeys(ACTIVE, 0)
+    for queue in queues:
+        for state, number in queue["jobs_by_state"].items():
+            counts[state] = counts.get(state, 0) + number
+    body: dict[str, Any] = {"jobs_by_state": counts, "queues": queues, "cluster": None}
+    if capabilities.READ_CLUSTER in session.permissions:
+        body["cluster"] = _cluster(await client.raw.cluster_status())
+    return JSONResponse(body)
+
+
+ROUTES = [
+    Route("/api/session", get_session, methods=["GET"]),
+    Route("/api/session", sign_in, methods=["POST"]),
+    Route("/api/session", sign_out, methods=["DELETE"]),
+    Route("/api/session/tenant", endpoint(switch_tenant), methods=["POST"]),
+    Route("/api/jobs", endpoint(list_jobs), methods=["GET"]),
+    Route("/api/jobs", endpoint(submit_job), methods=["POST"]),
+    Route("/api/jobs/{id}", endpoint(job_detail), methods=["GET"]),
+    Route("/api/jobs/{id}", endpoint(delete_job), methods=["DELETE"]),
+    Route("/api/jobs/{id}/cancel", endpoint(cancel_job), methods=["POST"]),
+    Route("/api/jobs/{id}/retry", endpoint(retry_job), methods=["POST"]),
+    Route("/api/jobs/{id}/priority", endpoint(job_priority), methods=["POST"]),
+    Route("/api/queues", endpoint(list_queues), methods=["GET"]),
+    Route("/api/queues/{name}/pause", endpoint(pause_queue), methods=["POST"]),
+    Route("/api/queues/{name}/resume", endpoint(resume_queue), methods=["POST"]),
+    Route("/api/schedules", endpoint(list_schedules), methods=["GET"]),
+    Route("/api/schedules/{id}/pause", endpoint(pause_schedule), methods=["POST"]),
+    Route("/api/schedules/{id}/resume", endpoint(resume_schedule), methods=["POST"]),
+    Route("/api/schedules/{id}/trigger", endpoint(trigger_schedule), methods=["POST"]),
+    Route("/api/dead-letters/retry", endpoint(retry_dead_letters), methods=["POST"]),
+    Route("/api/overview", endpoint(overview), methods=["GET"]),
+    Route("/api/cluster", endpoint(cluster), methods=["GET"]),
+]
