@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from jobsched.v1 import (
     artifact_service_pb2 as artifacts,
 )
+from jobsched.v1 import audit_service_pb2 as audit
 from jobsched.v1 import (
     auth_service_pb2 as auth,
 )
@@ -324,6 +325,12 @@ PLAUSIBLE: dict[str, Callable[[World], st.SearchStrategy[Any]]] = {
         ttl=st.one_of(st.none(), duration(86_400 * 30)),
     ),
     "/jobsched.v1.AuthService/ListApiKeys": lambda w: page(auth.ListApiKeysRequest),
+    "/jobsched.v1.AuditService/ListAuditEvents": lambda w: page(
+        audit.ListAuditEventsRequest,
+        principal=st.sampled_from(["", "anonymous", "api_key:x"]),
+        action=st.sampled_from(["", "CancelJob"]),
+        target=st.text(max_size=20),
+    ),
     "/jobsched.v1.AuthService/RevokeApiKey": lambda w: st.builds(
         auth.RevokeApiKeyRequest, id=one_of_or_any(w.api_key_ids)
     ),

@@ -6,9 +6,12 @@ a change here) except the bookkeeping that background loops rewrite while nobody
 
 - `leadership`: the elected replica renews its row (renewed_at, and epoch on winning) every
   leader tick;
-- `scheduler_replicas`: each replica records its presence (last_seen) every presence interval.
+- `scheduler_replicas`: each replica records its presence (last_seen) every presence interval;
+- `audit_events`: the audit log records every mutating call whatever its outcome, a refused
+  one included (issue 16: who tried to cancel what, and was told no); that row is the one thing
+  a refused mutation writes, by design (tests/e2e/test_audit.py checks it is exactly one).
 
-Neither is written by any RPC. Everything else stays put between calls because the fuzz server
+The first two are written by no RPC. Everything else stays put between calls because the fuzz server
 runs on a frozen clock with no executor able to claim work (tests/fuzz/conftest.py).
 """
 
@@ -18,7 +21,7 @@ from sqlalchemy import text
 
 from scheduler.store.database import Database
 
-BOOKKEEPING = frozenset({"leadership", "scheduler_replicas"})
+BOOKKEEPING = frozenset({"leadership", "scheduler_replicas", "audit_events"})
 
 
 async def tables(db: Database) -> list[str]:

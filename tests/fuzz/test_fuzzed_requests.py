@@ -54,6 +54,7 @@ def test_every_rpc_has_a_strategy() -> None:
         "JobTypeService",
         "ClusterService",
         "AuthService",
+        "AuditService",
         "ArtifactService",
         "ExecutorService",
     }

@@ -80,7 +80,7 @@ async def test_a_rogue_stream_is_refused_writes_nothing_and_others_keep_running(
             progress = job_pb2.Progress(percent=n % 100, step="rogue")
             rogue.send(progress=pb.ProgressReport(attempt=given, progress=progress))
         rogue.send(log=pb.LogReport(attempt=given, lines=["rogue"] * 100, first_line_number=1))
-        rogue.send(log=pb.LogReport(attempt=stranger, lines=["rogue"]))
+        rogue.send(log=pb.LogReport(attempt=stranger, lines=["rogue"], first_line_number=1))
         # Results for attempts it was never given: every outcome, alone and batched.
         refused = [
             pb.JobResult(attempt=given, result=b"rogue"),
