@@ -518,11 +518,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     watch.wake.clear()
                     changed = woken and watch.take_changed()
                     pause = progress_sent_at + WATCH_PROGRESS_INTERVAL - time.monotonic()
-                    if woken and not changed and pause > 0:
+                    held = woken and not changed and pause > 0
+                    if held:
                         await asyncio.sleep(pause)  # collapse: the latest report, once due
                         watch.wake.clear()
                         changed = watch.take_changed()
-                    if woken and not changed:
+                    # A report held by the pause still goes out, before a change read after it
+                    # (its attempt's last report, sent just before its result, included).
+                    if woken and (not changed or held):
                         # Live progress only: from memory, no read of the store.
                         live = self.hub.live_progress(job_id)
                         if (
@@ -536,8 +539,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                             yield job_service_pb2.WatchJobResponse(
                                 sequence=last_seq, progress=progress_to_proto(live.progress)
                             )
-                        events, lines = [], []
-                        continue
+                        if not changed:
+                            events, lines = [], []
+                            continue
                 job, events, lines = await self.logs.get_with_events_and_lines(
                     tenant, job_id, last_seq, line_cursor, WATCH_LOG_BATCH
                 )
