@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -301,6 +301,45 @@ def wrap_handler(
     return handler
 
 
+# A method handler (generic in the type stubs only, hence a string).
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that rebuilds each served method's handler once, in `wrap` (which
+    returns the handler itself to leave a method alone). grpc.aio hands an interceptor the same
+    handler object for a method on every call (the servicers' are built at start, and every
+    interceptor below keeps its wrapped ones too), so the wrapped handler is kept per method and
+    rebuilt only when the handler changes: no closures or handler objects are made per call.
+    Bounded by the methods served (an unknown method has no handler and is not kept)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        raise NotImplementedError
+
+    def wrapped_methods(self) -> set[str]:
+        """The methods whose handlers this interceptor wrapped so far (not those it left)."""
+        return {m for m, (handler, wrapped) in self._wrapped.items() if wrapped is not handler}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
 def _refuse(request: _Undecodable) -> Callable[[Any, Any], Awaitable[None]]:
     async def refuse(_request: Any, _context: Any) -> None:
         raise request.error()
@@ -339,23 +378,12 @@ class _ErrorMapping:
         return False
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Map errors raised by servicers to canonical codes with ErrorInfo details, and requests
     that do not decode to INVALID_ARGUMENT."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return wrap_handler(
-            handler, handler_call_details.method, _ErrorMapping, check_requests=True
-        )
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return wrap_handler(handler, method, _ErrorMapping, check_requests=True)
 
 
 # --- access log ------------------------------------------------------------------------------
@@ -443,24 +471,16 @@ def _past_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     return remaining is not None and remaining <= 0
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(WrappingInterceptor):
     """Give each RPC a request id and log one structured line for it: method, status code,
     duration, peer and request id; and tell `observe` (the metrics) the same."""
 
     def __init__(self, observe: RpcObserver | None = None) -> None:
+        super().__init__()
         self.observe = observe
 
     def _around(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _AccessLog:
         return _AccessLog(method, context, self.observe)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return wrap_handler(handler, handler_call_details.method, self._around)
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return wrap_handler(handler, method, self._around)

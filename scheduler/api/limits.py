@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import grpc
-
-from scheduler.api.interceptors import wrap_handler
+from scheduler.api.interceptors import Handler, WrappingInterceptor, wrap_handler
 from scheduler.domain.errors import Overloaded
 
 log = logging.getLogger("jobsched.rpc")
@@ -30,7 +28,7 @@ DEFAULT_MAX_STREAMS = 10_000
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class AdmissionLimiter(grpc.aio.ServerInterceptor):
+class AdmissionLimiter(WrappingInterceptor):
     """Bounds the calls in progress (an interceptor inside the ErrorInterceptor, which turns
     the Overloaded it raises into the status)."""
 
@@ -43,6 +41,7 @@ class AdmissionLimiter(grpc.aio.ServerInterceptor):
         log_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.max_unary = max_unary
         self.max_streams = max_streams
         self.retry_after = retry_after
@@ -59,16 +58,8 @@ class AdmissionLimiter(grpc.aio.ServerInterceptor):
     def rejected(self) -> int:
         return self.rejected_unary + self.rejected_streams
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(EXEMPT_PREFIXES):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if method.startswith(EXEMPT_PREFIXES):
             return handler
         streaming = handler.unary_unary is None
         return wrap_handler(handler, method, lambda m, c: _Admission(self, m, streaming))

@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import grpc
 
-from scheduler.api.interceptors import grpc_code, wrap_handler
+from scheduler.api.interceptors import Handler, WrappingInterceptor, grpc_code, wrap_handler
 from scheduler.api.request_ids import current_request_id
 from scheduler.auth.audit_table import AuditRule, action_of, rule_for
 from scheduler.auth.audit_writer import AuditWriter
@@ -154,42 +154,22 @@ class _Refusals:
         return False
 
 
-class AuditInterceptor(grpc.aio.ServerInterceptor):
+class AuditInterceptor(WrappingInterceptor):
     def __init__(
         self, writer: AuditWriter, clock: Callable[[], datetime], *, auth_required: bool
     ) -> None:
+        super().__init__()
         self.writer = writer
         self.clock = clock
         self.auth_required = auth_required
-        # method -> (the servicer's handler, its wrapped handler), as in the AuthInterceptor.
-        self._wrapped: dict[
-            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
-        ] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_public(method):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if is_public(method):
             return handler
         rule = rule_for(method)
         if not rule.always and not self.auth_required:
             return handler  # nothing to record: without authentication nothing is refused
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method, rule)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def wrapped_methods(self) -> set[str]:
-        """The methods whose calls went through this interceptor so far."""
-        return set(self._wrapped)
+        return self._wrap(handler, method, rule)
 
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any], method: str, rule: AuditRule

@@ -11,12 +11,11 @@ so a refused call writes nothing but its audit event (the AuditInterceptor, just
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from scheduler.api.interceptors import wrap_handler
+from scheduler.api.interceptors import Handler, WrappingInterceptor, wrap_handler
 from scheduler.auth.credentials import Authenticator
 from scheduler.auth.identity import set_principal
 from scheduler.auth.permissions import RPC_PERMISSIONS, is_public
@@ -48,36 +47,18 @@ class _Authorize:
         return False
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
+        super().__init__()
         self.authenticator = authenticator
-        # method -> (the servicer's handler, its wrapped handler): the servicers' handlers
-        # are the same objects on every call, so they are wrapped once, not per call. Bounded
-        # by the methods served (an unknown method has no handler and is not wrapped).
-        self._wrapped: dict[
-            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
-        ] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_public(method):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if is_public(method):
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
         permission = RPC_PERMISSIONS.get(method)
         authenticator = self.authenticator
 
         def around(_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _Authorize:
             return _Authorize(authenticator, permission, context)
 
-        wrapped = wrap_handler(handler, method, around)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return wrap_handler(handler, method, around)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from scheduler.api.interceptors import wrap_handler
+from scheduler.api.interceptors import Handler, WrappingInterceptor, wrap_handler
 from scheduler.auth.api_keys import ApiKeyAuthenticator
 from scheduler.auth.credentials import authorization_of
 from scheduler.auth.identity import current_principal, requested_tenant
@@ -88,7 +88,7 @@ def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> _Caller:
     return _Caller(f"{principal.kind}:{principal.id}", principal.role.value, tenant)
 
 
-class RateLimiter(grpc.aio.ServerInterceptor):
+class RateLimiter(WrappingInterceptor):
     def __init__(
         self,
         policy: RateLimitPolicy | None = None,
@@ -97,6 +97,7 @@ class RateLimiter(grpc.aio.ServerInterceptor):
         max_buckets: int = DEFAULT_MAX_BUCKETS,
         log_interval: float = 10.0,
     ) -> None:
+        super().__init__()
         self.policy = policy or RateLimitPolicy()
         self.clock = clock
         self.buckets = BucketTable(max_buckets)
@@ -107,16 +108,8 @@ class RateLimiter(grpc.aio.ServerInterceptor):
         self._logged_at: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_public(method):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if is_public(method):
             return handler
         streaming = handler.unary_unary is None
         return wrap_handler(handler, method, lambda m, c: _Limited(self, m, c, streaming))
@@ -213,25 +206,18 @@ class _Limited:
         return False
 
 
-class FailedAuthGate(grpc.aio.ServerInterceptor):
+class FailedAuthGate(WrappingInterceptor):
     """Refuses calls from a host that failed authentication too often (see the module
     docstring); shares the RateLimiter's table, policy and clock."""
 
     def __init__(self, limiter: RateLimiter, authenticator: ApiKeyAuthenticator) -> None:
+        super().__init__()
         self.limiter = limiter
         self.authenticator = authenticator
         self.refused = 0
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_public(method):
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if is_public(method):
             return handler
         return wrap_handler(handler, method, lambda m, c: _Gated(self, m, c))
 

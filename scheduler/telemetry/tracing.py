@@ -21,7 +21,6 @@ does, including the access-log line (trace_id, span_id), and its code is the acc
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -36,7 +35,7 @@ from jobsched.tracing import (
     current_traceparent,
     valid_traceparent,
 )
-from scheduler.api.interceptors import call_code, wrap_handler
+from scheduler.api.interceptors import Handler, WrappingInterceptor, call_code, wrap_handler
 
 
 def incoming_trace_context(
@@ -97,24 +96,16 @@ class _ServerSpan:
         return False
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):
+class TracingInterceptor(WrappingInterceptor):
     """A SERVER span per RPC, continuing the caller's traceparent, current while the call runs
     (the outermost interceptor: the access-log line is written inside it)."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__()
         self.tracer = tracer
 
     def _around(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> _ServerSpan:
         return _ServerSpan(self.tracer, method, context)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return wrap_handler(handler, handler_call_details.method, self._around)
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        return wrap_handler(handler, method, self._around)
