@@ -373,7 +373,7 @@ class SchedulerServer:
         # Rate limits (scheduler/auth/rate_limits.py): inside the authentication, per principal
         # (with auth off, per peer); failed authentications per peer, outside it.
         self.rate_limiter = RateLimiter(settings.rate_limits)
-        gate = [FailedAuthGate(self.rate_limiter, self.authenticator)] if auth else []
+        gate = [FailedAuthGate(self.rate_limiter, self.credentials)] if auth else []
         self.metrics: SchedulerMetrics | None = None
         if settings.metrics_listen is not None or metrics_pushed():
             from scheduler.telemetry.metrics import SchedulerMetrics

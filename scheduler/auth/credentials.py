@@ -81,6 +81,17 @@ class CredentialAuthenticator:
         if self.jwt is not None:
             await self.jwt.keys.stop()
 
+    def verified_recently(self, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+        """Whether the call's bearer credential, an API key or a JWT, was verified lately (no
+        query, no I/O: a hint for the failed-authentication gate, never a grant)."""
+        try:
+            token = bearer_token(authorization_of(context))
+        except Unauthenticated:
+            return False
+        if self.jwt is not None and not token.startswith(KEY_PREFIX):
+            return self.jwt.verified_recently(token)
+        return self.api_keys.verified_recently(token)
+
     async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         authorization = authorization_of(context)
         if authorization is None and self.certificates is not None:

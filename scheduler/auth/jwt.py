@@ -128,6 +128,12 @@ class JwtAuthenticator:
         """Empty the cache (the key set changed)."""
         self._cache.clear()
 
+    def verified_recently(self, token: str) -> bool:
+        """Whether `token` is in the cache of verified tokens and not yet expired (a hint for
+        the failed-authentication gate, never a grant)."""
+        verified = self._cache.get(token)
+        return verified is not None and verified.expires_at + self.settings.leeway > self.clock()
+
     async def authenticate(
         self, token: str, requested_tenant: Callable[[], str | None]
     ) -> Principal:

@@ -29,11 +29,9 @@ from typing import Any
 import grpc
 
 from scheduler.api.interceptors import Handler, WrappingInterceptor, wrap_handler
-from scheduler.auth.api_keys import ApiKeyAuthenticator
-from scheduler.auth.credentials import authorization_of
+from scheduler.auth.credentials import CredentialAuthenticator
 from scheduler.auth.identity import current_principal, requested_tenant
 from scheduler.auth.permissions import is_public
-from scheduler.domain.auth import bearer_token
 from scheduler.domain.errors import (
     InvalidArgument,
     RateLimited,
@@ -210,7 +208,7 @@ class FailedAuthGate(WrappingInterceptor):
     """Refuses calls from a host that failed authentication too often (see the module
     docstring); shares the RateLimiter's table, policy and clock."""
 
-    def __init__(self, limiter: RateLimiter, authenticator: ApiKeyAuthenticator) -> None:
+    def __init__(self, limiter: RateLimiter, authenticator: CredentialAuthenticator) -> None:
         super().__init__()
         self.limiter = limiter
         self.authenticator = authenticator
@@ -222,10 +220,7 @@ class FailedAuthGate(WrappingInterceptor):
         return wrap_handler(handler, method, lambda m, c: _Gated(self, m, c))
 
     def _known_good(self, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
-        try:
-            return self.authenticator.verified_recently(bearer_token(authorization_of(context)))
-        except Unauthenticated:
-            return False
+        return self.authenticator.verified_recently(context)
 
 
 class _Gated:

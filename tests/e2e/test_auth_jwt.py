@@ -328,3 +328,27 @@ async def test_an_executor_stream_ends_when_its_token_expires(db: Database, tmp_
             assert session.ended.reason == "CREDENTIAL_EXPIRED"
         finally:
             await executor.stop(1.0)
+
+
+async def test_a_recently_verified_token_passes_the_failed_authentication_gate(
+    db: Database, tmp_path: Path
+) -> None:
+    """The gate refuses a host that failed authentication too often before any check, except
+    for a credential verified lately: a JWT as well as an API key."""
+    jwks = write_jwks(tmp_path / "jwks.json", KEY)
+    policy = RateLimitPolicy.parse(["unauthenticated=0.1/3"])  # the next token 10 s away
+    async with serving(db, auth="required", jwt=settings(str(jwks)), rate_limits=policy) as server:
+        good = KEY.token(["default:viewer"])
+        async with client(server, good) as c:
+            with pytest.raises(JobNotFoundError):
+                await c.status(UNUSED_JOB)  # verified, and cached
+        refused = [await submit_raw(server, OTHER.token(["default:viewer"])) for _ in range(4)]
+        assert [e.code() for e in refused] == [grpc.StatusCode.UNAUTHENTICATED] * 3 + [
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        ]
+        # An unverified token from this host is now refused at the gate, the verified one not.
+        fresh = await submit_raw(server, KEY.token(["default:submitter"]))
+        assert fresh.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        async with client(server, good) as c:
+            with pytest.raises(JobNotFoundError):
+                await c.status(UNUSED_JOB)
