@@ -8,11 +8,9 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from jobsched.client import JobschedClient
@@ -33,16 +31,6 @@ from tests.faults.harness import (
     wait_health,
 )
 from tests.helpers import assert_eventually
-
-
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    running = Cluster(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-        print(running.logs())  # shown when the test failed
 
 
 async def the_leader(schedulers: list[Scheduler], within: float = 10.0) -> tuple[Scheduler, int]:

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from jobsched.client import JobschedClient
 from jobsched.v1 import job_pb2
@@ -23,16 +19,6 @@ TIMEOUT = 4 * HEARTBEAT  # the default heartbeat timeout
 PRESENCE = 0.3
 # The frozen session ends within the timeout plus a presence report and a loaded machine's lag.
 SESSION_BOUND = TIMEOUT + 2 * PRESENCE + 2.0
-
-
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    running = Cluster(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-        print(running.logs())  # shown when the test failed
 
 
 async def executors_of(address: str) -> set[str]:

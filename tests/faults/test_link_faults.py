@@ -5,7 +5,6 @@ real scheduler process: a black hole, a proxy that closes idle connections, a sl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,16 +17,6 @@ from tests.faults.invariants import Observed, assert_invariants
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    running = Cluster(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-        print(running.logs())  # shown when the test failed
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ results they kept are recorded; nothing runs twice."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -27,16 +26,6 @@ async def proxy(database_url: str) -> AsyncIterator[CuttableProxy]:
     await running.start()
     yield running
     await running.cut()
-
-
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    running = Cluster(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-        print(running.logs())  # shown when the test failed
 
 
 async def test_an_outage_longer_than_the_lease_reruns_nothing(

@@ -5,9 +5,7 @@ backoff and while a DAG releases its dependents. Each ends with the invariant ch
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -23,16 +21,6 @@ pytestmark = pytest.mark.timeout(120)
 
 SUCCEEDED = job_pb2.JOB_STATE_SUCCEEDED
 RUNNING = job_pb2.JOB_STATE_RUNNING
-
-
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    running = Cluster(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-        print(running.logs())  # shown when the test failed
 
 
 async def executors_connected(address: str, n: int, within: float = 20) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -25,16 +23,6 @@ pytestmark = pytest.mark.timeout(90)
 
 REPORTS_PER_SECOND = 1_000
 FLOOD_SECONDS = 3.0
-
-
-@pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    running = Cluster(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.close()
-        print(running.logs())  # shown when the test failed
 
 
 async def watch(
