@@ -73,14 +73,16 @@ async def check_invariants(
     stopped and drained, so a RUNNING job must hold a live lease."""
     observed = observed or Observed()
     async with db.read() as conn:
-        jobs = {
-            str(r[0]): (str(r[1]), r[2], r[3], r[4])
-            for r in await conn.execute(
+        rows = (
+            await conn.execute(
                 text(
-                    "SELECT id, state, lease_expires_at, cancel_requested_at, finished_at FROM jobs"
+                    "SELECT id, state, lease_expires_at, cancel_requested_at, finished_at, "
+                    "event_seq FROM jobs"
                 )
             )
-        }
+        ).all()
+        jobs = {str(r[0]): (str(r[1]), r[2], r[3], r[4]) for r in rows}
+        seqs = {str(r[0]): int(r[5]) for r in rows}
         now = (await conn.execute(text("SELECT now()"))).scalar_one()
         events: dict[str, list[_Event]] = defaultdict(list)
         for r in await conn.execute(
@@ -90,7 +92,6 @@ async def check_invariants(
             )
         ):
             events[str(r[0])].append(_Event(r[1], r[2], r[3], r[4], r[5], r[6]))
-        seqs = {str(r[0]): r[1] for r in await conn.execute(text("SELECT id, event_seq FROM jobs"))}
         fires = [
             (str(r[0]), str(r[1]) if r[1] is not None else None)
             for r in await conn.execute(text("SELECT schedule_id, job_id FROM schedule_fires"))
