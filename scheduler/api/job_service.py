@@ -518,15 +518,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     watch.wake.clear()
                     changed = woken and watch.take_changed()
                     pause = progress_sent_at + WATCH_PROGRESS_INTERVAL - time.monotonic()
-                    held = woken and not changed and pause > 0
-                    if held:
+                    if woken and not changed and pause > 0:
                         await asyncio.sleep(pause)  # collapse: the latest report, once due
                         watch.wake.clear()
                         changed = watch.take_changed()
-                    # A report held by the pause still goes out, before a change read after it
-                    # (its attempt's last report, sent just before its result, included).
-                    if woken and (not changed or held):
-                        # Live progress only: from memory, no read of the store.
+                    if woken:
+                        # The latest live report, from memory, then (on a change) the store:
+                        # an attempt's last report, sent just before its result, comes first.
                         live = self.hub.live_progress(job_id)
                         if (
                             live is not None
