@@ -67,6 +67,11 @@ class SubmitGroups:
         self._closed = False
         self.groups_written = 0  # transactions, for tests and the benchmark's notes
 
+    @property
+    def waiting(self) -> int:
+        """Submits waiting for a free writer (for tests and the benchmark's notes)."""
+        return len(self._pending)
+
     async def submit(self, tenant: str, job: NewJob) -> Submitted:
         if job.depends_on or job.depends_on_refs:
             return (await self.store.submit(tenant, [job], fields=FIELDS))[0]

@@ -15,6 +15,7 @@ from scheduler.domain.jobs import NewJob, Submitted
 from scheduler.store.database import Database
 from scheduler.store.jobs import JobStore
 from scheduler.store.submit_groups import SubmitGroups
+from tests.helpers import assert_eventually
 from tests.integration.test_store import counts, new_job, scalar
 
 TENANT = "acme"
@@ -44,6 +45,15 @@ class ObservedStore(JobStore):
         if self.gate is not None:
             await self.gate.wait()
         return await super().submit(tenant, jobs, actor, fields=fields)
+
+
+async def waiting(groups: SubmitGroups, n: int) -> None:
+    """Until `n` submits wait for a writer (the tasks that make them have run)."""
+
+    async def joined() -> None:
+        assert groups.waiting == n
+
+    await assert_eventually(joined, within=5, interval=0.001)
 
 
 @pytest.fixture
@@ -110,7 +120,7 @@ async def test_a_reused_key_fails_only_its_own_caller(db: Database, store: Obser
         asyncio.create_task(groups.submit(TENANT, new_job(NOW, payload=f"o{i}".encode())))
         for i in range(10)
     ]
-    await asyncio.sleep(0)  # let them join the pending group
+    await waiting(groups, 11)  # they joined the pending group
     store.gate.set()
 
     assert (await blocker).created
@@ -141,7 +151,7 @@ async def test_a_caller_gone_before_its_group_is_taken_writes_nothing(
     first = asyncio.create_task(groups.submit(TENANT, new_job(NOW)))
     await store.entered.wait()
     gone = asyncio.create_task(groups.submit(TENANT, new_job(NOW, payload=b"gone")))
-    await asyncio.sleep(0)
+    await waiting(groups, 1)
     gone.cancel()
     store.gate.set()
     assert (await first).created
@@ -160,7 +170,7 @@ async def test_close_fails_pending_submits_and_refuses_new_ones(
     written = asyncio.create_task(groups.submit(TENANT, new_job(NOW)))
     await store.entered.wait()
     pending = asyncio.create_task(groups.submit(TENANT, new_job(NOW)))
-    await asyncio.sleep(0)
+    await waiting(groups, 1)
     closing = asyncio.create_task(groups.close())
     with pytest.raises(Unavailable):
         await pending
