@@ -2,28 +2,40 @@
 executor's stream to a scheduler or any other TCP link a test routes through it:
 
 - `pass_through()`: forwards both ways (the start state);
-- `black_hole()`: forwards nothing, closes nothing (bytes wait; TCP flow control holds the
-  rest), as when a partition drops packets; `pass_through()` delivers what waited, in order;
+- `black_hole()`: forwards nothing and closes nothing (bytes wait in the proxy), as when a
+  partition drops packets and TCP retransmits; `pass_through()` delivers what waited, in order;
 - `reset()`: aborts every open connection (RST), new ones are accepted;
 - `delay(seconds)`: each chunk is forwarded `seconds` after it arrived, in order (a slow link);
 - `close_when_idle(seconds)`: a connection that carried nothing either way for `seconds` is
   closed, as some load balancers and NAT gateways do.
 
-`connections` counts the connections accepted, so a test can tell a reconnect happened."""
+`connections` counts the connections accepted, so a test can tell a reconnect happened. The
+target is a "host:port", or (`to_postgres`) a PostgreSQL URL's server, its Unix socket included
+(the embedded server's `?host=/dir`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+
+from tests.pg_upstream import PgUpstream
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class FaultProxy:
     """Forwards 127.0.0.1:<port> to `target` ("host:port"); a start/stop service."""
 
-    def __init__(self, target: str) -> None:
-        host, _, port = target.rpartition(":")
-        self.target_host, self.target_port = host, int(port)
+    def __init__(self, target: str | Callable[[], Awaitable[Streams]]) -> None:
+        if isinstance(target, str):
+            host, _, port = target.rpartition(":")
+            self._connect: Callable[[], Awaitable[Streams]] = lambda: asyncio.open_connection(
+                host, int(port)
+            )
+        else:
+            self._connect = target
         self.port = 0
         self.connections = 0
         self._open = asyncio.Event()
@@ -32,6 +44,12 @@ class FaultProxy:
         self._idle: float | None = None
         self._server: asyncio.Server | None = None
         self._links: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
+
+    @classmethod
+    def to_postgres(cls, database_url: str) -> FaultProxy:
+        """A proxy in front of the server of `database_url` (`tests.pg_upstream.through` gives
+        the URL through it)."""
+        return cls(PgUpstream(database_url).connect)
 
     @property
     def address(self) -> str:
@@ -80,7 +98,7 @@ class FaultProxy:
         self._links[task] = writers
         self.connections += 1
         try:
-            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+            up_reader, up_writer = await self._connect()
             writers.append(up_writer)
             last = [time.monotonic()]
             pumps = [

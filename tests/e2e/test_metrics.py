@@ -22,10 +22,10 @@ from executor.runner import Executor
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
+from tests.fault_proxy import FaultProxy
 from tests.helpers import assert_eventually
 from tests.pg_upstream import through
 from tests.scripted import serving
-from tests.tcp_proxy import TcpProxy
 
 SUBMIT = "/jobsched.v1.JobService/SubmitJob"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -211,17 +211,17 @@ async def test_health_endpoints_and_unknown_paths(scheduler: SchedulerServer) ->
 
 
 @pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(database_url)
+async def proxy(database_url: str) -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy.to_postgres(database_url)
     await proxy.start()
     yield proxy
-    proxy.restore()
+    proxy.pass_through()
     await proxy.stop()
 
 
 @pytest.mark.timeout(60)
 async def test_readyz_fails_while_the_store_is_unreachable(
-    database_url: str, proxy: TcpProxy
+    database_url: str, proxy: FaultProxy
 ) -> None:
     proxied = Database.from_url(through(database_url, proxy.port), pool_size=2)
     try:
@@ -234,7 +234,7 @@ async def test_readyz_fails_while_the_store_is_unreachable(
 
             await assert_eventually(unready, within=15)
             assert (await fetch(server, "/healthz"))[0] == 200  # alive all the same
-            proxy.restore()
+            proxy.pass_through()
 
             async def ready() -> None:
                 assert (await fetch(server, "/readyz"))[0] == 200

@@ -19,23 +19,23 @@ from grpc_health.v1 import health_pb2
 from jobsched.v1 import job_service_pb2, job_service_pb2_grpc
 from scheduler.store.database import COMMAND_TIMEOUT, Database
 from tests.e2e.test_job_service import submit, wait_for_health
+from tests.fault_proxy import FaultProxy
 from tests.helpers import assert_eventually
 from tests.pg_upstream import through
 from tests.scripted import serving
-from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(database_url)
+async def proxy(database_url: str) -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy.to_postgres(database_url)
     await proxy.start()
     yield proxy
-    proxy.restore()
+    proxy.pass_through()
     await proxy.stop()
 
 
 @pytest.fixture
-async def proxied_db(database_url: str, proxy: TcpProxy) -> AsyncIterator[Database]:
+async def proxied_db(database_url: str, proxy: FaultProxy) -> AsyncIterator[Database]:
     db = Database.from_url(through(database_url, proxy.port), pool_size=5)
     yield db
     await db.dispose()
@@ -53,7 +53,7 @@ async def timed(call: Any) -> tuple[grpc.StatusCode, float]:
 
 @pytest.mark.timeout(120)
 async def test_a_partitioned_store_is_unavailable_fast_and_recovers(
-    proxied_db: Database, proxy: TcpProxy
+    proxied_db: Database, proxy: FaultProxy
 ) -> None:
     async with (
         serving(proxied_db, health_interval=1.0) as server,
@@ -80,7 +80,7 @@ async def test_a_partitioned_store_is_unavailable_fast_and_recovers(
             assert code == grpc.StatusCode.UNAVAILABLE
             assert took < 0.5, took
 
-        proxy.restore()
+        proxy.pass_through()
         healed = time.monotonic()
 
         async def answers() -> None:
