@@ -5,9 +5,6 @@ answer (/readyz 503 while the store is partitioned away)."""
 
 from __future__ import annotations
 
-import asyncio
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,47 +12,33 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client.parser import text_string_to_metric_families
 
 from executor.handlers import JobContext, NonRetryableError, RetryableError, builtin_registry
 from executor.runner import Executor
 from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
+from tests import metrics_scrape
 from tests.fault_proxy import FaultProxy
 from tests.helpers import assert_eventually
+from tests.metrics_scrape import Samples, value
 from tests.pg_upstream import through
 from tests.scripted import serving
 
 SUBMIT = "/jobsched.v1.JobService/SubmitJob"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+def metrics_address(server: SchedulerServer) -> str:
+    assert server.metrics_server is not None
+    return server.metrics_server.address
 
 
 async def fetch(server: SchedulerServer, path: str) -> tuple[int, str]:
-    assert server.metrics_server is not None
-    return await asyncio.to_thread(get, f"http://{server.metrics_server.address}{path}")
+    return await metrics_scrape.fetch(metrics_address(server), path)
 
 
 async def scrape(server: SchedulerServer) -> Samples:
-    status, body = await fetch(server, "/metrics")
-    assert status == 200
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(body)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
+    return await metrics_scrape.scrape(metrics_address(server))
 
 
 async def ok(ctx: JobContext) -> None:
