@@ -1,17 +1,10 @@
 """The dispatcher (a start/stop service): claims eligible jobs for connected executors with free
-credits and pushes assignments to their streams, and records the outcomes they report.
-
-Wake-ups: `wake()` (a local submit, a freed credit, a new executor), `new_work()` (the same, and
-a debounced NOTIFY so the other replicas' dispatchers wake too), an in-memory timer at the run_at
-of the next SCHEDULED job (`wake_at`, also fed by every promotion's look-ahead), and a slow safety
-poll. Promotion of due SCHEDULED jobs runs when that timer fires, and otherwise at most once per
-poll interval.
-
-A lost executor stream is not failed at once: its attempts are detached for `reconnect_grace`, and
-an executor that reconnects (here or on another replica) within it re-attaches them with their
-leases renewed. After the grace, acknowledged attempts fail as retryable ("executor
-disconnected": retried with attempt + 1 after backoff) and unacknowledged ones are released
-without burning an attempt, both guarded so that a job whose executor came back is left alone.
+credits and pushes assignments to their streams. Its parts, each in a file of its own:
+when a round runs (wakeups.py), which stream runs which attempt and what happens to the attempts
+of a lost one (attachment.py), acknowledgements and heartbeats (liveness.py), the outcomes the
+executors report (outcomes.py, with the group commit of successes in successes.py), and their
+progress and log lines (reports.py). Promotion of due SCHEDULED jobs runs when the timer for the
+earliest fires, and otherwise at most once per poll interval.
 """
 
 from __future__ import annotations
@@ -22,41 +15,29 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from jobsched.tracing import background_span
-from jobsched.v1 import executor_service_pb2 as pb
+from scheduler.dispatch.attachment import Attachment, Detached
+from scheduler.dispatch.liveness import Liveness
+from scheduler.dispatch.messages import assignment, cancel_message, lease_end
 from scheduler.dispatch.notify import Notifier
-from scheduler.dispatch.reports import AttemptKey, BufferedLines, Reports, log_lines
-from scheduler.dispatch.reverts import RecentReverts
+from scheduler.dispatch.outcomes import Outcomes
+from scheduler.dispatch.reports import Reports
 from scheduler.dispatch.sessions import ExecutorSession
-from scheduler.dispatch.watchdog import forgotten
-from scheduler.domain.errors import ConcurrentModification, JobschedError, Unavailable
+from scheduler.dispatch.wakeups import WakeUps
+from scheduler.domain.errors import JobschedError
 from scheduler.domain.jobs import JobRecord, Progress
-from scheduler.domain.retry import after_failure
 from scheduler.domain.states import JobState
 from scheduler.store.attempts import (
     DEFAULT_MAX_RELEASES,
     DEFAULT_STARVATION_AFTER,
-    LostStream,
-    Success,
     any_queued,
     claim_jobs,
-    fail_attempt,
     promote_due_jobs,
-    reattach_attempts,
-    release_attempt,
-    renew_leases,
-    succeed_attempts,
 )
 from scheduler.store.database import Database
-from scheduler.store.jobs import Guard, cancel_job
-from scheduler.store.logs import insert_log_lines
 from scheduler.telemetry.job_spans import JobSpans
 from scheduler.watch import JobWatchHub
 
@@ -65,65 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobsched.dispatch")
 PROMOTE_BATCH = 1000
-FORGOTTEN = "the executor no longer runs it"
-_BATCH_RETRIES = 3  # runs of a batch of successes that lost a deadlock
-# A deadline round runs this long after the deadline, so that the clock has passed it.
-_DEADLINE_SLACK = 0.01
-
-
-def _attempt(job: JobRecord) -> pb.JobAttempt:
-    return pb.JobAttempt(job_id=job.id, attempt=job.attempt)
-
-
-def cancel_message(job_id: str, attempt: int, reason: str) -> pb.ConnectResponse:
-    return pb.ConnectResponse(
-        cancel=pb.CancelAssignment(
-            attempt=pb.JobAttempt(job_id=job_id, attempt=attempt), reason=reason
-        )
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _PendingSuccess:
-    session: ExecutorSession
-    success: Success
-    done: asyncio.Future[None]
-
-
-@dataclass(frozen=True, slots=True)
-class Detached:
-    """An attempt of a lost stream, waiting `reconnect_grace` for its executor to come back."""
-
-    job: JobRecord
-    executor: str
-    acknowledged: bool
-    lost_at: datetime
-    deadline: datetime
-
-
-def lease_end(lease: timedelta, now: datetime) -> Timestamp:
-    """The lease_expire_time of the assignments of a claim made at `now` (one for them all)."""
-    expires = Timestamp()
-    expires.FromDatetime(now + lease)
-    return expires
-
-
-def assignment(job: JobRecord, expires: Timestamp) -> pb.ConnectResponse:
-    message = pb.Assignment(
-        attempt=_attempt(job),
-        type=job.type,
-        queue=job.queue,
-        payload=job.payload,
-        labels=job.labels,
-        lease_expire_time=expires,
-        tenant=job.tenant,
-        traceparent=job.trace_context or "",
-    )
-    if job.timeout is not None:
-        timeout = Duration()
-        timeout.FromTimedelta(job.timeout)
-        message.timeout.CopyFrom(timeout)
-    return pb.ConnectResponse(assignment=message)
 
 
 class Dispatcher:
@@ -151,47 +73,83 @@ class Dispatcher:
         self.job_spans = JobSpans(tracer) if tracer is not None else None
         self.clock = clock
         self.lease = lease
-        # A heartbeat renews the leases that end within this (None: every lease, every time).
-        self.lease_renew_within = lease_renew_within
         self.ack_timeout = ack_timeout
-        # Hand-backs without running, per job, before the next one ends it DEAD.
-        self.max_releases = max_releases
-        # An acknowledged attempt missing from its executor's heartbeats this long is failed.
-        self.heartbeat_timeout = heartbeat_timeout.total_seconds()
-        # Jobs each executor failed to acknowledge: claimed for others first.
-        self.reverts = RecentReverts()
         self.poll_interval = poll_interval
+        self.starvation_after = starvation_after
         self.sessions: dict[str, ExecutorSession] = {}
         self.hub = hub or JobWatchHub()
-        self._wake = asyncio.Event()
+        self.wakeups = WakeUps(clock, poll_interval, notifier)
         self._promoted_at = -math.inf  # time.monotonic() of the last promotion
         self._task: asyncio.Task[None] | None = None
-        self._successes: list[_PendingSuccess] = []
-        self._successes_ready = asyncio.Event()
-        self._success_task: asyncio.Task[None] | None = None
-        self.reconnect_grace = reconnect_grace
-        self.starvation_after = starvation_after
-        self.detached: dict[str, Detached] = {}  # job id -> attempt of a lost stream
-        self._due_at: float | None = None  # time.monotonic() when the next SCHEDULED job is due
-        # time.monotonic() of the earliest ack deadline or reconnect grace: a round then
-        # reverts or moves on what is due, without waiting for the safety poll.
-        self._deadline_at: float | None = None
         self.rounds = 0  # dispatch rounds completed (for tests and benchmarks)
-        self.heartbeats = 0  # executor heartbeats handled (for tests)
-        # Whether other replicas are alive (set by the server from ReplicaPresence).
-        self.has_peers: Callable[[], bool] = lambda: False
         # Told of each outcome recorded here, with the state it left the job in (SUCCEEDED,
         # SCHEDULED for a retry, DEAD, CANCELLED): the metrics' hook, set by the server.
         self.on_outcome: Callable[[JobRecord, JobState], None] | None = None
         # Metrics: attempts handed to an executor, and when (their queue wait).
         self.on_started: Callable[[list[JobRecord], datetime], None] | None = None
         self.notifier = notifier
+        # Progress and log lines of the running attempts, written on a tick or with outcomes.
+        self.reports = Reports(db, clock, self.hub, progress_interval)
+        self.outcomes = Outcomes(
+            db, clock, self.reports, self.hub, self.wakeups, self._outcome, max_releases
+        )
+        self.attachment = Attachment(
+            db,
+            clock,
+            self.sessions,
+            self.reports,
+            self.hub,
+            self.wakeups,
+            self._outcome,
+            lease=lease,
+            reconnect_grace=reconnect_grace,
+            max_releases=max_releases,
+        )
+        self.liveness = Liveness(
+            db,
+            clock,
+            self.sessions,
+            self.outcomes,
+            self.wakeups,
+            lease=lease,
+            lease_renew_within=lease_renew_within,
+            heartbeat_timeout=heartbeat_timeout,
+            max_releases=max_releases,
+        )
+        # What the executor service and the server call, handed on to the parts.
+        self.add = self.attachment.add
+        self.reattach = self.attachment.reattach
+        self.remove = self.attachment.remove
+        self.acknowledge = self.liveness.acknowledge
+        self.heartbeat = self.liveness.heartbeat
+        self.record_success = self.outcomes.record_success
+        self.record_failure = self.outcomes.record_failure
+        self.record_released = self.outcomes.record_released
+        self.record_cancelled = self.outcomes.record_cancelled
+        self.wake = self.wakeups.wake
+        self.new_work = self.wakeups.new_work
+        self.promote_soon = self.wakeups.promote_soon
+        self.wake_at = self.wakeups.wake_at
         if notifier is not None:
             notifier.on_work = self.wake
             notifier.on_scheduled = self.promote_soon
             notifier.on_cancel = self.forward_cancel
-        # Progress and log lines of the running attempts, written on a tick or with outcomes.
-        self.reports = Reports(db, clock, self.hub, progress_interval)
+
+    @property
+    def detached(self) -> dict[str, Detached]:
+        return self.attachment.detached
+
+    @property
+    def heartbeats(self) -> int:
+        return self.liveness.heartbeats
+
+    @property
+    def has_peers(self) -> Callable[[], bool]:
+        return self.wakeups.has_peers
+
+    @has_peers.setter
+    def has_peers(self, has_peers: Callable[[], bool]) -> None:
+        self.wakeups.has_peers = has_peers
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -200,187 +158,22 @@ class Dispatcher:
             await self.notifier.start()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
         await self.reports.start()
-        self._success_task = asyncio.create_task(self._write_successes(), name="success-writer")
+        await self.outcomes.start()
 
     async def stop(self) -> None:
-        for task in (self._task, self._success_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._success_task = None
-        # Successes not written: not acknowledged, so their executors send them again.
-        pending, self._successes = self._successes, []
-        for item in pending:
-            if not item.done.done():
-                item.done.set_exception(Unavailable("the scheduler is stopping"))
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.outcomes.stop()
         if self.notifier is not None:
             await self.notifier.stop()
         await self.reports.stop()
         for session in list(self.sessions.values()):
             session.close()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def new_work(self) -> None:
-        """Jobs became QUEUED here: wake this dispatcher and, debounced, the other replicas'."""
-        self.wake()
-        if self.notifier is not None:
-            self.notifier.work()
-
-    def promote_soon(self) -> None:
-        """SCHEDULED jobs appeared that no timer here knows of (the dependency trigger, on any
-        replica): promote at the next round, which sets the timer for the earliest."""
-        self._due_at = time.monotonic()
-        self.wake()
-
-    def _note_deadline(self, deadline: datetime, now: datetime) -> None:
-        """Make sure a round runs just after `deadline` (an ack timeout, a reconnect grace)."""
-        at = time.monotonic() + max(0.0, (deadline - now).total_seconds()) + _DEADLINE_SLACK
-        if self._deadline_at is None or at < self._deadline_at:
-            self._deadline_at = at
-
-    def wake_at(self, when: datetime) -> None:
-        """Promote and dispatch at `when` (the run_at of a SCHEDULED job), without polling."""
-        delay = max(0.0, (when - self.clock()).total_seconds())
-        due = time.monotonic() + delay
-        if self._due_at is None or due < self._due_at:
-            self._due_at = due
-            self.wake()  # the loop recomputes how long to sleep
-
-    # --- sessions ----------------------------------------------------------------------------
-
-    def add(self, session: ExecutorSession) -> ExecutorSession | None:
-        """Serve `session`; returns the session of that name it replaces (closed), if any: the
-        caller hands that one's attempts to `remove`."""
-        previous = self.sessions.get(session.name)
-        if previous is not None:
-            previous.close()  # a reconnect replaces the old stream
-        self.sessions[session.name] = session
-        self.wake()
-        return previous
-
-    async def reattach(self, session: ExecutorSession, attempts: list[tuple[str, int]]) -> None:
-        """A reconnecting executor still holds `attempts`: those that are still its own (RUNNING,
-        same attempt, same executor) continue on this stream with their leases renewed; it is
-        told to stop the others, which were moved on meanwhile (their results would be
-        rejected)."""
-        if not attempts:
-            return
-        async with self.db.transaction() as conn:
-            jobs = await reattach_attempts(
-                conn, session.name, attempts, self.lease, self.clock(), session.tenants
-            )
-        kept = {(job.id, job.attempt) for job in jobs}
-        for job in jobs:
-            self.detached.pop(job.id, None)
-            session.in_flight[job.id] = job
-            if job.cancel_requested:
-                session.send(cancel_message(job.id, job.attempt, "cancelled"))
-        for job_id, attempt in attempts:
-            if (job_id, attempt) not in kept:
-                session.send(
-                    cancel_message(job_id, attempt, "the attempt is no longer assigned to you")
-                )
-        log.info(
-            "executor re-attached",
-            extra={
-                "fields": {
-                    "event": "dispatch.reattached",
-                    "executor": session.name,
-                    "kept": len(kept),
-                    "refused": len(attempts) - len(kept),
-                }
-            },
-        )
-
-    async def remove(self, session: ExecutorSession) -> None:
-        """The stream ended: its unfinished attempts wait `reconnect_grace` for the executor to
-        re-attach them before they are failed (or, never acknowledged, released)."""
-        session.close()
-        if self.sessions.get(session.name) is session:
-            del self.sessions[session.name]
-        if session.dropped_reports > 1:
-            log.warning(
-                "reports for attempts not running on the stream refused",
-                extra={
-                    "fields": {
-                        "event": "dispatch.reports_dropped",
-                        "executor": session.name,
-                        "count": session.dropped_reports,
-                    }
-                },
-            )
-        now = self.clock()
-        current = self.sessions.get(session.name)
-        for job in session.in_flight.values():
-            if current is not None and job.id in current.in_flight:
-                continue  # already re-attached by the executor's new stream
-            self._detach(job, session.name, job.id not in session.unacked, now)
-        session.in_flight.clear()
-        session.recording.clear()
-        session.unacked.clear()
-        session.missing.clear()
-        session.results_at.clear()
-        if self.detached:
-            self._note_deadline(now + self.reconnect_grace, now)
-            self.wake()  # the loop recomputes how long to sleep
-
-    def _detach(self, job: JobRecord, executor: str, acknowledged: bool, now: datetime) -> None:
-        """Hold an attempt of a lost stream for `reconnect_grace` (see the module docstring)."""
-        self.detached[job.id] = Detached(
-            job=job,
-            executor=executor,
-            acknowledged=acknowledged,
-            lost_at=now,
-            deadline=now + self.reconnect_grace,
-        )
-
-    async def expire_detached(self, now: datetime) -> int:
-        """Attempts whose stream was lost more than `reconnect_grace` ago move on."""
-        moved = 0
-        for job_id, detached in list(self.detached.items()):
-            if detached.deadline > now:
-                continue
-            del self.detached[job_id]
-            job = detached.job
-            guard = Guard(job.tenant, job.id, JobState.RUNNING, job.attempt)
-            # Not renewed since the stream was lost: nobody re-attached it anywhere.
-            lost = LostStream(detached.executor, detached.lost_at + self.lease)
-            try:
-                async with self.db.transaction() as conn:
-                    if detached.acknowledged:
-                        outcome = after_failure(
-                            attempt=job.attempt,
-                            max_attempts=job.max_attempts,
-                            retryable=True,
-                            now=now,
-                            policy=job.retry_policy,
-                        )
-                        await fail_attempt(
-                            conn, guard, outcome, "executor disconnected", now, "scheduler", lost
-                        )
-                        if outcome.run_at is not None:
-                            self.wake_at(outcome.run_at)
-                        self._outcome(job, outcome.state)
-                    else:
-                        await release_attempt(
-                            conn,
-                            guard,
-                            now,
-                            "executor disconnected before acknowledging",
-                            "scheduler",
-                            lost,
-                            self.max_releases,
-                        )
-                        self.new_work()
-                moved += 1
-            except ConcurrentModification:
-                pass  # finished, re-attached or rescued meanwhile
-            self.reports.forget(job_id)  # its executor's stream is gone: no outcome will store it
-            self.hub.notify(job_id)
-        return moved
+    # --- cancels -----------------------------------------------------------------------------
 
     def request_cancel(self, job: JobRecord) -> None:
         """Forward a client's cancel to the executor running the job: at once if it is connected
@@ -410,15 +203,7 @@ class Dispatcher:
         while True:
             if backoff:
                 await asyncio.sleep(backoff)  # the store is failing: do not spin on wake-ups
-            timeout = self.poll_interval
-            for at in (self._due_at, self._deadline_at):
-                if at is not None:
-                    timeout = min(timeout, max(0.0, at - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            woken = self._wake.is_set()
-            self._wake.clear()
+            woken = await self.wakeups.wait()
             try:
                 await self.dispatch_once(polled=not woken)
                 self.rounds += 1
@@ -436,27 +221,28 @@ class Dispatcher:
         per session with credits) are made only if some job is QUEUED, which one statement
         tells: idle executors cost nothing per poll."""
         now = self.clock()
-        self._deadline_at = None
-        await self.revert_unacknowledged(now)
-        if self.detached:
-            await self.expire_detached(now)
+        self.wakeups.deadline_at = None
+        await self.liveness.revert_unacknowledged(now)
+        if self.attachment.detached:
+            await self.attachment.expire_detached(now)
         for session in self.sessions.values():
             for deadline in session.unacked.values():
-                self._note_deadline(deadline, now)
-        for detached in self.detached.values():
-            self._note_deadline(detached.deadline, now)
+                self.wakeups.note_deadline(deadline, now)
+        self.attachment.note_deadlines(now)
         # Promotion runs at the poll's cadence or the timer's, not on every wake-up: a submit
         # must not pay for a scan of scheduled jobs.
-        monotonic = time.monotonic()
-        timer_due = self._due_at is not None and monotonic >= self._due_at
         promoted = 0
-        if timer_due or monotonic - self._promoted_at >= self.poll_interval:
+        if self.wakeups.timer_due() or time.monotonic() - self._promoted_at >= self.poll_interval:
             promoted = await self.promote(now)
-        handed_out = 0
         if polled and not promoted and any(s.credits for s in self.sessions.values()):
             async with self.db.read() as conn:
                 if not await any_queued(conn):
                     return 0
+        return await self._claim_for_sessions()
+
+    async def _claim_for_sessions(self) -> int:
+        """Claim for each session with credits, up to that many jobs, and send them."""
+        handed_out = 0
         # Filters (job types, queues) whose claim this round found fewer jobs than it asked
         # for: the other sessions with the same filters would find none either (work that comes
         # meanwhile wakes the next round). A thousand idle executors cost one claim, not 1,000.
@@ -466,7 +252,7 @@ class Dispatcher:
             filters = (session.job_types, session.queues, session.tenants)
             if credits == 0 or filters in drained:
                 continue
-            avoid = self.reverts.avoid_for(session, self.sessions.values())
+            avoid = self.liveness.reverts.avoid_for(session, self.sessions.values())
             # Read the clock again: the round's start may be a while ago (a promotion, earlier
             # claims), and a job submitted since must be eligible (run_at <= now) like the rest.
             now = self.clock()
@@ -497,16 +283,12 @@ class Dispatcher:
 
     def _hand_out(self, session: ExecutorSession, jobs: list[JobRecord], now: datetime) -> None:
         """Send claimed jobs to their executor; when its stream ended during the claim, hold
-        them for `reconnect_grace` like the other attempts of a lost stream (never
-        acknowledged: released then, without burning an attempt)."""
+        them like the other attempts of a lost stream (see attachment.py)."""
         if session.closed:
-            for job in jobs:
-                self._detach(job, session.name, False, now)
-                self.hub.notify(job.id)
-            self._note_deadline(now + self.reconnect_grace, now)
+            self.attachment.detach_claimed(session, jobs, now)
             return
         ack_by = now + self.ack_timeout
-        self._note_deadline(ack_by, now)
+        self.wakeups.note_deadline(ack_by, now)
         expires = lease_end(self.lease, now)
         for job in jobs:
             session.in_flight[job.id] = job
@@ -528,7 +310,7 @@ class Dispatcher:
     async def promote(self, now: datetime) -> int:
         """SCHEDULED jobs whose run_at has come become QUEUED; the timer is set for the next."""
         self._promoted_at = time.monotonic()
-        self._due_at = None
+        self.wakeups.due_at = None
         async with self.db.read() as conn:  # one statement: autocommit, no BEGIN/COMMIT
             promotion = await promote_due_jobs(conn, now, limit=PROMOTE_BATCH)
         if promotion.promoted:
@@ -536,20 +318,21 @@ class Dispatcher:
             for job_id in promotion.job_ids:
                 self.hub.notify(job_id)
         if promotion.promoted >= PROMOTE_BATCH:
-            self._due_at = time.monotonic()  # more are due: go on at once
+            self.wakeups.due_at = time.monotonic()  # more are due: go on at once
         elif promotion.next_run_at is not None:
             self.wake_at(promotion.next_run_at)
         return promotion.promoted
+
+    # --- reports -----------------------------------------------------------------------------
 
     def record_progress(
         self, session: ExecutorSession, job_id: str, attempt: int, progress: Progress
     ) -> None:
         """The latest progress of an attempt in flight on this stream (others are dropped)."""
-        job = session.in_flight.get(job_id)
-        if job is not None and job.attempt == attempt:
+        if session.running(job_id, attempt) is not None:
             self.reports.progress(job_id, attempt, progress)
         else:
-            _dropped(session, "progress", job_id, attempt)
+            session.refuse("progress", job_id, attempt)
 
     def record_logs(
         self,
@@ -560,305 +343,11 @@ class Dispatcher:
         lines: Sequence[str],
     ) -> None:
         """Buffer the lines of an attempt in flight on this stream (others are dropped)."""
-        job = session.in_flight.get(job_id)
-        if job is not None and job.attempt == attempt:
+        if session.running(job_id, attempt) is not None:
             self.reports.lines(job_id, attempt, first_line_number, lines)
         else:
-            _dropped(session, "log", job_id, attempt)
+            session.refuse("log", job_id, attempt)
 
     async def flush_progress(self) -> int:
         """Write the buffered progress and log lines now (see Reports.flush)."""
         return await self.reports.flush()
-
-    def acknowledge(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
-        job = session.in_flight.get(job_id)
-        if job is not None and job.attempt == attempt:
-            session.unacked.pop(job_id, None)
-        else:
-            _dropped(session, "ack", job_id, attempt)
-
-    async def revert_unacknowledged(self, now: datetime) -> int:
-        """Assignments not acknowledged in time go back to QUEUED (attempt handed back)."""
-        reverted = 0
-        for session in list(self.sessions.values()):
-            for job_id, deadline in list(session.unacked.items()):
-                if deadline > now:
-                    continue
-                job = session.in_flight[job_id]
-                guard = self._guard(session, job_id, job.attempt)
-                with contextlib.suppress(ConcurrentModification):
-                    async with self.db.transaction() as conn:
-                        released = await release_attempt(
-                            conn,
-                            guard,
-                            now,
-                            "assignment not acknowledged",
-                            "scheduler",
-                            max_releases=self.max_releases,
-                        )
-                    reverted += 1
-                    if released.state is JobState.QUEUED:
-                        # Offered to the others first (see scheduler/dispatch/reverts.py).
-                        self.reverts.note(session.name, job_id, job.type, job.queue)
-                self._finished(session, job_id)
-        return reverted
-
-    async def heartbeat(
-        self, session: ExecutorSession, running: Sequence[tuple[str, int]] = ()
-    ) -> None:
-        """The executor is alive (a silent session gets credits again) and runs `running`:
-        fail the attempts it no longer runs (see watchdog.forgotten), renew the leases of its
-        running attempts that run low (one statement), and forward the cancels requested
-        meanwhile for any of them (through any replica)."""
-        self.heartbeats += 1
-        was_silent = session.silent
-        session.heard_at = time.monotonic()
-        if was_silent:
-            self.wake()  # it has credits again
-        if not session.in_flight:
-            session.missing.clear()
-            return
-        listed = {
-            job_id
-            for job_id, attempt in running
-            if (job := session.in_flight.get(job_id)) is not None and job.attempt == attempt
-        }
-        for job_id in forgotten(session, listed, session.heard_at, self.heartbeat_timeout):
-            with contextlib.suppress(ConcurrentModification):
-                await self.fail_forgotten(session, job_id)
-        if not session.in_flight:
-            return
-        async with self.db.transaction() as conn:
-            cancelling = await renew_leases(
-                conn,
-                session.name,
-                list(session.in_flight),
-                self.lease,
-                self.clock(),
-                self.lease_renew_within,
-            )
-        for job_id, attempt in cancelling:
-            held = session.in_flight.get(job_id)
-            if held is not None and held.attempt == attempt:
-                session.send(cancel_message(job_id, attempt, "cancelled"))
-
-    # --- outcomes ----------------------------------------------------------------------------
-
-    def _guard(self, session: ExecutorSession, job_id: str, attempt: int) -> Guard:
-        job = session.in_flight.get(job_id)
-        if job is None or job.attempt != attempt:
-            raise ConcurrentModification(f"attempt {attempt} of job {job_id} is not running here")
-        return Guard(job.tenant, job.id, JobState.RUNNING, attempt)
-
-    def _finished(self, session: ExecutorSession, job_id: str) -> None:
-        self.hub.notify(job_id)
-        session.in_flight.pop(job_id, None)
-        session.recording.discard(job_id)  # never counted once it left in_flight
-        session.unacked.pop(job_id, None)
-        session.missing.pop(job_id, None)
-        session.results_at.pop(job_id, None)
-        self.reports.forget(job_id)  # the outcome stored what it reported
-        self.wake()  # a credit is free
-        # A running job fewer: a limited queue may take one more, also through executors of
-        # the other replicas (debounced; only while there are any).
-        if self.notifier is not None and self.has_peers():
-            self.notifier.work()
-
-    def _settle(self, session: ExecutorSession, job_id: str, exc: BaseException) -> None:
-        """Recording an outcome failed. A lost race (stale attempt) or bad request settles it:
-        the attempt leaves the session. An unavailable store (or an interrupted call) does
-        not: the attempt stays in flight with its lease renewed, and the executor's re-sent
-        result is recorded once the store is back."""
-        if not isinstance(exc, Unavailable | asyncio.CancelledError):
-            self._finished(session, job_id)
-
-    async def record_success(
-        self, session: ExecutorSession, job_id: str, attempt: int, result: bytes
-    ) -> None:
-        """Record a success. Successes are written in batches (group commit): the ones that
-        arrive while a batch is being written go together in the next transaction, one
-        statement for all, so a busy scheduler commits far less than once per job. Returns once
-        this one is committed; raises ConcurrentModification when its attempt was stale."""
-        self._guard(session, job_id, attempt)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        update = self.reports.last_progress(job_id, attempt)
-        success = Success(
-            job_id,
-            attempt,
-            result,
-            f"executor:{session.name}",
-            None if update is None else update.progress,
-        )
-        self._successes.append(_PendingSuccess(session, success, done))
-        self._successes_ready.set()
-        await done
-
-    async def _write_successes(self) -> None:
-        while True:
-            await self._successes_ready.wait()
-            self._successes_ready.clear()
-            batch, self._successes = self._successes, []
-            if batch:
-                await self._write_success_batch(batch)
-
-    async def _write_success_batch(self, batch: list[_PendingSuccess]) -> None:
-        logs: dict[AttemptKey, BufferedLines] = {}
-        for pending in batch:
-            logs.update(
-                await self.reports.take_logs(pending.success.job_id, pending.success.attempt)
-            )
-        try:
-            for remaining in range(_BATCH_RETRIES, 0, -1):
-                try:
-                    async with self.db.transaction() as conn:
-                        # The attempts' last lines commit with their outcomes: watchers see
-                        # them first.
-                        await insert_log_lines(conn, log_lines(logs))
-                        successes = [p.success for p in batch]
-                        succeeded = await succeed_attempts(conn, successes, self.clock())
-                    break
-                except ConcurrentModification as lost:
-                    # A deadlock or serialization failure (a stale attempt is not an error
-                    # here): the whole batch was rolled back, so run it again; if it keeps
-                    # losing, leave it unanswered like an outage: the executors re-send.
-                    if remaining == 1:
-                        raise Unavailable(f"outcomes not recorded: {lost.message}") from lost
-        except (JobschedError, asyncio.CancelledError) as exc:
-            self.reports.restore_logs(logs)
-            for pending in batch:
-                self._settle(pending.session, pending.success.job_id, exc)
-                if not pending.done.done():
-                    pending.done.set_exception(
-                        exc if isinstance(exc, JobschedError) else Unavailable("stopping")
-                    )
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        for pending in batch:
-            job_id = pending.success.job_id
-            job = pending.session.in_flight.get(job_id)
-            if job is not None and job_id in succeeded:
-                self._outcome(job, JobState.SUCCEEDED)
-            self._finished(pending.session, job_id)
-            if pending.done.done():
-                continue
-            if job_id in succeeded:
-                pending.done.set_result(None)
-            else:
-                pending.done.set_exception(
-                    ConcurrentModification(
-                        f"attempt {pending.success.attempt} of job {job_id} is not running"
-                    )
-                )
-
-    async def record_failure(
-        self,
-        session: ExecutorSession,
-        job_id: str,
-        attempt: int,
-        error: str,
-        retryable: bool,
-        actor: str | None = None,
-    ) -> None:
-        """Record a failure (retried after backoff, or DEAD); `actor` defaults to the
-        executor."""
-        actor = actor or f"executor:{session.name}"
-        guard = self._guard(session, job_id, attempt)
-        job = session.in_flight[job_id]
-        now = self.clock()
-        outcome = after_failure(
-            attempt=attempt,
-            max_attempts=job.max_attempts,
-            retryable=retryable,
-            now=now,
-            policy=job.retry_policy,
-        )
-        logs = await self.reports.take_logs(job_id, attempt)
-        try:
-            async with self.db.transaction() as conn:
-                await self.reports.write_for_outcome(conn, job_id, attempt, logs)
-                await fail_attempt(conn, guard, outcome, error, now, actor)
-        except (JobschedError, asyncio.CancelledError) as exc:
-            self.reports.restore_logs(logs)
-            self._settle(session, job_id, exc)
-            raise
-        self._finished(session, job_id)
-        self._outcome(job, outcome.state)
-        if outcome.run_at is not None:
-            self.wake_at(outcome.run_at)  # the retry starts when its backoff ends
-
-    async def record_released(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
-        """The executor gives the attempt back unfinished (it is shutting down): requeued at
-        once, without burning an attempt."""
-        guard = self._guard(session, job_id, attempt)
-        try:
-            async with self.db.transaction() as conn:
-                await release_attempt(
-                    conn,
-                    guard,
-                    self.clock(),
-                    "released by its executor (shutting down)",
-                    f"executor:{session.name}",
-                    max_releases=self.max_releases,
-                )
-        except (JobschedError, asyncio.CancelledError) as exc:
-            self._settle(session, job_id, exc)
-            raise
-        self._finished(session, job_id)
-        self.new_work()
-
-    async def record_cancelled(self, session: ExecutorSession, job_id: str, attempt: int) -> None:
-        guard = self._guard(session, job_id, attempt)
-        job = session.in_flight[job_id]
-        logs = await self.reports.take_logs(job_id, attempt)
-        try:
-            async with self.db.transaction() as conn:
-                await self.reports.write_for_outcome(conn, job_id, attempt, logs)
-                await cancel_job(
-                    conn, guard, self.clock(), "cancelled by client", f"executor:{session.name}"
-                )
-        except (JobschedError, asyncio.CancelledError) as exc:
-            self.reports.restore_logs(logs)
-            self._settle(session, job_id, exc)
-            raise
-        self._finished(session, job_id)
-        self._outcome(job, JobState.CANCELLED)
-
-    async def fail_forgotten(self, session: ExecutorSession, job_id: str) -> None:
-        """The executor no longer runs this acknowledged attempt (its heartbeats leave it out):
-        fail it as retryable and tell the executor to stop it, in case it still does."""
-        attempt = session.in_flight[job_id].attempt
-        log.warning(
-            "attempt missing from the executor's heartbeats",
-            extra={
-                "fields": {
-                    "event": "dispatch.attempt_forgotten",
-                    "executor": session.name,
-                    "job_id": job_id,
-                    "attempt": attempt,
-                }
-            },
-        )
-        await self.record_failure(
-            session, job_id, attempt, FORGOTTEN, retryable=True, actor="scheduler"
-        )
-        session.send(cancel_message(job_id, attempt, FORGOTTEN))
-
-
-def _dropped(session: ExecutorSession, kind: str, job_id: str, attempt: int) -> None:
-    """An ack, progress or log report for an attempt not in flight on this stream: dropped;
-    the first of a stream is logged (and their count when it ends, see Dispatcher.remove)."""
-    session.dropped_reports += 1
-    if session.dropped_reports == 1:
-        log.warning(
-            "report for an attempt not running on the stream refused",
-            extra={
-                "fields": {
-                    "event": "dispatch.report_dropped",
-                    "executor": session.name,
-                    "kind": kind,
-                    "job_id": job_id[:64],
-                    "attempt": attempt,
-                }
-            },
-        )

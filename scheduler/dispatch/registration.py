@@ -24,7 +24,8 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from scheduler.dispatch.dispatcher import Dispatcher, cancel_message
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.messages import cancel_message
 from scheduler.dispatch.sessions import ExecutorSession
 from scheduler.domain.errors import ExecutorNameTaken
 from scheduler.store.database import Database

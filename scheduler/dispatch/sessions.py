@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from datetime import datetime
 from jobsched.v1 import executor_service_pb2 as pb
 from scheduler.domain.errors import JobschedError
 from scheduler.domain.jobs import JobRecord
+
+log = logging.getLogger("jobsched.dispatch")
 
 
 @dataclass(eq=False)
@@ -74,6 +77,44 @@ class ExecutorSession:
         if self.closed or self.draining or self.silent:
             return 0
         return max(0, self.capacity - len(self.in_flight) + len(self.recording))
+
+    def running(self, job_id: str, attempt: int) -> JobRecord | None:
+        """The job, if that attempt of it is in flight on this stream."""
+        job = self.in_flight.get(job_id)
+        return job if job is not None and job.attempt == attempt else None
+
+    def leave(self, job_id: str) -> None:
+        """The attempt left this stream (its outcome is recorded, or it moved on)."""
+        self.in_flight.pop(job_id, None)
+        self.recording.discard(job_id)  # never counted once it left in_flight
+        self.unacked.pop(job_id, None)
+        self.missing.pop(job_id, None)
+        self.results_at.pop(job_id, None)
+
+    def leave_all(self) -> None:
+        self.in_flight.clear()
+        self.recording.clear()
+        self.unacked.clear()
+        self.missing.clear()
+        self.results_at.clear()
+
+    def refuse(self, kind: str, job_id: str, attempt: int) -> None:
+        """An ack, progress or log report for an attempt not in flight here: dropped; the
+        first of a stream is logged (and their count when it ends, see Attachment.remove)."""
+        self.dropped_reports += 1
+        if self.dropped_reports == 1:
+            log.warning(
+                "report for an attempt not running on the stream refused",
+                extra={
+                    "fields": {
+                        "event": "dispatch.report_dropped",
+                        "executor": self.name,
+                        "kind": kind,
+                        "job_id": job_id[:64],
+                        "attempt": attempt,
+                    }
+                },
+            )
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
