@@ -8,6 +8,9 @@ every progress item it gets during a measured window. Values superseded before t
 delivered (the executor keeps the latest per 0.2 s, the scheduler writes the latest per 0.5 s)
 are never received, so the share of reports delivered is given too.
 
+The cross-replica case runs two scheduler replicas: the executor is connected to one, the
+subscriber to the other, so each report reaches it through the `jobsched_progress` signal.
+
 Each case subscribes once and then measures `Sizes.repetitions` consecutive windows (the runs):
 opening a thousand WatchJob streams takes the scheduler most of a minute today. Subscribers
 the scheduler refuses or drops are counted, not retried.
@@ -29,18 +32,26 @@ from bench import targets
 from bench.console import progress
 from bench.dataset import clear_jobs
 from bench.in_process import PROGRESS_TYPE, ProgressReporter, running_executor
-from bench.scheduler_process import SchedulerProcess, running_scheduler
+from bench.scheduler_process import SchedulerProcess, running_scheduler, running_schedulers
 from bench.settings import Sizes
 from bench.stats import Figures, Target, percentile
 from executor.handlers import HandlerRegistry
-from jobsched.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from jobsched.v1 import (
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+)
 
-if TYPE_CHECKING:  # a typing-only class of the generated stubs
+if TYPE_CHECKING:  # typing-only classes of the generated stubs
+    from jobsched.v1.cluster_service_pb2_grpc import ClusterServiceAsyncStub
     from jobsched.v1.job_service_pb2_grpc import JobServiceAsyncStub
 
 SETUP_TIMEOUT = 30.0  # subscribers not subscribed by then are given up
 END_TIMEOUT = 5.0
 OPEN_CONCURRENCY = 50
+PRESENCE_INTERVAL = 0.5  # of the cross-replica case: the replicas find each other fast
 # One connection per subscriber: grpc would otherwise share one per target among channels.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
@@ -98,8 +109,12 @@ class Subscription:
         stub: JobServiceAsyncStub,
         reporter: ProgressReporter,
         count: int,
+        watch_at: SchedulerProcess | None = None,
     ) -> None:
         self.scheduler, self.stub, self.reporter = scheduler, stub, reporter
+        # The replica the subscribers watch through (the one the executor reports to, unless
+        # another is named); its CPU is the one measured.
+        self.watch_at = watch_at or scheduler
         self.window = Window()
         self.subscribers = [Subscriber(self.window) for _ in range(count)]
         self.tasks: list[asyncio.Task[None]] = []
@@ -114,7 +129,7 @@ class Subscription:
         admission = asyncio.Semaphore(OPEN_CONCURRENCY)
         started = time.monotonic()
         self.tasks = [
-            asyncio.create_task(s.watch(self.scheduler.address, response.job.id, admission))
+            asyncio.create_task(s.watch(self.watch_at.address, response.job.id, admission))
             for s in self.subscribers
         ]
         async with asyncio.timeout(SETUP_TIMEOUT):
@@ -153,11 +168,11 @@ class Subscription:
     async def measure(self, seconds: float) -> WindowResult:
         for subscriber in self.subscribers:
             subscriber.latencies_ms.clear()
-        cpu_before, reports_before = self.scheduler.cpu_seconds(), self.reporter.reports
+        cpu_before, reports_before = self.watch_at.cpu_seconds(), self.reporter.reports
         self.window.open = True
         await asyncio.sleep(seconds)
         self.window.open = False
-        cpu = self.scheduler.cpu_seconds() - cpu_before
+        cpu = self.watch_at.cpu_seconds() - cpu_before
         reports = self.reporter.reports - reports_before
         live = self.live()
         latencies = [ms for s in live for ms in s.latencies_ms]
@@ -213,5 +228,63 @@ async def measure_progress_latency(
                 errors = subscription.errors()
                 if errors:
                     notes.append(f"{name}: streams that failed: {errors}")
+    await _measure_cross_replica(database_url, sizes, figures, reporter, registry, notes)
     await clear_jobs(conn)
     return notes
+
+
+async def _peers_known(stub: ClusterServiceAsyncStub, count: int) -> None:
+    """Until every replica reported itself after all `count` were listed: each then counts the
+    others as peers (and forwards its live progress)."""
+    listed_at: dict[str, int] = {}
+    async with asyncio.timeout(SETUP_TIMEOUT):
+        while True:
+            status = await stub.GetClusterStatus(cluster_service_pb2.GetClusterStatusRequest())
+            seen = {r.id: r.last_seen_time.ToMicroseconds() for r in status.replicas}
+            if len(seen) >= count:
+                if not listed_at:
+                    listed_at = seen
+                elif all(seen.get(r, 0) > at for r, at in listed_at.items()):
+                    return
+            await asyncio.sleep(PRESENCE_INTERVAL / 5)
+
+
+async def _measure_cross_replica(
+    database_url: str,
+    sizes: Sizes,
+    figures: Figures,
+    reporter: ProgressReporter,
+    registry: HandlerRegistry,
+    notes: list[str],
+) -> None:
+    name = (
+        f"Progress latency across replicas: report every "
+        f"{sizes.progress_report_interval * 1000:.0f} ms to replica 1, one WatchJob subscriber "
+        f"on replica 2, {sizes.progress_seconds:.0f} s windows"
+    )
+    progress(f"{name}: starting two replicas")
+    extra = ("--presence-interval", str(PRESENCE_INTERVAL))
+    async with (
+        running_schedulers(database_url, 2, extra_args=extra) as (near, far),
+        grpc.aio.insecure_channel(near.address) as channel,
+        running_executor(near.address, registry, name="bench-progress-near", capacity=1),
+    ):
+        cluster: ClusterServiceAsyncStub = cluster_service_pb2_grpc.ClusterServiceStub(channel)
+        await _peers_known(cluster, 2)
+        stub: JobServiceAsyncStub = job_service_pb2_grpc.JobServiceStub(channel)
+        async with Subscription(near, stub, reporter, 1, watch_at=far) as subscription:
+            for repetition in range(1, sizes.repetitions + 1):
+                progress(f"{name} (window {repetition}/{sizes.repetitions})")
+                run = await subscription.measure(sizes.progress_seconds)
+                figures.add(name, "latency p50", "ms", percentile(run.latencies_ms, 50))
+                figures.add(
+                    name,
+                    "latency p99",
+                    "ms",
+                    percentile(run.latencies_ms, 99),
+                    targets.PROGRESS_P99_CROSS_REPLICA_MS,
+                )
+                figures.add(name, "share of reports delivered", "%", 100 * run.delivered_share)
+            errors = subscription.errors()
+            if errors:
+                notes.append(f"{name}: streams that failed: {errors}")

@@ -481,6 +481,11 @@ class SchedulerServer:
             self.hub.forward = lambda job_id: (
                 notifier.jobs_changed(job_id) if self.presence.peers else None
             )
+            # Live progress too, as soon as it is reported (issue 19: cross-replica progress).
+            self.notifier.on_progress = self.hub.publish_remote_progress
+            self.hub.forward_progress = lambda job_id, attempt, progress: (
+                notifier.progress(job_id, attempt, progress) if self.presence.peers else None
+            )
             self.dispatcher.has_peers = lambda: self.presence.peers > 0
         self.queue_reads = QueueReads(db, timedelta(seconds=3 * settings.presence_interval))
         queue_service_pb2_grpc.add_QueueServiceServicer_to_server(

@@ -96,6 +96,9 @@ class JobWatchHub:
         self.change_limit = change_limit
         self.closed = False
         self.forward: Callable[[str], None] | None = None
+        # Progress reported here, told to the other replicas' hubs (set by the server when
+        # there are any): their watchers get it as soon as the ones here.
+        self.forward_progress: Callable[[str, int, Progress], None] | None = None
 
     def subscriber_count(self) -> int:
         """Open WatchJob streams (one watch each) and WatchJobs subscriptions."""
@@ -116,7 +119,14 @@ class JobWatchHub:
 
     def publish_progress(self, job_id: str, attempt: int, progress: Progress) -> None:
         """New progress of a running attempt, reported to this replica: its watchers here get it
-        without reading the store. Nothing is kept for a job nobody watches here."""
+        without reading the store, and the other replicas are told (`forward_progress`).
+        Nothing is kept for a job nobody watches here."""
+        if self.forward_progress is not None:
+            self.forward_progress(job_id, attempt, progress)
+        self.publish_remote_progress(job_id, attempt, progress)
+
+    def publish_remote_progress(self, job_id: str, attempt: int, progress: Progress) -> None:
+        """Progress reported to another replica: its watchers here get it (not forwarded)."""
         watchers = self._watchers.get(job_id)
         if not watchers:
             return

@@ -15,6 +15,10 @@ executor connected to B. Two channels carry that:
                       JOB_IDS_PER_NOTIFY ids per NOTIFY
     jobsched_schedules payload-less: a schedule was created or resumed (the leader's cron loop
                       looks at the next fire times again)
+    jobsched_progress payload: the latest progress reports made here (see progress_payloads),
+                      so that watchers on other replicas get them as soon as local ones do,
+                      not when the progress writer stores them; collected for
+                      `progress_debounce` seconds. A signal only: the store stays the record
 
 One dedicated connection outside the pool LISTENs and sends (NOTIFY is delivered only on commit of
 its own autocommit statement, so a signal never precedes the commit of the change it announces:
@@ -28,11 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+
+from scheduler.domain.jobs import Progress
 
 log = logging.getLogger("jobsched.notify")
 
@@ -40,7 +48,70 @@ WORK_CHANNEL = "jobsched_work"
 CANCEL_CHANNEL = "jobsched_cancel"
 JOBS_CHANNEL = "jobsched_jobs"
 SCHEDULES_CHANNEL = "jobsched_schedules"
+PROGRESS_CHANNEL = "jobsched_progress"
 JOB_IDS_PER_NOTIFY = 200  # 200 x 37 bytes, within NOTIFY's 8000-byte payload limit
+PAYLOAD_LIMIT = 7900  # bytes of one NOTIFY payload (PostgreSQL refuses 8000 and more)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(value: object) -> datetime | None:
+    return _EPOCH + timedelta(microseconds=value) if isinstance(value, int) else None
+
+
+def progress_payloads(reports: Iterable[tuple[str, int, Progress]]) -> list[str]:
+    """Progress reports as NOTIFY payloads: JSON arrays of [job id, attempt, percent, step,
+    message, eta, updated at] (times in microseconds since the epoch), each payload within
+    PAYLOAD_LIMIT bytes. A report too long for a payload of its own (a step and a message of
+    1,000 wide characters each) is left out: its watchers elsewhere get it from the store."""
+    payloads: list[str] = []
+    entries: list[str] = []
+    size = 2
+    for job_id, attempt, p in reports:
+        entry = json.dumps(
+            [job_id, attempt, p.percent, p.step, p.message, _micros(p.eta), _micros(p.updated_at)],
+            separators=(",", ":"),
+        )
+        if len(entry.encode()) + 2 > PAYLOAD_LIMIT:
+            continue
+        if entries and size + len(entry.encode()) + 1 > PAYLOAD_LIMIT:
+            payloads.append("[" + ",".join(entries) + "]")
+            entries, size = [], 2
+        entries.append(entry)
+        size += len(entry.encode()) + 1
+    if entries:
+        payloads.append("[" + ",".join(entries) + "]")
+    return payloads
+
+
+def parse_progress(payload: str) -> list[tuple[str, int, Progress]]:
+    """The reports of a jobsched_progress payload (malformed entries are skipped)."""
+    try:
+        entries = json.loads(payload)
+    except ValueError:
+        return []
+    reports: list[tuple[str, int, Progress]] = []
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, list) or len(entry) != 7:
+            continue
+        job_id, attempt, percent, step, message, eta, updated_at = entry
+        if not (
+            isinstance(job_id, str)
+            and isinstance(attempt, int)
+            and isinstance(percent, int | float)
+            and isinstance(step, str)
+            and isinstance(message, str)
+        ):
+            continue
+        progress = Progress(
+            float(percent), step, message, _from_micros(eta), _from_micros(updated_at)
+        )
+        reports.append((job_id, attempt, progress))
+    return reports
+
 
 _CONNECTION_ERRORS = (
     OSError,
@@ -56,11 +127,13 @@ class Notifier:
         dsn: str,
         *,
         debounce: float = 0.05,
+        progress_debounce: float = 0.005,
         liveness_interval: float = 30.0,
         reconnect_max: float = 5.0,
     ) -> None:
         self.dsn = dsn
         self.debounce = debounce
+        self.progress_debounce = progress_debounce
         self.liveness_interval = liveness_interval
         self.reconnect_max = reconnect_max
         self.on_work: Callable[[], None] = lambda: None
@@ -68,6 +141,9 @@ class Notifier:
         self.on_cancel: Callable[[str], object] = lambda job_id: None
         self.on_jobs: Callable[[list[str]], object] = lambda job_ids: None
         self.on_schedules: Callable[[], None] = lambda: None
+        self.on_progress: Callable[[str, int, Progress], object] = lambda *report: None
+        self._progress: dict[str, tuple[int, Progress]] = {}
+        self._progress_sender: asyncio.Task[None] | None = None
         self._changed: set[str] = set()
         self._jobs_sender: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -88,13 +164,19 @@ class Notifier:
     async def stop(self) -> None:
         tasks = [
             t
-            for t in (self._task, self._work_sender, self._jobs_sender, *self._senders)
+            for t in (
+                self._task,
+                self._work_sender,
+                self._jobs_sender,
+                self._progress_sender,
+                *self._senders,
+            )
             if t is not None
         ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = self._work_sender = self._jobs_sender = None
+        self._task = self._work_sender = self._jobs_sender = self._progress_sender = None
         self._senders.clear()
 
     # --- sending -----------------------------------------------------------------------------
@@ -139,6 +221,21 @@ class Notifier:
         for start in range(0, len(changed), JOB_IDS_PER_NOTIFY):
             await self._notify(JOBS_CHANNEL, ",".join(changed[start : start + JOB_IDS_PER_NOTIFY]))
 
+    def progress(self, job_id: str, attempt: int, progress: Progress) -> None:
+        """Tell the other replicas of a progress report (the latest per job, collected for
+        `progress_debounce` seconds, then sent in as few NOTIFYs as fit)."""
+        self._progress[job_id] = (attempt, progress)
+        if self._progress_sender is None or self._progress_sender.done():
+            self._progress_sender = asyncio.create_task(
+                self._send_progress(), name="notify-progress"
+            )
+
+    async def _send_progress(self) -> None:
+        await asyncio.sleep(self.progress_debounce)
+        reports, self._progress = self._progress, {}
+        for payload in progress_payloads((j, a, p) for j, (a, p) in reports.items()):
+            await self._notify(PROGRESS_CHANNEL, payload)
+
     async def _notify(self, channel: str, payload: str) -> None:
         conn = self._conn
         if conn is None:
@@ -165,6 +262,9 @@ class Notifier:
             self.on_jobs(payload.split(","))
         elif channel == SCHEDULES_CHANNEL:
             self.on_schedules()
+        elif channel == PROGRESS_CHANNEL and isinstance(payload, str):
+            for job_id, attempt, progress in parse_progress(payload):
+                self.on_progress(job_id, attempt, progress)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -182,6 +282,7 @@ class Notifier:
                 await conn.add_listener(CANCEL_CHANNEL, self._received)
                 await conn.add_listener(JOBS_CHANNEL, self._received)
                 await conn.add_listener(SCHEDULES_CHANNEL, self._received)
+                await conn.add_listener(PROGRESS_CHANNEL, self._received)
                 self._pid = conn.get_server_pid()
                 self._conn = conn
                 self.connected.set()
