@@ -262,7 +262,9 @@ async def insert_jobs(
             "default_jitter": DEFAULT_RETRY_POLICY.jitter,
         },
     )
-    inserted = {str(r._mapping["id"]): row_to_job(r, full=False) for r in result}
+    # By position (id is the first of LIST_COLUMNS): Row._mapping costs ~10 us a row.
+    records = (row_to_job(r, full=False) for r in result)
+    inserted = {record.id: record for record in records}
     # Ids were generated here, so request order maps to rows by id, whatever RETURNING's order.
     return {jid: inserted[jid] for jid in ids if jid in inserted}
 
