@@ -1167,3 +1167,50 @@ async def test_submitted_records_match_what_get_returns(store: JobStore) -> None
     # The insert returns projected columns only: everything but the payload matches.
     assert submitted[0].job.payload == b""
     assert submitted[0].job == dataclasses.replace(stored, payload=b"")
+
+
+async def test_a_submitted_record_is_the_row_as_it_reads_back(
+    store: JobStore, db: Database
+) -> None:
+    """store.submit builds a new job's record from what it sent and what the insert decided
+    (the settings resolved from the job, its type and its queue): every field equals the row
+    read back, for jobs that set everything, nothing, or leave settings to their type and
+    queue."""
+    async with db.transaction() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO queues (tenant, name, default_max_attempts, retry_multiplier,"
+                " updated_at) VALUES (:t, 'slow', 7, 3.5, now())"
+            ),
+            {"t": TENANT},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO job_types (tenant, name, timeout, retry_jitter, updated_at)"
+                " VALUES (:t, 'typed', interval '90 seconds', 0.25, now())"
+            ),
+            {"t": TENANT},
+        )
+    now = datetime.now(UTC)
+    jobs = [
+        new_job(now),
+        new_job(now, queue="slow", job_type="typed", labels={"a": "1", "b": "two"}),
+        new_job(
+            now,
+            queue="slow",
+            key="k-1",
+            priority=9,
+            max_attempts=2,
+            timeout=timedelta(seconds=5),
+            run_at=now + timedelta(hours=1),
+            payload=b"\x00\xff",
+        ),
+        dataclasses.replace(
+            new_job(now, job_type="typed"), trace_context="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+        ),
+    ]
+    submitted = await store.submit(TENANT, jobs)
+    assert [s.created for s in submitted] == [True] * len(jobs)
+    for s in submitted:
+        stored = await store.get(TENANT, s.job.id)
+        assert s.job == dataclasses.replace(stored, payload=b"", result=None)
