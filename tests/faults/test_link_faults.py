@@ -1,14 +1,17 @@
-"""Fault catalogue cases on the executor's link to its scheduler (tests/faults/CASES.md 12-14),
-played by a loopback fault proxy (tests/fault_proxy.py) between a real executor process and a
-real scheduler process: a black hole, a proxy that closes idle connections, a slow link."""
+"""Fault catalogue cases on the links to a scheduler (tests/faults/CASES.md 12-15), played by a
+loopback fault proxy (tests/fault_proxy.py) in front of a real scheduler process: on an
+executor's link a black hole, a proxy that closes idle connections, a slow link; on a client's
+link a submit response lost after the commit."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
-from jobsched.client import JobschedClient
+from jobsched.client import JobschedClient, job_spec
 from jobsched.v1 import job_pb2
 from scheduler.store.database import Database
 from tests.fault_proxy import FaultProxy
@@ -127,3 +130,43 @@ async def test_14_heartbeats_delayed_on_a_live_stream_end_nothing(
     assert {(f.executor, f.attempt) for f in finals} == {("slow-link", 1)}
     assert proxy.connections == 1  # the stream was never ended
     await assert_invariants(db, Observed(acknowledged={j.id for j in jobs}))
+
+
+async def test_15_a_keyed_submit_whose_response_is_lost_after_commit_is_retried_into_one_job(
+    cluster: Cluster, db: Database, proxies: list[FaultProxy]
+) -> None:
+    first = await cluster.scheduler("s1")
+    second = await cluster.scheduler("s2")
+    await cluster.executor("e1", [first.address, second.address], 2)
+    proxy = await proxy_to(proxies, first.address)
+    key = "order-15"
+
+    async def stored() -> str:
+        async with db.read() as conn:
+            found = (
+                await conn.execute(
+                    text("SELECT id::text FROM jobs WHERE idempotency_key = :k"), {"k": key}
+                )
+            ).all()
+        assert len(found) == 1, found
+        return str(found[0][0])
+
+    async with JobschedClient(f"{proxy.address},{second.address}") as client:
+        warm = (await client.submit_job(job_spec("noop"))).job  # the connection is up
+        # Both ways slow: the submit reaches s1 and commits, and its answer waits in the
+        # proxy, where the reset below loses it.
+        proxy.delay(3.0)
+        submitting = asyncio.create_task(client.submit_job(job_spec("noop", idempotency_key=key)))
+        job_id = await assert_eventually(stored, within=20, interval=0.01)
+        assert not submitting.done()  # committed, not yet answered
+        proxy.reset()
+        proxy.pass_through()
+        # The client sees the connection end (UNAVAILABLE) and, the submit being keyed,
+        # repeats it (on the next address, s2): the stored job comes back, not a new one.
+        result = await asyncio.wait_for(submitting, 30)
+        assert result.job.id == job_id
+        assert not result.created
+        assert await stored() == job_id
+        for each in (warm.id, job_id):
+            await succeeded(client, each)
+    await assert_invariants(db, Observed(acknowledged={warm.id, job_id}))
