@@ -1,7 +1,7 @@
-"""Fault catalogue cases on the links to a scheduler (tests/faults/CASES.md 12-15), played by a
+"""Fault catalogue cases on the links to a scheduler (tests/faults/CASES.md 12-15, 18), played by a
 loopback fault proxy (tests/fault_proxy.py) in front of a real scheduler process: on an
 executor's link a black hole, a proxy that closes idle connections, a slow link; on a client's
-link a submit response lost after the commit."""
+link a submit response lost after the commit; a cancel while the executor is partitioned."""
 
 from __future__ import annotations
 
@@ -170,3 +170,40 @@ async def test_15_a_keyed_submit_whose_response_is_lost_after_commit_is_retried_
         for each in (warm.id, job_id):
             await succeeded(client, each)
     await assert_invariants(db, Observed(acknowledged={warm.id, job_id}))
+
+
+async def test_18_a_cancel_while_the_executor_is_partitioned_reaches_it_when_it_is_back(
+    cluster: Cluster, db: Database, proxies: list[FaultProxy]
+) -> None:
+    # A grace and a lease longer than the partition: the attempt waits for its executor.
+    scheduler = await cluster.scheduler("s1", "--reconnect-grace", "15", "--lease", "30")
+    proxy = await proxy_to(proxies, scheduler.address)
+    await cluster.executor("behind-proxy", [proxy.address], 1)
+
+    async def registered() -> None:
+        assert await executor_names(scheduler.address) == {"behind-proxy"}
+
+    await assert_eventually(registered, within=20)
+    async with JobschedClient(scheduler.address) as client:
+        job = await client.submit("sleep", payload={"seconds": 60})
+        await running_on(client, job.id, "behind-proxy")
+        proxy.black_hole()
+
+        async def partitioned() -> None:
+            assert "behind-proxy" not in await executor_names(scheduler.address)
+
+        # The scheduler has ended the silent stream; the attempt is still the executor's.
+        await assert_eventually(partitioned, within=20, interval=0.05)
+        cancelled = await client.cancel(job.id, "partitioned")
+        assert cancelled.state == job_pb2.JOB_STATE_RUNNING  # requested, not yet honoured
+        proxy.pass_through()
+
+        async def ended() -> None:
+            assert (await client.get(job.id)).state == job_pb2.JOB_STATE_CANCELLED
+
+        await assert_eventually(ended, within=30, interval=0.1)
+        final = await client.get(job.id)
+    # The executor came back with its attempt, was told of the cancel and stopped its handler:
+    # the job was neither run again nor left running.
+    assert (final.executor, final.attempt) == ("behind-proxy", 1)
+    await assert_invariants(db, Observed(acknowledged={job.id}, cancelled={job.id}))
