@@ -210,6 +210,13 @@ def _add_timing(parser: argparse.ArgumentParser) -> None:
     ):
         timing.add_argument(flag, type=float, default=value, help=f"{text} (default {value:g})")
     timing.add_argument(
+        "--test-cron-clock-offset",
+        type=float,
+        default=defaults.test_cron_clock_offset,
+        # Test only (ServerSettings.test_cron_clock_offset): not shown in --help.
+        help=argparse.SUPPRESS,
+    )
+    timing.add_argument(
         "--poll-interval",
         type=float,
         default=defaults.poll_interval,
@@ -372,6 +379,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         reconnect_grace=timedelta(seconds=args.reconnect_grace),
         poll_interval=args.poll_interval,
         cron_poll_interval=args.cron_poll_interval,
+        test_cron_clock_offset=args.test_cron_clock_offset,
         leader_tick=args.leader_tick,
         leader_renew_timeout=args.leader_renew_timeout,
         leader_renew_interval=args.leader_renew_interval,

@@ -149,6 +149,11 @@ class ServerSettings:
     # The cron loop's safety poll while leading: schedules created or resumed on any replica
     # wake it at once (jobsched_schedules), so this only bounds a lost signal.
     cron_poll_interval: float = 30.0
+    # TEST ONLY, never set in production: the cron loop and the schedule API read the clock
+    # shifted by this many seconds (every replica of a test given the same offset), so that a
+    # fault test can bring a once-a-minute fire due within seconds of its start
+    # (tests/faults/test_cron_faults.py). Nothing else (leases, leadership, jobs) is shifted.
+    test_cron_clock_offset: float = 0.0
     # How often the latest progress of each running job is written to the store (watchers on
     # this replica get it at once, from memory).
     progress_interval: float = 0.5
@@ -441,10 +446,22 @@ class SchedulerServer:
             recovery_grace=settings.recovery_grace,
         )
         # Leader-only cron firing (scheduler/maintenance/cron.py).
+        cron_clock = clock
+        if settings.test_cron_clock_offset:
+            log.warning(
+                "the cron clock is shifted (a test-only setting)",
+                extra={
+                    "fields": {
+                        "event": "scheduler.test_cron_clock_offset",
+                        "seconds": settings.test_cron_clock_offset,
+                    }
+                },
+            )
+            cron_clock = _shifted(clock, timedelta(seconds=settings.test_cron_clock_offset))
         self.cron = CronFirer(
             db,
             self.leader,
-            clock,
+            cron_clock,
             job_from_template,
             poll_interval=(
                 settings.cron_poll_interval
@@ -466,7 +483,10 @@ class SchedulerServer:
         self.rescuer.tracer = self.cron.tracer = self.retention.tracer = tracer
         schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleService(
-                ScheduleStore(db), clock, on_change=self._schedules_changed, on_fired=self._fired
+                ScheduleStore(db),
+                cron_clock,
+                on_change=self._schedules_changed,
+                on_fired=self._fired,
             ),
             self.server,
         )
@@ -786,3 +806,8 @@ class SchedulerServer:
         if self.tracing is not None:
             self.tracing.shutdown()  # exports the spans still buffered
         log.info("stopped", extra={"fields": {"event": "scheduler.stopped"}})
+
+
+def _shifted(clock: Callable[[], datetime], offset: timedelta) -> Callable[[], datetime]:
+    """`clock`, `offset` later (ServerSettings.test_cron_clock_offset)."""
+    return lambda: clock() + offset

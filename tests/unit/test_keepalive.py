@@ -16,6 +16,13 @@ def test_peers_ping_no_more_often_than_the_server_permits() -> None:
     assert server["grpc.keepalive_permit_without_calls"] == 1  # executors' streams may idle
 
 
+def test_the_server_sends_a_ping_flooder_away() -> None:
+    server = dict(SERVER_OPTIONS)
+    assert server["grpc.http2.min_ping_interval_without_data_ms"] > 0
+    # 0 would tolerate any number of pings too soon.
+    assert 0 < server["grpc.http2.max_ping_strikes"] <= 5
+
+
 async def test_the_client_pings_no_more_often_than_the_server_permits() -> None:
     server = dict(SERVER_OPTIONS)
     client = JobschedClient("127.0.0.1:1")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.domain.rate_limits import DEFAULT_RATE, RateLimit
-from scheduler.flags import parse_args, settings_from
+from scheduler.flags import build_parser, parse_args, settings_from
 from scheduler.server import ServerSettings
 
 
@@ -190,3 +190,10 @@ def test_bad_rate_limits_are_refused_at_the_command_line(
         parse_args(argv)
     assert exited.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_the_test_only_cron_clock_offset_is_off_by_default_and_hidden() -> None:
+    assert settings_from(parse_args([])).test_cron_clock_offset == 0.0
+    shifted = settings_from(parse_args(["--test-cron-clock-offset", "-42.5"]))
+    assert shifted.test_cron_clock_offset == -42.5
+    assert "test-cron-clock-offset" not in build_parser().format_help()
