@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -480,7 +479,11 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             )
             line_cursor = LineCursor(job.attempt, 0)
             last_progress = job.progress.updated_at
-            progress_sent_at = 0.0  # time.monotonic() of the last live progress sent
+            # When the last live report sent had been reported (the scheduler's clock): the
+            # collapse pause counts from there, not from the send. Counted from the send, a
+            # report delivered late made the next one wait as long, and the delay never shrank
+            # with reports coming once per interval (p50 41.6 ms for 100 watchers at 50 ms).
+            sent_report_at: datetime | None = None
             if last_seq == 0:
                 # A fresh watch starts from the snapshot; its history is in the snapshot.
                 yield job_service_pb2.WatchJobResponse(
@@ -517,7 +520,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     woken = watch.wake.is_set()
                     watch.wake.clear()
                     changed = woken and watch.take_changed()
-                    pause = progress_sent_at + WATCH_PROGRESS_INTERVAL - time.monotonic()
+                    pause = _collapse_pause(sent_report_at, self.clock())
                     if woken and not changed and pause > 0:
                         await asyncio.sleep(pause)  # collapse: the latest report, once due
                         watch.wake.clear()
@@ -532,8 +535,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                             and live.attempt == job.attempt
                             and _newer(live.progress.updated_at, last_progress)
                         ):
-                            last_progress = live.progress.updated_at
-                            progress_sent_at = time.monotonic()
+                            last_progress = sent_report_at = live.progress.updated_at
                             yield job_service_pb2.WatchJobResponse(
                                 sequence=last_seq, progress=progress_to_proto(live.progress)
                             )
@@ -595,6 +597,16 @@ def _in_watch_order(
             return
         yield event
     yield from lines[i:]
+
+
+def _collapse_pause(sent_report_at: datetime | None, now: datetime) -> float:
+    """How long a watcher waits before its next live report: until WATCH_PROGRESS_INTERVAL
+    after the last one it was sent had been reported (never longer than the interval, whatever
+    the clocks say)."""
+    if sent_report_at is None:
+        return 0.0
+    waited = (now - sent_report_at).total_seconds()
+    return min(WATCH_PROGRESS_INTERVAL, WATCH_PROGRESS_INTERVAL - waited)
 
 
 def _newer(candidate: datetime | None, seen: datetime | None) -> bool:
