@@ -528,20 +528,18 @@ class SchedulerServer:
         )
         job_store = JobStore(db)
         self.submit_groups = SubmitGroups(job_store)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobService(
-                job_store,
-                clock,
-                on_new_work=self.dispatcher.new_work,
-                on_scheduled=self.dispatcher.wake_at,
-                on_cancel_requested=self.dispatcher.request_cancel,
-                hub=self.hub,
-                queue_reads=self.queue_reads,
-                on_submitted=self.metrics.jobs_submitted if self.metrics else None,
-                submit_groups=self.submit_groups,
-            ),
-            self.server,
+        self.job_service = JobService(
+            job_store,
+            clock,
+            on_new_work=self.dispatcher.new_work,
+            on_scheduled=self.dispatcher.wake_at,
+            on_cancel_requested=self.dispatcher.request_cancel,
+            hub=self.hub,
+            queue_reads=self.queue_reads,
+            on_submitted=self.metrics.jobs_submitted if self.metrics else None,
+            submit_groups=self.submit_groups,
         )
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(self.job_service, self.server)
         registrar = Registrar(
             db,
             self.dispatcher,

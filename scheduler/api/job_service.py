@@ -24,6 +24,7 @@ from scheduler.api.convert import (
     spec_from_proto,
     states_from_proto,
 )
+from scheduler.api.shared_reads import SharedReads
 from scheduler.auth.identity import tenant_of
 from scheduler.domain.errors import (
     ConcurrentModification,
@@ -82,6 +83,10 @@ WATCH_POLL_SECONDS = 10.0
 # (a flood from a raw executor stream) does not fill a slow watcher's stream with progress it
 # reads long after the job ended; state changes are not held back by more than this.
 WATCH_PROGRESS_INTERVAL = 0.05
+# What a WatchJob reads (tenant, job id, events after this seq, lines after this cursor), and
+# what it gets: the job, those events and lines.
+_WatchRead = tuple[str, str, int, LineCursor | None]
+_Watched = tuple[JobRecord, list[JobEventRecord], list[LogLine]]
 # Log lines a WatchJob reads at a time: a whole attempt's (with the truncation marker).
 WATCH_LOG_BATCH = MAX_LOG_LINES_PER_ATTEMPT + 1
 # WatchJobs reads the changed jobs this many ids per statement, and remembers what it last read of
@@ -152,6 +157,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         # Told of the jobs each submit created (the metrics' hook).
         self.on_submitted = on_submitted
         self.logs = logs or JobLogStore(store.db)
+        # WatchJob's reads of a job, shared by its watchers (see shared_reads.py).
+        self.watch_reads: SharedReads[_WatchRead, _Watched] = SharedReads(self._watch_read)
         self.clock = clock
         # In-process wake-ups of the dispatcher: a local submit is dispatched at once.
         self.on_new_work = on_new_work
@@ -474,9 +481,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         try:
             # Log lines: from the start of the job's current attempt, then as they come (later
             # attempts' too), read in the same snapshot as the events they are merged with.
-            job, events, lines = await self.logs.get_with_events_and_lines(
-                tenant, job_id, last_seq, None, WATCH_LOG_BATCH
-            )
+            job, events, lines = await self.watch_reads.get((tenant, job_id, last_seq, None))
             line_cursor = LineCursor(job.attempt, 0)
             last_progress = job.progress.updated_at
             # When the last live report sent had been reported (the scheduler's clock): the
@@ -542,11 +547,17 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                         if not changed:
                             events, lines = [], []
                             continue
-                job, events, lines = await self.logs.get_with_events_and_lines(
-                    tenant, job_id, last_seq, line_cursor, WATCH_LOG_BATCH
+                job, events, lines = await self.watch_reads.get(
+                    (tenant, job_id, last_seq, line_cursor)
                 )
         finally:
             self.hub.unsubscribe(job_id, watch)
+
+    async def _watch_read(self, key: _WatchRead) -> _Watched:
+        tenant, job_id, after_seq, after_line = key
+        return await self.logs.get_with_events_and_lines(
+            tenant, job_id, after_seq, after_line, WATCH_LOG_BATCH
+        )
 
     def _announce(self, submitted: Sequence[Submitted]) -> None:
         """Wake the dispatcher for new QUEUED jobs, and set its timer for new SCHEDULED ones."""
