@@ -41,6 +41,7 @@ from scheduler.api.artifact_service import ArtifactService
 from scheduler.api.audit_service import AuditService
 from scheduler.api.auth_service import AuthService
 from scheduler.api.cluster_service import ClusterService
+from scheduler.api.encoded_streams import add_with_encoded_streams
 from scheduler.api.executor_service import ExecutorService
 from scheduler.api.health import DatabaseHealthProbe
 from scheduler.api.interceptors import AccessLogInterceptor, ErrorInterceptor
@@ -539,7 +540,13 @@ class SchedulerServer:
             on_submitted=self.metrics.jobs_submitted if self.metrics else None,
             submit_groups=self.submit_groups,
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(self.job_service, self.server)
+        # WatchJob sends a job's live progress encoded once for all its watchers.
+        add_with_encoded_streams(
+            job_service_pb2_grpc.add_JobServiceServicer_to_server,
+            self.job_service,
+            self.server,
+            ["WatchJob"],
+        )
         registrar = Registrar(
             db,
             self.dispatcher,

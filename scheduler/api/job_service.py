@@ -71,7 +71,7 @@ from scheduler.store.logs import JobLogStore
 from scheduler.store.queues import QueueReads
 from scheduler.store.submit_groups import SubmitGroups
 from scheduler.telemetry.tracing import submit_trace_context
-from scheduler.watch import JobWatchHub
+from scheduler.watch import JobWatchHub, LiveProgress
 
 # Watchers are woken in-process on every change made by this replica, and through jobsched_jobs
 # notifications on changes made by the others; this poll is only the safety net for a lost signal
@@ -87,6 +87,8 @@ WATCH_PROGRESS_INTERVAL = 0.05
 # what it gets: the job, those events and lines.
 _WatchRead = tuple[str, str, int, LineCursor | None]
 _Watched = tuple[JobRecord, list[JobEventRecord], list[LogLine]]
+# Jobs whose latest live progress item is kept encoded (a few hundred bytes each).
+ENCODED_PROGRESS_JOBS = 10_000
 # Log lines a WatchJob reads at a time: a whole attempt's (with the truncation marker).
 WATCH_LOG_BATCH = MAX_LOG_LINES_PER_ATTEMPT + 1
 # WatchJobs reads the changed jobs this many ids per statement, and remembers what it last read of
@@ -159,6 +161,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self.logs = logs or JobLogStore(store.db)
         # WatchJob's reads of a job, shared by its watchers (see shared_reads.py).
         self.watch_reads: SharedReads[_WatchRead, _Watched] = SharedReads(self._watch_read)
+        # job id -> (the live report, the sequence, that progress item encoded)
+        self._encoded_progress: dict[str, tuple[LiveProgress, int, bytes]] = {}
         self.clock = clock
         # In-process wake-ups of the dispatcher: a local submit is dispatched at once.
         self.on_new_work = on_new_work
@@ -541,9 +545,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                             and _newer(live.progress.updated_at, last_progress)
                         ):
                             last_progress = sent_report_at = live.progress.updated_at
-                            yield job_service_pb2.WatchJobResponse(
-                                sequence=last_seq, progress=progress_to_proto(live.progress)
-                            )
+                            # The same bytes for every watcher of the job (encoded_streams.py).
+                            yield self._live_progress_message(job_id, live, last_seq)
                         if not changed:
                             events, lines = [], []
                             continue
@@ -552,6 +555,20 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 )
         finally:
             self.hub.unsubscribe(job_id, watch)
+
+    def _live_progress_message(self, job_id: str, live: LiveProgress, sequence: int) -> Any:
+        """WatchJob's progress item for `live`, encoded once for all the job's watchers (typed
+        Any: the servicer's stubs know only messages, gRPC sends the bytes as they are)."""
+        cached = self._encoded_progress.get(job_id)
+        if cached is not None and cached[0] is live and cached[1] == sequence:
+            return cached[2]
+        encoded = job_service_pb2.WatchJobResponse(
+            sequence=sequence, progress=progress_to_proto(live.progress)
+        ).SerializeToString()
+        if len(self._encoded_progress) >= ENCODED_PROGRESS_JOBS:
+            self._encoded_progress.clear()  # bounded: jobs that ended leave their entry
+        self._encoded_progress[job_id] = (live, sequence, encoded)
+        return encoded
 
     async def _watch_read(self, key: _WatchRead) -> _Watched:
         tenant, job_id, after_seq, after_line = key
