@@ -5,7 +5,7 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     POST   /api/session                        sign in {api_key, tenant?}
     DELETE /api/session                        sign out
     POST   /api/session/tenant                 {tenant}: act for another tenant of the key
-    GET    /api/jobs?state=&queue=&type=&cursor=&page_size=   one page, next_cursor
+    GET    /api/jobs?state=&queue=&type=&label=k=v&cursor=&page_size=   one page, next_cursor
     POST   /api/jobs                           submit {type, queue?, priority?, payload?}
     GET    /api/jobs/{id}                      job, events, attempts, dependencies, log tail
     POST   /api/jobs/{id}/cancel | /retry      the action; the job after it
@@ -45,6 +45,10 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 500
 LOG_TAIL = 200
 MAX_BODY = 1 << 20  # a payload is at most 1 MiB at the scheduler too
+# The list RPCs have no label filter: with `label=` the dashboard reads keyset pages and keeps
+# the jobs that match, at most this many scheduler pages per request (a page with few or no
+# matches still carries the cursor on, so infinite scroll goes on reading).
+LABEL_SCAN_PAGES = 10
 
 Handler = Callable[[Request, Session, AsyncClient], Awaitable[Response]]
 
@@ -211,6 +215,29 @@ def _read_cursor(value: str) -> tuple[str, str] | None:
     return phase, token
 
 
+def _labels(values: list[str]) -> list[tuple[str, str | None]] | Response:
+    """`label=key=value` (the label has that value) or `label=key` (the job has the label),
+    each `label` parameter one condition, all of them to hold."""
+    wanted: list[tuple[str, str | None]] = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not key:
+            return problem(
+                400,
+                f"{item!r} is not a label filter (key=value)",
+                reason="INVALID_ARGUMENT",
+                field_violations=[{"field": "label", "description": "must be key=value"}],
+            )
+        wanted.append((key, value if sep else None))
+    return wanted
+
+
+def _labelled(job: Any, wanted: list[tuple[str, str | None]]) -> bool:
+    have = job.labels
+    return all(key in have and (value is None or have[key] == value) for key, value in wanted)
+
+
 async def list_jobs(request: Request, session: Session, client: AsyncClient) -> Response:
     """Active jobs (oldest first), then finished ones (newest first), each through its keyset
     API; the cursor says which list and carries that list's page token."""
@@ -254,20 +281,30 @@ async def list_jobs(request: Request, session: Session, client: AsyncClient) -> 
         position = read
     phase, token = position if position[0] else (phases[0], "")
     queue, job_type = query.get("queue") or None, query.get("type") or None
-    if phase == "active":
-        jobs, next_token = await client.raw.list_active_page(
-            queue=queue, type=job_type, states=active, page_size=size, page_token=token
-        )
-    else:
-        jobs, next_token = await client.raw.history_page(
-            queue=queue, type=job_type, states=terminal, page_size=size, page_token=token
-        )
-    cursor = ""
-    if next_token:
-        cursor = _cursor(phase, next_token)
-    elif phase == "active" and "history" in phases:
-        cursor = _cursor("history", "")
-    return JSONResponse({"jobs": [serialize.job_row(j) for j in jobs], "next_cursor": cursor})
+    labels = _labels(query.getlist("label"))
+    if isinstance(labels, Response):
+        return labels
+    found: list[Any] = []
+    for _ in range(LABEL_SCAN_PAGES if labels else 1):
+        if phase == "active":
+            jobs, next_token = await client.raw.list_active_page(
+                queue=queue, type=job_type, states=active, page_size=size, page_token=token
+            )
+        else:
+            jobs, next_token = await client.raw.history_page(
+                queue=queue, type=job_type, states=terminal, page_size=size, page_token=token
+            )
+        found += [j for j in jobs if _labelled(j, labels)]
+        if next_token:
+            token = next_token
+        elif phase == "active" and "history" in phases:
+            phase, token = "history", ""
+        else:
+            phase, token = "", ""
+        if not phase or len(found) >= size:
+            break
+    cursor = _cursor(phase, token) if phase else ""
+    return JSONResponse({"jobs": [serialize.job_row(j) for j in found], "next_cursor": cursor})
 
 
 async def submit_job(request: Request, session: Session, client: AsyncClient) -> Response:

@@ -135,6 +135,29 @@ async def test_filter_by_state_and_queue(
     await expect(page.locator(f"li[data-job-id='{first}'] .state")).to_have_text("CANCELLED")
 
 
+async def test_filter_by_label(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with JobschedClient(scheduler.address) as client:
+        red = await client.submit_many([{"type": "idle", "labels": {"team": "red"}}] * 2)
+        await client.submit_many([{"type": "idle", "labels": {"team": "blue"}}] * 3)
+    await page.goto(dashboard.url + "/jobs/")
+    await expect(page.get_by_test_id("loaded")).to_have_text("5 jobs loaded (all)")
+    await page.get_by_label("Label").fill("team=red")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page).to_have_url(re.compile(r"label=team%3Dred"))
+    await expect(page.get_by_test_id("loaded")).to_have_text("2 jobs loaded (all)")
+    shown = await page.eval_on_selector_all(
+        "li[data-job-id]", "els => els.map(e => e.dataset.jobId)"
+    )
+    assert sorted(shown) == sorted(j.id for j in red)
+    # With the other filters, and from the URL alone.
+    await page.goto(dashboard.url + "/jobs/?state=QUEUED&label=team%3Dblue")
+    await expect(page.get_by_test_id("loaded")).to_have_text("3 jobs loaded (all)")
+    await expect(page.get_by_label("Label")).to_have_value("team=blue")
+    assert await serious_violations(page) == []
+
+
 async def test_pause_and_resume_a_queue(
     page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
 ) -> None:

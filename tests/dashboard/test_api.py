@@ -142,6 +142,33 @@ async def test_the_jobs_list_pages_with_the_keyset_cursor_and_filters(
     assert forged.status_code == 400
 
 
+async def test_the_jobs_list_filters_by_label_across_pages_each_job_once(
+    viewer: Viewer, scheduler: SchedulerServer
+) -> None:
+    async with JobschedClient(scheduler.address) as client:
+        made = await client.submit_many(
+            [{"type": "a", "labels": {"team": "red" if n % 7 == 0 else "blue"}} for n in range(90)]
+            + [{"type": "a"} for _ in range(10)]
+        )
+        red = [j.id for n, j in enumerate(made) if n < 90 and n % 7 == 0]
+        await client.cancel(red[0])
+    # Small pages: most scheduler pages hold no red job, the cursor still carries on.
+    found = await job_ids(viewer, label="team=red", page_size=3)
+    assert sorted(found) == sorted(red)
+    assert len(found) == len(set(found))
+    assert found[-1] == red[0]  # the finished one after the active ones
+    assert len(await job_ids(viewer, label="team", page_size=50)) == 90
+    assert await job_ids(viewer, label="team=red", state="CANCELLED") == [red[0]]
+    assert await job_ids(viewer, label="team=green") == []
+    both = await viewer.http.get(
+        "/api/jobs", params=[("label", "team=red"), ("label", "team=blue")]
+    )
+    assert both.json()["jobs"] == []
+    bad = await viewer.get("/api/jobs", label="=red")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["field_violations"][0]["field"] == "label"
+
+
 async def test_job_detail_actions_and_the_live_stream(
     viewer: Viewer, scheduler: SchedulerServer
 ) -> None:
