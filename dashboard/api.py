@@ -8,6 +8,8 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     GET    /api/jobs?state=&queue=&type=&label=k=v&cursor=&page_size=   one page, next_cursor
     POST   /api/jobs                           submit {type, queue?, priority?, payload?}
     GET    /api/jobs/{id}                      job, events, attempts, dependencies, log tail
+    GET    /api/jobs/{id}/artifacts            the job's artifacts (ListJobArtifacts)
+    GET    /api/jobs/{id}/artifacts/{name}     download one (GetArtifact, streamed through)
     POST   /api/jobs/{id}/cancel | /retry      the action; the job after it
     POST   /api/jobs/{id}/priority             {priority}
     DELETE /api/jobs/{id}
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dashboard import capabilities, serialize
@@ -360,6 +364,49 @@ async def job_detail(request: Request, session: Session, client: AsyncClient) ->
     )
 
 
+async def job_artifacts(request: Request, session: Session, client: AsyncClient) -> Response:
+    artifacts = await client.raw.list_artifacts(request.path_params["id"])
+    return JSONResponse({"artifacts": [serialize.artifact(a) for a in artifacts]})
+
+
+def _disposition(name: str) -> str:
+    """An attachment (never shown inline: an artifact is whatever a handler uploaded), named
+    as stored; the plain filename is an ASCII stand-in for old browsers."""
+    base = name.rsplit("/", 1)[-1] or "artifact"
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in base)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(base, safe='')}"
+
+
+async def download_artifact(request: Request, session: Session, client: AsyncClient) -> Response:
+    """GetArtifact streamed to the browser chunk by chunk (nothing is held whole here), with
+    the session's credential. The last chunk is sent only once the size and SHA-256 checked
+    out: a download that does not match breaks off short of its Content-Length."""
+    artifact, chunks = await client.raw.open_artifact(
+        request.path_params["id"], request.path_params["name"]
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        held: bytes | None = None
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if held:
+                    yield held
+                held = chunk
+        if held:
+            yield held
+
+    return StreamingResponse(
+        body(),
+        media_type=artifact.content_type or "application/octet-stream",
+        headers={
+            "content-length": str(artifact.size_bytes),
+            "content-disposition": _disposition(artifact.name),
+            "cache-control": "private, no-store",
+            "x-artifact-sha256": artifact.sha256,
+        },
+    )
+
+
 async def cancel_job(request: Request, session: Session, client: AsyncClient) -> Response:
     body = await _body(request)
     if isinstance(body, Response):
@@ -500,6 +547,8 @@ ROUTES = [
     Route("/api/jobs", endpoint(submit_job), methods=["POST"]),
     Route("/api/jobs/{id}", endpoint(job_detail), methods=["GET"]),
     Route("/api/jobs/{id}", endpoint(delete_job), methods=["DELETE"]),
+    Route("/api/jobs/{id}/artifacts", endpoint(job_artifacts), methods=["GET"]),
+    Route("/api/jobs/{id}/artifacts/{name:path}", endpoint(download_artifact), methods=["GET"]),
     Route("/api/jobs/{id}/cancel", endpoint(cancel_job), methods=["POST"]),
     Route("/api/jobs/{id}/retry", endpoint(retry_job), methods=["POST"]),
     Route("/api/jobs/{id}/priority", endpoint(job_priority), methods=["POST"]),

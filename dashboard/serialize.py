@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from jobsched.artifacts import Artifact
 from jobsched.jobs import Job
 from jobsched.v1 import job_pb2, queue_service_pb2, schedule_service_pb2
 
@@ -189,4 +190,15 @@ def schedule(message: schedule_service_pb2.Schedule) -> dict[str, Any]:
         "next_fire_times": [t.ToDatetime().isoformat() + "Z" for t in message.next_fire_times],
         "last_fire_time": _timestamp(message, "last_fire_time"),
         "last_job_id": message.last_job_id,
+    }
+
+
+def artifact(value: Artifact) -> dict[str, Any]:
+    return {
+        "name": value.name,
+        "size_bytes": value.size_bytes,
+        "sha256": value.sha256,
+        "content_type": value.content_type,
+        "attempt": value.attempt,
+        "created_at": _time(value.created_at),
     }

@@ -12,13 +12,14 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from dashboard.serving import DashboardServer
+from jobsched.async_client import AsyncClient
 from jobsched.client import JobschedClient
 from jobsched.v1 import job_pb2
 from scheduler.domain.auth import new_key
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.browser.conftest import screenshot, serious_violations
-from tests.dashboard.harness import dashboard_for
+from tests.dashboard.harness import ARTIFACTS, dashboard_for
 from tests.scripted import serving
 
 # The first test's setup may build the front end (npm ci, next build) and install chromium
@@ -156,6 +157,43 @@ async def test_filter_by_label(
     await expect(page.get_by_test_id("loaded")).to_have_text("3 jobs loaded (all)")
     await expect(page.get_by_label("Label")).to_have_value("team=blue")
     assert await serious_violations(page) == []
+
+
+async def test_job_detail_draws_its_dependencies_and_downloads_artifacts(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with AsyncClient(scheduler.address) as client:
+        maker = await client.submit("artifacts")
+        held = await client.submit("nobody-runs-this")
+        await client.wait(maker.id, timeout=15)
+        waiting = await client.submit("idle", depends_on=[maker.id, held.id])
+    await page.goto(f"{dashboard.url}/jobs/detail/?id={waiting.id}")
+    graph = page.get_by_test_id("dep-graph")
+    await expect(graph.locator("a[data-job-id]")).to_have_count(2)
+    await expect(graph.locator(f"a[data-job-id='{maker.id}']")).to_have_attribute(
+        "data-state", "SUCCEEDED"
+    )
+    await expect(graph.locator(f"a[data-job-id='{held.id}']")).to_have_attribute(
+        "data-state", "QUEUED"
+    )
+    assert await graph.locator(f"a[data-job-id='{maker.id}'] rect.node-SUCCEEDED").count() == 1
+    assert await graph.locator(f"g[data-job-id='{waiting.id}']").count() == 1
+    assert await serious_violations(page) == []
+    await screenshot(page, "job-dependencies")
+    # A node links to its job, whose artifacts download through the dashboard.
+    await graph.locator(f"a[data-job-id='{maker.id}']").click()
+    await expect(page).to_have_url(re.compile(f"id={maker.id}"))
+    table = page.get_by_test_id("artifacts")
+    for name in ARTIFACTS:
+        await expect(table.get_by_role("link", name=name, exact=True)).to_be_visible()
+    async with page.expect_download() as info:
+        await table.get_by_role("link", name="out/data é.bin").click()
+    download = await info.value
+    assert download.suggested_filename == "data é.bin"
+    saved = await download.path()
+    assert saved.read_bytes() == ARTIFACTS["out/data é.bin"][0]
+    assert await serious_violations(page) == []
+    await screenshot(page, "job-artifacts")
 
 
 async def test_pause_and_resume_a_queue(

@@ -5,8 +5,10 @@ the SSE bridge of WatchJob and WatchJobs."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -14,7 +16,7 @@ from dashboard.serving import DashboardServer
 from jobsched.client import JobschedClient
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
-from tests.dashboard.harness import Viewer, dashboard_for, executing
+from tests.dashboard.harness import ARTIFACTS, Viewer, dashboard_for, executing
 from tests.helpers import assert_eventually
 from tests.scripted import serving
 
@@ -220,6 +222,42 @@ async def test_job_detail_actions_and_the_live_stream(
     gone = await viewer.get(f"/api/jobs/{held['id']}")
     assert gone.status_code == 404
     assert gone.json()["error"]["reason"] == "JOB_NOT_FOUND"
+
+
+async def test_artifacts_are_listed_and_streamed_through_with_their_checksums(
+    viewer: Viewer, scheduler: SchedulerServer
+) -> None:
+    async with executing(scheduler.address):
+        job = (await viewer.post("/api/jobs", {"type": "artifacts"})).json()["job"]
+        async for name, _data in viewer.events(f"/api/jobs/{job['id']}/events"):
+            if name == "end":
+                break
+    listed = await viewer.get(f"/api/jobs/{job['id']}/artifacts")
+    assert listed.status_code == 200, listed.text
+    artifacts = {a["name"]: a for a in listed.json()["artifacts"]}
+    assert sorted(artifacts) == sorted(ARTIFACTS)
+    for name, (data, content_type) in ARTIFACTS.items():
+        assert artifacts[name]["size_bytes"] == len(data)
+        assert artifacts[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        answer = await viewer.http.get(f"/api/jobs/{job['id']}/artifacts/{quote(name)}")
+        assert answer.status_code == 200
+        assert answer.content == data
+        assert answer.headers["content-length"] == str(len(data))
+        assert answer.headers["content-disposition"].startswith("attachment;")
+        assert answer.headers["x-artifact-sha256"] == hashlib.sha256(data).hexdigest()
+        if content_type:
+            assert answer.headers["content-type"].startswith(content_type)
+    assert (
+        "filename*=UTF-8''data%20%C3%A9.bin"
+        in (
+            await viewer.http.get(f"/api/jobs/{job['id']}/artifacts/{quote('out/data é.bin')}")
+        ).headers["content-disposition"]
+    )
+    missing = await viewer.get(f"/api/jobs/{job['id']}/artifacts/nothing.txt")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["reason"] == "ARTIFACT_NOT_FOUND"
+    unknown = await viewer.get("/api/jobs/00000000-0000-0000-0000-000000000000/artifacts")
+    assert unknown.status_code == 404
 
 
 async def test_queues_pause_and_resume_and_the_overview_counts(viewer: Viewer) -> None:
