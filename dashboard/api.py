@@ -19,6 +19,7 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     POST   /api/schedules/{id}/pause | /resume | /trigger
     POST   /api/dead-letters/retry             {queue?, type?}: retry DEAD jobs in bulk
     GET    /api/overview                       active jobs per state, queues, cluster if allowed
+    GET    /api/rates                          submits, finishes and failures over the last hour
     GET    /api/cluster                        replicas, leader, executors (admin keys)
 """
 
@@ -28,7 +29,9 @@ import base64
 import binascii
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -53,6 +56,15 @@ MAX_BODY = 1 << 20  # a payload is at most 1 MiB at the scheduler too
 # the jobs that match, at most this many scheduler pages per request (a page with few or no
 # matches still carries the cursor on, so infinite scroll goes on reading).
 LABEL_SCAN_PAGES = 10
+# The overview's charts: the last hour in 5-minute buckets, counted from the keyset lists (the
+# API has no statistics RPC for rates), at most RATE_PAGES pages of RATE_PAGE jobs from each of
+# the history and the active list; a series that needed more says it is incomplete. One
+# session's answer is kept RATE_TTL seconds.
+RATE_WINDOW = timedelta(hours=1)
+RATE_BUCKETS = 12
+RATE_PAGE = 1000
+RATE_PAGES = 10
+RATE_TTL = 15.0
 
 Handler = Callable[[Request, Session, AsyncClient], Awaitable[Response]]
 
@@ -538,6 +550,80 @@ async def overview(request: Request, session: Session, client: AsyncClient) -> R
     return JSONResponse(body)
 
 
+def _bucket(ts: Any, start: float, width: float) -> int | None:
+    if not ts.seconds:
+        return None
+    at = int((ts.seconds + ts.nanos / 1e9 - start) // width)
+    return at if 0 <= at < RATE_BUCKETS else None
+
+
+async def _rates(client: AsyncClient, now: datetime) -> dict[str, Any]:
+    begin = now - RATE_WINDOW
+    start, width = begin.timestamp(), RATE_WINDOW.total_seconds() / RATE_BUCKETS
+    submitted = [0] * RATE_BUCKETS
+    finished = [0] * RATE_BUCKETS
+    failed = [0] * RATE_BUCKETS
+    history_complete = active_complete = False
+    token = ""
+    for _ in range(RATE_PAGES):
+        jobs, token = await client.raw.history_page(
+            finished_after=begin, page_size=RATE_PAGE, page_token=token
+        )
+        for job in jobs:
+            done = _bucket(job.finish_time, start, width)
+            if done is not None:
+                finished[done] += 1
+                if job.state == serialize.DEAD:
+                    failed[done] += 1
+            made = _bucket(job.create_time, start, width)
+            if made is not None:
+                submitted[made] += 1
+        if not token:
+            history_complete = True
+            break
+    token = ""
+    for _ in range(RATE_PAGES):
+        jobs, token = await client.raw.list_active_page(page_size=RATE_PAGE, page_token=token)
+        for job in jobs:
+            made = _bucket(job.create_time, start, width)
+            if made is not None:
+                submitted[made] += 1
+        if not token:
+            active_complete = True
+            break
+    return {
+        "since": serialize.time_of(begin),
+        "until": serialize.time_of(now),
+        "bucket_seconds": width,
+        "buckets": [
+            {
+                "start": serialize.time_of(begin + n * timedelta(seconds=width)),
+                "submitted": submitted[n],
+                "finished": finished[n],
+                "failed": failed[n],
+                "failure_rate": failed[n] / finished[n] if finished[n] else None,
+            }
+            for n in range(RATE_BUCKETS)
+        ],
+        # Submits count the jobs still active and those finished within the hour: complete only
+        # when both lists were read to their ends.
+        "submitted_complete": history_complete and active_complete,
+        "finished_complete": history_complete,
+    }
+
+
+async def rates(request: Request, session: Session, client: AsyncClient) -> Response:
+    cache: dict[str, tuple[float, dict[str, Any]]] = request.app.state.rates
+    kept = cache.get(session.id)
+    if kept is not None and time.monotonic() - kept[0] < RATE_TTL:
+        return JSONResponse(kept[1])
+    body = await _rates(client, datetime.now(UTC))
+    if len(cache) >= 1000:
+        cache.clear()
+    cache[session.id] = (time.monotonic(), body)
+    return JSONResponse(body)
+
+
 ROUTES = [
     Route("/api/session", get_session, methods=["GET"]),
     Route("/api/session", sign_in, methods=["POST"]),
@@ -561,5 +647,6 @@ ROUTES = [
     Route("/api/schedules/{id}/trigger", endpoint(trigger_schedule), methods=["POST"]),
     Route("/api/dead-letters/retry", endpoint(retry_dead_letters), methods=["POST"]),
     Route("/api/overview", endpoint(overview), methods=["GET"]),
+    Route("/api/rates", endpoint(rates), methods=["GET"]),
     Route("/api/cluster", endpoint(cluster), methods=["GET"]),
 ]

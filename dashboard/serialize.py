@@ -20,6 +20,14 @@ def state_name(value: int) -> str:
     return job_pb2.JobState.Name(value).removeprefix(_PREFIX)  # type: ignore[arg-type]
 
 
+DEAD = job_pb2.JOB_STATE_DEAD
+
+
+def time_of(value: datetime) -> str:
+    """An aware datetime as ISO 8601 UTC."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 

@@ -5,6 +5,7 @@ screenshotted (test-artifacts/browser/) and checked with axe-core."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from playwright.async_api import Browser, Page, expect
 from dashboard.serving import DashboardServer
 from jobsched.async_client import AsyncClient
 from jobsched.client import JobschedClient
+from jobsched.jobs import JobFailedError
 from jobsched.v1 import job_pb2
 from scheduler.domain.auth import new_key
 from scheduler.server import SchedulerServer
@@ -295,3 +297,28 @@ async def test_schedules_dead_letters_and_executors_pages(
     await expect(page.locator("tr[data-executor=dash-e]")).to_be_visible(timeout=15_000)
     assert await serious_violations(page) == []
     await screenshot(page, "executors")
+
+
+async def test_overview_charts_submits_finishes_and_failure_rate_of_the_last_hour(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with AsyncClient(scheduler.address) as client:
+        ran = [await client.submit(kind) for kind in ("steps", "doomed", "doomed", "doomed")]
+        await client.submit("nobody-runs-this")
+        for job in ran:
+            with contextlib.suppress(JobFailedError):
+                await client.wait(job.id, timeout=15)
+    await page.goto(dashboard.url + "/")
+    await expect(page.get_by_test_id("submitted-total")).to_have_text("5")
+    await expect(page.get_by_test_id("finished-total")).to_have_text("4")
+    await expect(page.get_by_test_id("failure-rate-total")).to_have_text("75% (3 dead)")
+    chart = page.get_by_test_id("submitted-chart")
+    values = (await chart.get_attribute("data-values") or "").split(",")
+    assert len(values) == 12
+    assert values[-1] == "5"
+    assert await chart.locator("path.spark-line").count() == 1
+    rate = page.get_by_test_id("failure-rate-chart")
+    assert ((await rate.get_attribute("data-values")) or "").endswith(",0.75")
+    await expect(rate).to_have_attribute("aria-label", re.compile(r"over the last hour.*75%$"))
+    assert await serious_violations(page) == []
+    await screenshot(page, "overview-charts")

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from dashboard import api
 from dashboard.serving import DashboardServer
 from jobsched.client import JobschedClient
 from scheduler.server import SchedulerServer
@@ -258,6 +259,54 @@ async def test_artifacts_are_listed_and_streamed_through_with_their_checksums(
     assert missing.json()["error"]["reason"] == "ARTIFACT_NOT_FOUND"
     unknown = await viewer.get("/api/jobs/00000000-0000-0000-0000-000000000000/artifacts")
     assert unknown.status_code == 404
+
+
+async def test_rates_count_submits_finishes_and_failures_of_the_last_hour(
+    viewer: Viewer,
+    scheduler: SchedulerServer,
+    dashboard: DashboardServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with executing(scheduler.address):
+        ids = [
+            (await viewer.post("/api/jobs", {"type": kind})).json()["job"]["id"]
+            for kind in ("steps", "doomed", "doomed", "nobody-runs-this", "nobody-runs-this")
+        ]
+
+        async def finished() -> None:
+            for job_id in ids[:3]:
+                state = (await viewer.get(f"/api/jobs/{job_id}")).json()["job"]["state"]
+                assert state in {"SUCCEEDED", "DEAD"}, state
+
+        await assert_eventually(finished, within=15)
+    answer = await viewer.get("/api/rates")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    buckets = body["buckets"]
+    assert len(buckets) == 12
+    assert body["bucket_seconds"] == 300
+    assert body["submitted_complete"] is True
+    assert body["finished_complete"] is True
+    assert sum(b["submitted"] for b in buckets) == 5
+    assert sum(b["finished"] for b in buckets) == 3
+    assert sum(b["failed"] for b in buckets) == 2
+    # All of it just now: the last bucket.
+    assert (buckets[-1]["submitted"], buckets[-1]["finished"], buckets[-1]["failed"]) == (5, 3, 2)
+    assert buckets[-1]["failure_rate"] == pytest.approx(2 / 3)
+    assert buckets[0]["failure_rate"] is None
+    assert buckets[0]["start"] == body["since"]
+    # Beyond what the dashboard reads for a chart: the series say they are incomplete.
+    monkeypatch.setattr(api, "RATE_PAGE", 2)
+    monkeypatch.setattr(api, "RATE_PAGES", 1)
+    other = Viewer(dashboard.url)
+    await other.open()
+    try:
+        partial = (await other.get("/api/rates")).json()
+    finally:
+        await other.close()
+    assert partial["finished_complete"] is False
+    assert partial["submitted_complete"] is False
+    assert sum(b["finished"] for b in partial["buckets"]) == 2
 
 
 async def test_queues_pause_and_resume_and_the_overview_counts(viewer: Viewer) -> None:

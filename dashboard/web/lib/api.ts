@@ -118,6 +118,23 @@ export type Cluster = {
   }[];
 };
 
+export type RateBucket = {
+  start: string;
+  submitted: number;
+  finished: number;
+  failed: number;
+  failure_rate: number | null;
+};
+
+export type Rates = {
+  since: string;
+  until: string;
+  bucket_seconds: number;
+  buckets: RateBucket[];
+  submitted_complete: boolean;
+  finished_complete: boolean;
+};
+
 export type Overview = {
   jobs_by_state: Record<string, number>;
   queues: Queue[];
