@@ -1,6 +1,7 @@
 """The dashboard in a real browser: submit from the form and watch the progress bar reach
 SUCCEEDED, cancel a running job, scroll through 1,000 jobs finding each exactly once, filter by
-state and queue, pause and resume a queue, and no action buttons for a viewer key; each page
+state and queue, and by label, a job's dependency graph and artifact downloads, the overview's
+rate charts, pause and resume a queue, and no action buttons for a viewer key; each page
 screenshotted (test-artifacts/browser/) and checked with axe-core."""
 
 from __future__ import annotations
