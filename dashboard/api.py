@@ -5,9 +5,11 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     POST   /api/session                        sign in {api_key, tenant?}
     DELETE /api/session                        sign out
     POST   /api/session/tenant                 {tenant}: act for another tenant of the key
-    GET    /api/jobs?state=&queue=&type=&cursor=&page_size=   one page, next_cursor
+    GET    /api/jobs?state=&queue=&type=&label=k=v&cursor=&page_size=   one page, next_cursor
     POST   /api/jobs                           submit {type, queue?, priority?, payload?}
     GET    /api/jobs/{id}                      job, events, attempts, dependencies, log tail
+    GET    /api/jobs/{id}/artifacts            the job's artifacts (ListJobArtifacts)
+    GET    /api/jobs/{id}/artifacts/{name}     download one (GetArtifact, streamed through)
     POST   /api/jobs/{id}/cancel | /retry      the action; the job after it
     POST   /api/jobs/{id}/priority             {priority}
     DELETE /api/jobs/{id}
@@ -17,6 +19,7 @@ gRPC API with the session's credential; scheduler errors pass through `problems.
     POST   /api/schedules/{id}/pause | /resume | /trigger
     POST   /api/dead-letters/retry             {queue?, type?}: retry DEAD jobs in bulk
     GET    /api/overview                       active jobs per state, queues, cluster if allowed
+    GET    /api/rates                          submits, finishes and failures over the last hour
     GET    /api/cluster                        replicas, leader, executors (admin keys)
 """
 
@@ -24,12 +27,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dashboard import capabilities, serialize
@@ -45,6 +52,19 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 500
 LOG_TAIL = 200
 MAX_BODY = 1 << 20  # a payload is at most 1 MiB at the scheduler too
+# The list RPCs have no label filter: with `label=` the dashboard reads keyset pages and keeps
+# the jobs that match, at most this many scheduler pages per request (a page with few or no
+# matches still carries the cursor on, so infinite scroll goes on reading).
+LABEL_SCAN_PAGES = 10
+# The overview's charts: the last hour in 5-minute buckets, counted from the keyset lists (the
+# API has no statistics RPC for rates), at most RATE_PAGES pages of RATE_PAGE jobs from each of
+# the history and the active list; a series that needed more says it is incomplete. One
+# session's answer is kept RATE_TTL seconds.
+RATE_WINDOW = timedelta(hours=1)
+RATE_BUCKETS = 12
+RATE_PAGE = 1000
+RATE_PAGES = 10
+RATE_TTL = 15.0
 
 Handler = Callable[[Request, Session, AsyncClient], Awaitable[Response]]
 
@@ -211,6 +231,29 @@ def _read_cursor(value: str) -> tuple[str, str] | None:
     return phase, token
 
 
+def _labels(values: list[str]) -> list[tuple[str, str | None]] | Response:
+    """`label=key=value` (the label has that value) or `label=key` (the job has the label),
+    each `label` parameter one condition, all of them to hold."""
+    wanted: list[tuple[str, str | None]] = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not key:
+            return problem(
+                400,
+                f"{item!r} is not a label filter (key=value)",
+                reason="INVALID_ARGUMENT",
+                field_violations=[{"field": "label", "description": "must be key=value"}],
+            )
+        wanted.append((key, value if sep else None))
+    return wanted
+
+
+def _labelled(job: Any, wanted: list[tuple[str, str | None]]) -> bool:
+    have = job.labels
+    return all(key in have and (value is None or have[key] == value) for key, value in wanted)
+
+
 async def list_jobs(request: Request, session: Session, client: AsyncClient) -> Response:
     """Active jobs (oldest first), then finished ones (newest first), each through its keyset
     API; the cursor says which list and carries that list's page token."""
@@ -254,20 +297,30 @@ async def list_jobs(request: Request, session: Session, client: AsyncClient) -> 
         position = read
     phase, token = position if position[0] else (phases[0], "")
     queue, job_type = query.get("queue") or None, query.get("type") or None
-    if phase == "active":
-        jobs, next_token = await client.raw.list_active_page(
-            queue=queue, type=job_type, states=active, page_size=size, page_token=token
-        )
-    else:
-        jobs, next_token = await client.raw.history_page(
-            queue=queue, type=job_type, states=terminal, page_size=size, page_token=token
-        )
-    cursor = ""
-    if next_token:
-        cursor = _cursor(phase, next_token)
-    elif phase == "active" and "history" in phases:
-        cursor = _cursor("history", "")
-    return JSONResponse({"jobs": [serialize.job_row(j) for j in jobs], "next_cursor": cursor})
+    labels = _labels(query.getlist("label"))
+    if isinstance(labels, Response):
+        return labels
+    found: list[Any] = []
+    for _ in range(LABEL_SCAN_PAGES if labels else 1):
+        if phase == "active":
+            jobs, next_token = await client.raw.list_active_page(
+                queue=queue, type=job_type, states=active, page_size=size, page_token=token
+            )
+        else:
+            jobs, next_token = await client.raw.history_page(
+                queue=queue, type=job_type, states=terminal, page_size=size, page_token=token
+            )
+        found += [j for j in jobs if _labelled(j, labels)]
+        if next_token:
+            token = next_token
+        elif phase == "active" and "history" in phases:
+            phase, token = "history", ""
+        else:
+            phase, token = "", ""
+        if not phase or len(found) >= size:
+            break
+    cursor = _cursor(phase, token) if phase else ""
+    return JSONResponse({"jobs": [serialize.job_row(j) for j in found], "next_cursor": cursor})
 
 
 async def submit_job(request: Request, session: Session, client: AsyncClient) -> Response:
@@ -320,6 +373,49 @@ async def job_detail(request: Request, session: Session, client: AsyncClient) ->
                 for line in lines[-LOG_TAIL:]
             ],
         }
+    )
+
+
+async def job_artifacts(request: Request, session: Session, client: AsyncClient) -> Response:
+    artifacts = await client.raw.list_artifacts(request.path_params["id"])
+    return JSONResponse({"artifacts": [serialize.artifact(a) for a in artifacts]})
+
+
+def _disposition(name: str) -> str:
+    """An attachment (never shown inline: an artifact is whatever a handler uploaded), named
+    as stored; the plain filename is an ASCII stand-in for old browsers."""
+    base = name.rsplit("/", 1)[-1] or "artifact"
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in base)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(base, safe='')}"
+
+
+async def download_artifact(request: Request, session: Session, client: AsyncClient) -> Response:
+    """GetArtifact streamed to the browser chunk by chunk (nothing is held whole here), with
+    the session's credential. The last chunk is sent only once the size and SHA-256 checked
+    out: a download that does not match breaks off short of its Content-Length."""
+    artifact, chunks = await client.raw.open_artifact(
+        request.path_params["id"], request.path_params["name"]
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        held: bytes | None = None
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if held:
+                    yield held
+                held = chunk
+        if held:
+            yield held
+
+    return StreamingResponse(
+        body(),
+        media_type=artifact.content_type or "application/octet-stream",
+        headers={
+            "content-length": str(artifact.size_bytes),
+            "content-disposition": _disposition(artifact.name),
+            "cache-control": "private, no-store",
+            "x-artifact-sha256": artifact.sha256,
+        },
     )
 
 
@@ -454,6 +550,80 @@ async def overview(request: Request, session: Session, client: AsyncClient) -> R
     return JSONResponse(body)
 
 
+def _bucket(ts: Any, start: float, width: float) -> int | None:
+    if not ts.seconds:
+        return None
+    at = int((ts.seconds + ts.nanos / 1e9 - start) // width)
+    return at if 0 <= at < RATE_BUCKETS else None
+
+
+async def _rates(client: AsyncClient, now: datetime) -> dict[str, Any]:
+    begin = now - RATE_WINDOW
+    start, width = begin.timestamp(), RATE_WINDOW.total_seconds() / RATE_BUCKETS
+    submitted = [0] * RATE_BUCKETS
+    finished = [0] * RATE_BUCKETS
+    failed = [0] * RATE_BUCKETS
+    history_complete = active_complete = False
+    token = ""
+    for _ in range(RATE_PAGES):
+        jobs, token = await client.raw.history_page(
+            finished_after=begin, page_size=RATE_PAGE, page_token=token
+        )
+        for job in jobs:
+            done = _bucket(job.finish_time, start, width)
+            if done is not None:
+                finished[done] += 1
+                if job.state == serialize.DEAD:
+                    failed[done] += 1
+            made = _bucket(job.create_time, start, width)
+            if made is not None:
+                submitted[made] += 1
+        if not token:
+            history_complete = True
+            break
+    token = ""
+    for _ in range(RATE_PAGES):
+        jobs, token = await client.raw.list_active_page(page_size=RATE_PAGE, page_token=token)
+        for job in jobs:
+            made = _bucket(job.create_time, start, width)
+            if made is not None:
+                submitted[made] += 1
+        if not token:
+            active_complete = True
+            break
+    return {
+        "since": serialize.time_of(begin),
+        "until": serialize.time_of(now),
+        "bucket_seconds": width,
+        "buckets": [
+            {
+                "start": serialize.time_of(begin + n * timedelta(seconds=width)),
+                "submitted": submitted[n],
+                "finished": finished[n],
+                "failed": failed[n],
+                "failure_rate": failed[n] / finished[n] if finished[n] else None,
+            }
+            for n in range(RATE_BUCKETS)
+        ],
+        # Submits count the jobs still active and those finished within the hour: complete only
+        # when both lists were read to their ends.
+        "submitted_complete": history_complete and active_complete,
+        "finished_complete": history_complete,
+    }
+
+
+async def rates(request: Request, session: Session, client: AsyncClient) -> Response:
+    cache: dict[str, tuple[float, dict[str, Any]]] = request.app.state.rates
+    kept = cache.get(session.id)
+    if kept is not None and time.monotonic() - kept[0] < RATE_TTL:
+        return JSONResponse(kept[1])
+    body = await _rates(client, datetime.now(UTC))
+    if len(cache) >= 1000:
+        cache.clear()
+    cache[session.id] = (time.monotonic(), body)
+    return JSONResponse(body)
+
+
 ROUTES = [
     Route("/api/session", get_session, methods=["GET"]),
     Route("/api/session", sign_in, methods=["POST"]),
@@ -463,6 +633,8 @@ ROUTES = [
     Route("/api/jobs", endpoint(submit_job), methods=["POST"]),
     Route("/api/jobs/{id}", endpoint(job_detail), methods=["GET"]),
     Route("/api/jobs/{id}", endpoint(delete_job), methods=["DELETE"]),
+    Route("/api/jobs/{id}/artifacts", endpoint(job_artifacts), methods=["GET"]),
+    Route("/api/jobs/{id}/artifacts/{name:path}", endpoint(download_artifact), methods=["GET"]),
     Route("/api/jobs/{id}/cancel", endpoint(cancel_job), methods=["POST"]),
     Route("/api/jobs/{id}/retry", endpoint(retry_job), methods=["POST"]),
     Route("/api/jobs/{id}/priority", endpoint(job_priority), methods=["POST"]),
@@ -475,5 +647,6 @@ ROUTES = [
     Route("/api/schedules/{id}/trigger", endpoint(trigger_schedule), methods=["POST"]),
     Route("/api/dead-letters/retry", endpoint(retry_dead_letters), methods=["POST"]),
     Route("/api/overview", endpoint(overview), methods=["GET"]),
+    Route("/api/rates", endpoint(rates), methods=["GET"]),
     Route("/api/cluster", endpoint(cluster), methods=["GET"]),
 ]

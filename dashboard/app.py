@@ -100,6 +100,7 @@ def create_app(
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.feeds = feeds
+    app.state.rates = {}  # session id -> (when, the /api/rates answer); see api.rates
     app.state.sse_keepalive = sse_keepalive
     app.state.sse_max_lines = sse_max_lines
     app.state.sse_max_jobs = sse_max_jobs

@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from jobsched.artifacts import Artifact
 from jobsched.jobs import Job
 from jobsched.v1 import job_pb2, queue_service_pb2, schedule_service_pb2
 
@@ -17,6 +18,14 @@ _PREFIX = "JOB_STATE_"
 
 def state_name(value: int) -> str:
     return job_pb2.JobState.Name(value).removeprefix(_PREFIX)  # type: ignore[arg-type]
+
+
+DEAD = job_pb2.JOB_STATE_DEAD
+
+
+def time_of(value: datetime) -> str:
+    """An aware datetime as ISO 8601 UTC."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _time(value: datetime | None) -> str | None:
@@ -189,4 +198,15 @@ def schedule(message: schedule_service_pb2.Schedule) -> dict[str, Any]:
         "next_fire_times": [t.ToDatetime().isoformat() + "Z" for t in message.next_fire_times],
         "last_fire_time": _timestamp(message, "last_fire_time"),
         "last_job_id": message.last_job_id,
+    }
+
+
+def artifact(value: Artifact) -> dict[str, Any]:
+    return {
+        "name": value.name,
+        "size_bytes": value.size_bytes,
+        "sha256": value.sha256,
+        "content_type": value.content_type,
+        "attempt": value.attempt,
+        "created_at": _time(value.created_at),
     }

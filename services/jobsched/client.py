@@ -13,6 +13,7 @@ page tokens for callers that keep their own cursor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -1225,32 +1226,52 @@ class JobschedClient:
         return await self._download(job_id, name, destination)
 
     async def _download(self, job_id: str, name: str, file: BinaryIO) -> Artifact:
+        artifact, chunks = await self.open_artifact(job_id, name)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await asyncio.to_thread(file.write, chunk)
+        return artifact
+
+    async def open_artifact(
+        self, job_id: str, name: str
+    ) -> tuple[Artifact, AsyncGenerator[bytes, None]]:
+        """Start a download: the artifact's metadata (JobschedError here when it cannot be had,
+        e.g. ARTIFACT_NOT_FOUND) and its content's chunks as they arrive. The chunks end with
+        ChecksumMismatchError, after the last one, when the size or SHA-256 does not match;
+        closing the generator early ends the call."""
         stub = self._artifact_stubs[self._current]
         call = stub.GetArtifact(
             artifact_service_pb2.GetArtifactRequest(job_id=job_id, name=name),
             metadata=self._metadata,
             timeout=None,
         )
-        artifact: Artifact | None = None
-        digest = hashlib.sha256()
-        size = 0
+        messages = call.__aiter__()
         try:
-            async for message in call:
-                if message.HasField("artifact"):
-                    artifact = Artifact.from_proto(message.artifact)
-                    continue
-                digest.update(message.chunk)
-                size += len(message.chunk)
-                await asyncio.to_thread(file.write, message.chunk)
+            first = await anext(messages, None)
         except grpc.aio.AioRpcError as err:
-            raise from_rpc_error(err) from err
-        finally:
             call.cancel()
-        if artifact is None:
+            raise from_rpc_error(err) from err
+        if first is None or not first.HasField("artifact"):
+            call.cancel()
             raise ChecksumMismatchError("the download ended before the artifact's metadata")
-        if size != artifact.size_bytes or digest.hexdigest() != artifact.sha256:
-            raise ChecksumMismatchError(
-                f"artifact {name!r}: got {size} bytes with SHA-256 {digest.hexdigest()}, "
-                f"expected {artifact.size_bytes} bytes with {artifact.sha256}"
-            )
-        return artifact
+        artifact = Artifact.from_proto(first.artifact)
+
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                async for message in messages:
+                    digest.update(message.chunk)
+                    size += len(message.chunk)
+                    yield message.chunk
+            except grpc.aio.AioRpcError as err:
+                raise from_rpc_error(err) from err
+            finally:
+                call.cancel()
+            if size != artifact.size_bytes or digest.hexdigest() != artifact.sha256:
+                raise ChecksumMismatchError(
+                    f"artifact {name!r}: got {size} bytes with SHA-256 {digest.hexdigest()}, "
+                    f"expected {artifact.size_bytes} bytes with {artifact.sha256}"
+                )
+
+        return artifact, chunks()

@@ -1,10 +1,12 @@
 """The dashboard in a real browser: submit from the form and watch the progress bar reach
 SUCCEEDED, cancel a running job, scroll through 1,000 jobs finding each exactly once, filter by
-state and queue, pause and resume a queue, and no action buttons for a viewer key; each page
+state and queue, and by label, a job's dependency graph and artifact downloads, the overview's
+rate charts, pause and resume a queue, and no action buttons for a viewer key; each page
 screenshotted (test-artifacts/browser/) and checked with axe-core."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -12,13 +14,15 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from dashboard.serving import DashboardServer
+from jobsched.async_client import AsyncClient
 from jobsched.client import JobschedClient
+from jobsched.jobs import JobFailedError
 from jobsched.v1 import job_pb2
 from scheduler.domain.auth import new_key
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
 from tests.browser.conftest import screenshot, serious_violations
-from tests.dashboard.harness import dashboard_for
+from tests.dashboard.harness import ARTIFACTS, dashboard_for
 from tests.scripted import serving
 
 # The first test's setup may build the front end (npm ci, next build) and install chromium
@@ -135,6 +139,66 @@ async def test_filter_by_state_and_queue(
     await expect(page.locator(f"li[data-job-id='{first}'] .state")).to_have_text("CANCELLED")
 
 
+async def test_filter_by_label(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with JobschedClient(scheduler.address) as client:
+        red = await client.submit_many([{"type": "idle", "labels": {"team": "red"}}] * 2)
+        await client.submit_many([{"type": "idle", "labels": {"team": "blue"}}] * 3)
+    await page.goto(dashboard.url + "/jobs/")
+    await expect(page.get_by_test_id("loaded")).to_have_text("5 jobs loaded (all)")
+    await page.get_by_label("Label").fill("team=red")
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page).to_have_url(re.compile(r"label=team%3Dred"))
+    await expect(page.get_by_test_id("loaded")).to_have_text("2 jobs loaded (all)")
+    shown = await page.eval_on_selector_all(
+        "li[data-job-id]", "els => els.map(e => e.dataset.jobId)"
+    )
+    assert sorted(shown) == sorted(j.id for j in red)
+    # With the other filters, and from the URL alone.
+    await page.goto(dashboard.url + "/jobs/?state=QUEUED&label=team%3Dblue")
+    await expect(page.get_by_test_id("loaded")).to_have_text("3 jobs loaded (all)")
+    await expect(page.get_by_label("Label")).to_have_value("team=blue")
+    assert await serious_violations(page) == []
+
+
+async def test_job_detail_draws_its_dependencies_and_downloads_artifacts(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with AsyncClient(scheduler.address) as client:
+        maker = await client.submit("artifacts")
+        held = await client.submit("nobody-runs-this")
+        await client.wait(maker.id, timeout=15)
+        waiting = await client.submit("idle", depends_on=[maker.id, held.id])
+    await page.goto(f"{dashboard.url}/jobs/detail/?id={waiting.id}")
+    graph = page.get_by_test_id("dep-graph")
+    await expect(graph.locator("a[data-job-id]")).to_have_count(2)
+    await expect(graph.locator(f"a[data-job-id='{maker.id}']")).to_have_attribute(
+        "data-state", "SUCCEEDED"
+    )
+    await expect(graph.locator(f"a[data-job-id='{held.id}']")).to_have_attribute(
+        "data-state", "QUEUED"
+    )
+    assert await graph.locator(f"a[data-job-id='{maker.id}'] rect.node-SUCCEEDED").count() == 1
+    assert await graph.locator(f"g[data-job-id='{waiting.id}']").count() == 1
+    assert await serious_violations(page) == []
+    await screenshot(page, "job-dependencies")
+    # A node links to its job, whose artifacts download through the dashboard.
+    await graph.locator(f"a[data-job-id='{maker.id}']").click()
+    await expect(page).to_have_url(re.compile(f"id={maker.id}"))
+    table = page.get_by_test_id("artifacts")
+    for name in ARTIFACTS:
+        await expect(table.get_by_role("link", name=name, exact=True)).to_be_visible()
+    async with page.expect_download() as info:
+        await table.get_by_role("link", name="out/data é.bin").click()
+    download = await info.value
+    assert download.suggested_filename == "data é.bin"
+    saved = await download.path()
+    assert saved.read_bytes() == ARTIFACTS["out/data é.bin"][0]
+    assert await serious_violations(page) == []
+    await screenshot(page, "job-artifacts")
+
+
 async def test_pause_and_resume_a_queue(
     page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
 ) -> None:
@@ -234,3 +298,28 @@ async def test_schedules_dead_letters_and_executors_pages(
     await expect(page.locator("tr[data-executor=dash-e]")).to_be_visible(timeout=15_000)
     assert await serious_violations(page) == []
     await screenshot(page, "executors")
+
+
+async def test_overview_charts_submits_finishes_and_failure_rate_of_the_last_hour(
+    page: Page, dashboard: DashboardServer, scheduler: SchedulerServer
+) -> None:
+    async with AsyncClient(scheduler.address) as client:
+        ran = [await client.submit(kind) for kind in ("steps", "doomed", "doomed", "doomed")]
+        await client.submit("nobody-runs-this")
+        for job in ran:
+            with contextlib.suppress(JobFailedError):
+                await client.wait(job.id, timeout=15)
+    await page.goto(dashboard.url + "/")
+    await expect(page.get_by_test_id("submitted-total")).to_have_text("5")
+    await expect(page.get_by_test_id("finished-total")).to_have_text("4")
+    await expect(page.get_by_test_id("failure-rate-total")).to_have_text("75% (3 dead)")
+    chart = page.get_by_test_id("submitted-chart")
+    values = (await chart.get_attribute("data-values") or "").split(",")
+    assert len(values) == 12
+    assert values[-1] == "5"
+    assert await chart.locator("path.spark-line").count() == 1
+    rate = page.get_by_test_id("failure-rate-chart")
+    assert ((await rate.get_attribute("data-values")) or "").endswith(",0.75")
+    await expect(rate).to_have_attribute("aria-label", re.compile(r"over the last hour.*75%$"))
+    assert await serious_violations(page) == []
+    await screenshot(page, "overview-charts")

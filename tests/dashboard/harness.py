@@ -104,9 +104,31 @@ async def doomed(ctx: JobContext) -> Any:
     raise NonRetryableError("no hope")
 
 
+# What the "artifacts" handler uploads: a report and 2.5 MiB of bytes (three chunks).
+ARTIFACTS = {
+    "report.json": (b'{"ok": true}', "application/json"),
+    "out/data é.bin": (bytes(range(256)) * 10240, None),
+}
+
+
+async def artifacts(ctx: JobContext) -> Any:
+    """Uploads ARTIFACTS, then succeeds."""
+    for name, (data, content_type) in ARTIFACTS.items():
+        await ctx.upload(name, data, content_type)
+    return {"uploaded": len(ARTIFACTS)}
+
+
 @contextlib.asynccontextmanager
 async def executing(address: str, **kwargs: Any) -> AsyncIterator[Executor]:
-    registry = HandlerRegistry({"steps": steps, "forever": forever, "fail": fail, "doomed": doomed})
+    registry = HandlerRegistry(
+        {
+            "steps": steps,
+            "forever": forever,
+            "fail": fail,
+            "doomed": doomed,
+            "artifacts": artifacts,
+        }
+    )
     executor = Executor(
         [address], name="dash-e", capacity=4, registry=registry, progress_interval=0.05, **kwargs
     )

@@ -5,16 +5,19 @@ the SSE bridge of WatchJob and WatchJobs."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from dashboard import api
 from dashboard.serving import DashboardServer
 from jobsched.client import JobschedClient
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
-from tests.dashboard.harness import Viewer, dashboard_for, executing
+from tests.dashboard.harness import ARTIFACTS, Viewer, dashboard_for, executing
 from tests.helpers import assert_eventually
 from tests.scripted import serving
 
@@ -142,6 +145,33 @@ async def test_the_jobs_list_pages_with_the_keyset_cursor_and_filters(
     assert forged.status_code == 400
 
 
+async def test_the_jobs_list_filters_by_label_across_pages_each_job_once(
+    viewer: Viewer, scheduler: SchedulerServer
+) -> None:
+    async with JobschedClient(scheduler.address) as client:
+        made = await client.submit_many(
+            [{"type": "a", "labels": {"team": "red" if n % 7 == 0 else "blue"}} for n in range(90)]
+            + [{"type": "a"} for _ in range(10)]
+        )
+        red = [j.id for n, j in enumerate(made) if n < 90 and n % 7 == 0]
+        await client.cancel(red[0])
+    # Small pages: most scheduler pages hold no red job, the cursor still carries on.
+    found = await job_ids(viewer, label="team=red", page_size=3)
+    assert sorted(found) == sorted(red)
+    assert len(found) == len(set(found))
+    assert found[-1] == red[0]  # the finished one after the active ones
+    assert len(await job_ids(viewer, label="team", page_size=50)) == 90
+    assert await job_ids(viewer, label="team=red", state="CANCELLED") == [red[0]]
+    assert await job_ids(viewer, label="team=green") == []
+    both = await viewer.http.get(
+        "/api/jobs", params=[("label", "team=red"), ("label", "team=blue")]
+    )
+    assert both.json()["jobs"] == []
+    bad = await viewer.get("/api/jobs", label="=red")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["field_violations"][0]["field"] == "label"
+
+
 async def test_job_detail_actions_and_the_live_stream(
     viewer: Viewer, scheduler: SchedulerServer
 ) -> None:
@@ -193,6 +223,90 @@ async def test_job_detail_actions_and_the_live_stream(
     gone = await viewer.get(f"/api/jobs/{held['id']}")
     assert gone.status_code == 404
     assert gone.json()["error"]["reason"] == "JOB_NOT_FOUND"
+
+
+async def test_artifacts_are_listed_and_streamed_through_with_their_checksums(
+    viewer: Viewer, scheduler: SchedulerServer
+) -> None:
+    async with executing(scheduler.address):
+        job = (await viewer.post("/api/jobs", {"type": "artifacts"})).json()["job"]
+        async for name, _data in viewer.events(f"/api/jobs/{job['id']}/events"):
+            if name == "end":
+                break
+    listed = await viewer.get(f"/api/jobs/{job['id']}/artifacts")
+    assert listed.status_code == 200, listed.text
+    artifacts = {a["name"]: a for a in listed.json()["artifacts"]}
+    assert sorted(artifacts) == sorted(ARTIFACTS)
+    for name, (data, content_type) in ARTIFACTS.items():
+        assert artifacts[name]["size_bytes"] == len(data)
+        assert artifacts[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        answer = await viewer.http.get(f"/api/jobs/{job['id']}/artifacts/{quote(name)}")
+        assert answer.status_code == 200
+        assert answer.content == data
+        assert answer.headers["content-length"] == str(len(data))
+        assert answer.headers["content-disposition"].startswith("attachment;")
+        assert answer.headers["x-artifact-sha256"] == hashlib.sha256(data).hexdigest()
+        if content_type:
+            assert answer.headers["content-type"].startswith(content_type)
+    assert (
+        "filename*=UTF-8''data%20%C3%A9.bin"
+        in (
+            await viewer.http.get(f"/api/jobs/{job['id']}/artifacts/{quote('out/data é.bin')}")
+        ).headers["content-disposition"]
+    )
+    missing = await viewer.get(f"/api/jobs/{job['id']}/artifacts/nothing.txt")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["reason"] == "ARTIFACT_NOT_FOUND"
+    unknown = await viewer.get("/api/jobs/00000000-0000-0000-0000-000000000000/artifacts")
+    assert unknown.status_code == 404
+
+
+async def test_rates_count_submits_finishes_and_failures_of_the_last_hour(
+    viewer: Viewer,
+    scheduler: SchedulerServer,
+    dashboard: DashboardServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with executing(scheduler.address):
+        ids = [
+            (await viewer.post("/api/jobs", {"type": kind})).json()["job"]["id"]
+            for kind in ("steps", "doomed", "doomed", "nobody-runs-this", "nobody-runs-this")
+        ]
+
+        async def finished() -> None:
+            for job_id in ids[:3]:
+                state = (await viewer.get(f"/api/jobs/{job_id}")).json()["job"]["state"]
+                assert state in {"SUCCEEDED", "DEAD"}, state
+
+        await assert_eventually(finished, within=15)
+    answer = await viewer.get("/api/rates")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    buckets = body["buckets"]
+    assert len(buckets) == 12
+    assert body["bucket_seconds"] == 300
+    assert body["submitted_complete"] is True
+    assert body["finished_complete"] is True
+    assert sum(b["submitted"] for b in buckets) == 5
+    assert sum(b["finished"] for b in buckets) == 3
+    assert sum(b["failed"] for b in buckets) == 2
+    # All of it just now: the last bucket.
+    assert (buckets[-1]["submitted"], buckets[-1]["finished"], buckets[-1]["failed"]) == (5, 3, 2)
+    assert buckets[-1]["failure_rate"] == pytest.approx(2 / 3)
+    assert buckets[0]["failure_rate"] is None
+    assert buckets[0]["start"] == body["since"]
+    # Beyond what the dashboard reads for a chart: the series say they are incomplete.
+    monkeypatch.setattr(api, "RATE_PAGE", 2)
+    monkeypatch.setattr(api, "RATE_PAGES", 1)
+    other = Viewer(dashboard.url)
+    await other.open()
+    try:
+        partial = (await other.get("/api/rates")).json()
+    finally:
+        await other.close()
+    assert partial["finished_complete"] is False
+    assert partial["submitted_complete"] is False
+    assert sum(b["finished"] for b in partial["buckets"]) == 2
 
 
 async def test_queues_pause_and_resume_and_the_overview_counts(viewer: Viewer) -> None:

@@ -12,7 +12,8 @@ from jobsched.client import JobschedClient
 from scheduler.domain.auth import new_key
 from scheduler.server import SchedulerServer
 from scheduler.store.database import Database
-from tests.dashboard.harness import Viewer, dashboard_for
+from tests.dashboard.harness import ARTIFACTS, Viewer, dashboard_for, executing
+from tests.helpers import assert_eventually
 from tests.scripted import serving
 
 ADMIN = new_key()
@@ -108,3 +109,41 @@ async def test_a_key_of_two_tenants_picks_one_and_switches(
         assert [j["id"] for j in (await viewer.get("/api/jobs")).json()["jobs"]] == [made]
     finally:
         await viewer.close()
+
+
+async def test_artifacts_download_with_the_signed_in_key_and_its_tenant(
+    dashboard: DashboardServer, secured: SchedulerServer
+) -> None:
+    async with JobschedClient(secured.address, token=ADMIN, timeout=10) as admin:
+        job = await admin.submit("artifacts")
+        _, other = await admin.create_api_key("elsewhere", "viewer", ["other"])
+    async with executing(secured.address, token=await key(secured, "executor")):
+        viewer = Viewer(dashboard.url)
+        try:
+            await viewer.open()
+            await viewer.sign_in(await key(secured, "viewer"))
+
+            async def stored() -> None:
+                listed = await viewer.get(f"/api/jobs/{job.id}/artifacts")
+                assert len(listed.json()["artifacts"]) == len(ARTIFACTS)
+
+            await assert_eventually(stored, within=15)
+        finally:
+            await viewer.close()
+    path = f"/api/jobs/{job.id}/artifacts/report.json"
+    anonymous = Viewer(dashboard.url)
+    try:
+        await anonymous.open()
+        refused = await anonymous.get(path)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["reason"] == "CREDENTIAL_MISSING"
+        await anonymous.sign_in(await key(secured, "viewer"))
+        got = await anonymous.get(path)
+        assert got.status_code == 200
+        assert got.content == ARTIFACTS["report.json"][0]
+        # A key of another tenant does not see the job, nor its artifacts.
+        await anonymous.sign_in(other, tenant="other")
+        assert (await anonymous.get(path)).status_code == 404
+        assert (await anonymous.get(f"/api/jobs/{job.id}/artifacts")).status_code == 404
+    finally:
+        await anonymous.close()

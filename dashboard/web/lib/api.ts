@@ -76,6 +76,27 @@ export type JobDetail = {
   logs: LogLine[];
 };
 
+export type Artifact = {
+  name: string;
+  size_bytes: number;
+  sha256: string;
+  content_type: string;
+  attempt: number;
+  created_at: string | null;
+};
+
+export function bytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = n / 1000;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
 export type Queue = {
   name: string;
   paused: boolean;
@@ -95,6 +116,23 @@ export type Cluster = {
     leader: boolean;
     executors: { name: string; capacity: number; running: number; job_types: string[]; queues: string[] }[];
   }[];
+};
+
+export type RateBucket = {
+  start: string;
+  submitted: number;
+  finished: number;
+  failed: number;
+  failure_rate: number | null;
+};
+
+export type Rates = {
+  since: string;
+  until: string;
+  bucket_seconds: number;
+  buckets: RateBucket[];
+  submitted_complete: boolean;
+  finished_complete: boolean;
 };
 
 export type Overview = {

@@ -17,6 +17,7 @@ export function JobsList() {
   const state = params.get("state") ?? "";
   const queue = params.get("queue") ?? "";
   const type = params.get("type") ?? "";
+  const label = params.get("label") ?? "";
   const [jobs, setJobs] = useState<Job[]>([]);
   const [cursor, setCursor] = useState<string | null>("");
   const [loading, setLoading] = useState(false);
@@ -32,6 +33,7 @@ export function JobsList() {
         if (state) query.set("state", state);
         if (queue) query.set("queue", queue);
         if (type) query.set("type", type);
+        if (label) query.set("label", label);
         if (from) query.set("cursor", from);
         const page = await api<Page>(`/api/jobs?${query}`);
         if (gen !== generation.current) return; // the filters changed meanwhile
@@ -44,7 +46,7 @@ export function JobsList() {
         if (gen === generation.current) setLoading(false);
       }
     },
-    [state, queue, type],
+    [state, queue, type, label],
   );
 
   useEffect(() => {
@@ -99,7 +101,7 @@ export function JobsList() {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
     const query = new URLSearchParams();
-    for (const name of ["state", "queue", "type"]) {
+    for (const name of ["state", "queue", "type", "label"]) {
       const value = String(form.get(name) ?? "").trim();
       if (value) query.set(name, value);
     }
@@ -110,7 +112,7 @@ export function JobsList() {
   return (
     <>
       <h1>Jobs</h1>
-      <form className="filters" onSubmit={applyFilters} aria-label="Filters" key={`${state}|${queue}|${type}`}>
+      <form className="filters" onSubmit={applyFilters} aria-label="Filters" key={`${state}|${queue}|${type}|${label}`}>
         <div>
           <label htmlFor="filter-state">State</label>
           <select id="filter-state" name="state" defaultValue={state}>
@@ -129,6 +131,19 @@ export function JobsList() {
         <div>
           <label htmlFor="filter-type">Type</label>
           <input id="filter-type" name="type" defaultValue={type} />
+        </div>
+        <div>
+          <label htmlFor="filter-label">Label</label>
+          <input
+            id="filter-label"
+            name="label"
+            defaultValue={label}
+            placeholder="key=value"
+            aria-describedby="filter-label-hint"
+          />
+          <span id="filter-label-hint" className="visually-hidden">
+            key=value, or a key alone for any value
+          </span>
         </div>
         <div>
           <button type="submit">Apply</button>

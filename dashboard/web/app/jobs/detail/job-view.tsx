@@ -3,8 +3,21 @@
 import Link from "next/link";
 import { useRouter, useSearchParams } from "next/navigation";
 import React, { useCallback, useEffect, useState } from "react";
-import { api, ApiError, TERMINAL, when, type Job, type JobDetail, type JobEvent, type LogLine, type Progress } from "@/lib/api";
+import {
+  api,
+  ApiError,
+  bytes,
+  TERMINAL,
+  when,
+  type Artifact,
+  type Job,
+  type JobDetail,
+  type JobEvent,
+  type LogLine,
+  type Progress,
+} from "@/lib/api";
 import { useSession } from "@/lib/session";
+import { DependencyGraph } from "./dependency-graph";
 
 export function JobView() {
   const id = useSearchParams().get("id") ?? "";
@@ -17,6 +30,8 @@ export function JobView() {
   const [logs, setLogs] = useState<LogLine[]>([]);
   const [error, setError] = useState("");
   const [notice, setNotice] = useState("");
+  const [artifacts, setArtifacts] = useState<Artifact[] | null>(null);
+  const [artifactsError, setArtifactsError] = useState("");
 
   const refresh = useCallback(async () => {
     if (!id) return;
@@ -30,6 +45,14 @@ export function JobView() {
       setError("");
     } catch (err) {
       setError(err instanceof ApiError ? err.problem.message : String(err));
+      return;
+    }
+    try {
+      const a = await api<{ artifacts: Artifact[] }>(`/api/jobs/${encodeURIComponent(id)}/artifacts`);
+      setArtifacts(a.artifacts);
+      setArtifactsError("");
+    } catch (err) {
+      setArtifactsError(err instanceof ApiError ? err.problem.message : String(err));
     }
   }, [id]);
 
@@ -195,6 +218,7 @@ export function JobView() {
         {detail.dependencies.length > 0 && (
           <>
             <h2>Depends on</h2>
+            <DependencyGraph job={{ id: job.id, state: job.state }} dependencies={detail.dependencies} />
             <ul>
               {detail.dependencies.map((d) => (
                 <li key={d.id}>
@@ -211,6 +235,47 @@ export function JobView() {
             <h2>Result</h2>
             <pre className="logs">{JSON.stringify(detail.job.result ?? null, null, 2)}</pre>
           </>
+        )}
+      </section>
+      <section className="card" aria-labelledby="artifacts-heading">
+        <h2 id="artifacts-heading">Artifacts</h2>
+        {artifactsError ? (
+          <p className="error">{artifactsError}</p>
+        ) : artifacts === null ? (
+          <p aria-busy="true">Loading…</p>
+        ) : artifacts.length === 0 ? (
+          <p className="muted">None stored.</p>
+        ) : (
+          <table data-testid="artifacts">
+            <thead>
+              <tr>
+                <th scope="col">Name</th>
+                <th scope="col">Size</th>
+                <th scope="col">Type</th>
+                <th scope="col">Attempt</th>
+                <th scope="col">Stored</th>
+              </tr>
+            </thead>
+            <tbody>
+              {artifacts.map((a) => (
+                <tr key={a.name}>
+                  <td>
+                    <a
+                      href={`/api/jobs/${encodeURIComponent(job.id)}/artifacts/${encodeURIComponent(a.name)}`}
+                      download={a.name.split("/").pop()}
+                      title={`SHA-256 ${a.sha256}`}
+                    >
+                      {a.name}
+                    </a>
+                  </td>
+                  <td>{bytes(a.size_bytes)}</td>
+                  <td>{a.content_type}</td>
+                  <td>{a.attempt}</td>
+                  <td>{when(a.created_at)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
         )}
       </section>
       <section className="card" aria-labelledby="attempts-heading">
