@@ -52,10 +52,6 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 500
 LOG_TAIL = 200
 MAX_BODY = 1 << 20  # a payload is at most 1 MiB at the scheduler too
-# The list RPCs have no label filter: with `label=` the dashboard reads keyset pages and keeps
-# the jobs that match, at most this many scheduler pages per request (a page with few or no
-# matches still carries the cursor on, so infinite scroll goes on reading).
-LABEL_SCAN_PAGES = 10
 # The overview's charts: the last hour in 5-minute buckets, counted from the keyset lists (the
 # API has no statistics RPC for rates), at most RATE_PAGES pages of RATE_PAGE jobs from each of
 # the history and the active list; a series that needed more says it is incomplete. One
@@ -249,11 +245,6 @@ def _labels(values: list[str]) -> list[tuple[str, str | None]] | Response:
     return wanted
 
 
-def _labelled(job: Any, wanted: list[tuple[str, str | None]]) -> bool:
-    have = job.labels
-    return all(key in have and (value is None or have[key] == value) for key, value in wanted)
-
-
 async def list_jobs(request: Request, session: Session, client: AsyncClient) -> Response:
     """Active jobs (oldest first), then finished ones (newest first), each through its keyset
     API; the cursor says which list and carries that list's page token."""
@@ -300,27 +291,34 @@ async def list_jobs(request: Request, session: Session, client: AsyncClient) -> 
     labels = _labels(query.getlist("label"))
     if isinstance(labels, Response):
         return labels
-    found: list[Any] = []
-    for _ in range(LABEL_SCAN_PAGES if labels else 1):
-        if phase == "active":
-            jobs, next_token = await client.raw.list_active_page(
-                queue=queue, type=job_type, states=active, page_size=size, page_token=token
-            )
-        else:
-            jobs, next_token = await client.raw.history_page(
-                queue=queue, type=job_type, states=terminal, page_size=size, page_token=token
-            )
-        found += [j for j in jobs if _labelled(j, labels)]
-        if next_token:
-            token = next_token
-        elif phase == "active" and "history" in phases:
-            phase, token = "history", ""
-        else:
-            phase, token = "", ""
-        if not phase or len(found) >= size:
-            break
+    # The scheduler filters by label (ListActiveJobsRequest.labels, GetJobHistoryRequest.labels).
+    wanted = [key if value is None else f"{key}={value}" for key, value in labels]
+    if phase == "active":
+        jobs, next_token = await client.raw.list_active_page(
+            queue=queue,
+            type=job_type,
+            states=active,
+            page_size=size,
+            page_token=token,
+            labels=wanted,
+        )
+    else:
+        jobs, next_token = await client.raw.history_page(
+            queue=queue,
+            type=job_type,
+            states=terminal,
+            page_size=size,
+            page_token=token,
+            labels=wanted,
+        )
+    if next_token:
+        token = next_token
+    elif phase == "active" and "history" in phases:
+        phase, token = "history", ""
+    else:
+        phase, token = "", ""
     cursor = _cursor(phase, token) if phase else ""
-    return JSONResponse({"jobs": [serialize.job_row(j) for j in found], "next_cursor": cursor})
+    return JSONResponse({"jobs": [serialize.job_row(j) for j in jobs], "next_cursor": cursor})
 
 
 async def submit_job(request: Request, session: Session, client: AsyncClient) -> Response:

@@ -157,6 +157,19 @@ async def ended(executor: ScriptedExecutor, within: float = 10.0) -> grpc.aio.Ai
     raise AssertionError("the stream ended without an error")
 
 
+def violated_fields(err: grpc.aio.AioRpcError) -> list[str]:
+    """The fields of the BadRequest field violations in the google.rpc.Status of a failed call."""
+    status = rpc_status.from_call(err)
+    assert status is not None, f"no google.rpc.Status in the trailers of {err.code()}"
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields += [v.field for v in bad.field_violations]
+    return fields
+
+
 def error_reason(err: grpc.aio.AioRpcError) -> str:
     """The ErrorInfo reason in the google.rpc.Status of a failed call."""
     status = rpc_status.from_call(err)

@@ -33,6 +33,7 @@ from scheduler.domain.errors import (
     ShuttingDown,
 )
 from scheduler.domain.jobs import JobEventRecord, JobRecord, NewJob, Submitted
+from scheduler.domain.label_filters import LabelFilter, parse_label_filters
 from scheduler.domain.log_lines import MAX_LOG_LINES_PER_ATTEMPT, LineCursor, LogLine
 from scheduler.domain.pagination import (
     Cursor,
@@ -251,13 +252,27 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         queue = _optional_name(request.queue, "queue")
         job_type = _optional_name(request.type, "type")
         states = _check_states(request.states, ACTIVE_STATES, "an active state")
+        labels = parse_label_filters(request.labels)
         limit = page_size(request.page_size)
         fp = fingerprint(
-            {"list": "active", "tenant": tenant, "queue": queue, "type": job_type, "states": states}
+            {
+                "list": "active",
+                "tenant": tenant,
+                "queue": queue,
+                "type": job_type,
+                "states": states,
+                **_labels_part(labels),
+            }
         )
         cursor = decode_token(request.page_token, fp)
         page = await self.store.list_active(
-            tenant, states=states, queue=queue, job_type=job_type, after=cursor, limit=limit + 1
+            tenant,
+            states=states,
+            queue=queue,
+            job_type=job_type,
+            labels=labels,
+            after=cursor,
+            limit=limit + 1,
         )
         return job_service_pb2.ListActiveJobsResponse(
             jobs=[job_to_proto(j) for j in page[:limit]],
@@ -271,6 +286,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         queue = _optional_name(request.queue, "queue")
         job_type = _optional_name(request.type, "type")
         states = _check_states(request.states, TERMINAL_STATES, "a terminal state")
+        labels = parse_label_filters(request.labels)
         after, before = _finish_window(request)
         limit = page_size(request.page_size)
         fp = fingerprint(
@@ -282,6 +298,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 "states": states,
                 "after": after,
                 "before": before,
+                **_labels_part(labels),
             }
         )
         cursor = decode_token(request.page_token, fp)
@@ -290,6 +307,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             states=states,
             queue=queue,
             job_type=job_type,
+            labels=labels,
             finished_after=after,
             finished_before=before,
             after=cursor,
@@ -625,6 +643,16 @@ def _in_watch_order(
             return
         yield event
     yield from lines[i:]
+
+
+def _labels_part(labels: Sequence[LabelFilter]) -> dict[str, Any]:
+    """The label filters' part of a list's page-token fingerprint (none: the fingerprint is
+    what it was before lists had label filters, so older tokens stay valid)."""
+    if not labels:
+        return {}
+    return {
+        "labels": [[f.key, f.value] for f in sorted(labels, key=lambda f: (f.key, f.value or ""))]
+    }
 
 
 def _collapse_pause(sent_report_at: datetime | None, now: datetime) -> float:

@@ -36,6 +36,7 @@ from scheduler.domain.jobs import (
     Progress,
     Submitted,
 )
+from scheduler.domain.label_filters import LabelFilter
 from scheduler.domain.pagination import Cursor
 from scheduler.domain.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from scheduler.domain.setting_sources import SETTINGS, Source
@@ -504,9 +505,16 @@ def _states_sql(states: Sequence[JobState]) -> str:
 
 
 def _list_filters(
-    tenant: str, states: Sequence[JobState], queue: str | None, job_type: str | None, limit: int
+    tenant: str,
+    states: Sequence[JobState],
+    queue: str | None,
+    job_type: str | None,
+    labels: Sequence[LabelFilter],
+    limit: int,
 ) -> tuple[list[str], dict[str, Any]]:
-    """The predicates and parameters both lists share."""
+    """The predicates and parameters both lists share. Label filters are checked on the rows
+    the keyset walk reads (no index on labels): a label few jobs have, over a large backlog,
+    reads many rows for a page."""
     where = ["tenant = :tenant", f"state IN ({_states_sql(states)})"]
     params: dict[str, Any] = {"tenant": tenant, "limit": limit}
     if queue is not None:
@@ -515,6 +523,13 @@ def _list_filters(
     if job_type is not None:
         where.append("type = :type")
         params["type"] = job_type
+    for i, label in enumerate(labels):
+        if label.value is None:
+            where.append(f"labels ? :label_{i}")
+            params[f"label_{i}"] = label.key
+        else:
+            where.append(f"labels @> CAST(:label_{i} AS jsonb)")
+            params[f"label_{i}"] = json.dumps({label.key: label.value})
     return where, params
 
 
@@ -537,10 +552,11 @@ async def select_active_page(
     job_type: str | None,
     after: Cursor | None,
     limit: int,
+    labels: Sequence[LabelFilter] = (),
 ) -> list[JobRecord]:
     """One page of active jobs in (created_at, id) order, after the cursor."""
     # The second state predicate repeats the partial index's own, so the planner can use it.
-    where, params = _list_filters(tenant, states, queue, job_type, limit)
+    where, params = _list_filters(tenant, states, queue, job_type, labels, limit)
     where.append("state IN ('waiting', 'scheduled', 'queued', 'running')")
     if after is not None:
         where.append("(created_at, id) > (:after_at, CAST(:after_id AS uuid))")
@@ -559,9 +575,10 @@ async def select_history_page(
     finished_before: datetime | None,
     after: Cursor | None,
     limit: int,
+    labels: Sequence[LabelFilter] = (),
 ) -> list[JobRecord]:
     """One page of terminal jobs in (finished_at, id) descending order, after the cursor."""
-    where, params = _list_filters(tenant, states, queue, job_type, limit)
+    where, params = _list_filters(tenant, states, queue, job_type, labels, limit)
     where.append("finished_at IS NOT NULL")
     if finished_after is not None:
         where.append("finished_at >= :finished_after")
@@ -821,7 +838,7 @@ async def retry_terminal_jobs(
     concurrent writer holds is left for the next call."""
     if limit <= 0:
         return BulkRetry((), False)
-    where, params = _list_filters(tenant, states, queue, job_type, limit)
+    where, params = _list_filters(tenant, states, queue, job_type, (), limit)
     where.append("finished_at IS NOT NULL")  # the predicate of ix_jobs_history
     if finished_after is not None:
         where.append("finished_at >= :finished_after")

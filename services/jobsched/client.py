@@ -658,14 +658,17 @@ class JobschedClient:
         states: Iterable[JobStateLike] | None = None,
         page_size: int = 0,
         page_token: str = "",
+        labels: Iterable[str] = (),
     ) -> tuple[list[job_pb2.Job], str]:
-        """One page of active jobs, oldest first, and the next page token ("" on the last)."""
+        """One page of active jobs, oldest first, and the next page token ("" on the last).
+        `labels`: only jobs with all of them, each "key=value" or "key" (any value)."""
         request = job_service_pb2.ListActiveJobsRequest(
             queue=queue or "",
             type=type or "",
             states=[parse_state(s) for s in states or ()],
             page_size=page_size,
             page_token=page_token,
+            labels=list(labels),
         )
         response = await self._call(lambda stub: stub.ListActiveJobs, request, safe_to_repeat=True)
         return list(response.jobs), response.next_page_token
@@ -677,12 +680,19 @@ class JobschedClient:
         type: str | None = None,
         states: Iterable[JobStateLike] | None = None,
         page_size: int = 0,
+        labels: Iterable[str] = (),
     ) -> AsyncGenerator[job_pb2.Job, None]:
         """Every active job (WAITING, SCHEDULED, QUEUED, RUNNING), oldest first, page by page."""
         chosen = [parse_state(s) for s in states or ()]
+        wanted = list(labels)
         async for job in _every_page(
             lambda token: self.list_active_page(
-                queue=queue, type=type, states=chosen, page_size=page_size, page_token=token
+                queue=queue,
+                type=type,
+                states=chosen,
+                page_size=page_size,
+                page_token=token,
+                labels=wanted,
             )
         ):
             yield job
@@ -697,14 +707,17 @@ class JobschedClient:
         finished_before: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
+        labels: Iterable[str] = (),
     ) -> tuple[list[job_pb2.Job], str]:
-        """One page of terminal jobs, most recently finished first, and the next page token."""
+        """One page of terminal jobs, most recently finished first, and the next page token.
+        `labels` as in list_active_page."""
         request = job_service_pb2.GetJobHistoryRequest(
             queue=queue or "",
             type=type or "",
             states=[parse_state(s) for s in states or ()],
             page_size=page_size,
             page_token=page_token,
+            labels=list(labels),
         )
         if finished_after is not None:
             request.finish_time_after.CopyFrom(_timestamp(finished_after))
@@ -722,12 +735,14 @@ class JobschedClient:
         finished_after: datetime | None = None,
         finished_before: datetime | None = None,
         page_size: int = 0,
+        labels: Iterable[str] = (),
     ) -> AsyncGenerator[job_pb2.Job, None]:
         """Every terminal job (SUCCEEDED, DEAD, CANCELLED), most recently finished first.
 
         `states=["dead"]` reads the dead-letter queue.
         """
         chosen = [parse_state(s) for s in states or ()]
+        wanted = list(labels)
         async for job in _every_page(
             lambda token: self.history_page(
                 queue=queue,
@@ -737,6 +752,7 @@ class JobschedClient:
                 finished_before=finished_before,
                 page_size=page_size,
                 page_token=token,
+                labels=wanted,
             )
         ):
             yield job

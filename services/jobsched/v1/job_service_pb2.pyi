@@ -225,6 +225,7 @@ class ListActiveJobsRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Only this queue (case-insensitive); empty for all."""
     type: _builtins.str
@@ -237,6 +238,12 @@ class ListActiveJobsRequest(_message.Message):
     def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
         """Only these states (each must be an active state); empty for all active states."""
 
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only jobs with all of these labels: each "key=value" (the job has the label with that
+        value) or "key" (the job has the label). At most 16; empty for any labels.
+        """
+
     def __init__(
         self,
         *,
@@ -245,10 +252,11 @@ class ListActiveJobsRequest(_message.Message):
         states: _abc.Iterable[_job_pb2.JobState.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "states", b"states", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "states", b"states", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -295,6 +303,7 @@ class GetJobHistoryRequest(_message.Message):
     FINISH_TIME_BEFORE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """Only this queue (case-insensitive); empty for all."""
     type: _builtins.str
@@ -315,6 +324,10 @@ class GetJobHistoryRequest(_message.Message):
     def finish_time_before(self) -> _timestamp_pb2.Timestamp:
         """Only jobs finished before this time."""
 
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only jobs with all of these labels, as in ListActiveJobsRequest.labels."""
+
     def __init__(
         self,
         *,
@@ -325,10 +338,11 @@ class GetJobHistoryRequest(_message.Message):
         finish_time_before: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time_after", b"finish_time_after", "finish_time_before", b"finish_time_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_time_after", b"finish_time_after", "finish_time_before", b"finish_time_before", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "states", b"states", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_time_after", b"finish_time_after", "finish_time_before", b"finish_time_before", "labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "states", b"states", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
